@@ -1,0 +1,130 @@
+//! `clawdspace-runtime`: the runtime's own worker entry point plus a small
+//! operator tool that drives the runtime directly (no daemon): import an
+//! image, create, exec, pause, resume, destroy and list spaces. Tests and
+//! `scripts/bench-runtime` use it too.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clawdspace_runtime::{Command, CreateSpace, ExecRequest, Runtime, RuntimeConfig};
+
+const USAGE: &str = "usage: clawdspace-runtime <command> [args]
+  import <ref> <rootfs-dir|tar>          import a root filesystem as an image
+  images                                 list images
+  create <name> <image> [memory-bytes] [cpus]
+  hold <name> <image>                    create, print its id, then wait forever
+  exec <name> <argv...>                  run a command, exit with its code
+  sh <name> <command>                    run a command with sh -c
+  pause|resume|start|destroy <name>
+  list                                   list spaces as JSON lines
+State: CLAWDSPACE_STATE_DIR (default /var/lib/clawdspace).";
+
+fn main() -> ExitCode {
+    clawdspace_runtime::worker::run_if_worker();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLAWDSPACE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn space_json(s: &clawdspace_runtime::Space) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<u8> {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut config = RuntimeConfig::from_env();
+    config.workers = 2;
+    let open = || Runtime::open(config.clone());
+    match a.as_slice() {
+        ["import", reference, src] => {
+            let rt = open().await?;
+            let img = rt
+                .images()
+                .import_rootfs(reference, src.as_ref(), Default::default())?;
+            println!("{}", img.layers.join(" "));
+        }
+        ["images"] => {
+            let rt = open().await?;
+            for i in rt.images().list()? {
+                println!("{}", i.reference);
+            }
+        }
+        ["create", name, image, rest @ ..] | ["hold", name, image, rest @ ..] => {
+            let memory = match rest.first() {
+                Some(m) => m.parse().context("memory in bytes")?,
+                None => 512 << 20,
+            };
+            let cpus: f64 = match rest.get(1) {
+                Some(c) => c.parse().context("cpus")?,
+                None => 1.0,
+            };
+            let rt = open().await?;
+            let s = rt
+                .create(CreateSpace {
+                    name: name.to_string(),
+                    image: image.to_string(),
+                    memory,
+                    nano_cpus: (cpus * 1e9).round() as u64,
+                    pids_limit: None,
+                    gpu: false,
+                })
+                .await?;
+            println!("{}", space_json(&s));
+            if a[0] == "hold" {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+            }
+        }
+        ["exec", name, argv @ ..] | ["sh", name, argv @ ..] if !argv.is_empty() => {
+            let rt = open().await?;
+            let cmd = if a[0] == "sh" {
+                Command::Shell(argv.join(" "))
+            } else {
+                Command::Argv(argv.iter().map(|s| s.to_string()).collect())
+            };
+            let out = rt.exec(name, ExecRequest::new(cmd)).await?;
+            use std::io::Write;
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stderr().write_all(&out.stderr)?;
+            return Ok(out.exit_code.clamp(0, 255) as u8);
+        }
+        ["pause", name] => println!("{}", space_json(&open().await?.pause(name).await?)),
+        ["resume", name] => println!("{}", space_json(&open().await?.resume(name).await?)),
+        ["start", name] => println!("{}", space_json(&open().await?.start(name).await?)),
+        ["destroy", name] => open().await?.destroy(name).await?,
+        ["list"] => {
+            for s in open().await?.list() {
+                println!("{}", space_json(&s));
+            }
+        }
+        _ => {
+            if a.is_empty() || a[0] == "help" || a[0] == "--help" {
+                println!("{USAGE}");
+                return Ok(0);
+            }
+            bail!("unknown command\n{USAGE}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,198 @@
+//! Which cgroup layout the host has, and reading a space's figures from it.
+//! (libcontainer writes the limits; this module only reads, without forking.)
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// The host's cgroup layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// Pure cgroup v2 (unified hierarchy at /sys/fs/cgroup).
+    Unified,
+    /// v1 controllers plus cgroup2 at /sys/fs/cgroup/unified.
+    Hybrid,
+    /// v1 controllers only.
+    Legacy,
+}
+
+impl CgroupMode {
+    /// Detects the layout of this host.
+    pub fn detect() -> Self {
+        let is_cg2 = |p: &str| {
+            nix::sys::statfs::statfs(p)
+                .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+                .unwrap_or(false)
+        };
+        if is_cg2(CGROUP_ROOT) {
+            CgroupMode::Unified
+        } else if is_cg2("/sys/fs/cgroup/unified") {
+            CgroupMode::Hybrid
+        } else {
+            CgroupMode::Legacy
+        }
+    }
+
+    /// Human name for logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CgroupMode::Unified => "cgroup v2 (unified)",
+            CgroupMode::Hybrid => {
+                "hybrid (cgroup v1 controllers + cgroup2 at /sys/fs/cgroup/unified)"
+            }
+            CgroupMode::Legacy => "cgroup v1 (legacy)",
+        }
+    }
+}
+
+/// Resource use of a space.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpaceStats {
+    /// Memory charged to the space, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes (`None` when unlimited).
+    pub memory_limit_bytes: Option<u64>,
+    /// CPU time used by all processes, nanoseconds.
+    pub cpu_usage_ns: u64,
+    /// Number of processes (tasks).
+    pub pids: u64,
+    /// CFS quota and period (µs), when limited.
+    pub cpu_quota: Option<(i64, u64)>,
+    /// Maximum number of pids, when limited.
+    pub pids_limit: Option<u64>,
+}
+
+/// Paths of one cgroup (absolute cgroup path like `/clawdspace/<id>`).
+#[derive(Debug, Clone)]
+pub struct CgroupPaths {
+    mode: CgroupMode,
+    path: String,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn read_limit(p: &Path) -> Option<u64> {
+    let s = fs::read_to_string(p).ok()?;
+    let s = s.trim();
+    if s == "max" {
+        return None;
+    }
+    s.parse().ok().filter(|v: &u64| *v < (1 << 62))
+}
+
+impl CgroupPaths {
+    /// The cgroup at absolute path `path` under `mode`.
+    pub fn new(mode: CgroupMode, path: &str) -> Self {
+        CgroupPaths {
+            mode,
+            path: path.trim_start_matches('/').to_string(),
+        }
+    }
+
+    /// The directory of controller `ctrl` (ignored on v2).
+    pub fn dir(&self, ctrl: &str) -> PathBuf {
+        match self.mode {
+            CgroupMode::Unified => Path::new(CGROUP_ROOT).join(&self.path),
+            _ => Path::new(CGROUP_ROOT).join(ctrl).join(&self.path),
+        }
+    }
+
+    /// Every directory this cgroup has on the host (to check it is gone).
+    pub fn all_dirs(&self) -> Vec<PathBuf> {
+        match self.mode {
+            CgroupMode::Unified => vec![self.dir("")],
+            _ => [
+                "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "blkio", "cpuset",
+                "unified",
+            ]
+            .iter()
+            .map(|c| self.dir(c))
+            .collect(),
+        }
+    }
+
+    /// Current figures of the cgroup.
+    pub fn stats(&self) -> SpaceStats {
+        match self.mode {
+            CgroupMode::Unified => {
+                let d = self.dir("");
+                let cpu_usec = fs::read_to_string(d.join("cpu.stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines().find_map(|l| {
+                            l.strip_prefix("usage_usec ")
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                        })
+                    })
+                    .unwrap_or(0);
+                let cpu_quota = fs::read_to_string(d.join("cpu.max")).ok().and_then(|s| {
+                    let mut it = s.split_whitespace();
+                    let q = it.next()?.parse::<i64>().ok()?;
+                    let p = it.next()?.parse::<u64>().ok()?;
+                    Some((q, p))
+                });
+                SpaceStats {
+                    memory_bytes: read_u64(&d.join("memory.current")).unwrap_or(0),
+                    memory_limit_bytes: read_limit(&d.join("memory.max")),
+                    cpu_usage_ns: cpu_usec * 1000,
+                    pids: read_u64(&d.join("pids.current")).unwrap_or(0),
+                    cpu_quota,
+                    pids_limit: read_limit(&d.join("pids.max")),
+                }
+            }
+            _ => {
+                let quota = fs::read_to_string(self.dir("cpu").join("cpu.cfs_quota_us"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .filter(|q| *q > 0);
+                let period = read_u64(&self.dir("cpu").join("cpu.cfs_period_us"));
+                SpaceStats {
+                    memory_bytes: read_u64(&self.dir("memory").join("memory.usage_in_bytes"))
+                        .unwrap_or(0),
+                    memory_limit_bytes: read_limit(
+                        &self.dir("memory").join("memory.limit_in_bytes"),
+                    ),
+                    cpu_usage_ns: read_u64(&self.dir("cpuacct").join("cpuacct.usage"))
+                        .or_else(|| read_u64(&self.dir("cpu,cpuacct").join("cpuacct.usage")))
+                        .unwrap_or(0),
+                    pids: read_u64(&self.dir("pids").join("pids.current")).unwrap_or(0),
+                    cpu_quota: quota.zip(period),
+                    pids_limit: read_limit(&self.dir("pids").join("pids.max")),
+                }
+            }
+        }
+    }
+
+    /// Number of OOM kills in the cgroup, when the kernel reports it.
+    pub fn oom_kills(&self) -> u64 {
+        let f = match self.mode {
+            CgroupMode::Unified => self.dir("").join("memory.events"),
+            _ => self.dir("memory").join("memory.oom_control"),
+        };
+        fs::read_to_string(f)
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|v| v.trim().parse().ok())
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the freezer says the cgroup is frozen.
+    pub fn is_frozen(&self) -> bool {
+        match self.mode {
+            CgroupMode::Unified => fs::read_to_string(self.dir("").join("cgroup.freeze"))
+                .map(|s| s.trim() == "1")
+                .unwrap_or(false),
+            _ => fs::read_to_string(self.dir("freezer").join("freezer.state"))
+                .map(|s| s.trim() == "FROZEN")
+                .unwrap_or(false),
+        }
+    }
+}

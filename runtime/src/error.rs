@@ -1,0 +1,87 @@
+//! The runtime's error type: one enum whose variants map onto HTTP statuses.
+
+use std::io;
+
+/// Everything a runtime operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller asked for something malformed (maps to 400).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No space with this name (maps to 404).
+    #[error("Space not found")]
+    SpaceNotFound,
+    /// A space with this name already exists (maps to 409).
+    #[error("Space already exists")]
+    SpaceExists,
+    /// The space is stopped; the operation needs it running (maps to 409).
+    #[error("Space is not running")]
+    NotRunning,
+    /// The image is not in the store (maps to 400).
+    #[error("Image not found: {0}")]
+    ImageNotFound(String),
+    /// The image is used by a space and cannot be removed (maps to 409).
+    #[error("image {0} is in use by space {1}")]
+    ImageInUse(String, String),
+    /// A filesystem or system call failed (maps to 500).
+    #[error("{context}: {source}")]
+    Io {
+        /// What the runtime was doing.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// libcontainer or a worker process failed (maps to 500).
+    #[error("container runtime: {0}")]
+    Container(String),
+    /// A stored record could not be read or written (maps to 500).
+    #[error("state store: {0}")]
+    State(String),
+}
+
+/// Broad class of an [`Error`], for mapping to a protocol status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad request.
+    Invalid,
+    /// Missing resource.
+    NotFound,
+    /// State conflict.
+    Conflict,
+    /// Server-side failure.
+    Internal,
+}
+
+impl Error {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidInput(_) | Error::ImageNotFound(_) => ErrorKind::Invalid,
+            Error::SpaceNotFound => ErrorKind::NotFound,
+            Error::SpaceExists | Error::NotRunning | Error::ImageInUse(..) => ErrorKind::Conflict,
+            Error::Io { .. } | Error::Container(_) | Error::State(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Result with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds context to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}

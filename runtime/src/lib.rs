@@ -1,0 +1,25 @@
+//! clawdspace-runtime: spaces as libcontainer sandboxes.
+//!
+//! Everything that touches the kernel or images lives here: the image store,
+//! overlayfs root filesystems, the OCI spec, the libcontainer lifecycle (in
+//! worker processes), exec, the freezer, cgroup figures and the persistent
+//! state of every space. The daemon and the CLI use only this public API.
+
+pub mod cgroups;
+pub mod config;
+pub mod error;
+pub mod exec;
+mod fsutil;
+pub mod image;
+mod runtime;
+pub mod sandbox;
+pub mod spec;
+pub mod store;
+pub mod worker;
+
+pub use cgroups::{CgroupMode, SpaceStats};
+pub use config::RuntimeConfig;
+pub use error::{Error, ErrorKind, Result};
+pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
+pub use runtime::{is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_MEMORY, MIN_NANO_CPUS};
+pub use store::{Space, SpaceStatus, SpaceUser};

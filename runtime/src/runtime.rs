@@ -1,0 +1,810 @@
+//! The runtime: the life of every space, from the daemon's point of view.
+//!
+//! Async and thread-safe; libcontainer itself runs in worker processes
+//! ([`crate::worker`]). Operations on one space are serialised by a per-space
+//! lock; operations on different spaces run in parallel across workers.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::Utc;
+use nix::fcntl::OFlag;
+use tokio::io::unix::AsyncFd;
+
+use crate::cgroups::{CgroupMode, CgroupPaths, SpaceStats};
+use crate::config::RuntimeConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::exec::{self, ExecHandle, ExecOutput, ExecRequest};
+use crate::fsutil::{remove_dir_all_if_exists, write_atomic};
+use crate::image::{resolve_user, ImageStore};
+use crate::sandbox::proc;
+use crate::spec::{build_spec, space_env};
+use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser, Store};
+use crate::worker::proto::{CreateRequest, DestroyRequest, Reply, Request, RootfsPlan};
+use crate::worker::WorkerPool;
+
+/// The static init binary bind-mounted into every space.
+static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace-init"));
+
+/// Smallest memory limit a space may have.
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// Smallest CPU limit, in nano-CPUs (0.01 core).
+pub const MIN_NANO_CPUS: u64 = 10_000_000;
+
+/// What a new space should be.
+#[derive(Debug, Clone)]
+pub struct CreateSpace {
+    /// Unique name (`^[a-zA-Z0-9_-]{1,63}$`).
+    pub name: String,
+    /// Image reference in the local store.
+    pub image: String,
+    /// Memory limit in bytes.
+    pub memory: u64,
+    /// CPU limit in nano-CPUs.
+    pub nano_cpus: u64,
+    /// pids limit (default from the config).
+    pub pids_limit: Option<i64>,
+    /// GPU space: runs as root in `/workspace`.
+    pub gpu: bool,
+}
+
+/// Whether `name` is a valid space name (SPEC 6.1).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+struct Entry {
+    /// Serialises lifecycle operations on this space.
+    op: tokio::sync::Mutex<()>,
+    rec: Mutex<Space>,
+    /// Execs in flight (the auto-sleep worker never pauses such a space).
+    execs: AtomicUsize,
+}
+
+impl Entry {
+    fn snapshot(&self) -> Space {
+        lock(&self.rec).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Inner {
+    config: RuntimeConfig,
+    store: Store,
+    images: ImageStore,
+    pool: WorkerPool,
+    cgroup_mode: CgroupMode,
+    init_path: PathBuf,
+    state_root: PathBuf,
+    spaces: RwLock<BTreeMap<String, Arc<Entry>>>,
+}
+
+/// Handle to the runtime; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+/// Decrements an exec counter when dropped.
+struct ExecGuard(Arc<Entry>);
+
+impl Drop for ExecGuard {
+    fn drop(&mut self) {
+        self.0.execs.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Runtime {
+    /// Opens the state directory, starts the worker processes and brings
+    /// every recorded space back: running spaces are adopted, spaces whose
+    /// init is gone (daemon crash, host reboot) are started again on their
+    /// preserved files, half-created ones are rolled back. Must run inside
+    /// a tokio runtime.
+    pub async fn open(config: RuntimeConfig) -> Result<Runtime> {
+        let state = &config.state_dir;
+        fs::create_dir_all(state).ctx(|| format!("create state dir {}", state.display()))?;
+        let bin = state.join("bin");
+        fs::create_dir_all(&bin).ctx(|| format!("create {}", bin.display()))?;
+        let init_path = bin.join("clawdspace-init");
+        if fs::read(&init_path).ok().as_deref() != Some(INIT_BINARY) {
+            write_atomic(&init_path, INIT_BINARY, true)?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))
+                .ctx(|| format!("chmod {}", init_path.display()))?;
+        }
+        let cgroup_mode = CgroupMode::detect();
+        tracing::info!(mode = cgroup_mode.describe(), "cgroups");
+        let rt = Runtime {
+            inner: Arc::new(Inner {
+                store: Store::open(state)?,
+                images: ImageStore::open(state)?,
+                pool: WorkerPool::start(&config.worker_exe, config.workers)?,
+                cgroup_mode,
+                init_path,
+                state_root: state.join("run"),
+                spaces: RwLock::new(BTreeMap::new()),
+                config,
+            }),
+        };
+        rt.restore().await?;
+        Ok(rt)
+    }
+
+    /// The image store.
+    pub fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The host's cgroup layout.
+    pub fn cgroup_mode(&self) -> CgroupMode {
+        self.inner.cgroup_mode
+    }
+
+    fn cgroups_path(&self, id: &str) -> String {
+        format!(
+            "{}/{}",
+            self.inner.config.cgroup_parent.trim_end_matches('/'),
+            id
+        )
+    }
+
+    /// The cgroup of a space (to read its files).
+    pub fn cgroup(&self, space: &Space) -> CgroupPaths {
+        CgroupPaths::new(self.inner.cgroup_mode, &self.cgroups_path(&space.id))
+    }
+
+    /// Where a space's writable layer lives on the host.
+    pub fn upper_dir(&self, space: &Space) -> PathBuf {
+        self.inner.store.space_dir(&space.id).join("upper")
+    }
+
+    /// Where a space's root filesystem is mounted on the host.
+    pub fn rootfs_dir(&self, space: &Space) -> PathBuf {
+        self.inner.store.space_dir(&space.id).join("rootfs")
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<Entry>> {
+        let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
+        match map.get(name) {
+            Some(e) if !matches!(lock(&e.rec).status, SpaceStatus::Creating) => Ok(e.clone()),
+            _ => Err(Error::SpaceNotFound),
+        }
+    }
+
+    /// Every space (not those still being created), newest first.
+    pub fn list(&self) -> Vec<Space> {
+        let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Space> = map
+            .values()
+            .map(|e| e.snapshot())
+            .filter(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
+            .collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v
+    }
+
+    /// One space by name.
+    pub fn get(&self, name: &str) -> Result<Space> {
+        let s = self.entry(name)?.snapshot();
+        if s.status == SpaceStatus::Destroying {
+            return Err(Error::SpaceNotFound);
+        }
+        Ok(s)
+    }
+
+    /// Number of execs running in a space now.
+    pub fn execs_in_flight(&self, name: &str) -> usize {
+        self.entry(name)
+            .map(|e| e.execs.load(Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    /// Records activity on a space now (persisted, not fsynced).
+    pub fn touch(&self, name: &str) -> Result<()> {
+        let e = self.entry(name)?;
+        let snap = {
+            let mut r = lock(&e.rec);
+            r.last_activity = Utc::now();
+            r.clone()
+        };
+        self.inner.store.save(&snap, false)
+    }
+
+    /// Creates and starts a space. All or nothing: on any failure nothing of
+    /// it remains (no record, mount, cgroup, process or directory).
+    pub async fn create(&self, req: CreateSpace) -> Result<Space> {
+        if !is_valid_name(&req.name) {
+            return Err(Error::InvalidInput(
+                "Invalid name (alphanumeric, _, - only)".into(),
+            ));
+        }
+        if req.memory < MIN_MEMORY {
+            return Err(Error::InvalidInput(format!(
+                "Invalid memory: at least {} MiB",
+                MIN_MEMORY >> 20
+            )));
+        }
+        if req.nano_cpus < MIN_NANO_CPUS {
+            return Err(Error::InvalidInput("Invalid cpus: at least 0.01".into()));
+        }
+        let pids_limit = req.pids_limit.unwrap_or(self.inner.config.pids_limit);
+        if pids_limit < 1 {
+            return Err(Error::InvalidInput("Invalid pids limit: at least 1".into()));
+        }
+        let image = self.inner.images.resolve(&req.image)?;
+        let user = if req.gpu {
+            SpaceUser {
+                name: "root".into(),
+                uid: 0,
+                gid: 0,
+                additional_gids: Vec::new(),
+                home: "/root".into(),
+                workdir: "/workspace".into(),
+            }
+        } else {
+            // An image without a `sandbox` user still works: uid/gid 1000,
+            // as `docker run --user 1000:1000` would.
+            let pw = resolve_user(&image.layer_dirs, "sandbox");
+            SpaceUser {
+                name: "sandbox".into(),
+                uid: pw.as_ref().map_or(1000, |p| p.uid),
+                gid: pw.as_ref().map_or(1000, |p| p.gid),
+                additional_gids: pw.as_ref().map(|p| p.groups.clone()).unwrap_or_default(),
+                home: "/home/sandbox".into(),
+                workdir: "/home/sandbox".into(),
+            }
+        };
+        let now = Utc::now();
+        let space = Space {
+            name: req.name.clone(),
+            id: new_space_id(),
+            image: req.image.clone(),
+            memory: req.memory,
+            nano_cpus: req.nano_cpus,
+            pids_limit,
+            gpu: req.gpu,
+            created: now,
+            started: now,
+            last_activity: now,
+            status: SpaceStatus::Creating,
+            init_pid: None,
+            init_start_time: None,
+            env: space_env(&image.image.config.env, &req.name, &user.home),
+            user,
+            layers: image.layer_dirs,
+        };
+        // Reserve the name: a concurrent create of the same name sees it.
+        let entry = Arc::new(Entry {
+            op: tokio::sync::Mutex::new(()),
+            rec: Mutex::new(space.clone()),
+            execs: AtomicUsize::new(0),
+        });
+        let _op = entry.op.lock().await;
+        {
+            let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());
+            if map.contains_key(&req.name) {
+                return Err(Error::SpaceExists);
+            }
+            map.insert(req.name.clone(), entry.clone());
+        }
+        match self.start_init(&entry).await {
+            Ok(s) => {
+                tracing::info!(space = %s.name, id = %s.short_id(), "created");
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::warn!(space = %req.name, "create failed, rolling back: {e}");
+                if let Err(e2) = self.teardown(&space).await {
+                    tracing::error!(space = %req.name, "rollback failed: {e2}");
+                }
+                self.inner
+                    .spaces
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&req.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the bundle, mounts the rootfs and starts the init of the space
+    /// in `entry`; records it as running. Caller holds the op lock.
+    async fn start_init(&self, entry: &Arc<Entry>) -> Result<Space> {
+        let space = entry.snapshot();
+        let dir = self.inner.store.space_dir(&space.id);
+        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        let spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
+        let config = serde_json::to_vec(&spec).map_err(|e| Error::Container(e.to_string()))?;
+        write_atomic(&dir.join("config.json"), &config, false)?;
+        let req = Request::Create(CreateRequest {
+            id: space.id.clone(),
+            state_root: self.inner.state_root.clone(),
+            bundle: dir.clone(),
+            rootfs: RootfsPlan {
+                lowers: space.layers.clone(),
+                upper: dir.join("upper"),
+                work: dir.join("work"),
+                target: dir.join("rootfs"),
+            },
+            workdir: space.user.workdir.clone(),
+            uid: space.user.uid,
+            gid: space.user.gid,
+        });
+        let (pid, start_time) = match self.inner.pool.call(&req, &[]).await?.0 {
+            Reply::Created { pid, start_time } => (pid, start_time),
+            Reply::Failed { message } => return Err(Error::Container(message)),
+            other => {
+                return Err(Error::Container(format!(
+                    "unexpected worker reply {other:?}"
+                )))
+            }
+        };
+        let now = Utc::now();
+        let snap = {
+            let mut r = lock(&entry.rec);
+            r.status = SpaceStatus::Running;
+            r.init_pid = Some(pid);
+            r.init_start_time = Some(start_time);
+            r.started = now;
+            r.last_activity = now;
+            r.clone()
+        };
+        self.inner.store.save(&snap, true)?;
+        self.watch_init(&snap);
+        Ok(snap)
+    }
+
+    /// Kills and unmounts a space and deletes all its files.
+    async fn teardown(&self, space: &Space) -> Result<()> {
+        let dir = self.inner.store.space_dir(&space.id);
+        let req = Request::Destroy(DestroyRequest {
+            id: space.id.clone(),
+            state_root: self.inner.state_root.clone(),
+            rootfs: dir.join("rootfs"),
+        });
+        match self.inner.pool.call(&req, &[]).await?.0 {
+            Reply::Done => {}
+            Reply::Failed { message } => return Err(Error::Container(message)),
+            other => {
+                return Err(Error::Container(format!(
+                    "unexpected worker reply {other:?}"
+                )))
+            }
+        }
+        remove_dir_all_if_exists(&dir)
+    }
+
+    /// Destroys a space whatever its state. Nothing of it remains.
+    pub async fn destroy(&self, name: &str) -> Result<()> {
+        let entry = self.entry(name)?;
+        let _op = entry.op.lock().await;
+        let snap = {
+            let mut r = lock(&entry.rec);
+            if r.status == SpaceStatus::Destroying && !self.is_current(name, &entry) {
+                return Err(Error::SpaceNotFound);
+            }
+            r.status = SpaceStatus::Destroying;
+            r.clone()
+        };
+        self.inner.store.save(&snap, true)?;
+        self.teardown(&snap).await?;
+        let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());
+        if map.get(name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+            map.remove(name);
+        }
+        tracing::info!(space = %name, "destroyed");
+        Ok(())
+    }
+
+    fn is_current(&self, name: &str, entry: &Arc<Entry>) -> bool {
+        let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
+        map.get(name).is_some_and(|e| Arc::ptr_eq(e, entry))
+    }
+
+    async fn simple(&self, req: Request) -> Result<()> {
+        match self.inner.pool.call(&req, &[]).await?.0 {
+            Reply::Done => Ok(()),
+            Reply::Failed { message } => Err(Error::Container(message)),
+            other => Err(Error::Container(format!(
+                "unexpected worker reply {other:?}"
+            ))),
+        }
+    }
+
+    fn set_status(&self, entry: &Entry, status: SpaceStatus) -> Result<Space> {
+        let snap = {
+            let mut r = lock(&entry.rec);
+            r.status = status;
+            r.clone()
+        };
+        self.inner.store.save(&snap, true)?;
+        Ok(snap)
+    }
+
+    /// Freezes every process of a running space. Paused: no-op. Stopped:
+    /// [`Error::NotRunning`].
+    pub async fn pause(&self, name: &str) -> Result<Space> {
+        let entry = self.entry(name)?;
+        let _op = entry.op.lock().await;
+        let s = entry.snapshot();
+        match s.status {
+            SpaceStatus::Paused => Ok(s),
+            SpaceStatus::Running => {
+                self.simple(Request::Pause {
+                    id: s.id.clone(),
+                    state_root: self.inner.state_root.clone(),
+                })
+                .await?;
+                self.set_status(&entry, SpaceStatus::Paused)
+            }
+            _ => Err(Error::NotRunning),
+        }
+    }
+
+    /// Thaws a paused space. Running: no-op. Stopped: [`Error::NotRunning`].
+    pub async fn resume(&self, name: &str) -> Result<Space> {
+        let entry = self.entry(name)?;
+        let _op = entry.op.lock().await;
+        self.resume_locked(&entry).await
+    }
+
+    async fn resume_locked(&self, entry: &Arc<Entry>) -> Result<Space> {
+        let s = entry.snapshot();
+        match s.status {
+            SpaceStatus::Running => Ok(s),
+            SpaceStatus::Paused => {
+                self.simple(Request::Resume {
+                    id: s.id.clone(),
+                    state_root: self.inner.state_root.clone(),
+                })
+                .await?;
+                self.set_status(entry, SpaceStatus::Running)
+            }
+            _ => Err(Error::NotRunning),
+        }
+    }
+
+    /// Makes a space run: thaws a paused one, starts the init of a stopped
+    /// one again (files kept), does nothing to a running one. Counts as
+    /// activity.
+    pub async fn start(&self, name: &str) -> Result<Space> {
+        let entry = self.entry(name)?;
+        let _op = entry.op.lock().await;
+        let s = entry.snapshot();
+        let s = match s.status {
+            SpaceStatus::Stopped => self.restart_locked(&entry).await?,
+            SpaceStatus::Paused => self.resume_locked(&entry).await?,
+            SpaceStatus::Running => s,
+            _ => return Err(Error::SpaceNotFound),
+        };
+        self.touch(name)?;
+        Ok(s)
+    }
+
+    /// Starts the init of a space whose init is gone, on its kept files.
+    async fn restart_locked(&self, entry: &Arc<Entry>) -> Result<Space> {
+        let s = entry.snapshot();
+        match self.start_init(entry).await {
+            Ok(s) => {
+                tracing::info!(space = %s.name, "init started again");
+                Ok(s)
+            }
+            Err(e) => {
+                let mut r = lock(&entry.rec);
+                r.status = SpaceStatus::Stopped;
+                r.init_pid = None;
+                let snap = r.clone();
+                drop(r);
+                let _ = self.inner.store.save(&snap, true);
+                tracing::error!(space = %s.name, "could not start init: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts a command in a space and returns its pipes. A paused space is
+    /// thawed first; a stopped one gives [`Error::NotRunning`].
+    pub async fn exec_spawn(
+        &self,
+        name: &str,
+        req: &ExecRequest,
+    ) -> Result<(ExecHandle, ExecActivity)> {
+        let entry = self.entry(name)?;
+        entry.execs.fetch_add(1, Ordering::AcqRel);
+        let guard = ExecActivity {
+            rt: self.clone(),
+            name: name.to_string(),
+            _g: ExecGuard(entry.clone()),
+        };
+        let s = entry.snapshot();
+        let s = match s.status {
+            SpaceStatus::Running => s,
+            SpaceStatus::Paused => {
+                let _op = entry.op.lock().await;
+                self.resume_locked(&entry).await?
+            }
+            SpaceStatus::Stopped => return Err(Error::NotRunning),
+            _ => return Err(Error::SpaceNotFound),
+        };
+        let _ = self.touch(name);
+        let (uid, gid, gids) = self.exec_user(&s, req.user.as_deref())?;
+        let mut env = s.env.clone();
+        env.extend(req.env.iter().cloned());
+        let (stdin_child, stdin_ours) = if req.stdin.is_some() {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null = fs::File::open("/dev/null").ctx(|| "open /dev/null".into())?;
+            (OwnedFd::from(null), None)
+        };
+        let (stdout_ours, stdout_child) = pipe()?;
+        let (stderr_ours, stderr_child) = pipe()?;
+        let wreq = Request::Exec(crate::worker::proto::ExecRequest {
+            id: s.id.clone(),
+            state_root: self.inner.state_root.clone(),
+            args: req.command.argv(),
+            env,
+            cwd: req.cwd.clone().unwrap_or_else(|| s.user.workdir.clone()),
+            uid,
+            gid,
+            additional_gids: gids,
+        });
+        let fds = [
+            stdin_child.as_raw_fd(),
+            stdout_child.as_raw_fd(),
+            stderr_child.as_raw_fd(),
+        ];
+        let (reply, exit) = self.inner.pool.call(&wreq, &fds).await?;
+        drop((stdin_child, stdout_child, stderr_child));
+        let pid = match reply {
+            Reply::Spawned { pid } => pid,
+            Reply::Failed { message } => return Err(Error::Container(message)),
+            other => {
+                return Err(Error::Container(format!(
+                    "unexpected worker reply {other:?}"
+                )))
+            }
+        };
+        let exit = exit.ok_or_else(|| Error::Container("no exit channel for exec".into()))?;
+        let handle = ExecHandle {
+            pid,
+            stdin: stdin_ours.map(exec::sender).transpose()?,
+            stdout: exec::receiver(stdout_ours)?,
+            stderr: exec::receiver(stderr_ours)?,
+            exit,
+        };
+        Ok((handle, guard))
+    }
+
+    /// Runs a command to completion and returns its captured output.
+    pub async fn exec(&self, name: &str, req: ExecRequest) -> Result<ExecOutput> {
+        let (handle, activity) = self.exec_spawn(name, &req).await?;
+        let out = exec::collect(handle, req.stdin, req.output_limit, req.timeout).await;
+        drop(activity);
+        Ok(out)
+    }
+
+    fn exec_user(&self, s: &Space, user: Option<&str>) -> Result<(u32, u32, Vec<u32>)> {
+        let Some(u) = user.filter(|u| !u.is_empty()) else {
+            return Ok((s.user.uid, s.user.gid, s.user.additional_gids.clone()));
+        };
+        if let Ok(uid) = u.parse::<u32>() {
+            return Ok((uid, uid, Vec::new()));
+        }
+        if u == "root" {
+            return Ok((0, 0, Vec::new()));
+        }
+        // Users added inside the space live in its upper dir; the merged
+        // view is the mounted rootfs.
+        let rootfs = self.rootfs_dir(s);
+        let mut layers = vec![rootfs];
+        layers.extend(s.layers.iter().cloned());
+        resolve_user(&layers, u)
+            .map(|p| (p.uid, p.gid, p.groups))
+            .ok_or_else(|| Error::InvalidInput(format!("unknown user '{u}' in space {}", s.name)))
+    }
+
+    /// Resource use of a space.
+    pub fn stats(&self, name: &str) -> Result<SpaceStats> {
+        let s = self.get(name)?;
+        Ok(self.cgroup(&s).stats())
+    }
+
+    /// Watches the init of a running space; when it dies unexpectedly the
+    /// space is started again (restart policy `unless-stopped`).
+    fn watch_init(&self, space: &Space) {
+        let Some(pid) = space.init_pid else { return };
+        let Ok(pidfd) = proc::pidfd_open(pid) else {
+            return;
+        };
+        // SAFETY: `pidfd` is owned by the AsyncFd for its whole life.
+        let Ok(afd) =
+            (unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) })
+        else {
+            return;
+        };
+        let rt = self.clone();
+        let name = space.name.clone();
+        let id = space.id.clone();
+        tokio::spawn(async move {
+            let _ = afd.readable().await;
+            drop(afd);
+            rt.on_init_exit(&name, &id, pid).await;
+        });
+    }
+
+    async fn on_init_exit(&self, name: &str, id: &str, pid: i32) {
+        let Ok(entry) = self.entry(name) else { return };
+        let _op = entry.op.lock().await;
+        let s = entry.snapshot();
+        // Destroyed, re-created, or restarted meanwhile: not ours to handle.
+        if s.id != id
+            || s.init_pid != Some(pid)
+            || !matches!(s.status, SpaceStatus::Running | SpaceStatus::Paused)
+        {
+            return;
+        }
+        tracing::warn!(space = %name, "init exited; starting it again");
+        let _ = self.restart_locked(&entry).await;
+    }
+
+    /// Brings recorded spaces back at startup.
+    async fn restore(&self) -> Result<()> {
+        let (spaces, orphans) = self.inner.store.load_all()?;
+        for id in orphans {
+            tracing::warn!(id = %id, "removing leftovers of an unrecorded space");
+            let stub = Space {
+                id,
+                ..placeholder()
+            };
+            if let Err(e) = self.teardown(&stub).await {
+                tracing::error!("cleanup failed: {e}");
+            }
+        }
+        for s in spaces {
+            match s.status {
+                SpaceStatus::Creating | SpaceStatus::Destroying => {
+                    tracing::info!(space = %s.name, "finishing interrupted create/destroy");
+                    if let Err(e) = self.teardown(&s).await {
+                        tracing::error!(space = %s.name, "cleanup failed: {e}");
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let alive = matches!((s.init_pid, s.init_start_time), (Some(p), Some(t)) if proc::is_same_process(p, t));
+            let mut s = s;
+            if alive {
+                s.status = if self.cgroup(&s).is_frozen() {
+                    SpaceStatus::Paused
+                } else {
+                    SpaceStatus::Running
+                };
+            }
+            let entry = Arc::new(Entry {
+                op: tokio::sync::Mutex::new(()),
+                rec: Mutex::new(s.clone()),
+                execs: AtomicUsize::new(0),
+            });
+            self.inner
+                .spaces
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s.name.clone(), entry.clone());
+            if alive {
+                tracing::info!(space = %s.name, status = s.status.as_str(), "adopted running space");
+                self.watch_init(&s);
+            } else {
+                tracing::info!(space = %s.name, "init gone (crash or reboot); starting it again");
+                let _op = entry.op.lock().await;
+                let _ = self.restart_locked(&entry).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a space's rootfs is mounted (for tests and diagnostics).
+    pub fn is_rootfs_mounted(&self, space: &Space) -> bool {
+        crate::sandbox::rootfs::is_mounted(&self.rootfs_dir(space))
+    }
+
+    /// The libcontainer state directory of a space.
+    pub fn container_state_dir(&self, space: &Space) -> PathBuf {
+        self.inner.state_root.join(&space.id)
+    }
+
+    /// The directory holding everything of a space on the host.
+    pub fn space_dir(&self, space: &Space) -> PathBuf {
+        self.inner.store.space_dir(&space.id)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.config.state_dir
+    }
+}
+
+/// Held while an exec runs: counts it as in flight and records activity at
+/// its end.
+pub struct ExecActivity {
+    rt: Runtime,
+    name: String,
+    _g: ExecGuard,
+}
+
+impl Drop for ExecActivity {
+    fn drop(&mut self) {
+        let _ = self.rt.touch(&self.name);
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", e.into()))?;
+    Ok((r, w))
+}
+
+fn placeholder() -> Space {
+    let now = Utc::now();
+    Space {
+        name: String::new(),
+        id: String::new(),
+        image: String::new(),
+        memory: 0,
+        nano_cpus: 0,
+        pids_limit: 0,
+        gpu: false,
+        created: now,
+        started: now,
+        last_activity: now,
+        status: SpaceStatus::Destroying,
+        init_pid: None,
+        init_start_time: None,
+        user: SpaceUser {
+            name: String::new(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            home: String::new(),
+            workdir: String::new(),
+        },
+        env: Vec::new(),
+        layers: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_spec() {
+        for ok in [
+            "my-space",
+            "my_space",
+            "MySpace123",
+            "test-123_abc",
+            &"a".repeat(63),
+        ] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "invalid name!", "a.b", "a/b", "é", &"a".repeat(64)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! How an exec'd process starts inside a space: in a session of its own (so
+//! a timeout can kill its whole process group), and with shell-like exit
+//! codes when the program cannot be run (127 not found, 126 not executable).
+
+use std::ffi::CString;
+use std::io::Write;
+
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+
+/// Executor for processes joining a space.
+#[derive(Clone, Default)]
+pub struct SpaceExecutor;
+
+fn fail(code: i32, msg: &str) -> ! {
+    let _ = std::io::stderr().write_all(msg.as_bytes());
+    // SAFETY: _exit ends this forked child at once, with no atexit handlers
+    // or destructors of the worker's state running in it.
+    unsafe { libc::_exit(code) }
+}
+
+impl Executor for SpaceExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .filter(|a| !a.is_empty())
+            .ok_or(ExecutorError::InvalidArg)?;
+        // A new session makes the process its own group leader; with a TTY
+        // libcontainer already did this, and setsid then fails harmlessly.
+        let _ = nix::unistd::setsid();
+        let Ok(cargs) = args
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+        else {
+            fail(126, "clawdspace: argument contains a NUL byte\n");
+        };
+        let err = nix::unistd::execvp(&cargs[0], &cargs).err();
+        let prog = &args[0];
+        match err {
+            Some(nix::errno::Errno::ENOENT) | Some(nix::errno::Errno::ENOTDIR) => {
+                fail(127, &format!("clawdspace: {prog}: command not found\n"))
+            }
+            Some(e) => fail(
+                126,
+                &format!("clawdspace: {prog}: cannot execute: {}\n", e.desc()),
+            ),
+            None => fail(126, "clawdspace: exec returned\n"),
+        }
+    }
+
+    fn validate(&self, _spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // Missing programs are reported by `exec` as exit code 127, like a
+        // shell, instead of failing the whole request.
+        Ok(())
+    }
+}

@@ -1,0 +1,209 @@
+//! Create, exec, pause, resume and destroy with libcontainer. Worker-only.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{chown, DirBuilderExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::executor::SpaceExecutor;
+use super::proc;
+use super::rootfs;
+use crate::worker::proto::{CreateRequest, DestroyRequest, ExecRequest};
+
+type Res<T> = Result<T, String>;
+
+fn devnull() -> Res<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))
+}
+
+fn lc<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// Removes whatever libcontainer left for `id` (after a crash or reboot).
+fn remove_stale(state_root: &Path, id: &str) {
+    let dir = state_root.join(id);
+    if !dir.exists() {
+        return;
+    }
+    if let Ok(mut c) = Container::load(dir.clone()) {
+        let _ = c.delete(true);
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Creates `dir` inside the mounted rootfs if missing, owned by uid:gid.
+fn ensure_workdir(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Res<()> {
+    let rel = dir.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|s| s == "..") {
+        return Ok(());
+    }
+    let path = rootfs.join(rel);
+    if fs::symlink_metadata(&path).is_ok() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&path)
+        .map_err(lc("create working directory"))?;
+    chown(&path, Some(uid), Some(gid)).map_err(lc("chown working directory"))
+}
+
+/// Mounts the rootfs and starts the init; returns its pid and start time.
+/// On failure nothing of this attempt is left (mount, container state).
+pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
+    remove_stale(&req.state_root, &req.id);
+    let mounted = if rootfs::is_mounted(&req.rootfs.target) {
+        false
+    } else {
+        rootfs::mount_overlay(&req.rootfs)?;
+        true
+    };
+    let result = start_init(req);
+    if result.is_err() {
+        remove_stale(&req.state_root, &req.id);
+        if mounted {
+            let _ = rootfs::unmount(&req.rootfs.target);
+        }
+    }
+    result
+}
+
+fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
+    ensure_workdir(&req.rootfs.target, &req.workdir, req.uid, req.gid)?;
+    fs::create_dir_all(&req.state_root).map_err(lc("create container state root"))?;
+    let mut container = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_root_path(&req.state_root)
+        .map_err(lc("state root"))?
+        .with_stdin(devnull()?)
+        .with_stdout(devnull()?)
+        .with_stderr(devnull()?)
+        .validate_id()
+        .map_err(lc("container id"))?
+        .as_init(&req.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(lc("create container"))?;
+    container.start().map_err(lc("start container"))?;
+    let pid = container
+        .pid()
+        .ok_or("container started without a pid")?
+        .as_raw();
+    let start = proc::start_time(pid).ok_or("space init exited right after start")?;
+    Ok((pid, start))
+}
+
+/// Starts a process in a running space with the given stdio; returns its pid.
+pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Res<i32> {
+    let env = req
+        .env
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let pid = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_root_path(&req.state_root)
+        .map_err(lc("state root"))?
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .with_executor(SpaceExecutor)
+        .as_tenant()
+        .with_container_args(req.args.clone())
+        .with_env(env)
+        .with_cwd(Some(PathBuf::from(&req.cwd)))
+        .with_user(Some(req.uid))
+        .with_group(Some(req.gid))
+        .with_additional_gids(req.additional_gids.clone())
+        .with_no_new_privs(true)
+        .with_detach(false)
+        .build()
+        .map_err(lc("exec"))?;
+    remove_old_sockets(&req.state_root.join(&req.id));
+    Ok(pid.as_raw())
+}
+
+/// libcontainer leaves a socket per exec in the container's state dir; only
+/// ones old enough that no build can still be using them are removed.
+fn remove_old_sockets(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let cutoff = SystemTime::now() - Duration::from_secs(30);
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("tenant-notify-") || name.starts_with("tenant-tty-")) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < cutoff);
+        if old {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+fn load(state_root: &Path, id: &str) -> Res<Container> {
+    Container::load(state_root.join(id)).map_err(lc("load container"))
+}
+
+/// Freezes the space.
+pub fn pause(state_root: &Path, id: &str) -> Res<()> {
+    let mut c = load(state_root, id)?;
+    c.pause().map_err(lc("pause"))
+}
+
+/// Thaws the space.
+pub fn resume(state_root: &Path, id: &str) -> Res<()> {
+    let mut c = load(state_root, id)?;
+    c.resume().map_err(lc("resume"))
+}
+
+/// Kills every process of the space, removes its container state and
+/// cgroup, and unmounts its rootfs. Idempotent.
+pub fn destroy(req: &DestroyRequest) -> Res<()> {
+    let dir = req.state_root.join(&req.id);
+    if dir.exists() {
+        match Container::load(dir.clone()) {
+            Ok(mut c) => {
+                let init = c.pid().map(|p| p.as_raw());
+                let pidfd = init.and_then(|p| proc::pidfd_open(p).ok());
+                // A frozen cgroup cannot die: thaw first, then kill all.
+                if c.status() == libcontainer::container::ContainerStatus::Paused {
+                    let _ = c.resume();
+                }
+                let _ = c.kill(Signal::try_from(libc::SIGKILL).map_err(lc("signal"))?, true);
+                if let Some(fd) = &pidfd {
+                    if !proc::wait_pidfd(fd, 5000) {
+                        return Err("space init did not die within 5 s of SIGKILL".into());
+                    }
+                }
+                c.delete(true).map_err(lc("delete container"))?;
+            }
+            Err(e) => tracing::warn!("container state of {} unreadable: {e}", req.id),
+        }
+        fs::remove_dir_all(&dir).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(format!("remove container state: {e}"))
+            }
+        })?;
+    }
+    rootfs::unmount(&req.rootfs)
+}

@@ -1,0 +1,8 @@
+//! libcontainer operations on spaces. Everything here forks (clone3) or
+//! changes process-global state, so it runs only inside worker processes
+//! (see [`crate::worker`]), never on a thread of the daemon.
+
+pub(crate) mod executor;
+pub(crate) mod lifecycle;
+pub mod proc;
+pub mod rootfs;

@@ -1,0 +1,83 @@
+//! The overlayfs root filesystem of a space: image layers as read-only
+//! lowers, the space's own upper and work directories.
+
+use std::fs;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::worker::proto::RootfsPlan;
+
+/// The overlayfs mount options for `plan`.
+pub fn overlay_options(plan: &RootfsPlan) -> String {
+    let lowers: Vec<String> = plan
+        .lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        plan.upper.display(),
+        plan.work.display()
+    )
+}
+
+/// Whether something is mounted exactly at `target`.
+pub fn is_mounted(target: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let t = target.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&t))
+}
+
+/// Mounts the overlay described by `plan`, creating its directories.
+pub fn mount_overlay(plan: &RootfsPlan) -> Result<(), String> {
+    for d in [&plan.upper, &plan.work, &plan.target] {
+        fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+    }
+    if plan.lowers.is_empty() {
+        return Err("image has no layers".into());
+    }
+    let opts = overlay_options(plan);
+    mount(
+        Some("overlay"),
+        &plan.target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| format!("mount overlay at {}: {e}", plan.target.display()))
+}
+
+/// Unmounts `target` if mounted (lazily when busy).
+pub fn unmount(target: &Path) -> Result<(), String> {
+    while is_mounted(target) {
+        if let Err(e) = umount2(target, MntFlags::empty()) {
+            umount2(target, MntFlags::MNT_DETACH)
+                .map_err(|e2| format!("unmount {}: {e}; lazily: {e2}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn topmost_layer_comes_first() {
+        let plan = RootfsPlan {
+            lowers: vec![PathBuf::from("/l/top"), PathBuf::from("/l/base")],
+            upper: PathBuf::from("/s/upper"),
+            work: PathBuf::from("/s/work"),
+            target: PathBuf::from("/s/rootfs"),
+        };
+        assert_eq!(
+            overlay_options(&plan),
+            "lowerdir=/l/top:/l/base,upperdir=/s/upper,workdir=/s/work"
+        );
+    }
+}

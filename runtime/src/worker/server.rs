@@ -1,0 +1,147 @@
+//! The worker process: a single-threaded loop that runs libcontainer for
+//! the runtime. It owns the processes it starts (their parent), reaps them
+//! through pidfds, and reports exits of exec'd processes. It ends when the
+//! runtime's end of the socket closes (daemon exit or crash); spaces live on.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::fdpass;
+use super::proto::{Message, Reply, Request, MAX_MESSAGE};
+use crate::sandbox::{lifecycle, proc};
+
+struct Child {
+    pidfd: OwnedFd,
+    report: bool,
+}
+
+fn send(sock: RawFd, msg: &Message) {
+    if let Ok(data) = serde_json::to_vec(msg) {
+        // A failed send means the runtime is gone; the loop notices EOF.
+        let _ = fdpass::send(sock, &data, &[]);
+    }
+}
+
+/// Exit code of a wait status: the code, or 128+signal.
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+/// Serves requests on `sock` until it closes.
+pub fn serve(sock: OwnedFd) {
+    let fd = sock.as_raw_fd();
+    let mut children: HashMap<i32, Child> = HashMap::new();
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let (sock_ready, ready_pids) = {
+            let mut pfds = vec![PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+            let pids: Vec<i32> = children.keys().copied().collect();
+            for p in &pids {
+                pfds.push(PollFd::new(children[p].pidfd.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+            let ready = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+            let sock_ready = ready(&pfds[0]);
+            let ready_pids: Vec<i32> = pids
+                .iter()
+                .zip(&pfds[1..])
+                .filter(|(_, p)| ready(p))
+                .map(|(pid, _)| *pid)
+                .collect();
+            (sock_ready, ready_pids)
+        };
+        for pid in ready_pids {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(st) => {
+                    if let Some(child) = children.remove(&pid) {
+                        if child.report {
+                            let code = exit_code(st).unwrap_or(255);
+                            send(fd, &Message::Exited { pid, code });
+                        }
+                    }
+                }
+                // Not our child any more (or never was): stop watching.
+                Err(_) => {
+                    if let Some(child) = children.remove(&pid) {
+                        if child.report {
+                            send(fd, &Message::Exited { pid, code: 255 });
+                        }
+                    }
+                }
+            }
+        }
+        if !sock_ready {
+            continue;
+        }
+        let (n, fds) = match fdpass::recv(fd, &mut buf) {
+            Ok((0, _)) => return,
+            Ok(x) => x,
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(_) => return,
+        };
+        let reply = match serde_json::from_slice::<Request>(&buf[..n]) {
+            Ok(req) => handle(req, fds, &mut children),
+            Err(e) => Reply::Failed {
+                message: format!("bad request: {e}"),
+            },
+        };
+        send(fd, &Message::Reply(reply));
+    }
+}
+
+fn watch(children: &mut HashMap<i32, Child>, pid: i32, report: bool) -> Result<(), String> {
+    let pidfd = proc::pidfd_open(pid).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+    children.insert(pid, Child { pidfd, report });
+    Ok(())
+}
+
+fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut HashMap<i32, Child>) -> Reply {
+    let failed = |message: String| Reply::Failed { message };
+    match req {
+        Request::Create(r) => match lifecycle::create(&r) {
+            Ok((pid, start_time)) => {
+                // We are the init's parent: reap it when it dies. (A failed
+                // pidfd_open means it is already gone; the runtime notices.)
+                let _ = watch(children, pid, false);
+                Reply::Created { pid, start_time }
+            }
+            Err(e) => failed(e),
+        },
+        Request::Exec(r) => {
+            let mut it = fds.into_iter();
+            let (Some(i), Some(o), Some(e)) = (it.next(), it.next(), it.next()) else {
+                return failed("exec needs stdin, stdout and stderr descriptors".into());
+            };
+            match lifecycle::exec(&r, i, o, e) {
+                Ok(pid) => match watch(children, pid, true) {
+                    Ok(()) => Reply::Spawned { pid },
+                    Err(e) => failed(e),
+                },
+                Err(e) => failed(e),
+            }
+        }
+        Request::Pause { id, state_root } => done(lifecycle::pause(&state_root, &id)),
+        Request::Resume { id, state_root } => done(lifecycle::resume(&state_root, &id)),
+        Request::Destroy(r) => done(lifecycle::destroy(&r)),
+    }
+}
+
+fn done(r: Result<(), String>) -> Reply {
+    match r {
+        Ok(()) => Reply::Done,
+        Err(message) => Reply::Failed { message },
+    }
+}
