@@ -88,6 +88,8 @@ struct Inner {
     init_path: PathBuf,
     state_root: PathBuf,
     spaces: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Exclusive lock on the state dir: one runtime per state dir.
+    _lock: nix::fcntl::Flock<fs::File>,
 }
 
 /// Handle to the runtime; cheap to clone.
@@ -123,6 +125,7 @@ impl Runtime {
             fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))
                 .ctx(|| format!("chmod {}", init_path.display()))?;
         }
+        let lock = lock_state_dir(state)?;
         let cgroup_mode = CgroupMode::detect();
         tracing::info!(mode = cgroup_mode.describe(), "cgroups");
         let rt = Runtime {
@@ -135,6 +138,7 @@ impl Runtime {
                 state_root: state.join("run"),
                 spaces: RwLock::new(BTreeMap::new()),
                 config,
+                _lock: lock,
             }),
         };
         rt.restore().await?;
@@ -639,13 +643,16 @@ impl Runtime {
         else {
             return;
         };
-        let rt = self.clone();
+        // Weak: a watcher must not keep the runtime (and its workers) alive.
+        let weak = Arc::downgrade(&self.inner);
         let name = space.name.clone();
         let id = space.id.clone();
         tokio::spawn(async move {
             let _ = afd.readable().await;
             drop(afd);
-            rt.on_init_exit(&name, &id, pid).await;
+            if let Some(inner) = weak.upgrade() {
+                Runtime { inner }.on_init_exit(&name, &id, pid).await;
+            }
         });
     }
 
@@ -752,6 +759,24 @@ impl Drop for ExecActivity {
     fn drop(&mut self) {
         let _ = self.rt.touch(&self.name);
     }
+}
+
+/// Takes an exclusive lock on `<state>/lock`, so that two daemons never
+/// manage the same spaces.
+fn lock_state_dir(state: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
+    let path = state.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        Error::State(format!(
+            "{} is in use by another clawdspace runtime ({e}); stop it first",
+            state.display()
+        ))
+    })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

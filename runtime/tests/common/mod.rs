@@ -1,0 +1,230 @@
+//! Shared helpers for the runtime's integration tests: a private state dir
+//! and cgroup parent per test, a busybox image, and cleanup that runs even
+//! when a test fails (processes, mounts, cgroups, files).
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clawdspace_runtime::{
+    Command, CreateSpace, ExecOutput, ExecRequest, Runtime, RuntimeConfig, Space,
+};
+
+/// Image name every test space uses.
+pub const IMAGE: &str = "busybox-test:latest";
+
+/// Whether we can run real containers (root).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Builds a tiny root filesystem from Debian's static busybox.
+pub fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    for d in [
+        "bin", "etc", "tmp", "home", "root", "proc", "sys", "dev", "usr/bin", "sbin",
+    ] {
+        fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
+    fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("copy /bin/busybox (package busybox-static)");
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = symlink("busybox", bin.join(applet));
+        }
+    }
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/home/sandbox:/bin/sh\n",
+    )
+    .expect("passwd");
+    fs::write(dir.join("etc/group"), "root:x:0:\nsandbox:x:1000:\n").expect("group");
+}
+
+/// A runtime on a private state dir; everything is removed on drop.
+pub struct TestEnv {
+    pub rt: Option<Runtime>,
+    pub dir: PathBuf,
+    pub cgroup_parent: String,
+}
+
+fn unique() -> String {
+    use rand::Rng;
+    format!("{:08x}", rand::thread_rng().gen::<u32>())
+}
+
+impl TestEnv {
+    /// None (test skipped) unless running as root.
+    pub async fn new() -> Option<TestEnv> {
+        if !is_root() {
+            eprintln!("skipped: needs root and real containers");
+            return None;
+        }
+        let tag = unique();
+        let dir = PathBuf::from(format!("/var/tmp/clawdspace-test-{tag}"));
+        fs::create_dir_all(&dir).expect("state dir");
+        let mut env = TestEnv {
+            rt: None,
+            dir,
+            cgroup_parent: format!("/clawdspace-test-{tag}"),
+        };
+        let rootfs = env.dir.join("fixture-rootfs");
+        busybox_rootfs(&rootfs);
+        let rt = env.open().await;
+        rt.images()
+            .import_rootfs(IMAGE, &rootfs, Default::default())
+            .expect("import busybox image");
+        env.rt = Some(rt);
+        Some(env)
+    }
+
+    /// The runtime configuration of this environment.
+    pub fn config(&self) -> RuntimeConfig {
+        let mut c = RuntimeConfig::new(self.dir.join("state"));
+        c.worker_exe = PathBuf::from(env!("CARGO_BIN_EXE_clawdspace-runtime"));
+        c.workers = 2;
+        c.cgroup_parent = self.cgroup_parent.clone();
+        c
+    }
+
+    /// Opens a (new) runtime on this environment's state dir.
+    pub async fn open(&self) -> Runtime {
+        Runtime::open(self.config()).await.expect("open runtime")
+    }
+
+    /// The current runtime.
+    pub fn rt(&self) -> &Runtime {
+        self.rt.as_ref().expect("runtime")
+    }
+
+    /// Creates a space with 256 MiB, 1 CPU.
+    pub async fn space(&self, name: &str) -> Space {
+        self.space_with(name, 256 << 20, None).await
+    }
+
+    /// Creates a space with the given memory and pids limit.
+    pub async fn space_with(&self, name: &str, memory: u64, pids: Option<i64>) -> Space {
+        self.rt()
+            .create(CreateSpace {
+                name: name.into(),
+                image: IMAGE.into(),
+                memory,
+                nano_cpus: 1_000_000_000,
+                pids_limit: pids,
+                gpu: false,
+            })
+            .await
+            .expect("create space")
+    }
+
+    /// Runs `sh -c cmd` in `name`.
+    pub async fn sh(&self, name: &str, cmd: &str) -> ExecOutput {
+        self.rt()
+            .exec(name, ExecRequest::new(Command::Shell(cmd.into())))
+            .await
+            .expect("exec")
+    }
+
+    /// Runs `sh -c cmd` and returns its trimmed stdout.
+    pub async fn out(&self, name: &str, cmd: &str) -> String {
+        let o = self.sh(name, cmd).await;
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Tears everything down without the runtime: kill every process in our
+    /// cgroups, unmount, remove cgroups and files.
+    fn force_cleanup(&self) {
+        let cg_root = Path::new("/sys/fs/cgroup");
+        let mut cg_dirs = Vec::new();
+        if let Ok(rd) = fs::read_dir(cg_root) {
+            for c in rd.flatten() {
+                let d = c.path().join(self.cgroup_parent.trim_start_matches('/'));
+                if d.is_dir() {
+                    cg_dirs.push(d);
+                }
+            }
+        }
+        let direct = cg_root.join(self.cgroup_parent.trim_start_matches('/'));
+        if direct.is_dir() {
+            cg_dirs.push(direct);
+        }
+        for d in &cg_dirs {
+            if let Ok(rd) = fs::read_dir(d) {
+                for sub in rd.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = fs::write(sub.path().join("freezer.state"), "THAWED");
+                    let _ = fs::write(sub.path().join("cgroup.freeze"), "0");
+                    if let Ok(procs) = fs::read_to_string(sub.path().join("cgroup.procs")) {
+                        for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(p),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let prefix = self.dir.to_string_lossy().to_string();
+        if let Ok(info) = fs::read_to_string("/proc/self/mountinfo") {
+            let mut mounts: Vec<String> = info
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4).map(String::from))
+                .filter(|m| m.starts_with(&prefix))
+                .collect();
+            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in mounts {
+                let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        for d in &cg_dirs {
+            for _ in 0..50 {
+                let subs: Vec<PathBuf> = fs::read_dir(d)
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.path())
+                            .filter(|p| p.is_dir())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut ok = true;
+                for s in subs {
+                    ok &= fs::remove_dir(&s).is_ok();
+                }
+                if ok && fs::remove_dir(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Drop the runtime first so its workers exit.
+        self.rt.take();
+        self.force_cleanup();
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}

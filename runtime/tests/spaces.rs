@@ -1,0 +1,451 @@
+//! Spaces as a user sees them: limits, exec, freezer, init, destroy.
+//! Needs root; skipped otherwise.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use clawdspace_runtime::{Command, CreateSpace, Error, ExecRequest, SpaceStatus};
+use common::{wait_until, TestEnv, IMAGE};
+
+#[tokio::test]
+async fn limits_are_written_to_the_cgroup_and_visible_inside() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let s = env.space_with("limits", 64 << 20, Some(100)).await;
+    let st = env.rt().cgroup(&s).stats();
+    assert_eq!(st.memory_limit_bytes, Some(64 << 20));
+    assert_eq!(st.cpu_quota, Some((100_000, 100_000)));
+    assert_eq!(st.pids_limit, Some(100));
+    assert!(st.pids >= 1, "init counted: {st:?}");
+    let live = env.rt().stats("limits").expect("stats");
+    assert!(live.memory_bytes > 0);
+    // Inside, the space sees its own cgroup with the same limit.
+    let inside = env
+        .out("limits", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max")
+        .await;
+    assert_eq!(inside, (64u64 << 20).to_string());
+    assert_eq!(env.out("limits", "hostname").await, "limits");
+    assert_eq!(
+        env.out("limits", "id -u; pwd; echo $HOME").await,
+        "1000\n/home/sandbox\n/home/sandbox"
+    );
+}
+
+#[tokio::test]
+async fn memory_hog_is_oom_killed_inside_its_space_only() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let s = env.space_with("hog", 32 << 20, None).await;
+    // `tail` of an endless line buffers it all in memory.
+    let o = env.sh("hog", "tail /dev/zero").await;
+    assert_eq!(o.exit_code, 137, "killed by the OOM killer: {o:?}");
+    assert!(env.rt().cgroup(&s).oom_kills() >= 1 || o.exit_code == 137);
+    // The space and the runtime live on.
+    assert_eq!(
+        env.rt().get("hog").expect("get").status,
+        SpaceStatus::Running
+    );
+    assert_eq!(env.out("hog", "echo alive").await, "alive");
+}
+
+#[tokio::test]
+async fn fork_bomb_stops_at_the_pids_limit() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let s = env.space_with("bomb", 128 << 20, Some(32)).await;
+    let mut req = ExecRequest::new(Command::Shell(
+        "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait".into(),
+    ));
+    req.timeout = Some(Duration::from_secs(3));
+    let o = env.rt().exec("bomb", req).await.expect("exec");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("fork") || err.contains("Resource"),
+        "forks refused: {err}"
+    );
+    let pids = env.rt().cgroup(&s).stats().pids;
+    assert!(pids <= 32, "pids {pids} within limit");
+    // After the group is killed the space works again.
+    assert!(
+        wait_until(Duration::from_secs(5), || env.rt().cgroup(&s).stats().pids
+            <= 2)
+        .await
+    );
+    assert_eq!(env.out("bomb", "echo ok").await, "ok");
+}
+
+#[tokio::test]
+async fn exec_separates_streams_and_reports_exit_codes() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("codes").await;
+    let o = env.sh("codes", "echo out; echo err >&2").await;
+    assert_eq!(
+        (o.stdout.as_slice(), o.stderr.as_slice(), o.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 0)
+    );
+    for (cmd, code) in [
+        ("true", 0),
+        ("false", 1),
+        ("exit 42", 42),
+        ("kill -9 $$", 137),
+    ] {
+        assert_eq!(env.sh("codes", cmd).await.exit_code, code, "{cmd}");
+    }
+    let rt = env.rt();
+    let missing = rt
+        .exec(
+            "codes",
+            ExecRequest::new(Command::Argv(vec!["no-such-program".into()])),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(missing.exit_code, 127);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-program"));
+    let shell_missing = env.sh("codes", "no-such-program").await;
+    assert_eq!(shell_missing.exit_code, 127);
+    let not_exec = rt
+        .exec(
+            "codes",
+            ExecRequest::new(Command::Argv(vec!["/etc/passwd".into()])),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(not_exec.exit_code, 126);
+    // argv is not run through a shell.
+    let lit = rt
+        .exec(
+            "codes",
+            ExecRequest::new(Command::Argv(vec!["echo".into(), "$HOME".into()])),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(lit.stdout, b"$HOME\n");
+}
+
+#[tokio::test]
+async fn exec_captures_a_mebibyte_and_caps_noisy_output() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("big").await;
+    let o = env
+        .sh(
+            "big",
+            "head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2",
+        )
+        .await;
+    assert_eq!((o.stdout.len(), o.stderr.len()), (1 << 20, 1 << 20));
+    assert!(!o.stdout_truncated);
+    let mut req = ExecRequest::new(Command::Shell("head -c 100000 /dev/zero".into()));
+    req.output_limit = 1000;
+    let o = env.rt().exec("big", req).await.expect("exec");
+    assert_eq!(o.stdout.len(), 1000);
+    assert!(o.stdout_truncated && o.exit_code == 0);
+}
+
+#[tokio::test]
+async fn exec_timeout_kills_the_whole_process_group() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("slow").await;
+    let mut req = ExecRequest::new(Command::Shell("sleep 60 & sleep 60; echo never".into()));
+    req.timeout = Some(Duration::from_millis(500));
+    let t = Instant::now();
+    let o = env.rt().exec("slow", req).await.expect("exec");
+    assert!(o.timed_out && o.exit_code == 137, "{o:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(env.out("slow", "ps -o comm | grep -c sleep").await, "0");
+}
+
+#[tokio::test]
+async fn exec_takes_stdin_cwd_env_and_user() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("opts").await;
+    let rt = env.rt();
+    let mut req = ExecRequest::new(Command::Shell("cat; pwd; echo $FOO; id -u".into()));
+    req.stdin = Some(b"hello\n".to_vec());
+    req.cwd = Some("/tmp".into());
+    req.env = vec!["FOO=bar".into()];
+    req.user = Some("root".into());
+    let o = rt.exec("opts", req).await.expect("exec");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n/tmp\nbar\n0\n");
+    // Without stdin, a read sees EOF at once.
+    assert_eq!(env.out("opts", "read x; echo eof:$?").await, "eof:1");
+}
+
+#[tokio::test]
+async fn many_execs_run_at_once_in_one_space() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("busy").await;
+    let rt = env.rt();
+    let t = Instant::now();
+    let runs = (0..16).map(|i| {
+        let rt = rt.clone();
+        async move {
+            rt.exec(
+                "busy",
+                ExecRequest::new(Command::Shell(format!("sleep 0.5; echo {i}"))),
+            )
+            .await
+            .expect("exec")
+        }
+    });
+    let outs = futures_join_all(runs).await;
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), i.to_string());
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "ran concurrently: {:?}",
+        t.elapsed()
+    );
+}
+
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn paused_space_makes_no_progress_and_resumes_where_it_was() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let s = env.space("frozen").await;
+    env.sh(
+        "frozen",
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/c; done > /dev/null 2>&1 &",
+    )
+    .await;
+    let counter = env.rt().upper_dir(&s).join("tmp/c");
+    let read = || {
+        fs::read_to_string(&counter)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert!(wait_until(Duration::from_secs(5), || read().is_some_and(|v| v > 10)).await);
+    let p = env.rt().pause("frozen").await.expect("pause");
+    assert_eq!(p.status, SpaceStatus::Paused);
+    assert!(env.rt().cgroup(&s).is_frozen());
+    let a = read();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let b = read();
+    assert_eq!(a, b, "no progress while paused");
+    // Pausing again is a no-op.
+    env.rt().pause("frozen").await.expect("pause again");
+    env.rt().resume("frozen").await.expect("resume");
+    assert!(
+        wait_until(Duration::from_secs(5), || read() > b).await,
+        "counter continues"
+    );
+    assert_eq!(
+        env.rt().get("frozen").expect("get").status,
+        SpaceStatus::Running
+    );
+}
+
+#[tokio::test]
+async fn exec_wakes_a_paused_space() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("sleepy").await;
+    env.rt().pause("sleepy").await.expect("pause");
+    assert_eq!(env.out("sleepy", "echo awake").await, "awake");
+    assert_eq!(
+        env.rt().get("sleepy").expect("get").status,
+        SpaceStatus::Running
+    );
+}
+
+#[tokio::test]
+async fn init_reaps_orphans_so_no_zombies_remain() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("reaper").await;
+    env.sh(
+        "reaper",
+        "sh -c 'sleep 100 &' > /dev/null 2>&1; for i in 1 2 3 4 5; do (sleep 0.1 &) ; done",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let ps = env.out("reaper", "ps -o stat,comm").await;
+    assert!(
+        !ps.lines().any(|l| l.trim_start().starts_with('Z')),
+        "zombies: {ps}"
+    );
+    assert!(ps.contains("sleep"), "background job still runs: {ps}");
+    assert_eq!(
+        env.out("reaper", "cat /proc/1/cmdline")
+            .await
+            .trim_end_matches('\0'),
+        "/dev/init"
+    );
+}
+
+#[tokio::test]
+async fn destroy_leaves_nothing_behind_and_is_idempotent() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let s = env.space("gone").await;
+    env.sh(
+        "gone",
+        "echo data > /home/sandbox/f; sleep 100 > /dev/null 2>&1 &",
+    )
+    .await;
+    env.rt().pause("gone").await.expect("pause");
+    let pid = s.init_pid.expect("pid");
+    let (dir, cg, state) = (
+        env.rt().space_dir(&s),
+        env.rt().cgroup(&s),
+        env.rt().container_state_dir(&s),
+    );
+    env.rt().destroy("gone").await.expect("destroy");
+    assert!(!env.rt().is_rootfs_mounted(&s), "no mount");
+    assert!(!dir.exists() && !state.exists(), "no directories");
+    assert!(cg.all_dirs().iter().all(|d| !d.exists()), "no cgroup");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "no process"
+    );
+    assert!(matches!(
+        env.rt().destroy("gone").await,
+        Err(Error::SpaceNotFound)
+    ));
+    assert!(env.rt().list().is_empty());
+    // The name is free again, with a new id.
+    let again = env.space("gone").await;
+    assert_ne!(again.id, s.id);
+}
+
+#[tokio::test]
+async fn failed_create_leaves_nothing_and_the_name_stays_free() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let rt = env.rt();
+    let req = |image: &str| CreateSpace {
+        name: "broken".into(),
+        image: image.into(),
+        memory: 64 << 20,
+        nano_cpus: 1_000_000_000,
+        pids_limit: None,
+        gpu: false,
+    };
+    assert!(matches!(
+        rt.create(req("missing:1")).await,
+        Err(Error::ImageNotFound(_))
+    ));
+    // An image whose /dev is a file: libcontainer fails after the rootfs is
+    // mounted, so the rollback has real work to do.
+    let bad = env.dir.join("bad-rootfs");
+    common::busybox_rootfs(&bad);
+    fs::remove_dir(bad.join("dev")).expect("rm dev");
+    fs::write(bad.join("dev"), "not a directory").expect("dev file");
+    rt.images()
+        .import_rootfs("bad:1", &bad, Default::default())
+        .expect("import");
+    let err = rt.create(req("bad:1")).await.expect_err("create must fail");
+    assert!(matches!(err, Error::Container(_)), "{err}");
+    assert!(rt.list().is_empty());
+    let spaces = env.dir.join("state/spaces");
+    assert_eq!(
+        fs::read_dir(&spaces).expect("spaces dir").count(),
+        0,
+        "no leftovers"
+    );
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(env.dir.to_str().expect("utf8")),
+        "no mounts"
+    );
+    rt.create(req(IMAGE))
+        .await
+        .expect("retry with a good image");
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_give_exactly_one_space() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let rt = env.rt().clone();
+    let mk = || {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            rt.create(CreateSpace {
+                name: "twin".into(),
+                image: IMAGE.into(),
+                memory: 64 << 20,
+                nano_cpus: 500_000_000,
+                pids_limit: None,
+                gpu: false,
+            })
+            .await
+        })
+    };
+    let (a, b) = (mk(), mk());
+    let results = [a.await.expect("task"), b.await.expect("task")];
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let conflict = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::SpaceExists)))
+        .count();
+    assert_eq!((ok, conflict), (1, 1));
+    assert_eq!(rt.list().len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_before_anything_is_made() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let rt = env.rt();
+    for (name, memory, cpus) in [
+        ("bad name", 64 << 20, 1.0),
+        ("ok", 1 << 20, 1.0),
+        ("ok", 64 << 20, 0.001),
+    ] {
+        let r = rt
+            .create(CreateSpace {
+                name: name.into(),
+                image: IMAGE.into(),
+                memory,
+                nano_cpus: (cpus * 1e9) as u64,
+                pids_limit: None,
+                gpu: false,
+            })
+            .await;
+        assert!(
+            matches!(r, Err(Error::InvalidInput(_))),
+            "{name} {memory} {cpus}"
+        );
+    }
+    assert!(matches!(
+        rt.images().resolve("../etc"),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(rt.list().is_empty());
+}
