@@ -21,6 +21,8 @@ pub enum CgroupMode {
 impl CgroupMode {
     /// Detects the layout of this host.
     pub fn detect() -> Self {
+        // `f_type`'s width differs between architectures.
+        #[allow(clippy::unnecessary_cast)]
         let is_cg2 = |p: &str| {
             nix::sys::statfs::statfs(p)
                 .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)

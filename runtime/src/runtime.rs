@@ -199,7 +199,7 @@ impl Runtime {
             .map(|e| e.snapshot())
             .filter(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
             .collect();
-        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v.sort_by_key(|s| std::cmp::Reverse(s.created));
         v
     }
 
