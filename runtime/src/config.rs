@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::image::RegistryConfig;
+
 /// Default state directory (`CLAWDSPACE_STATE_DIR`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/clawdspace";
 /// Default pids limit per space.
@@ -23,14 +25,21 @@ pub struct RuntimeConfig {
     pub cgroup_parent: String,
     /// pids limit for spaces that do not ask for one.
     pub pids_limit: i64,
+    /// How to reach image registries.
+    pub registries: RegistryConfig,
 }
 
 impl RuntimeConfig {
     /// A configuration with defaults, state in `state_dir`, workers run from
     /// the current executable.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
         RuntimeConfig {
-            state_dir: state_dir.into(),
+            registries: RegistryConfig {
+                auth_files: crate::image::Credentials::default_files(&state_dir),
+                ..Default::default()
+            },
+            state_dir,
             worker_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
             workers: 4,
             cgroup_parent: "/clawdspace".into(),
@@ -38,13 +47,15 @@ impl RuntimeConfig {
         }
     }
 
-    /// Reads `CLAWDSPACE_STATE_DIR` (default `/var/lib/clawdspace`).
+    /// Reads `CLAWDSPACE_STATE_DIR` (default `/var/lib/clawdspace`),
+    /// `CLAWDSPACE_CGROUP_PARENT` and the registry variables.
     pub fn from_env() -> Self {
         let dir = std::env::var_os("CLAWDSPACE_STATE_DIR")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let mut c = Self::new(dir);
+        c.registries = RegistryConfig::from_env(&c.state_dir);
         if let Some(p) = std::env::var("CLAWDSPACE_CGROUP_PARENT")
             .ok()
             .filter(|p| p.starts_with('/'))

@@ -20,6 +20,9 @@ pub enum Error {
     /// The image is not in the store (maps to 400).
     #[error("Image not found: {0}")]
     ImageNotFound(String),
+    /// A registry could not be reached or served bad data (maps to 502).
+    #[error("registry: {0}")]
+    Registry(String),
     /// The image is used by a space and cannot be removed (maps to 409).
     #[error("image {0} is in use by space {1}")]
     ImageInUse(String, String),
@@ -50,6 +53,8 @@ pub enum ErrorKind {
     Conflict,
     /// Server-side failure.
     Internal,
+    /// An upstream service (a registry) failed.
+    Upstream,
 }
 
 impl Error {
@@ -60,6 +65,7 @@ impl Error {
             Error::SpaceNotFound => ErrorKind::NotFound,
             Error::SpaceExists | Error::NotRunning | Error::ImageInUse(..) => ErrorKind::Conflict,
             Error::Io { .. } | Error::Container(_) | Error::State(_) => ErrorKind::Internal,
+            Error::Registry(_) => ErrorKind::Upstream,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::config::RuntimeConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{self, ExecHandle, ExecOutput, ExecRequest};
 use crate::fsutil::{remove_dir_all_if_exists, write_atomic};
-use crate::image::{resolve_user, ImageStore};
+use crate::image::{resolve_user, Image, ImageStore, ProgressFn, Puller};
 use crate::sandbox::proc;
 use crate::spec::{build_spec, space_env};
 use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser, Store};
@@ -83,6 +83,7 @@ struct Inner {
     config: RuntimeConfig,
     store: Store,
     images: ImageStore,
+    puller: Puller,
     pool: WorkerPool,
     cgroup_mode: CgroupMode,
     init_path: PathBuf,
@@ -128,10 +129,12 @@ impl Runtime {
         let lock = lock_state_dir(state)?;
         let cgroup_mode = CgroupMode::detect();
         tracing::info!(mode = cgroup_mode.describe(), "cgroups");
+        let images = ImageStore::open(state)?;
         let rt = Runtime {
             inner: Arc::new(Inner {
                 store: Store::open(state)?,
-                images: ImageStore::open(state)?,
+                puller: Puller::new(images.clone(), config.registries.clone()),
+                images,
                 pool: WorkerPool::start(&config.worker_exe, config.workers)?,
                 cgroup_mode,
                 init_path,
@@ -148,6 +151,47 @@ impl Runtime {
     /// The image store.
     pub fn images(&self) -> &ImageStore {
         &self.inner.images
+    }
+
+    /// Pulls an image from its registry into the store (always asks the
+    /// registry; layers already stored are not downloaded again).
+    pub async fn pull(&self, reference: &str, progress: Option<ProgressFn>) -> Result<Image> {
+        self.inner.puller.pull(reference, progress).await
+    }
+
+    /// The stored image `reference`, pulled first if it is not stored.
+    pub async fn ensure_image(&self, reference: &str) -> Result<Image> {
+        match self.inner.images.get(reference)? {
+            Some(img) => Ok(img),
+            None => self.pull(reference, None).await,
+        }
+    }
+
+    /// The puller (download counters for tests and metrics).
+    pub fn puller(&self) -> &Puller {
+        &self.inner.puller
+    }
+
+    /// Removes an image unless a space uses it.
+    pub fn remove_image(&self, reference: &str) -> Result<()> {
+        let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.values().find(|e| lock(&e.rec).image == reference) {
+            return Err(Error::ImageInUse(
+                reference.to_string(),
+                lock(&e.rec).name.clone(),
+            ));
+        }
+        self.inner.images.remove(reference)
+    }
+
+    /// Deletes stored layers that no image and no space uses; returns how many.
+    pub fn gc_images(&self) -> Result<usize> {
+        let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
+        let in_use: Vec<PathBuf> = map
+            .values()
+            .flat_map(|e| lock(&e.rec).layers.clone())
+            .collect();
+        self.inner.images.gc(&in_use)
     }
 
     /// The configuration in use.
@@ -251,6 +295,10 @@ impl Runtime {
         if pids_limit < 1 {
             return Err(Error::InvalidInput("Invalid pids limit: at least 1".into()));
         }
+        if self.entry(&req.name).is_ok() {
+            return Err(Error::SpaceExists);
+        }
+        self.ensure_image(&req.image).await?;
         let image = self.inner.images.resolve(&req.image)?;
         let user = if req.gpu {
             SpaceUser {

@@ -2,6 +2,10 @@
 //! space, and image records naming them. Pulling from registries plugs in
 //! here (it produces layers and records the same way an import does).
 
+mod auth;
+mod layer;
+mod layout;
+mod pull;
 mod reference;
 mod unpack;
 mod user;
@@ -16,6 +20,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{remove_dir_all_if_exists, write_atomic};
 
+pub use auth::Credentials;
+pub use pull::{ProgressFn, PullProgress, Puller, RegistryConfig};
 pub use reference::validate_reference;
 pub use user::{resolve_user, PasswdEntry};
 
@@ -199,21 +205,33 @@ impl ImageStore {
             }
             format!("sha256:{}", hex::encode(hasher.finalize()))
         };
-        let dest = self.layer_dir(&digest);
-        if !dest.is_dir() {
+        if !self.layer_dir(&digest).is_dir() {
             let staging = tmp_dir.join("rootfs");
             fs::create_dir(&staging).ctx(|| format!("create {}", staging.display()))?;
             let f = File::open(&tar_path).ctx(|| format!("open {}", tar_path.display()))?;
             unpack::unpack_layer(BufReader::new(f), &staging)?;
-            match fs::rename(&staging, &dest) {
-                Ok(()) => {}
-                // Another import of the same layer won the race.
-                Err(_) if dest.is_dir() => {}
-                Err(e) => return Err(Error::io(format!("store layer {digest}"), e)),
-            }
+            self.commit_layer(&staging, &digest)?;
         }
         remove_dir_all_if_exists(&tmp_dir)?;
         Ok(digest)
+    }
+
+    /// A fresh private directory for work in progress; it is never taken
+    /// for a layer (layers appear only by [`ImageStore::commit_layer`]) and
+    /// leftovers are removed when the store is opened.
+    pub fn staging_dir(&self) -> Result<PathBuf> {
+        tempdir_in(&self.root.join("tmp"))
+    }
+
+    /// Moves a fully unpacked and verified layer directory into place.
+    pub fn commit_layer(&self, unpacked: &Path, digest: &str) -> Result<()> {
+        let dest = self.layer_dir(digest);
+        match fs::rename(unpacked, &dest) {
+            Ok(()) => Ok(()),
+            // Another import of the same layer won the race.
+            Err(_) if dest.is_dir() => Ok(()),
+            Err(e) => Err(Error::io(format!("store layer {digest}"), e)),
+        }
     }
 
     /// Imports a root filesystem (a directory or a tarball, gzip or not) as
@@ -247,14 +265,36 @@ impl ImageStore {
         Ok(image)
     }
 
-    /// Removes layer directories that no image references; returns how many.
-    pub fn gc(&self) -> Result<usize> {
-        let used: std::collections::HashSet<String> = self
+    /// Gives `src`'s image a second name `dst`.
+    pub fn tag(&self, src: &str, dst: &str) -> Result<Image> {
+        let mut img = self
+            .get(src)?
+            .ok_or_else(|| Error::ImageNotFound(src.to_string()))?;
+        img.reference = dst.to_string();
+        self.put(&img)?;
+        Ok(img)
+    }
+
+    /// Imports an OCI image layout directory or archive as `reference`
+    /// (`tag` picks an entry of a multi-image layout by its ref name).
+    pub fn import_oci(&self, src: &Path, reference: &str, tag: Option<&str>) -> Result<Image> {
+        layout::import(self, src, reference, tag)
+    }
+
+    /// Removes layer directories that no image references and that are not
+    /// in `keep` (layer directories of existing spaces); returns how many.
+    pub fn gc(&self, keep: &[PathBuf]) -> Result<usize> {
+        let mut used: std::collections::HashSet<String> = self
             .list()?
             .into_iter()
             .flat_map(|i| i.layers)
             .map(|l| l.trim_start_matches("sha256:").to_string())
             .collect();
+        used.extend(
+            keep.iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned()),
+        );
         let dir = self.root.join("layers/sha256");
         let mut n = 0;
         for e in fs::read_dir(&dir)

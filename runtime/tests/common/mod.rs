@@ -9,9 +9,12 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clawdspace_runtime::image::RegistryConfig;
 use clawdspace_runtime::{
     Command, CreateSpace, ExecOutput, ExecRequest, Runtime, RuntimeConfig, Space,
 };
+
+pub mod registry;
 
 /// Image name every test space uses.
 pub const IMAGE: &str = "busybox-test:latest";
@@ -54,6 +57,7 @@ pub struct TestEnv {
     pub rt: Option<Runtime>,
     pub dir: PathBuf,
     pub cgroup_parent: String,
+    pub registries: RegistryConfig,
 }
 
 fn unique() -> String {
@@ -64,6 +68,11 @@ fn unique() -> String {
 impl TestEnv {
     /// None (test skipped) unless running as root.
     pub async fn new() -> Option<TestEnv> {
+        Self::with_registries(RegistryConfig::default()).await
+    }
+
+    /// Like [`TestEnv::new`], reaching registries as `registries` says.
+    pub async fn with_registries(registries: RegistryConfig) -> Option<TestEnv> {
         if !is_root() {
             eprintln!("skipped: needs root and real containers");
             return None;
@@ -75,6 +84,7 @@ impl TestEnv {
             rt: None,
             dir,
             cgroup_parent: format!("/clawdspace-test-{tag}"),
+            registries,
         };
         let rootfs = env.dir.join("fixture-rootfs");
         busybox_rootfs(&rootfs);
@@ -92,6 +102,7 @@ impl TestEnv {
         c.worker_exe = PathBuf::from(env!("CARGO_BIN_EXE_clawdspace-runtime"));
         c.workers = 2;
         c.cgroup_parent = self.cgroup_parent.clone();
+        c.registries = self.registries.clone();
         c
     }
 
