@@ -11,6 +11,11 @@ use clawdspace_runtime::{Command, CreateSpace, ExecRequest, Runtime, RuntimeConf
 
 const USAGE: &str = "usage: clawdspace-runtime <command> [args]
   import <ref> <rootfs-dir|tar>          import a root filesystem as an image
+  import-oci <ref> <layout-dir|tar>      import an OCI image layout (or archive)
+  pull <ref>                             pull an image from its registry
+  tag <ref> <new-ref>                    give an image another name
+  rmi <ref>                              remove an image (not while a space uses it)
+  gc                                     delete layers no image or space uses
   images                                 list images
   create <name> <image> [memory-bytes] [cpus]
   hold <name> <image>                    create, print its id, then wait forever
@@ -63,6 +68,26 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
                 .import_rootfs(reference, src.as_ref(), Default::default())?;
             println!("{}", img.layers.join(" "));
         }
+        ["import-oci", reference, src] => {
+            let rt = open().await?;
+            let img = rt.images().import_oci(src.as_ref(), reference, None)?;
+            println!("{}", img.layers.join(" "));
+        }
+        ["pull", reference] => {
+            let rt = open().await?;
+            let progress: clawdspace_runtime::image::ProgressFn = std::sync::Arc::new(|p| {
+                if p.done == p.total {
+                    eprintln!("{}: {} bytes", p.layer, p.total);
+                }
+            });
+            let img = rt.pull(reference, Some(progress)).await?;
+            println!("{}", img.layers.join(" "));
+        }
+        ["tag", src, dst] => {
+            open().await?.images().tag(src, dst)?;
+        }
+        ["rmi", reference] => open().await?.remove_image(reference)?,
+        ["gc"] => println!("{} layers removed", open().await?.gc_images()?),
         ["images"] => {
             let rt = open().await?;
             for i in rt.images().list()? {
