@@ -47,6 +47,9 @@ pub struct ExecRequest {
     pub stdin: Option<Vec<u8>>,
     /// Cap on captured bytes per stream.
     pub output_limit: usize,
+    /// Run on a pseudo-terminal of this size (columns, rows): output comes
+    /// on stdout only, input goes to the terminal.
+    pub tty: Option<(u16, u16)>,
 }
 
 impl ExecRequest {
@@ -60,6 +63,7 @@ impl ExecRequest {
             timeout: None,
             stdin: None,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            tty: None,
         }
     }
 }
@@ -93,13 +97,35 @@ pub struct ExecHandle {
     pub stderr: pipe::Receiver,
     /// Resolves to the exit code.
     pub exit: ExitReceiver,
+    /// The PTY master, for a TTY exec (to resize it).
+    pub pty: Option<std::sync::Arc<OwnedFd>>,
 }
 
 impl ExecHandle {
+    /// Sets the terminal size of a TTY exec (no-op otherwise).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        if let Some(pty) = &self.pty {
+            set_winsize(pty, cols, rows);
+        }
+    }
+
     /// Kills the process and everything in its process group.
     pub fn kill(&self) {
         kill_group(self.pid);
     }
+}
+
+/// `TIOCSWINSZ` on a PTY master.
+pub(crate) fn set_winsize(fd: &OwnedFd, cols: u16, rows: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from a valid pointer.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
 /// SIGKILLs the process group led by `pid`, and `pid` itself.
@@ -113,6 +139,24 @@ pub fn kill_group(pid: i32) {
 /// Our end of a pipe as a non-blocking tokio pipe.
 pub(crate) fn receiver(fd: OwnedFd) -> Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd(fd).map_err(|e| Error::io("register pipe", e))
+}
+
+/// A PTY master as a reader and a writer (non-blocking, same terminal).
+pub(crate) fn pty_ends(master: &OwnedFd) -> Result<(pipe::Receiver, pipe::Sender)> {
+    let nb = |fd: &OwnedFd| -> Result<OwnedFd> {
+        let d = fd.try_clone().map_err(|e| Error::io("dup pty", e))?;
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&d),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| Error::io("pty non-blocking", e.into()))?;
+        Ok(d)
+    };
+    let r = pipe::Receiver::from_owned_fd_unchecked(nb(master)?)
+        .map_err(|e| Error::io("register pty", e))?;
+    let w = pipe::Sender::from_owned_fd_unchecked(nb(master)?)
+        .map_err(|e| Error::io("register pty", e))?;
+    Ok((r, w))
 }
 
 /// Our end of a stdin pipe as a non-blocking tokio pipe.
@@ -154,6 +198,7 @@ pub async fn collect(
         stdout,
         stderr,
         exit,
+        pty: _pty,
     } = handle;
     let feed = async move {
         if let (Some(mut w), Some(data)) = (stdin, stdin_data) {

@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod exec;
 mod fsutil;
+pub mod gpu;
+pub mod host;
 pub mod image;
 mod runtime;
 pub mod sandbox;

@@ -509,6 +509,29 @@ impl Runtime {
         }
     }
 
+    /// Pauses a running space if nothing ran in it for longer than `idle`
+    /// and no exec is in flight (the auto-sleep rule); returns whether it
+    /// paused it.
+    pub async fn pause_if_idle(&self, name: &str, idle: std::time::Duration) -> Result<bool> {
+        let entry = self.entry(name)?;
+        let _op = entry.op.lock().await;
+        let s = entry.snapshot();
+        let idle_for = (Utc::now() - s.last_activity).to_std().unwrap_or_default();
+        if s.status != SpaceStatus::Running
+            || entry.execs.load(Ordering::Acquire) > 0
+            || idle_for <= idle
+        {
+            return Ok(false);
+        }
+        self.simple(Request::Pause {
+            id: s.id.clone(),
+            state_root: self.inner.state_root.clone(),
+        })
+        .await?;
+        self.set_status(&entry, SpaceStatus::Paused)?;
+        Ok(true)
+    }
+
     /// Thaws a paused space. Running: no-op. Stopped: [`Error::NotRunning`].
     pub async fn resume(&self, name: &str) -> Result<Space> {
         let entry = self.entry(name)?;
@@ -584,30 +607,22 @@ impl Runtime {
             name: name.to_string(),
             _g: ExecGuard(entry.clone()),
         };
-        let s = entry.snapshot();
-        let s = match s.status {
-            SpaceStatus::Running => s,
-            SpaceStatus::Paused => {
-                let _op = entry.op.lock().await;
-                self.resume_locked(&entry).await?
+        // Under the op lock, so the auto-sleep check (which sees this exec
+        // counted) and this status check cannot interleave.
+        let s = {
+            let _op = entry.op.lock().await;
+            match entry.snapshot().status {
+                SpaceStatus::Running => entry.snapshot(),
+                SpaceStatus::Paused => self.resume_locked(&entry).await?,
+                SpaceStatus::Stopped => return Err(Error::NotRunning),
+                _ => return Err(Error::SpaceNotFound),
             }
-            SpaceStatus::Stopped => return Err(Error::NotRunning),
-            _ => return Err(Error::SpaceNotFound),
         };
         let _ = self.touch(name);
         let (uid, gid, gids) = self.exec_user(&s, req.user.as_deref())?;
         let mut env = s.env.clone();
         env.extend(req.env.iter().cloned());
-        let (stdin_child, stdin_ours) = if req.stdin.is_some() {
-            let (r, w) = pipe()?;
-            (r, Some(w))
-        } else {
-            let null = fs::File::open("/dev/null").ctx(|| "open /dev/null".into())?;
-            (OwnedFd::from(null), None)
-        };
-        let (stdout_ours, stdout_child) = pipe()?;
-        let (stderr_ours, stderr_child) = pipe()?;
-        let wreq = Request::Exec(crate::worker::proto::ExecRequest {
+        let wreq = crate::worker::proto::ExecRequest {
             id: s.id.clone(),
             state_root: self.inner.state_root.clone(),
             args: req.command.argv(),
@@ -616,32 +631,111 @@ impl Runtime {
             uid,
             gid,
             additional_gids: gids,
-        });
+            tty: None,
+        };
+        let handle = match req.tty {
+            Some((cols, rows)) => self.spawn_tty(wreq, cols, rows).await?,
+            None => self.spawn_piped(wreq, req.stdin.is_some()).await?,
+        };
+        Ok((handle, guard))
+    }
+
+    async fn spawn_piped(
+        &self,
+        wreq: crate::worker::proto::ExecRequest,
+        with_stdin: bool,
+    ) -> Result<ExecHandle> {
+        let (stdin_child, stdin_ours) = if with_stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let null = fs::File::open("/dev/null").ctx(|| "open /dev/null".into())?;
+            (OwnedFd::from(null), None)
+        };
+        let (stdout_ours, stdout_child) = pipe()?;
+        let (stderr_ours, stderr_child) = pipe()?;
         let fds = [
             stdin_child.as_raw_fd(),
             stdout_child.as_raw_fd(),
             stderr_child.as_raw_fd(),
         ];
-        let (reply, exit) = self.inner.pool.call(&wreq, &fds).await?;
+        let (reply, exit) = self.inner.pool.call(&Request::Exec(wreq), &fds).await?;
         drop((stdin_child, stdout_child, stderr_child));
-        let pid = match reply {
-            Reply::Spawned { pid } => pid,
-            Reply::Failed { message } => return Err(Error::Container(message)),
-            other => {
-                return Err(Error::Container(format!(
-                    "unexpected worker reply {other:?}"
-                )))
-            }
-        };
-        let exit = exit.ok_or_else(|| Error::Container("no exit channel for exec".into()))?;
-        let handle = ExecHandle {
+        let (pid, exit) = spawned(reply, exit)?;
+        Ok(ExecHandle {
             pid,
             stdin: stdin_ours.map(exec::sender).transpose()?,
             stdout: exec::receiver(stdout_ours)?,
             stderr: exec::receiver(stderr_ours)?,
             exit,
+            pty: None,
+        })
+    }
+
+    /// Starts a process on a PTY: libcontainer sends the master to a unix
+    /// socket we listen on.
+    async fn spawn_tty(
+        &self,
+        mut wreq: crate::worker::proto::ExecRequest,
+        cols: u16,
+        rows: u16,
+    ) -> Result<ExecHandle> {
+        let dir = self.inner.config.state_dir.join("tty");
+        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        let tag = &new_space_id()[..16];
+        let sock_path = dir.join(format!("{tag}.sock"));
+        let json_path = dir.join(format!("{tag}.json"));
+        let caps = crate::spec::capabilities_for(wreq.uid);
+        let process = serde_json::json!({
+            "terminal": true,
+            "consoleSize": { "height": rows, "width": cols },
+            "user": { "uid": wreq.uid, "gid": wreq.gid, "additionalGids": wreq.additional_gids },
+            "args": wreq.args,
+            "env": wreq.env,
+            "cwd": wreq.cwd,
+            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
+            "noNewPrivileges": true
+        });
+        write_atomic(&json_path, process.to_string().as_bytes(), false)?;
+        let listener = tokio::net::UnixListener::bind(&sock_path)
+            .ctx(|| format!("bind {}", sock_path.display()))?;
+        wreq.tty = Some(crate::worker::proto::TtyRequest {
+            process_json: json_path.clone(),
+            console_socket: sock_path.clone(),
+        });
+        let accept = async {
+            let (stream, _) = listener
+                .accept()
+                .await
+                .map_err(|e| Error::io("accept console socket", e))?;
+            crate::worker::recv_fd(&stream).await
         };
-        Ok((handle, guard))
+        let req = Request::Exec(wreq);
+        let result = async {
+            let (reply, exit) = self.inner.pool.call(&req, &[]).await?;
+            let (pid, exit) = spawned(reply, exit)?;
+            let master = tokio::time::timeout(std::time::Duration::from_secs(10), accept)
+                .await
+                .map_err(|_| Error::Container("no PTY from the exec'd process".into()))??;
+            Ok::<_, Error>((pid, exit, master))
+        }
+        .await;
+        let _ = fs::remove_file(&sock_path);
+        let _ = fs::remove_file(&json_path);
+        let (pid, exit, master) = result?;
+        exec::set_winsize(&master, cols, rows);
+        let (stdout, stdin) = exec::pty_ends(&master)?;
+        // A TTY merges stderr into the terminal: stderr is an empty pipe.
+        let (stderr_ours, stderr_w) = pipe()?;
+        drop(stderr_w);
+        Ok(ExecHandle {
+            pid,
+            stdin: Some(stdin),
+            stdout,
+            stderr: exec::receiver(stderr_ours)?,
+            exit,
+            pty: Some(Arc::new(master)),
+        })
     }
 
     /// Runs a command to completion and returns its captured output.
@@ -825,6 +919,23 @@ fn lock_state_dir(state: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
             state.display()
         ))
     })
+}
+
+/// The pid and exit channel of a `Spawned` reply.
+fn spawned(
+    reply: Reply,
+    exit: Option<crate::worker::ExitReceiver>,
+) -> Result<(i32, crate::worker::ExitReceiver)> {
+    match reply {
+        Reply::Spawned { pid } => Ok((
+            pid,
+            exit.ok_or_else(|| Error::Container("no exit channel for exec".into()))?,
+        )),
+        Reply::Failed { message } => Err(Error::Container(message)),
+        other => Err(Error::Container(format!(
+            "unexpected worker reply {other:?}"
+        ))),
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

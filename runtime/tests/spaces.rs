@@ -449,3 +449,46 @@ async fn invalid_requests_are_refused_before_anything_is_made() {
     ));
     assert!(rt.list().is_empty());
 }
+
+#[tokio::test]
+async fn a_tty_exec_gets_a_terminal_that_resizes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    env.space("term").await;
+    let mut req = ExecRequest::new(Command::Shell(
+        "stty size; read line; echo got:$line; stty size".into(),
+    ));
+    req.tty = Some((80, 24));
+    let (mut h, _activity) = env.rt().exec_spawn("term", &req).await.expect("tty exec");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    async fn until(
+        h: &mut clawdspace_runtime::ExecHandle,
+        seen: &mut String,
+        buf: &mut [u8],
+        want: &str,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !seen.contains(want) {
+            let n = tokio::time::timeout_at(deadline, h.stdout.read(buf))
+                .await
+                .expect("output in time")
+                .unwrap_or(0);
+            assert!(n > 0, "terminal closed before {want:?}: {seen:?}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    until(&mut h, &mut seen, &mut buf, "24 80").await;
+    h.resize(100, 40);
+    let stdin = h.stdin.as_mut().expect("tty input");
+    stdin.write_all(b"hello\n").await.expect("type");
+    until(&mut h, &mut seen, &mut buf, "40 100").await;
+    assert!(seen.contains("got:hello"), "{seen:?}");
+    let code = tokio::time::timeout(Duration::from_secs(5), &mut h.exit)
+        .await
+        .expect("exits")
+        .expect("code");
+    assert_eq!(code, 0);
+}

@@ -39,6 +39,7 @@ Prints one JSON object on stdout; logs (CLAWDSPACE_LOG) go to stderr.";
 const IMAGE: &str = "clawdspace-bench:latest";
 const OPS: [&str; 5] = ["create", "exec", "pause", "resume", "destroy"];
 
+#[derive(Clone)]
 struct Options {
     rootfs: PathBuf,
     runs: usize,
@@ -134,7 +135,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let result = tokio_rt.block_on(run(&opts));
+    let result = if std::env::var_os("BENCH_AB_SPAWN").is_some() {
+        let o2 = opts.clone();
+        tokio_rt.block_on(async move {
+            tokio::spawn(async move { run(&o2).await })
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")))
+        })
+    } else {
+        tokio_rt.block_on(run(&opts))
+    };
     drop(tokio_rt);
     // Whatever the runtime could not remove (an interrupted create, a
     // failed destroy): processes, mounts, cgroups, files.
@@ -412,6 +422,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
             uid: space.user.uid,
             gid: space.user.gid,
             additional_gids: space.user.additional_gids.clone(),
+            tty: None,
         });
         let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
         let (reply, exit) = pool.call(&req, &fds).await?;
@@ -425,6 +436,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
             stdout: tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?,
             stderr: tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)?,
             exit: exit.context("no exit channel")?,
+            pty: None,
         };
         let out = clawdspace_runtime::exec::collect(handle, None, 1 << 20, None).await;
         t[1].push(ms(s.elapsed()));

@@ -14,7 +14,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use super::executor::SpaceExecutor;
 use super::proc;
 use super::rootfs;
-use crate::worker::proto::{CreateRequest, DestroyRequest, ExecRequest};
+use crate::worker::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
 
 type Res<T> = Result<T, String>;
 
@@ -103,6 +103,23 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
         .as_raw();
     let start = proc::start_time(pid).ok_or("space init exited right after start")?;
     Ok((pid, start))
+}
+
+/// Starts a process on a new PTY in a running space; its master goes to
+/// the request's console socket. Returns the pid.
+pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
+    let pid = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_root_path(&req.state_root)
+        .map_err(lc("state root"))?
+        .with_console_socket(Some(&tty.console_socket))
+        .with_executor(SpaceExecutor)
+        .as_tenant()
+        .with_process(Some(&tty.process_json))
+        .with_detach(true)
+        .build()
+        .map_err(lc("exec"))?;
+    remove_old_sockets(&req.state_root.join(&req.id));
+    Ok(pid.as_raw())
 }
 
 /// Starts a process in a running space with the given stdio; returns its pid.

@@ -58,6 +58,31 @@ pub fn run_if_worker() {
     std::process::exit(0);
 }
 
+/// Receives one file descriptor sent with SCM_RIGHTS on a connected unix
+/// stream (libcontainer's console socket protocol).
+pub async fn recv_fd(sock: &tokio::net::UnixStream) -> Result<OwnedFd> {
+    let mut buf = [0u8; 4096];
+    loop {
+        sock.readable()
+            .await
+            .map_err(|e| Error::io("console socket", e))?;
+        let got = sock.try_io(Interest::READABLE, || {
+            fdpass::recv(sock.as_raw_fd(), &mut buf).map_err(std::io::Error::from)
+        });
+        match got {
+            Ok((_, mut fds)) if !fds.is_empty() => return Ok(fds.swap_remove(0)),
+            Ok((0, _)) => {
+                return Err(Error::Container(
+                    "console socket closed without a PTY".into(),
+                ))
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(Error::io("receive PTY", e)),
+        }
+    }
+}
+
 /// Receiver of an exec'd process's exit code.
 pub type ExitReceiver = oneshot::Receiver<i32>;
 

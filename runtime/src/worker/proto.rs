@@ -60,6 +60,18 @@ pub struct ExecRequest {
     pub gid: u32,
     /// Supplementary groups.
     pub additional_gids: Vec<u32>,
+    /// Run on a new pseudo-terminal instead of the passed stdio.
+    #[serde(default)]
+    pub tty: Option<TtyRequest>,
+}
+
+/// Where a TTY exec's process description is and where its PTY master goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TtyRequest {
+    /// OCI `process.json` (terminal: true, args, env, user, cwd, caps).
+    pub process_json: PathBuf,
+    /// Listening unix socket that receives the PTY master.
+    pub console_socket: PathBuf,
 }
 
 /// Kill a space and remove its container, mounts and cgroup.

@@ -120,6 +120,19 @@ fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut HashMap<i32, Child>) -
             }
             Err(e) => failed(e),
         },
+        Request::Exec(r) if r.tty.is_some() => {
+            let result = r
+                .tty
+                .as_ref()
+                .map_or(Err("no tty".to_string()), |t| lifecycle::exec_tty(&r, t));
+            match result {
+                Ok(pid) => match watch(children, pid, true) {
+                    Ok(()) => Reply::Spawned { pid },
+                    Err(e) => failed(e),
+                },
+                Err(e) => failed(e),
+            }
+        }
         Request::Exec(r) => {
             let mut it = fds.into_iter();
             let (Some(i), Some(o), Some(e)) = (it.next(), it.next(), it.next()) else {
