@@ -1,1 +1,124 @@
-fn main() {}
+//! `clawdspaced`: the Clawdspace REST daemon.
+
+mod auth;
+mod body;
+mod config;
+mod error;
+mod format;
+mod input;
+mod model;
+mod openapi;
+mod routes;
+mod sleep;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tower::Layer;
+
+use clawdspace_runtime::Runtime;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The runtime.
+    pub rt: Runtime,
+    /// Daemon configuration.
+    pub config: Arc<config::Config>,
+    /// The API key.
+    pub key: Arc<str>,
+}
+
+fn main() -> ExitCode {
+    // Worker processes are this binary re-executed: serve and exit there.
+    clawdspace_runtime::worker::run_if_worker();
+    let config = config::Config::parse();
+    if config.openapi {
+        match serde_json::to_string_pretty(&openapi::document()) {
+            Ok(s) => {
+                println!("{s}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("clawdspaced: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: config::Config) -> anyhow::Result<()> {
+    let key = auth::resolve_key(config.api_key.as_deref(), &config.state_dir)
+        .with_context(|| format!("API key in {}", config.state_dir.display()))?;
+    let runtime = Runtime::open(config.runtime())
+        .await
+        .context("opening the runtime")?;
+    let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let idle = Duration::from_millis(config.idle_timeout_ms);
+    let interval = Duration::from_millis(config.sleep_interval_ms.max(10));
+    tokio::spawn(sleep::run(runtime.clone(), idle, interval));
+    tracing::info!(
+        api = %format!("http://{addr}/api"),
+        dashboard = %format!("http://{addr}/"),
+        key_prefix = %key.chars().take(4).collect::<String>(),
+        idle_timeout_min = config.idle_timeout_ms as f64 / 60_000.0,
+        spaces = runtime.list().len(),
+        "clawdspaced ready"
+    );
+    let state = AppState {
+        rt: runtime,
+        config: Arc::new(config),
+        key: key.into(),
+    };
+    let app = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
+        .layer(routes::router(state));
+    let svc = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+    axum::serve(listener, svc)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")?;
+    tracing::info!("shutting down; spaces keep running");
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

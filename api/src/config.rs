@@ -1,0 +1,86 @@
+//! Daemon configuration from the environment (SPEC section 2 plus ours).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// clawdspaced: the Clawdspace REST daemon. Runs spaces (sandboxed Linux
+/// environments) on this server and serves the REST API and dashboard.
+/// Every option is read from the environment variable shown.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Config {
+    /// TCP port to listen on (0.0.0.0).
+    #[arg(long, env = "PORT", default_value_t = 7777)]
+    pub port: u16,
+    /// The API key. Unset or empty: a random key kept in
+    /// `<state dir>/api-key` (created on first start, root-only).
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Auto-sleep threshold: pause spaces idle longer than this (ms).
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 600_000)]
+    pub idle_timeout_ms: u64,
+    /// How often the auto-sleep worker runs (ms).
+    #[arg(long, env = "CLAWDSPACE_SLEEP_INTERVAL_MS", default_value_t = 60_000)]
+    pub sleep_interval_ms: u64,
+    /// Image for spaces created without one.
+    #[arg(long, env = "CLAWDSPACE_IMAGE", default_value = "clawdspace:latest")]
+    pub image: String,
+    /// Image for GPU spaces created without one.
+    #[arg(
+        long,
+        env = "CLAWDSPACE_GPU_IMAGE",
+        default_value = "pytorch/pytorch:2.1.0-cuda12.1-cudnn8-runtime"
+    )]
+    pub gpu_image: String,
+    /// Where spaces, images and the key live.
+    #[arg(
+        long,
+        env = "CLAWDSPACE_STATE_DIR",
+        default_value = "/var/lib/clawdspace"
+    )]
+    pub state_dir: PathBuf,
+    /// Registries reached over plain HTTP (comma-separated host:port).
+    #[arg(long, env = "CLAWDSPACE_INSECURE_REGISTRIES", default_value = "")]
+    pub insecure_registries: String,
+    /// Registry used instead of docker.io (host[:port]).
+    #[arg(long, env = "CLAWDSPACE_DOCKER_MIRROR")]
+    pub docker_mirror: Option<String>,
+    /// Registry credentials file (Docker `config.json` format; default
+    /// `<state dir>/auth.json`, then `~/.docker/config.json`).
+    #[arg(long, env = "CLAWDSPACE_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Parent cgroup of all spaces.
+    #[arg(long, env = "CLAWDSPACE_CGROUP_PARENT", default_value = "/clawdspace")]
+    pub cgroup_parent: String,
+    /// Worker processes running libcontainer.
+    #[arg(long, env = "CLAWDSPACE_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+    /// Log filter (e.g. `info`, `clawdspace_api=debug`).
+    #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
+    pub log: String,
+    /// Print the OpenAPI document and exit.
+    #[arg(long)]
+    pub openapi: bool,
+}
+
+impl Config {
+    /// The runtime configuration this daemon configuration implies.
+    pub fn runtime(&self) -> clawdspace_runtime::RuntimeConfig {
+        let mut c = clawdspace_runtime::RuntimeConfig::new(&self.state_dir);
+        c.workers = self.workers.max(1);
+        c.cgroup_parent = self.cgroup_parent.clone();
+        c.registries.insecure = self
+            .insecure_registries
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        c.registries.docker_mirror = self.docker_mirror.clone().filter(|m| !m.is_empty());
+        if let Some(f) = &self.auth_file {
+            c.registries.auth_files[0] = f.clone();
+        }
+        c
+    }
+}

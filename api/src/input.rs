@@ -1,0 +1,237 @@
+//! Parsing and validating request bodies (SPEC section 6 and 5.8).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use clawdspace_runtime::{is_valid_name, Command, ExecRequest, MIN_MEMORY};
+
+use crate::error::ApiError;
+
+/// The name error message of the contract.
+pub const INVALID_NAME: &str = "Invalid name (alphanumeric, _, - only)";
+
+/// Default memory: 2 GiB.
+pub const DEFAULT_MEMORY: u64 = 2 << 30;
+
+/// The name of a create request, validated.
+pub fn name(body: &Value) -> Result<String, ApiError> {
+    match body.get("name") {
+        Some(Value::String(s)) if is_valid_name(s) => Ok(s.clone()),
+        _ => Err(ApiError::bad_request(INVALID_NAME)),
+    }
+}
+
+/// Memory in bytes: `^(\d+)([gmk])?$` case-insensitively (no suffix = MiB),
+/// any other string = 2 GiB; non-strings, < 6 MiB and overflow refused.
+pub fn memory(body: &Value) -> Result<u64, ApiError> {
+    let invalid = || ApiError::bad_request("Invalid memory");
+    let s = match body.get("memory") {
+        None | Some(Value::Null) => return Ok(DEFAULT_MEMORY),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid()),
+    };
+    let lower = s.to_ascii_lowercase();
+    let (digits, unit) = match lower.char_indices().last() {
+        Some((i, c @ ('g' | 'm' | 'k'))) => (&lower[..i], Some(c)),
+        _ => (lower.as_str(), None),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(DEFAULT_MEMORY);
+    }
+    let n: u64 = digits.parse().map_err(|_| invalid())?;
+    let mult: u64 = match unit {
+        Some('k') => 1 << 10,
+        Some('g') => 1 << 30,
+        _ => 1 << 20,
+    };
+    let bytes = n.checked_mul(mult).ok_or_else(invalid)?;
+    if bytes < MIN_MEMORY {
+        return Err(ApiError::bad_request(format!(
+            "Invalid memory: at least {} MiB",
+            MIN_MEMORY >> 20
+        )));
+    }
+    if bytes > i64::MAX as u64 {
+        return Err(invalid());
+    }
+    Ok(bytes)
+}
+
+/// CPUs in nano-CPUs: a number (or numeric string) in [0.01, host cpus].
+pub fn cpus(body: &Value, host_cpus: u32) -> Result<u64, ApiError> {
+    let invalid = || ApiError::bad_request("Invalid cpus");
+    let v = match body.get("cpus") {
+        None | Some(Value::Null) => 1.0,
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(invalid)?,
+        Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| invalid())?,
+        Some(_) => return Err(invalid()),
+    };
+    if !v.is_finite() || v < 0.01 || v > f64::from(host_cpus) {
+        return Err(invalid());
+    }
+    Ok((v * 1e9).round() as u64)
+}
+
+/// The gpu flag: a JSON boolean (or absent/null = false).
+pub fn gpu(body: &Value) -> Result<bool, ApiError> {
+    match body.get("gpu") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::bad_request("Invalid gpu")),
+    }
+}
+
+/// The image: given, or the default for the kind of space.
+pub fn image(
+    body: &Value,
+    gpu: bool,
+    default: &str,
+    gpu_default: &str,
+) -> Result<String, ApiError> {
+    match body.get("image") {
+        None | Some(Value::Null) => Ok(if gpu { gpu_default } else { default }.to_string()),
+        Some(Value::String(s)) => {
+            clawdspace_runtime::image::validate_reference(s)?;
+            Ok(s.clone())
+        }
+        Some(_) => Err(ApiError::bad_request("Invalid image")),
+    }
+}
+
+/// The command of an exec request: a non-empty string (run with `sh -c`)
+/// or a non-empty array of strings (argv).
+pub fn command(body: &Value) -> Result<Command, ApiError> {
+    let required = || ApiError::bad_request("Command required");
+    match body.get("command") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(Command::Shell(s.clone())),
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| v.as_str().map(String::from))
+            .collect::<Option<Vec<_>>>()
+            .map(Command::Argv)
+            .ok_or_else(required),
+        _ => Err(required()),
+    }
+}
+
+/// An exec request: the command plus the optional extensions `cwd`,
+/// `env` (object of strings), `user`, `stdin` (string) and `timeoutMs`.
+pub fn exec_request(body: &Value) -> Result<ExecRequest, ApiError> {
+    let mut req = ExecRequest::new(command(body)?);
+    if let Some(cwd) = body.get("cwd").and_then(Value::as_str) {
+        if !cwd.starts_with('/') {
+            return Err(ApiError::bad_request("cwd must be an absolute path"));
+        }
+        req.cwd = Some(cwd.to_string());
+    }
+    match body.get("env") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let Some(v) = v.as_str() else {
+                    return Err(ApiError::bad_request("env values must be strings"));
+                };
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    return Err(ApiError::bad_request(format!("invalid env name '{k}'")));
+                }
+                req.env.push(format!("{k}={v}"));
+            }
+        }
+        Some(_) => return Err(ApiError::bad_request("env must be an object of strings")),
+    }
+    if let Some(u) = body.get("user").and_then(Value::as_str) {
+        req.user = Some(u.to_string());
+    }
+    if let Some(s) = body.get("stdin").and_then(Value::as_str) {
+        req.stdin = Some(s.as_bytes().to_vec());
+    }
+    match body.get("timeoutMs") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_u64() {
+            Some(ms) if ms > 0 => req.timeout = Some(Duration::from_millis(ms)),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "timeoutMs must be a positive integer",
+                ))
+            }
+        },
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mem(v: Value) -> Result<u64, u16> {
+        memory(&json!({ "memory": v })).map_err(|e| e.status.as_u16())
+    }
+
+    #[test]
+    fn memory_follows_the_original_rules() {
+        assert_eq!(memory(&json!({})).ok(), Some(2147483648));
+        assert_eq!(mem(json!("2g")), Ok(2147483648));
+        assert_eq!(mem(json!("4G")), Ok(4294967296));
+        assert_eq!(mem(json!("512m")), Ok(536870912));
+        assert_eq!(mem(json!("256M")), Ok(268435456));
+        assert_eq!(mem(json!("1024k")), Err(400));
+        assert_eq!(mem(json!("10240k")), Ok(10485760));
+        assert_eq!(mem(json!("512")), Ok(536870912));
+        for junk in ["invalid", "", "2gb", " 2g", "1.5g"] {
+            assert_eq!(mem(json!(junk)), Ok(2147483648), "{junk}");
+        }
+        assert_eq!(mem(json!(512)), Err(400));
+        assert_eq!(mem(json!("0")), Err(400));
+        assert_eq!(mem(json!("99999999999999999999g")), Err(400));
+    }
+
+    #[test]
+    fn cpus_are_bounded() {
+        let c = |v: Value| cpus(&json!({ "cpus": v }), 4).map_err(|e| e.status.as_u16());
+        assert_eq!(cpus(&json!({}), 4).ok(), Some(1_000_000_000));
+        assert_eq!(c(json!(0.5)), Ok(500_000_000));
+        assert_eq!(c(json!("2")), Ok(2_000_000_000));
+        for bad in [
+            json!(0),
+            json!(-1),
+            json!(5),
+            json!(true),
+            json!("x"),
+            json!(0.001),
+        ] {
+            assert_eq!(c(bad.clone()), Err(400), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_gpu_and_commands() {
+        assert!(name(&json!({"name": "ok-1_x"})).is_ok());
+        for bad in [json!(123), json!("a b"), json!(""), json!(null)] {
+            assert!(name(&json!({ "name": bad })).is_err());
+        }
+        assert_eq!(gpu(&json!({"gpu": true})).ok(), Some(true));
+        assert!(gpu(&json!({"gpu": "false"})).is_err());
+        assert_eq!(
+            command(&json!({"command": "ls"})).ok(),
+            Some(Command::Shell("ls".into()))
+        );
+        assert_eq!(
+            command(&json!({"command": ["echo", "$HOME"]})).ok(),
+            Some(Command::Argv(vec!["echo".into(), "$HOME".into()]))
+        );
+        for bad in [
+            json!(null),
+            json!(""),
+            json!(false),
+            json!(0),
+            json!([]),
+            json!([1]),
+            json!({}),
+        ] {
+            assert!(command(&json!({ "command": bad })).is_err(), "{bad}");
+        }
+        assert!(command(&json!({})).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! The JSON shapes of the contract (SPEC section 4), with OpenAPI schemas.
+
+use serde::{Serialize, Serializer};
+use utoipa::ToSchema;
+
+use clawdspace_runtime::Space;
+
+use crate::format::{iso_millis, iso_nanos, number};
+
+fn compact_number<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    number(*v).serialize(s)
+}
+
+/// A space as clients see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpaceJson {
+    /// The user-chosen name.
+    pub name: String,
+    /// 12 lowercase hex characters, stable for the life of the space.
+    pub id: String,
+    /// `running`, `paused` or `stopped`.
+    #[schema(example = "running")]
+    pub status: String,
+    /// ISO-8601 UTC.
+    pub created: String,
+    /// ISO-8601 UTC, when the init last started.
+    pub started: String,
+    /// Image reference, verbatim.
+    pub image: String,
+    /// Memory limit, bytes.
+    pub memory: u64,
+    /// CPU limit in cores.
+    #[serde(serialize_with = "compact_number")]
+    pub cpus: f64,
+    /// Last activity, ISO-8601 with milliseconds.
+    #[serde(rename = "lastActivity")]
+    pub last_activity: String,
+}
+
+impl From<&Space> for SpaceJson {
+    fn from(s: &Space) -> Self {
+        SpaceJson {
+            name: s.name.clone(),
+            id: s.short_id().to_string(),
+            status: s.status.as_str().to_string(),
+            created: iso_nanos(&s.created),
+            started: iso_nanos(&s.started),
+            image: s.image.clone(),
+            memory: s.memory,
+            cpus: s.cpus(),
+            last_activity: iso_millis(&s.last_activity),
+        }
+    }
+}
+
+/// `{"space": Space}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpaceEnvelope {
+    /// The space.
+    pub space: SpaceJson,
+}
+
+/// `{"spaces": [Space]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpaceList {
+    /// Every space, newest first.
+    pub spaces: Vec<SpaceJson>,
+}
+
+/// `{"message": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Message {
+    /// What happened.
+    pub message: String,
+}
+
+/// `{"error": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorJson {
+    /// What was wrong.
+    pub error: String,
+}
+
+/// `{"status":"ok","version":"1.0.0"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+    /// Contract version.
+    pub version: String,
+}
+
+/// The result of a command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecResult {
+    /// Standard output, trimmed.
+    pub stdout: String,
+    /// Standard error, trimmed.
+    pub stderr: String,
+    /// Exit status; 128+N when killed by signal N.
+    #[serde(rename = "exitCode")]
+    pub exit_code: i32,
+    /// Present (true) when output was cut at the capture limit (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Present (true) when the command's timeout killed it (extension).
+    #[serde(rename = "timedOut", skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
+}
+
+/// Memory figures, formatted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemoryInfo {
+    /// Total (`formatBytes`).
+    pub total: String,
+    /// Available.
+    pub free: String,
+    /// total - free.
+    pub used: String,
+    /// Used share, one decimal and `%`.
+    pub percentage: String,
+}
+
+/// Disk figures, formatted like `df -h`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiskInfo {
+    /// Size.
+    pub total: String,
+    /// Used.
+    pub used: String,
+    /// Available.
+    pub available: String,
+    /// Use%.
+    pub percentage: String,
+}
+
+/// Runtime counters (named as the original's Docker counters).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuntimeCounters {
+    /// Runtime name and version.
+    pub version: String,
+    /// Spaces in any state.
+    pub containers: usize,
+    /// Running spaces.
+    #[serde(rename = "containersRunning")]
+    pub containers_running: usize,
+    /// Paused spaces.
+    #[serde(rename = "containersPaused")]
+    pub containers_paused: usize,
+    /// Images available locally.
+    pub images: usize,
+}
+
+/// GPU facts inside `/api/system`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemCapabilities {
+    /// Whether the host has an NVIDIA GPU.
+    pub gpu: bool,
+    /// Name of the first GPU.
+    #[serde(rename = "gpuName", skip_serializing_if = "Option::is_none")]
+    pub gpu_name: Option<String>,
+    /// Memory of the first GPU, e.g. `24576 MiB`.
+    #[serde(rename = "gpuMemory", skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<String>,
+    /// Node.js architecture name.
+    pub arch: String,
+    /// `linux`.
+    pub platform: String,
+}
+
+/// `GET /api/system`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SystemInfo {
+    /// Host name.
+    pub hostname: String,
+    /// `linux`.
+    pub platform: String,
+    /// Node.js architecture name.
+    pub arch: String,
+    /// Online logical CPUs.
+    pub cpus: u32,
+    /// 1, 5, 15 minute load averages.
+    #[serde(rename = "loadAverage")]
+    pub load_average: [f64; 3],
+    /// Memory.
+    pub memory: MemoryInfo,
+    /// Disk of the state directory's filesystem, or null.
+    pub disk: Option<DiskInfo>,
+    /// `<d>d <h>h <m>m`.
+    pub uptime: String,
+    /// Space counters.
+    pub docker: RuntimeCounters,
+    /// GPU facts.
+    pub capabilities: SystemCapabilities,
+}
+
+/// `GET /api/system/capabilities`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Capabilities {
+    /// Whether the host has an NVIDIA GPU.
+    pub gpu: bool,
+    /// Name of the first GPU.
+    #[serde(rename = "gpuName", skip_serializing_if = "Option::is_none")]
+    pub gpu_name: Option<String>,
+    /// Memory of the first GPU.
+    #[serde(rename = "gpuMemory", skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<String>,
+    /// Node.js architecture name.
+    pub arch: String,
+    /// `linux`.
+    pub platform: String,
+    /// Online logical CPUs.
+    pub cpus: u32,
+    /// Total memory, bytes.
+    pub memory: u64,
+    /// Number of GPUs (extension).
+    #[serde(rename = "gpuCount", skip_serializing_if = "Option::is_none")]
+    pub gpu_count: Option<usize>,
+    /// NVIDIA driver version (extension).
+    #[serde(rename = "driverVersion", skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// CUDA version the driver supports (extension).
+    #[serde(rename = "cudaVersion", skip_serializing_if = "Option::is_none")]
+    pub cuda_version: Option<String>,
+}

@@ -1,0 +1,52 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations.
+
+use utoipa::OpenApi;
+
+use crate::model::*;
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Clawdspace API", description = "Sandboxed Linux spaces on your own servers. Every path except /api/health and /api/openapi.json needs `Authorization: Bearer <key>` or `?key=<key>`. Streaming exec: GET /api/spaces/{name}/exec/ws (WebSocket, see docs/API.md)."),
+    paths(
+        routes::health,
+        routes::spaces::list,
+        routes::spaces::create,
+        routes::spaces::get,
+        routes::spaces::destroy,
+        routes::spaces::stop,
+        routes::spaces::start,
+        routes::spaces::exec,
+        routes::system::system,
+        routes::system::capabilities,
+    ),
+    components(schemas(SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
+        SystemInfo, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities)),
+    modifiers(&Security),
+    security(("bearer" = []), ("key" = []))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        c.add_security_scheme(
+            "key",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("key"))),
+        );
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

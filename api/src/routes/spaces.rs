@@ -1,0 +1,140 @@
+//! Space endpoints: list, create, get, destroy, stop, start, exec.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use clawdspace_runtime::CreateSpace;
+
+use crate::body::{json_response, Json, JsonBody};
+use crate::error::{ApiError, ApiResult};
+use crate::format::js_trim;
+use crate::input;
+use crate::model::{ErrorJson, ExecResult, Message, SpaceEnvelope, SpaceJson, SpaceList};
+use crate::AppState;
+
+fn message(m: &str) -> Json<Message> {
+    Json(Message { message: m.into() })
+}
+
+/// Every space, newest first.
+#[utoipa::path(get, path = "/api/spaces", tag = "spaces",
+    responses((status = 200, body = SpaceList), (status = 401, body = ErrorJson)))]
+pub async fn list(State(st): State<AppState>) -> Json<SpaceList> {
+    Json(SpaceList {
+        spaces: st.rt.list().iter().map(SpaceJson::from).collect(),
+    })
+}
+
+/// Creates and starts a space (pulling its image when needed).
+#[utoipa::path(post, path = "/api/spaces", tag = "spaces",
+    request_body(content = serde_json::Value, description = "{name, memory?, cpus?, gpu?, image?}"),
+    responses((status = 201, body = SpaceEnvelope), (status = 400, body = ErrorJson),
+        (status = 401, body = ErrorJson), (status = 409, body = ErrorJson),
+        (status = 500, body = ErrorJson), (status = 502, body = ErrorJson)))]
+pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+    let name = input::name(&body)?;
+    if st.rt.get(&name).is_ok() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "Space already exists"));
+    }
+    let memory = input::memory(&body)?;
+    let nano_cpus = input::cpus(&body, clawdspace_runtime::host::online_cpus())?;
+    let gpu = input::gpu(&body)?;
+    if gpu && clawdspace_runtime::gpu::gpus().is_none() {
+        return Err(ApiError::bad_request("GPU not available on this server"));
+    }
+    let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
+    let space = st
+        .rt
+        .create(CreateSpace {
+            name,
+            image,
+            memory,
+            nano_cpus,
+            pids_limit: None,
+            gpu,
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &SpaceEnvelope {
+            space: SpaceJson::from(&space),
+        },
+    ))
+}
+
+/// One space.
+#[utoipa::path(get, path = "/api/spaces/{name}", tag = "spaces",
+    params(("name" = String, Path, description = "Space name")),
+    responses((status = 200, body = SpaceEnvelope), (status = 401, body = ErrorJson), (status = 404, body = ErrorJson)))]
+pub async fn get(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<SpaceEnvelope>> {
+    let s = st.rt.get(&name)?;
+    Ok(Json(SpaceEnvelope {
+        space: SpaceJson::from(&s),
+    }))
+}
+
+/// Destroys a space and its files.
+#[utoipa::path(delete, path = "/api/spaces/{name}", tag = "spaces",
+    params(("name" = String, Path, description = "Space name")),
+    responses((status = 200, body = Message), (status = 401, body = ErrorJson), (status = 404, body = ErrorJson)))]
+pub async fn destroy(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Message>> {
+    st.rt.destroy(&name).await?;
+    Ok(message("Space destroyed"))
+}
+
+/// Pauses (freezes) a space.
+#[utoipa::path(post, path = "/api/spaces/{name}/stop", tag = "spaces",
+    params(("name" = String, Path, description = "Space name")),
+    responses((status = 200, body = Message), (status = 401, body = ErrorJson),
+        (status = 404, body = ErrorJson), (status = 409, body = ErrorJson)))]
+pub async fn stop(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Message>> {
+    st.rt.pause(&name).await?;
+    Ok(message("Space paused"))
+}
+
+/// Resumes a paused space or restarts a stopped one.
+#[utoipa::path(post, path = "/api/spaces/{name}/start", tag = "spaces",
+    params(("name" = String, Path, description = "Space name")),
+    responses((status = 200, body = Message), (status = 401, body = ErrorJson), (status = 404, body = ErrorJson)))]
+pub async fn start(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Message>> {
+    st.rt.start(&name).await?;
+    Ok(message("Space started"))
+}
+
+/// Runs a command to completion.
+#[utoipa::path(post, path = "/api/spaces/{name}/exec", tag = "spaces",
+    params(("name" = String, Path, description = "Space name")),
+    request_body(content = serde_json::Value, description = "{command: string | string[], cwd?, env?, user?, stdin?, timeoutMs?}"),
+    responses((status = 200, body = ExecResult), (status = 400, body = ErrorJson),
+        (status = 401, body = ErrorJson), (status = 404, body = ErrorJson), (status = 409, body = ErrorJson)))]
+pub async fn exec(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let req = input::exec_request(&body)?;
+    let out = st.rt.exec(&name, req).await?;
+    let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
+    let truncated = out.stdout_truncated || out.stderr_truncated;
+    Ok(Json(ExecResult {
+        stdout: text(&out.stdout),
+        stderr: text(&out.stderr),
+        exit_code: out.exit_code,
+        truncated: truncated.then_some(true),
+        timed_out: out.timed_out.then_some(true),
+    })
+    .into_response())
+}

@@ -1,0 +1,107 @@
+//! Host endpoints: system information and capabilities.
+
+use axum::extract::State;
+
+use clawdspace_runtime::gpu::gpus;
+use clawdspace_runtime::host::{host_info, memory, online_cpus};
+use clawdspace_runtime::SpaceStatus;
+
+use crate::body::Json;
+use crate::error::ApiResult;
+use crate::format::{df_human, format_bytes, node_arch, uptime};
+use crate::model::{
+    Capabilities, DiskInfo, ErrorJson, MemoryInfo, RuntimeCounters, SystemCapabilities, SystemInfo,
+};
+use crate::AppState;
+
+fn gpu_summary() -> (bool, Option<String>, Option<String>) {
+    match gpus().and_then(|g| g.devices.first()) {
+        Some(d) => (
+            true,
+            Some(d.name.clone()),
+            Some(format!("{} MiB", d.memory_mib)),
+        ),
+        None => (false, None, None),
+    }
+}
+
+/// Host figures and space counters.
+#[utoipa::path(get, path = "/api/system", tag = "system",
+    responses((status = 200, body = SystemInfo), (status = 401, body = ErrorJson), (status = 500, body = ErrorJson)))]
+pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
+    let h = host_info(&st.config.state_dir);
+    let spaces = st.rt.list();
+    let count = |s: SpaceStatus| spaces.iter().filter(|x| x.status == s).count();
+    let used = h.mem_total.saturating_sub(h.mem_available);
+    let pct = if h.mem_total > 0 {
+        (1.0 - h.mem_available as f64 / h.mem_total as f64) * 100.0
+    } else {
+        0.0
+    };
+    let arch = node_arch(&h.machine);
+    let (gpu, gpu_name, gpu_memory) = gpu_summary();
+    Ok(Json(SystemInfo {
+        hostname: h.hostname,
+        platform: "linux".into(),
+        arch: arch.clone(),
+        cpus: h.cpus,
+        load_average: h.load,
+        memory: MemoryInfo {
+            total: format_bytes(h.mem_total),
+            free: format_bytes(h.mem_available),
+            used: format_bytes(used),
+            percentage: format!("{pct:.1}%"),
+        },
+        disk: h.disk.map(|d| DiskInfo {
+            total: df_human(d.total),
+            used: df_human(d.used),
+            available: df_human(d.available),
+            percentage: format!(
+                "{}%",
+                if d.used + d.available == 0 {
+                    0
+                } else {
+                    (d.used * 100).div_ceil(d.used + d.available)
+                }
+            ),
+        }),
+        uptime: uptime(h.uptime_secs),
+        docker: RuntimeCounters {
+            version: format!("clawdspace-libcontainer {}", env!("CARGO_PKG_VERSION")),
+            containers: spaces.len(),
+            containers_running: count(SpaceStatus::Running),
+            containers_paused: count(SpaceStatus::Paused),
+            images: st.rt.images().list()?.len(),
+        },
+        capabilities: SystemCapabilities {
+            gpu,
+            gpu_name,
+            gpu_memory,
+            arch,
+            platform: "linux".into(),
+        },
+    }))
+}
+
+/// What this server can run (GPUs, CPUs, memory).
+#[utoipa::path(get, path = "/api/system/capabilities", tag = "system",
+    responses((status = 200, body = Capabilities), (status = 401, body = ErrorJson)))]
+pub async fn capabilities() -> Json<Capabilities> {
+    let (gpu, gpu_name, gpu_memory) = gpu_summary();
+    let g = gpus();
+    let machine = nix::sys::utsname::uname()
+        .map(|u| u.machine().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| std::env::consts::ARCH.into());
+    Json(Capabilities {
+        gpu,
+        gpu_name,
+        gpu_memory,
+        arch: node_arch(&machine),
+        platform: "linux".into(),
+        cpus: online_cpus(),
+        memory: memory().0,
+        gpu_count: g.map(|g| g.devices.len()),
+        driver_version: g.map(|g| g.driver_version.clone()),
+        cuda_version: g.map(|g| g.cuda_version.clone()),
+    })
+}
