@@ -102,7 +102,8 @@ pub struct ExecHandle {
 }
 
 impl ExecHandle {
-    /// Sets the terminal size of a TTY exec (no-op otherwise).
+    /// Sets the terminal size of a TTY exec (no-op otherwise); see
+    /// [`set_winsize`].
     pub fn resize(&self, cols: u16, rows: u16) {
         if let Some(pty) = &self.pty {
             set_winsize(pty, cols, rows);
@@ -116,7 +117,7 @@ impl ExecHandle {
 }
 
 /// `TIOCSWINSZ` on a PTY master.
-pub(crate) fn set_winsize(fd: &OwnedFd, cols: u16, rows: u16) {
+pub fn set_winsize(fd: &OwnedFd, cols: u16, rows: u16) {
     use std::os::fd::AsRawFd;
     let ws = libc::winsize {
         ws_row: rows,

@@ -135,16 +135,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let result = if std::env::var_os("BENCH_AB_SPAWN").is_some() {
-        let o2 = opts.clone();
-        tokio_rt.block_on(async move {
-            tokio::spawn(async move { run(&o2).await })
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")))
-        })
-    } else {
-        tokio_rt.block_on(run(&opts))
-    };
+    // On a runtime worker thread, as the daemon's request handlers run.
+    let o = opts.clone();
+    let result = tokio_rt.block_on(async move {
+        tokio::spawn(async move { run(&o).await })
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark task: {e}")))
+    });
     drop(tokio_rt);
     // Whatever the runtime could not remove (an interrupted create, a
     // failed destroy): processes, mounts, cgroups, files.

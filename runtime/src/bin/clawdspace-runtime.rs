@@ -12,6 +12,7 @@ use clawdspace_runtime::{Command, CreateSpace, ExecRequest, Runtime, RuntimeConf
 const USAGE: &str = "usage: clawdspace-runtime <command> [args]
   import <ref> <rootfs-dir|tar>          import a root filesystem as an image
   import-oci <ref> <layout-dir|tar>      import an OCI image layout (or archive)
+  import-busybox <ref>                   import a tiny image made from /bin/busybox
   pull <ref>                             pull an image from its registry
   tag <ref> <new-ref>                    give an image another name
   rmi <ref>                              remove an image (not while a space uses it)
@@ -67,6 +68,16 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
                 .images()
                 .import_rootfs(reference, src.as_ref(), Default::default())?;
             println!("{}", img.layers.join(" "));
+        }
+        ["import-busybox", reference] => {
+            let rt = open().await?;
+            let dir = rt.images().staging_dir()?;
+            let made = clawdspace_runtime::image::busybox_rootfs(&dir).and_then(|()| {
+                rt.images()
+                    .import_rootfs(reference, &dir, Default::default())
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("{}", made?.layers.join(" "));
         }
         ["import-oci", reference, src] => {
             let rt = open().await?;

@@ -3,6 +3,7 @@
 //! here (it produces layers and records the same way an import does).
 
 mod auth;
+mod busybox;
 mod layer;
 mod layout;
 mod pull;
@@ -21,6 +22,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{remove_dir_all_if_exists, write_atomic};
 
 pub use auth::Credentials;
+pub use busybox::busybox_rootfs;
 pub use pull::{ProgressFn, PullProgress, Puller, RegistryConfig};
 pub use reference::validate_reference;
 pub use user::{resolve_user, PasswdEntry};

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,30 +25,7 @@ pub fn is_root() -> bool {
 
 /// Builds a tiny root filesystem from Debian's static busybox.
 pub fn busybox_rootfs(dir: &Path) {
-    let bin = dir.join("bin");
-    for d in [
-        "bin", "etc", "tmp", "home", "root", "proc", "sys", "dev", "usr/bin", "sbin",
-    ] {
-        fs::create_dir_all(dir.join(d)).expect("mkdir");
-    }
-    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
-    fs::copy("/bin/busybox", bin.join("busybox"))
-        .expect("copy /bin/busybox (package busybox-static)");
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = symlink("busybox", bin.join(applet));
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000:sandbox:/home/sandbox:/bin/sh\n",
-    )
-    .expect("passwd");
-    fs::write(dir.join("etc/group"), "root:x:0:\nsandbox:x:1000:\n").expect("group");
+    clawdspace_runtime::image::busybox_rootfs(dir).expect("busybox rootfs");
 }
 
 /// A runtime on a private state dir; everything is removed on drop.
