@@ -80,6 +80,8 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
         let rows = clamp(body.get("rows").and_then(Value::as_u64), 24, 200);
         req.tty = Some((cols, rows));
     }
+    // A session always has a stdin pipe: the client streams into it.
+    let initial_stdin = req.stdin.replace(Vec::new()).unwrap_or_default();
     let (handle, activity) = match st.rt.exec_spawn(&name, &req).await {
         Ok(h) => h,
         Err(e) => {
@@ -120,6 +122,9 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
         mut exit,
         pty,
     } = handle;
+    if let Some(w) = stdin.as_mut() {
+        let _ = w.write_all(&initial_stdin).await;
+    }
     let stdout = tokio::spawn(pump(stdout, STDOUT, out_tx.clone()));
     let stderr = tokio::spawn(pump(stderr, STDERR, out_tx.clone()));
     let exit = &mut exit;

@@ -1,0 +1,261 @@
+//! A real `clawdspaced` for HTTP tests: private state dir, cgroup parent
+//! and port, a busybox image; stopped and cleaned up (spaces, mounts,
+//! cgroups, files) on drop, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, Method, StatusCode};
+use serde_json::Value;
+
+/// The test image.
+pub const IMAGE: &str = "busybox-test:latest";
+/// The test key.
+pub const KEY: &str = "test-key-0123";
+
+/// A daemon under test.
+pub struct Daemon {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub cgroup_parent: String,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub http: Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Daemon {
+    /// Starts a daemon with extra environment; None (skip) unless root.
+    pub async fn start(env: &[(&str, &str)]) -> Option<Daemon> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root and real containers");
+            return None;
+        }
+        let tag = format!("{:08x}", rand::random::<u32>());
+        let dir = PathBuf::from(format!("/var/tmp/clawdspace-apitest-{tag}"));
+        let state = dir.join("state");
+        fs::create_dir_all(&state).expect("state dir");
+        let rootfs = dir.join("rootfs");
+        clawdspace_runtime::image::busybox_rootfs(&rootfs).expect("busybox rootfs");
+        clawdspace_runtime::image::ImageStore::open(&state)
+            .and_then(|s| s.import_rootfs(IMAGE, &rootfs, Default::default()))
+            .expect("import image");
+        let mut d = Daemon {
+            port: free_port(),
+            cgroup_parent: format!("/clawdspace-apitest-{tag}"),
+            dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            http: Client::new(),
+        };
+        d.spawn().await;
+        Some(d)
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Starts the daemon process and waits for /api/health.
+    pub async fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawdspaced"));
+        cmd.env("PORT", self.port.to_string())
+            .env("API_KEY", KEY)
+            .env("CLAWDSPACE_STATE_DIR", self.state())
+            .env("CLAWDSPACE_CGROUP_PARENT", &self.cgroup_parent)
+            .env("CLAWDSPACE_IMAGE", IMAGE)
+            .env("CLAWDSPACE_WORKERS", "2")
+            .env("CLAWDSPACE_LOG", "warn")
+            // Tests never reach the internet: Docker Hub names go to a dead
+            // loopback port instead.
+            .env("CLAWDSPACE_DOCKER_MIRROR", "127.0.0.1:1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start clawdspaced"));
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/api/health")).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            assert!(Instant::now() < end, "daemon did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// kill -9 of the daemon (spaces must survive).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (graceful shutdown).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running daemon");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        c.wait().expect("daemon exit")
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// An authenticated JSON request; returns status and body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut rb = self
+            .http
+            .request(method, self.url(path))
+            .header("Authorization", format!("Bearer {KEY}"));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("request");
+        let status = r.status();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GET with the key.
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// POST JSON with the key.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a space (256m, 1 cpu) and asserts 201.
+    pub async fn create(&self, name: &str) -> Value {
+        let (s, v) = self
+            .post(
+                "/api/spaces",
+                serde_json::json!({"name": name, "memory": "256m"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["space"].clone()
+    }
+
+    /// Runs a command; returns the ExecResult.
+    pub async fn exec(&self, name: &str, command: Value) -> Value {
+        let (s, v) = self
+            .post(
+                &format!("/api/spaces/{name}/exec"),
+                serde_json::json!({ "command": command }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+
+    fn force_cleanup(&self) {
+        let cg_root = Path::new("/sys/fs/cgroup");
+        let rel = self.cgroup_parent.trim_start_matches('/');
+        let mut dirs: Vec<PathBuf> = fs::read_dir(cg_root)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|c| c.path().join(rel))
+                    .filter(|d| d.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if cg_root.join(rel).is_dir() {
+            dirs.push(cg_root.join(rel));
+        }
+        for d in &dirs {
+            for sub in fs::read_dir(d)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+            {
+                let _ = fs::write(sub.join("freezer.state"), "THAWED");
+                let _ = fs::write(sub.join("cgroup.freeze"), "0");
+                for p in fs::read_to_string(sub.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    if let Ok(pid) = p.trim().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let prefix = self.dir.to_string_lossy().to_string();
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for d in &dirs {
+            for _ in 0..50 {
+                let subs: Vec<PathBuf> = fs::read_dir(d)
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.path())
+                            .filter(|p| p.is_dir())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ok = subs.iter().all(|s| fs::remove_dir(s).is_ok());
+                if ok && fs::remove_dir(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        self.force_cleanup();
+    }
+}

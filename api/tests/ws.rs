@@ -1,0 +1,167 @@
+//! Streaming exec over WebSocket, with and without a PTY. Needs root.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, KEY};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(d: &Daemon, name: &str) -> Ws {
+    let url = format!(
+        "ws://127.0.0.1:{}/api/spaces/{name}/exec/ws?key={KEY}",
+        d.port
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket")
+        .0
+}
+
+/// Reads frames until `pred` holds for the collected stdout text; returns
+/// (stdout, stderr, exit code if seen).
+async fn read_until(
+    ws: &mut Ws,
+    out: &mut String,
+    err: &mut String,
+    pred: impl Fn(&str) -> bool,
+) -> Option<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !pred(out) {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("frame in time");
+        match msg {
+            Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                let text = String::from_utf8_lossy(&b[1..]).to_string();
+                if b[0] == 1 {
+                    out.push_str(&text)
+                } else {
+                    err.push_str(&text)
+                }
+            }
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("json frame");
+                if v["type"] == "exit" {
+                    return v["exitCode"].as_i64();
+                }
+                assert_ne!(v["type"], "error", "{v}");
+            }
+            Some(Ok(_)) => {}
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn streams_stdout_and_stderr_separately_then_the_exit_code() {
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    d.create("w").await;
+    let mut ws = connect(&d, "w").await;
+    ws.send(Message::Text(
+        json!({"command": "echo out; echo err >&2; cat; exit 7"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    ws.send(Message::Binary(b"from stdin\n".to_vec().into()))
+        .await
+        .expect("stdin");
+    ws.send(Message::Text(json!({"type": "eof"}).to_string().into()))
+        .await
+        .expect("eof");
+    let (mut out, mut err) = (String::new(), String::new());
+    let code = read_until(&mut ws, &mut out, &mut err, |_| false).await;
+    assert_eq!(code, Some(7));
+    assert_eq!(out, "out\nfrom stdin\n");
+    assert_eq!(err, "err\n");
+}
+
+#[tokio::test]
+async fn a_tty_session_echoes_typing_and_resizes() {
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    d.create("t").await;
+    let mut ws = connect(&d, "t").await;
+    ws.send(Message::Text(
+        json!({"command": ["sh"], "tty": true, "cols": 80, "rows": 24})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    let (mut out, mut err) = (String::new(), String::new());
+    ws.send(Message::Binary(b"stty size\n".to_vec().into()))
+        .await
+        .expect("type");
+    read_until(&mut ws, &mut out, &mut err, |o| o.contains("24 80")).await;
+    ws.send(Message::Text(
+        json!({"type": "resize", "cols": 100, "rows": 40})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("resize");
+    ws.send(Message::Binary(b"stty size; echo hi\n".to_vec().into()))
+        .await
+        .expect("type");
+    read_until(&mut ws, &mut out, &mut err, |o| {
+        o.contains("40 100") && o.contains("\nhi")
+    })
+    .await;
+    ws.send(Message::Text(
+        json!({"type": "stdin", "data": "exit 3\n"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("type");
+    let code = read_until(&mut ws, &mut out, &mut err, |_| false).await;
+    assert_eq!(code, Some(3));
+}
+
+#[tokio::test]
+async fn closing_the_socket_kills_the_process_and_auth_is_required() {
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    d.create("c").await;
+    let mut ws = connect(&d, "c").await;
+    ws.send(Message::Text(
+        json!({"command": "sleep 300 & sleep 301"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(ws);
+    let mut gone = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ps = d.exec("c", json!("ps -o comm | grep -c sleep")).await;
+        if ps["stdout"] == "0" {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "the process group was killed");
+    // No key: refused before the upgrade; missing space: 404.
+    let url = format!("ws://127.0.0.1:{}/api/spaces/c/exec/ws", d.port);
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    let url = format!(
+        "ws://127.0.0.1:{}/api/spaces/ghost/exec/ws?key={KEY}",
+        d.port
+    );
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+}
