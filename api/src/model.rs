@@ -223,3 +223,55 @@ pub struct Capabilities {
     #[serde(rename = "cudaVersion", skip_serializing_if = "Option::is_none")]
     pub cuda_version: Option<String>,
 }
+
+/// `POST /api/spaces` body (documentation: bodies are parsed field by field,
+/// with the contract's defaults and error messages, see `input.rs`).
+#[allow(dead_code)]
+#[derive(Debug, ToSchema)]
+pub struct CreateSpaceBody {
+    /// `^[a-zA-Z0-9_-]{1,63}$`.
+    #[schema(pattern = "^[a-zA-Z0-9_-]{1,63}$", example = "dev")]
+    pub name: String,
+    /// `2g`, `512m`, `1024k`, `512` (MiB); default `2g`.
+    #[schema(example = "2g")]
+    pub memory: Option<String>,
+    /// Cores, 0.01 up to the host's CPU count; default 1.
+    #[schema(example = 1, minimum = 0.01)]
+    pub cpus: Option<f64>,
+    /// GPU space (root, /workspace, all GPUs); default false.
+    pub gpu: Option<bool>,
+    /// Image reference; default CLAWDSPACE_IMAGE (or the GPU image).
+    pub image: Option<String>,
+}
+
+/// A command: a string run with `sh -c`, or argv.
+#[allow(dead_code)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    /// Run with `sh -c` (non-empty).
+    Shell(String),
+    /// argv, no shell.
+    Argv(Vec<String>),
+}
+
+/// `POST /api/spaces/{name}/exec` body (documentation, see `input.rs`).
+#[allow(dead_code)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
+pub struct ExecBody {
+    /// The command.
+    #[schema(example = "echo hello")]
+    pub command: CommandSpec,
+    /// Working directory (absolute; extension).
+    pub cwd: Option<String>,
+    /// Extra environment (extension).
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// User name or uid (extension).
+    pub user: Option<String>,
+    /// Bytes for stdin (extension; default: stdin at EOF).
+    pub stdin: Option<String>,
+    /// Kill the command's process group after this many ms (extension).
+    #[serde(rename = "timeoutMs")]
+    #[schema(minimum = 1)]
+    pub timeout_ms: Option<u64>,
+}

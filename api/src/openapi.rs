@@ -20,7 +20,7 @@ use crate::routes;
         routes::system::system,
         routes::system::capabilities,
     ),
-    components(schemas(SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
+    components(schemas(CreateSpaceBody, ExecBody, CommandSpec, SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
         SystemInfo, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities)),
     modifiers(&Security),
     security(("bearer" = []), ("key" = []))

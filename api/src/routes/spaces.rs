@@ -10,7 +10,10 @@ use crate::body::{json_response, Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::format::js_trim;
 use crate::input;
-use crate::model::{ErrorJson, ExecResult, Message, SpaceEnvelope, SpaceJson, SpaceList};
+#[allow(unused_imports)]
+use crate::model::{
+    CreateSpaceBody, ErrorJson, ExecBody, ExecResult, Message, SpaceEnvelope, SpaceJson, SpaceList,
+};
 use crate::AppState;
 
 fn message(m: &str) -> Json<Message> {
@@ -28,7 +31,7 @@ pub async fn list(State(st): State<AppState>) -> Json<SpaceList> {
 
 /// Creates and starts a space (pulling its image when needed).
 #[utoipa::path(post, path = "/api/spaces", tag = "spaces",
-    request_body(content = serde_json::Value, description = "{name, memory?, cpus?, gpu?, image?}"),
+    request_body = CreateSpaceBody,
     responses((status = 201, body = SpaceEnvelope), (status = 400, body = ErrorJson),
         (status = 401, body = ErrorJson), (status = 409, body = ErrorJson),
         (status = 500, body = ErrorJson), (status = 502, body = ErrorJson)))]
@@ -117,7 +120,7 @@ pub async fn start(
 /// Runs a command to completion.
 #[utoipa::path(post, path = "/api/spaces/{name}/exec", tag = "spaces",
     params(("name" = String, Path, description = "Space name")),
-    request_body(content = serde_json::Value, description = "{command: string | string[], cwd?, env?, user?, stdin?, timeoutMs?}"),
+    request_body = ExecBody,
     responses((status = 200, body = ExecResult), (status = 400, body = ErrorJson),
         (status = 401, body = ErrorJson), (status = 404, body = ErrorJson), (status = 409, body = ErrorJson)))]
 pub async fn exec(
