@@ -1,1 +1,270 @@
-fn main() {}
+//! `clawdspace`: the command-line client of Clawdspace servers (SPEC 11).
+//!
+//! It only talks HTTP (and WebSocket) to `clawdspaced`; configuration comes
+//! from the environment and `~/.clawdspace` (parsed, never executed); the
+//! servers found by probing the configured hosts are cached in
+//! `~/.clawdspace-servers` in the original CLI's format.
+
+mod api;
+mod commands;
+mod config;
+mod discovery;
+mod stream;
+mod style;
+
+use std::io::Write;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// An error to show the user: `Error: <message>` (or the message alone),
+/// then hints, on stderr; the process exits 1.
+#[derive(Debug, Clone)]
+pub struct Fail {
+    message: String,
+    prefixed: bool,
+    hints: Vec<String>,
+}
+
+impl Fail {
+    /// Printed as `Error: <message>`.
+    pub fn error(message: impl Into<String>) -> Fail {
+        Fail {
+            message: message.into(),
+            prefixed: true,
+            hints: Vec::new(),
+        }
+    }
+
+    /// Printed as the message alone.
+    pub fn plain(message: impl Into<String>) -> Fail {
+        Fail {
+            prefixed: false,
+            ..Fail::error(message)
+        }
+    }
+
+    /// Adds a hint line.
+    pub fn hint(mut self, hint: impl Into<String>) -> Fail {
+        self.hints.push(hint.into());
+        self
+    }
+
+    fn print(&self) {
+        let line = if self.prefixed {
+            format!("Error: {}", self.message)
+        } else {
+            self.message.clone()
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{}", style::err(style::RED, &line));
+        for h in &self.hints {
+            let _ = writeln!(err, "  Hint: {h}");
+        }
+    }
+}
+
+const AFTER_HELP: &str = "\
+Servers are auto-discovered from known hosts (CLAWDSPACE_HOSTS, default
+localhost) and cached for 5 minutes in ~/.clawdspace-servers.
+Settings: CLAWDSPACE_KEY and CLAWDSPACE_HOSTS, from the environment or
+~/.clawdspace (NAME=value lines; API_KEY and KNOWN_HOSTS also work there).
+
+Examples:
+  clawdspace servers --refresh
+  clawdspace create dev --memory 4g --cpus 2
+  clawdspace exec dev 'uname -a'
+  clawdspace shell dev
+  clawdspace destroy dev -f";
+
+/// clawdspace - Multi-server sandboxed execution environments
+#[derive(Debug, Parser)]
+#[command(name = "clawdspace", version, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// List discovered servers with their resources and capabilities.
+    Servers {
+        /// Forget the cache and probe the configured hosts again.
+        #[arg(short, long)]
+        refresh: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a space on a server (auto-selected unless --server is given).
+    Create {
+        /// Name of the space (letters, digits, _ and -).
+        name: Option<String>,
+        /// Server name (see `servers`), URL, or configured host.
+        #[arg(short, long)]
+        server: Option<String>,
+        /// Memory limit, e.g. 512m, 2g.
+        #[arg(short, long, default_value = "2g")]
+        memory: String,
+        /// CPU limit in cores, e.g. 1, 0.5.
+        #[arg(short, long, default_value = "1")]
+        cpus: String,
+        /// Create a GPU space on a server that has a GPU.
+        #[arg(short, long)]
+        gpu: bool,
+        /// Image reference (default: the server's default image).
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// List spaces on every server (or one).
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a space (via `sh -c`); exits with its exit code.
+    #[command(visible_alias = "x")]
+    Exec {
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        /// Send our stdin to the command (otherwise it reads end-of-file).
+        #[arg(short = 'i', long = "stdin")]
+        stdin: bool,
+        /// Use the plain exec endpoint (output when the command ends, trimmed).
+        #[arg(long)]
+        no_stream: bool,
+        /// Name of the space.
+        name: Option<String>,
+        /// The command; several arguments are joined with spaces.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Open an interactive shell in a space.
+    Shell {
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        /// Name of the space.
+        name: Option<String>,
+    },
+    /// Pause a space (its processes are frozen, memory kept).
+    Stop {
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        name: Option<String>,
+    },
+    /// Resume (or restart) a space.
+    Start {
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        name: Option<String>,
+    },
+    /// Destroy a space and its files (asks first unless forced).
+    Destroy {
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        name: Option<String>,
+    },
+    /// Show a server's system status (default: the first server).
+    System {
+        #[arg(short, long)]
+        server: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show configuration, key source and discovered servers.
+    Config {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+}
+
+fn real_main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let Some(cmd) = cli.command else {
+        let _ = Cli::command().print_help();
+        return 0;
+    };
+    if let Cmd::Completions { shell } = cmd {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "clawdspace",
+            &mut std::io::stdout(),
+        );
+        return 0;
+    }
+    let settings = config::Settings::load();
+    for w in &settings.warnings {
+        eprintln!("{}", style::err(style::YELLOW, &format!("Warning: {w}")));
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            Fail::error(format!("cannot start: {e}")).print();
+            return 1;
+        }
+    };
+    let api = match api::Api::new(&settings) {
+        Ok(a) => a,
+        Err(e) => {
+            Fail::error(format!("cannot set up the HTTP client: {e:#}")).print();
+            return 1;
+        }
+    };
+    let ctx = commands::Ctx {
+        settings: &settings,
+        api: &api,
+    };
+    let result = rt.block_on(ctx.run(cmd));
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            let _ = std::io::stdout().flush();
+            f.print();
+            1
+        }
+    }
+}
+
+fn main() {
+    // Behave like other Unix tools in a pipeline (`clawdspace list | head`):
+    // die quietly on a closed pipe instead of failing to print.
+    // SAFETY: called first thing, before any other thread exists; resetting
+    // SIGPIPE to its default disposition has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let code = real_main();
+    let _ = std::io::stdout().flush();
+    // Exit at once: a thread may still be blocked reading stdin.
+    std::process::exit(code);
+}

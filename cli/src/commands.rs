@@ -1,0 +1,868 @@
+//! The commands (SPEC 11.1, 11.4, 11.5).
+
+use std::io::{IsTerminal, Read, Write};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::api::{encode_segment, Api, ApiError, Connect, Opts};
+use crate::config::{host_url, Settings};
+use crate::discovery::{self, Server};
+use crate::stream::{self, Outcome, RawMode, Stdin};
+use crate::style::{self, BLUE, CYAN, GREEN, RED, YELLOW};
+use crate::{Cmd, Fail};
+
+/// What every command needs.
+pub struct Ctx<'a> {
+    pub settings: &'a Settings,
+    pub api: &'a Api,
+}
+
+type CmdResult = Result<i32, Fail>;
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
+}
+
+/// A JSON value as the original printed it (`1`, `0.5`, `text`).
+fn show(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => "?".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// Bytes of a `formatBytes` string such as `"23.4 GB"`.
+pub fn parse_size(s: &str) -> Option<f64> {
+    let mut it = s.split_whitespace();
+    let n: f64 = it.next()?.parse().ok()?;
+    let mult = match it.next().unwrap_or("B").to_ascii_uppercase().as_str() {
+        "B" => 1.0,
+        "KB" | "K" | "KIB" => 1024.0,
+        "MB" | "M" | "MIB" => 1024f64.powi(2),
+        "GB" | "G" | "GIB" => 1024f64.powi(3),
+        "TB" | "T" | "TIB" => 1024f64.powi(4),
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// The CAPABILITIES column: `🎮 3090` for RTX cards, `🎮 GPU` for others.
+pub fn gpu_label(caps: Option<&Value>) -> String {
+    let Some(caps) = caps else {
+        return String::new();
+    };
+    if caps.get("gpu").and_then(Value::as_bool) != Some(true) {
+        return String::new();
+    }
+    let name = caps.get("gpuName").and_then(Value::as_str).unwrap_or("GPU");
+    let word = name
+        .split_once("RTX")
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    match word {
+        Some(w) => format!("🎮 {w}"),
+        None => "🎮 GPU".into(),
+    }
+}
+
+/// The CPU number for a create request: an integer when integral.
+pub fn cpus_json(cpus: &str) -> Option<Value> {
+    let t = cpus.trim();
+    if let Ok(i) = t.parse::<u64>() {
+        return Some(json!(i));
+    }
+    let f: f64 = t.parse().ok()?;
+    if !f.is_finite() {
+        return None;
+    }
+    if f.fract() == 0.0 && f.abs() < 1e15 {
+        return Some(json!(f as i64));
+    }
+    serde_json::Number::from_f64(f).map(Value::Number)
+}
+
+fn servers_list(servers: &[Server]) -> String {
+    servers
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.url))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Ctx<'_> {
+    /// Runs one command; the result is the exit code.
+    pub async fn run(&self, cmd: Cmd) -> CmdResult {
+        match cmd {
+            Cmd::Servers { refresh, json } => self.servers_cmd(refresh, json).await,
+            Cmd::Create {
+                name,
+                server,
+                memory,
+                cpus,
+                gpu,
+                image,
+            } => self.create(name, server, memory, cpus, gpu, image).await,
+            Cmd::List { server, json } => self.list(server, json).await,
+            Cmd::Exec {
+                server,
+                stdin,
+                no_stream,
+                name,
+                command,
+            } => self.exec(server, stdin, no_stream, name, command).await,
+            Cmd::Shell { server, name } => self.shell(server, name).await,
+            Cmd::Stop { server, name } => self.stop_start(server, name, true).await,
+            Cmd::Start { server, name } => self.stop_start(server, name, false).await,
+            Cmd::Destroy {
+                force,
+                server,
+                name,
+            } => self.destroy(server, name, force).await,
+            Cmd::System { server, json } => self.system(server, json).await,
+            Cmd::Config { json } => self.config(json).await,
+            Cmd::Completions { .. } => Ok(0),
+        }
+    }
+
+    async fn servers(&self) -> Vec<Server> {
+        discovery::servers(self.settings, self.api, false).await
+    }
+
+    fn no_servers(&self) -> Fail {
+        Fail::error("No Clawdspace servers found. Run 'clawdspace servers --refresh'").hint(
+            format!(
+                "Hosts probed: {} (from {}).",
+                self.settings.hosts.join(" "),
+                self.settings.hosts_source
+            ),
+        )
+    }
+
+    /// A `--server` argument: a discovered name, a URL, or a configured host.
+    fn resolve(&self, servers: &[Server], s: &str) -> Result<Server, Fail> {
+        let lower = s.to_lowercase();
+        if let Some(x) = servers.iter().find(|x| x.name == s || x.name == lower) {
+            return Ok(x.clone());
+        }
+        if lower.starts_with("http://") || lower.starts_with("https://") {
+            let url = s.trim_end_matches('/').to_string();
+            return Ok(Server {
+                name: url.clone(),
+                url,
+            });
+        }
+        if let Some(x) = servers.iter().find(|x| x.url == host_url(s)) {
+            return Ok(x.clone());
+        }
+        if self.settings.hosts.iter().any(|h| h == s) {
+            return Ok(Server {
+                name: s.to_string(),
+                url: host_url(s),
+            });
+        }
+        let known = if servers.is_empty() {
+            "none (run 'clawdspace servers --refresh')".to_string()
+        } else {
+            servers
+                .iter()
+                .map(|x| x.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(Fail::plain(format!("Unknown server: {s}")).hint(format!("Known servers: {known}")))
+    }
+
+    /// The servers to use: the one named by `--server`, or all known.
+    async fn targets(&self, only: Option<&str>) -> Result<Vec<Server>, Fail> {
+        let servers = self.servers().await;
+        match only {
+            Some(s) => Ok(vec![self.resolve(&servers, s)?]),
+            None => Ok(servers),
+        }
+    }
+
+    /// The first server (cache order) that has space `name`.
+    async fn find_space(
+        &self,
+        name: &str,
+        only: Option<&str>,
+        on_any: bool,
+    ) -> Result<Server, Fail> {
+        let servers = self.targets(only).await?;
+        if servers.is_empty() {
+            return Err(self.no_servers());
+        }
+        let path = format!("/spaces/{}", encode_segment(name));
+        let results = join_all(servers.iter().map(|s| self.api.get(s, &path))).await;
+        for (s, r) in servers.iter().zip(&results) {
+            if let Ok(v) = r {
+                if v.get("space").is_some() {
+                    return Ok(s.clone());
+                }
+            }
+        }
+        let msg = if on_any {
+            format!("Space '{name}' not found on any server")
+        } else {
+            format!("Space '{name}' not found")
+        };
+        let mut fail =
+            Fail::error(msg).hint(format!("Servers searched: {}", servers_list(&servers)));
+        for (s, r) in servers.iter().zip(&results) {
+            match r {
+                Err(e) if e.is_not_found() => {}
+                Err(ApiError::Unauthorized) => {
+                    fail = fail.hint(format!(
+                        "{} refused the API key (it came from {}).",
+                        s.name, self.settings.key_source
+                    ))
+                }
+                Err(e) => fail = fail.hint(format!("{} could not be asked: {}", s.name, e.short())),
+                Ok(_) => {}
+            }
+        }
+        Err(fail.hint("Run 'clawdspace list' to see the spaces of every server."))
+    }
+
+    async fn servers_cmd(&self, refresh: bool, as_json: bool) -> CmdResult {
+        if refresh {
+            if !as_json {
+                println!("{}", style::out(BLUE, "Scanning known hosts..."));
+            }
+            let _ = std::fs::remove_file(&self.settings.cache_file);
+        }
+        let servers = discovery::servers(self.settings, self.api, refresh).await;
+        let infos = join_all(servers.iter().map(|s| self.api.system(s))).await;
+        if as_json {
+            let list: Vec<Value> = servers
+                .iter()
+                .zip(&infos)
+                .map(|(s, i)| match i {
+                    Ok(d) => json!({"name": s.name, "url": s.url, "status": "online", "system": d}),
+                    Err(e) => {
+                        json!({"name": s.name, "url": s.url, "status": "offline", "error": e.short()})
+                    }
+                })
+                .collect();
+            print_json(&json!({ "servers": list }));
+            return Ok(0);
+        }
+        println!("{}", style::out(BLUE, "Clawdspace Servers:"));
+        println!();
+        println!(
+            "{:<12} {:<25} {:<8} {:<22} {:<15}",
+            "NAME", "URL", "STATUS", "RESOURCES", "CAPABILITIES"
+        );
+        println!(
+            "{:<12} {:<25} {:<8} {:<22} {:<15}",
+            "----", "---", "------", "---------", "------------"
+        );
+        let mut found = 0;
+        let mut warnings = Vec::new();
+        for (s, info) in servers.iter().zip(&infos) {
+            match info {
+                Ok(d) => {
+                    let resources = format!(
+                        "{}cpu, {}, {}",
+                        show(d.get("cpus")),
+                        show(d.pointer("/memory/percentage")),
+                        show(d.get("arch"))
+                    );
+                    let gpu = gpu_label(d.get("capabilities"));
+                    println!(
+                        "{:<12} {:<25} {} {:<22} {:<15}",
+                        s.name,
+                        s.url,
+                        style::out(GREEN, &format!("{:<8}", "online")),
+                        resources,
+                        gpu
+                    );
+                    found += 1;
+                }
+                Err(e) => {
+                    println!(
+                        "{:<12} {:<25} {}",
+                        s.name,
+                        s.url,
+                        style::out(RED, &format!("{:<8}", "offline"))
+                    );
+                    let mut w = format!("Warning: {} ({}): {}", s.name, s.url, e.short());
+                    if matches!(e, ApiError::Unauthorized) {
+                        w.push_str(&format!("; the key came from {}", self.settings.key_source));
+                    }
+                    warnings.push(w);
+                }
+            }
+        }
+        if found == 0 {
+            println!();
+            println!("{}", style::out(YELLOW, "No Clawdspace servers found."));
+            println!("Add hosts to CLAWDSPACE_HOSTS in ~/.clawdspace");
+        }
+        println!();
+        println!(
+            "{}",
+            style::out(CYAN, "Tip: Use --gpu flag to auto-select a GPU server")
+        );
+        let _ = std::io::stdout().flush();
+        for w in warnings {
+            eprintln!("{}", style::err(YELLOW, &w));
+        }
+        Ok(0)
+    }
+
+    /// Placement without `--server`: with `gpu`, a server whose capabilities
+    /// say `gpu:true`; otherwise the online server with the most free memory.
+    async fn place(&self, gpu: bool) -> Result<Server, Fail> {
+        let servers = self.servers().await;
+        if servers.is_empty() {
+            return Err(self.no_servers());
+        }
+        let mut candidates = servers.clone();
+        if gpu {
+            println!("{}", style::out(BLUE, "Looking for server with GPU..."));
+            let caps = join_all(servers.iter().map(|s| {
+                self.api.call(
+                    s,
+                    Method::GET,
+                    "/system/capabilities",
+                    None,
+                    Opts::new(Connect::Normal, Some(Duration::from_secs(5))),
+                )
+            }))
+            .await;
+            let mut why = Vec::new();
+            candidates = Vec::new();
+            for (s, c) in servers.iter().zip(&caps) {
+                match c {
+                    Ok(v) if v.get("gpu").and_then(Value::as_bool) == Some(true) => {
+                        candidates.push(s.clone())
+                    }
+                    Ok(_) => why.push(format!("{}: no GPU", s.name)),
+                    Err(e) => why.push(format!("{}: {}", s.name, e.short())),
+                }
+            }
+            if candidates.is_empty() {
+                return Err(Fail::error("No server with GPU found")
+                    .hint(format!("Servers checked: {}", why.join("; "))));
+            }
+        }
+        let chosen = if candidates.len() == 1 {
+            candidates[0].clone()
+        } else {
+            self.most_free_memory(&candidates).await?
+        };
+        if gpu {
+            println!(
+                "{}",
+                style::out(GREEN, &format!("Found GPU server: {}", chosen.name))
+            );
+        }
+        Ok(chosen)
+    }
+
+    /// The server with the most free memory (ties: the first); prints why.
+    async fn most_free_memory(&self, servers: &[Server]) -> Result<Server, Fail> {
+        let infos = join_all(servers.iter().map(|s| self.api.system(s))).await;
+        let mut online: Vec<(&Server, f64, String, String)> = Vec::new();
+        let mut offline = Vec::new();
+        for (s, i) in servers.iter().zip(&infos) {
+            match i {
+                Ok(d) => {
+                    let free = show(d.pointer("/memory/free"));
+                    let total = show(d.pointer("/memory/total"));
+                    online.push((s, parse_size(&free).unwrap_or(0.0), free, total));
+                }
+                Err(e) => offline.push(format!("{}: {}", s.name, e.short())),
+            }
+        }
+        let Some(best) = online
+            .iter()
+            .enumerate()
+            .fold(None::<usize>, |best, (i, o)| match best {
+                Some(b) if online[b].1 >= o.1 => Some(b),
+                _ => Some(i),
+            })
+        else {
+            return Err(Fail::error("No Clawdspace server answered")
+                .hint(offline.join("; "))
+                .hint("Run 'clawdspace servers --refresh' to probe the configured hosts again."));
+        };
+        let (s, _, free, total) = &online[best];
+        let mut why = if online.len() == 1 {
+            format!(
+                "Auto-selected server {}: the only one online ({free} free of {total})",
+                s.name
+            )
+        } else {
+            let others: Vec<String> = online
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != best)
+                .map(|(_, o)| format!("{} {}", o.0.name, o.2))
+                .collect();
+            format!(
+                "Auto-selected server {}: most free memory ({free} free of {total}; {})",
+                s.name,
+                others.join(", ")
+            )
+        };
+        if !offline.is_empty() {
+            why.push_str(&format!("; not answering: {}", offline.join(", ")));
+        }
+        println!("{why}");
+        Ok((*s).clone())
+    }
+
+    async fn create(
+        &self,
+        name: Option<String>,
+        server: Option<String>,
+        memory: String,
+        cpus: String,
+        gpu: bool,
+        image: Option<String>,
+    ) -> CmdResult {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Err(Fail::error("name required"));
+        };
+        let Some(cpus_value) = cpus_json(&cpus) else {
+            return Err(Fail::error(format!(
+                "Invalid cpus '{cpus}' (a number of cores, e.g. 1 or 0.5)"
+            )));
+        };
+        let target = match &server {
+            Some(s) => {
+                let servers = self.servers().await;
+                self.resolve(&servers, s)?
+            }
+            None => self.place(gpu).await?,
+        };
+        println!(
+            "{}",
+            style::out(
+                BLUE,
+                &format!("Creating space '{name}' on {}...", target.name)
+            )
+        );
+        let mut body = json!({"name": name, "memory": memory, "cpus": cpus_value, "gpu": gpu});
+        if let Some(img) = &image {
+            body["image"] = json!(img);
+        }
+        self.api
+            .call(
+                &target,
+                Method::POST,
+                "/spaces",
+                Some(&body),
+                Opts::new(Connect::Normal, None),
+            )
+            .await
+            .map_err(|e| e.fail(self.api, &target))?;
+        println!("{}", style::out(GREEN, &format!("✓ Created space: {name}")));
+        println!("  Server: {}", target.name);
+        println!("  Memory: {memory}");
+        println!("  CPUs: {cpus}");
+        Ok(0)
+    }
+
+    async fn list(&self, server: Option<String>, as_json: bool) -> CmdResult {
+        let servers = self.targets(server.as_deref()).await?;
+        let results = join_all(servers.iter().map(|s| self.api.get(s, "/spaces"))).await;
+        let mut rows = Vec::new();
+        let mut errors = Vec::new();
+        for (s, r) in servers.iter().zip(results) {
+            match r {
+                Ok(v) => {
+                    for sp in v
+                        .get("spaces")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        rows.push((s.clone(), sp));
+                    }
+                }
+                Err(e) => errors.push((s.clone(), e)),
+            }
+        }
+        let all_failed = !servers.is_empty() && errors.len() == servers.len();
+        if as_json {
+            let spaces: Vec<Value> = rows
+                .iter()
+                .map(|(s, sp)| {
+                    let mut sp = sp.clone();
+                    if let Some(o) = sp.as_object_mut() {
+                        o.insert("server".into(), json!(s.name));
+                        o.insert("serverUrl".into(), json!(s.url));
+                    }
+                    sp
+                })
+                .collect();
+            let errs: Vec<Value> = errors
+                .iter()
+                .map(|(s, e)| json!({"server": s.name, "url": s.url, "error": e.short()}))
+                .collect();
+            print_json(&json!({"spaces": spaces, "errors": errs}));
+            return Ok(if all_failed { 1 } else { 0 });
+        }
+        if server.is_some() && all_failed {
+            let (s, e) = &errors[0];
+            return Err(e.fail(self.api, s));
+        }
+        if all_failed {
+            let mut f = Fail::error("No server could be asked for its spaces");
+            for (s, e) in &errors {
+                f = f.hint(format!("{} ({}): {}", s.name, s.url, e.short()));
+            }
+            if errors
+                .iter()
+                .any(|(_, e)| matches!(e, ApiError::Unauthorized))
+            {
+                f = f.hint(format!(
+                    "The API key came from {}.",
+                    self.settings.key_source
+                ));
+            }
+            return Err(
+                f.hint("Run 'clawdspace servers --refresh' to probe the configured hosts again.")
+            );
+        }
+        println!("{}", style::out(BLUE, "Spaces:"));
+        println!();
+        println!(
+            "{:<20} {:<12} {:<12} {:<15}",
+            "NAME", "SERVER", "STATUS", "RESOURCES"
+        );
+        println!(
+            "{:<20} {:<12} {:<12} {:<15}",
+            "----", "------", "------", "---------"
+        );
+        for (s, sp) in &rows {
+            let status = show(sp.get("status"));
+            let color = match status.as_str() {
+                "running" => GREEN,
+                "paused" => YELLOW,
+                _ => RED,
+            };
+            let gib = sp.get("memory").and_then(Value::as_f64).unwrap_or(0.0) / 1024f64.powi(3);
+            println!(
+                "{:<20} {:<12} {} {}cpu, {gib:.1}GB",
+                show(sp.get("name")),
+                s.name,
+                style::out(color, &format!("{status:<12}")),
+                show(sp.get("cpus")),
+            );
+        }
+        if rows.is_empty() {
+            println!("  No spaces found.");
+        }
+        let _ = std::io::stdout().flush();
+        for (s, e) in &errors {
+            let mut w = format!(
+                "Warning: server '{}' ({}) did not answer: {}; its spaces are not listed",
+                s.name,
+                s.url,
+                e.short()
+            );
+            if matches!(e, ApiError::Unauthorized) {
+                w.push_str(&format!(
+                    " (the key came from {})",
+                    self.settings.key_source
+                ));
+            }
+            eprintln!("{}", style::err(YELLOW, &w));
+        }
+        if servers.is_empty() {
+            eprintln!("  Hint: No Clawdspace servers found. Run 'clawdspace servers --refresh'");
+        }
+        Ok(0)
+    }
+
+    async fn exec(
+        &self,
+        server: Option<String>,
+        forward_stdin: bool,
+        no_stream: bool,
+        name: Option<String>,
+        command: Vec<String>,
+    ) -> CmdResult {
+        let (Some(name), false) = (name.filter(|n| !n.is_empty()), command.is_empty()) else {
+            return Err(Fail::error("name and command required"));
+        };
+        let cmd = command.join(" ");
+        let target = self.find_space(&name, server.as_deref(), true).await?;
+        if !no_stream {
+            let mode = if forward_stdin {
+                Stdin::Forward
+            } else {
+                Stdin::Closed
+            };
+            match stream::run(self.api, &target, &name, json!({"command": cmd}), mode).await? {
+                Outcome::Exited(code) => return Ok(code),
+                Outcome::Unsupported => {}
+            }
+        }
+        let mut body = json!({"command": cmd});
+        if forward_stdin {
+            let mut input = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut input);
+            body["stdin"] = json!(String::from_utf8_lossy(&input));
+        }
+        let path = format!("/spaces/{}/exec", encode_segment(&name));
+        let v = self
+            .api
+            .call(
+                &target,
+                Method::POST,
+                &path,
+                Some(&body),
+                Opts::new(Connect::Normal, None),
+            )
+            .await
+            .map_err(|e| e.fail(self.api, &target))?;
+        let out = v.get("stdout").and_then(Value::as_str).unwrap_or("");
+        let err = v.get("stderr").and_then(Value::as_str).unwrap_or("");
+        if !out.is_empty() {
+            println!("{out}");
+        }
+        if !err.is_empty() {
+            let _ = std::io::stdout().flush();
+            eprintln!("{err}");
+        }
+        let code = v.get("exitCode").and_then(Value::as_i64).unwrap_or(0);
+        Ok(i32::try_from(code).unwrap_or(1))
+    }
+
+    async fn shell(&self, server: Option<String>, name: Option<String>) -> CmdResult {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Err(Fail::error("name required"));
+        };
+        let target = self.find_space(&name, server.as_deref(), true).await?;
+        let tty = std::io::stdin().is_terminal();
+        let mut first = json!({"command": stream::SHELL_COMMAND});
+        if tty {
+            let (cols, rows) = stream::window_size().unwrap_or((80, 24));
+            let term = std::env::var("TERM")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| "xterm-256color".into());
+            first["tty"] = json!(true);
+            first["cols"] = json!(cols);
+            first["rows"] = json!(rows);
+            first["env"] = json!({ "TERM": term });
+        }
+        let raw = if tty { RawMode::enable() } else { None };
+        let mode = if tty { Stdin::Terminal } else { Stdin::Forward };
+        let result = stream::run(self.api, &target, &name, first, mode).await;
+        drop(raw);
+        match result? {
+            Outcome::Exited(code) => Ok(code),
+            Outcome::Unsupported => Err(Fail::error(format!(
+                "Server '{}' does not offer interactive shells (no WebSocket exec at {}/api/spaces/{name}/exec/ws)",
+                target.name, target.url
+            ))
+            .hint("Use 'clawdspace exec' instead.")),
+        }
+    }
+
+    async fn stop_start(
+        &self,
+        server: Option<String>,
+        name: Option<String>,
+        stop: bool,
+    ) -> CmdResult {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Err(Fail::error("name required"));
+        };
+        let target = self.find_space(&name, server.as_deref(), false).await?;
+        let action = if stop { "stop" } else { "start" };
+        let path = format!("/spaces/{}/{action}", encode_segment(&name));
+        self.api
+            .call(
+                &target,
+                Method::POST,
+                &path,
+                None,
+                Opts::new(Connect::Normal, Some(Duration::from_secs(120))),
+            )
+            .await
+            .map_err(|e| e.fail(self.api, &target))?;
+        let msg = if stop {
+            format!("✓ Paused: {name} (on {})", target.name)
+        } else {
+            format!("✓ Started: {name} (on {})", target.name)
+        };
+        println!("{}", style::out(GREEN, &msg));
+        Ok(0)
+    }
+
+    async fn destroy(
+        &self,
+        server: Option<String>,
+        name: Option<String>,
+        force: bool,
+    ) -> CmdResult {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Err(Fail::error("name required"));
+        };
+        let target = self.find_space(&name, server.as_deref(), false).await?;
+        if !force {
+            print!("Destroy space '{name}' on {}? [y/N] ", target.name);
+            let _ = std::io::stdout().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            let answer = line.trim();
+            if answer != "y" && answer != "Y" {
+                println!("Cancelled.");
+                return Ok(0);
+            }
+        }
+        let path = format!("/spaces/{}", encode_segment(&name));
+        self.api
+            .call(
+                &target,
+                Method::DELETE,
+                &path,
+                None,
+                Opts::new(Connect::Normal, Some(Duration::from_secs(120))),
+            )
+            .await
+            .map_err(|e| e.fail(self.api, &target))?;
+        println!(
+            "{}",
+            style::out(
+                GREEN,
+                &format!("✓ Destroyed: {name} (was on {})", target.name)
+            )
+        );
+        Ok(0)
+    }
+
+    async fn system(&self, server: Option<String>, as_json: bool) -> CmdResult {
+        let servers = self.servers().await;
+        let target =
+            match &server {
+                Some(s) => self.resolve(&servers, s)?,
+                None => match servers.first() {
+                    Some(s) => s.clone(),
+                    None => return Err(Fail::error("No servers found").hint(
+                        "Run 'clawdspace servers --refresh' to probe the configured hosts again.",
+                    )),
+                },
+            };
+        let d =
+            match self.api.system(&target).await {
+                Ok(d) => d,
+                Err(ApiError::Unauthorized) => return Err(self.api.unauthorized(&target)),
+                Err(e) => return Err(Fail::error(format!("Could not connect to {}", target.name))
+                    .hint(format!("{}: {}", target.url, e.short()))
+                    .hint(
+                        "Run 'clawdspace servers --refresh' to probe the configured hosts again.",
+                    )),
+            };
+        if as_json {
+            print_json(&d);
+            return Ok(0);
+        }
+        println!(
+            "{}",
+            style::out(BLUE, &format!("System Status ({}):", target.name))
+        );
+        println!();
+        let load = d
+            .pointer("/loadAverage/0")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        println!("  Hostname:   {}", show(d.get("hostname")));
+        println!(
+            "  Platform:   {} ({})",
+            show(d.get("platform")),
+            show(d.get("arch"))
+        );
+        println!("  CPUs:       {}", show(d.get("cpus")));
+        println!("  Load:       {load:.2}");
+        println!(
+            "  Memory:     {} ({} / {})",
+            show(d.pointer("/memory/percentage")),
+            show(d.pointer("/memory/used")),
+            show(d.pointer("/memory/total"))
+        );
+        if d.get("disk").is_some_and(|v| v.is_object()) {
+            println!(
+                "  Disk:       {} ({} / {})",
+                show(d.pointer("/disk/percentage")),
+                show(d.pointer("/disk/used")),
+                show(d.pointer("/disk/total"))
+            );
+        }
+        println!("  Uptime:     {}", show(d.get("uptime")));
+        println!(
+            "  Containers: {} running",
+            show(d.pointer("/docker/containersRunning"))
+        );
+        Ok(0)
+    }
+
+    async fn config(&self, as_json: bool) -> CmdResult {
+        let s = self.settings;
+        let servers = self.servers().await;
+        if as_json {
+            print_json(&json!({
+                "configFile": s.config_file,
+                "cacheFile": s.cache_file,
+                "hosts": s.hosts,
+                "hostsSource": s.hosts_source,
+                "apiKey": s.masked_key(),
+                "apiKeySource": s.key_source,
+                "servers": servers,
+            }));
+            return Ok(0);
+        }
+        println!("Config file:  {}", s.config_file.display());
+        println!("Cache file:   {}", s.cache_file.display());
+        println!("Known hosts:  {}", s.hosts.join(" "));
+        println!();
+        println!("API Key: {} (from {})", s.masked_key(), s.key_source);
+        println!();
+        println!("Discovered servers:");
+        for sv in &servers {
+            println!("  {}: {}", sv.name, sv.url);
+        }
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_labels() {
+        assert_eq!(parse_size("1.0 KB"), Some(1024.0));
+        assert_eq!(parse_size("2.5 GB"), Some(2.5 * 1024f64.powi(3)));
+        assert_eq!(parse_size("1023.0 B"), Some(1023.0));
+        assert_eq!(parse_size("junk"), None);
+        let caps = json!({"gpu": true, "gpuName": "NVIDIA GeForce RTX 3090"});
+        assert_eq!(gpu_label(Some(&caps)), "🎮 3090");
+        let caps = json!({"gpu": true, "gpuName": "NVIDIA H100 80GB HBM3"});
+        assert_eq!(gpu_label(Some(&caps)), "🎮 GPU");
+        assert_eq!(gpu_label(Some(&json!({"gpu": false}))), "");
+    }
+
+    #[test]
+    fn cpus_are_json_numbers() {
+        assert_eq!(cpus_json("1"), Some(json!(1)));
+        assert_eq!(cpus_json("2.0"), Some(json!(2)));
+        assert_eq!(cpus_json("0.5"), Some(json!(0.5)));
+        assert_eq!(cpus_json("abc"), None);
+        assert_eq!(cpus_json("NaN"), None);
+        assert_eq!(json!({"cpus": cpus_json("1")}).to_string(), r#"{"cpus":1}"#);
+    }
+}
