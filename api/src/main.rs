@@ -94,7 +94,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         "clawdspaced ready"
     );
     let state = AppState {
-        rt: runtime,
+        rt: runtime.clone(),
         config: Arc::new(config),
         key: key.into(),
     };
@@ -105,6 +105,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown())
         .await
         .context("serving")?;
+    runtime.flush();
     tracing::info!("shutting down; spaces keep running");
     Ok(())
 }

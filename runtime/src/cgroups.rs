@@ -19,8 +19,13 @@ pub enum CgroupMode {
 }
 
 impl CgroupMode {
-    /// Detects the layout of this host.
+    /// The layout of this host (detected once per process).
     pub fn detect() -> Self {
+        static MODE: std::sync::OnceLock<CgroupMode> = std::sync::OnceLock::new();
+        *MODE.get_or_init(Self::probe)
+    }
+
+    fn probe() -> Self {
         // `f_type`'s width differs between architectures.
         #[allow(clippy::unnecessary_cast)]
         let is_cg2 = |p: &str| {

@@ -67,6 +67,8 @@ struct Entry {
     rec: Mutex<Space>,
     /// Execs in flight (the auto-sleep worker never pauses such a space).
     execs: AtomicUsize,
+    /// `last_activity` changed since the record was last written.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Entry {
@@ -145,6 +147,7 @@ impl Runtime {
             }),
         };
         rt.restore().await?;
+        rt.start_flusher();
         Ok(rt)
     }
 
@@ -263,15 +266,48 @@ impl Runtime {
             .unwrap_or(0)
     }
 
-    /// Records activity on a space now (persisted, not fsynced).
+    /// Records activity on a space now. Kept in memory and written to the
+    /// record within a second (see [`Runtime::flush`]), so an exec costs no
+    /// disk write.
     pub fn touch(&self, name: &str) -> Result<()> {
         let e = self.entry(name)?;
-        let snap = {
-            let mut r = lock(&e.rec);
-            r.last_activity = Utc::now();
-            r.clone()
+        lock(&e.rec).last_activity = Utc::now();
+        e.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes every record whose activity changed since it was last written.
+    pub fn flush(&self) {
+        let entries: Vec<Arc<Entry>> = {
+            let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
+            map.values().cloned().collect()
         };
-        self.inner.store.save(&snap, false)
+        for e in entries {
+            if e.dirty.swap(false, Ordering::AcqRel) {
+                let snap = e.snapshot();
+                if matches!(snap.status, SpaceStatus::Creating | SpaceStatus::Destroying) {
+                    continue;
+                }
+                if let Err(err) = self.inner.store.save(&snap, false) {
+                    tracing::warn!(space = %snap.name, "saving activity: {err}");
+                    e.dirty.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Flushes activity to disk every second while the runtime lives.
+    fn start_flusher(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let rt = Runtime { inner };
+                let _ = tokio::task::spawn_blocking(move || rt.flush()).await;
+            }
+        });
     }
 
     /// Creates and starts a space. All or nothing: on any failure nothing of
@@ -346,6 +382,7 @@ impl Runtime {
             op: tokio::sync::Mutex::new(()),
             rec: Mutex::new(space.clone()),
             execs: AtomicUsize::new(0),
+            dirty: Default::default(),
         });
         let _op = entry.op.lock().await;
         {
@@ -479,13 +516,16 @@ impl Runtime {
         }
     }
 
+    /// Records running/paused. Not fsynced: after a crash the runtime reads
+    /// the real state from the freezer anyway.
     fn set_status(&self, entry: &Entry, status: SpaceStatus) -> Result<Space> {
         let snap = {
             let mut r = lock(&entry.rec);
             r.status = status;
             r.clone()
         };
-        self.inner.store.save(&snap, true)?;
+        entry.dirty.store(false, Ordering::Release);
+        self.inner.store.save(&snap, false)?;
         Ok(snap)
     }
 
@@ -850,6 +890,7 @@ impl Runtime {
                 op: tokio::sync::Mutex::new(()),
                 rec: Mutex::new(s.clone()),
                 execs: AtomicUsize::new(0),
+                dirty: Default::default(),
             });
             self.inner
                 .spaces

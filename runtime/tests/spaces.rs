@@ -354,9 +354,10 @@ async fn failed_create_leaves_nothing_and_the_name_stays_free() {
         pids_limit: None,
         gpu: false,
     };
+    // Not stored, so it is pulled; its registry is unreachable (502-class).
     assert!(matches!(
         rt.create(req("missing:1")).await,
-        Err(Error::ImageNotFound(_))
+        Err(Error::Registry(_))
     ));
     // An image whose /dev is a file: libcontainer fails after the rootfs is
     // mounted, so the rollback has real work to do.
@@ -474,7 +475,7 @@ async fn a_tty_exec_gets_a_terminal_that_resizes() {
         while !seen.contains(want) {
             let n = tokio::time::timeout_at(deadline, h.stdout.read(buf))
                 .await
-                .expect("output in time")
+                .unwrap_or_else(|_| panic!("no {want:?} in time: {seen:?}"))
                 .unwrap_or(0);
             assert!(n > 0, "terminal closed before {want:?}: {seen:?}");
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));

@@ -344,9 +344,8 @@ async fn bench(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
 /// kernel's v1 freezer alone.
 async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     use clawdspace_runtime::store::Store;
-    use clawdspace_runtime::worker::proto::{self, Reply, Request};
+    use clawdspace_runtime::worker::proto::Request;
     use clawdspace_runtime::worker::WorkerPool;
-    use std::os::fd::{AsRawFd, OwnedFd};
 
     let name = "breakdown";
     let space = rt
@@ -387,85 +386,56 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         "thaw_kernel",
     ];
     let mut t: Vec<Vec<f64>> = vec![Vec::with_capacity(o.breakdown); keys.len()];
-    let simple = |req: Request| {
-        let pool = &pool;
-        async move {
-            match pool.call(&req, &[]).await?.0 {
-                Reply::Done => Ok(()),
-                other => Err(anyhow::anyhow!("worker: {other:?}")),
-            }
-        }
+    let id = &space.id;
+    let pause_req = || Request::Pause {
+        id: id.clone(),
+        state_root: state_root.clone(),
     };
-    for _ in 0..o.breakdown {
-        let s = Instant::now();
-        let out = rt
-            .exec(name, ExecRequest::new(Command::Argv(vec!["true".into()])))
-            .await?;
-        t[0].push(ms(s.elapsed()));
-        if out.exit_code != 0 {
-            bail!("exec true exited {}", out.exit_code);
-        }
-
-        let s = Instant::now();
-        let null = OwnedFd::from(fs::File::open("/dev/null")?);
-        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let req = Request::Exec(proto::ExecRequest {
-            id: space.id.clone(),
-            state_root: state_root.clone(),
-            args: vec!["true".into()],
-            env: space.env.clone(),
-            cwd: space.user.workdir.clone(),
-            uid: space.user.uid,
-            gid: space.user.gid,
-            additional_gids: space.user.additional_gids.clone(),
-            tty: None,
-        });
-        let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
-        let (reply, exit) = pool.call(&req, &fds).await?;
-        drop((null, out_w, err_w));
-        let Reply::Spawned { pid } = reply else {
-            bail!("worker exec: {reply:?}");
-        };
-        let handle = clawdspace_runtime::ExecHandle {
-            pid,
-            stdin: None,
-            stdout: tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?,
-            stderr: tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)?,
-            exit: exit.context("no exit channel")?,
-            pty: None,
-        };
-        let out = clawdspace_runtime::exec::collect(handle, None, 1 << 20, None).await;
-        t[1].push(ms(s.elapsed()));
-        if out.exit_code != 0 {
-            bail!("worker exec true exited {}", out.exit_code);
+    let resume_req = || Request::Resume {
+        id: id.clone(),
+        state_root: state_root.clone(),
+    };
+    for i in 0..o.breakdown {
+        // Each pair runs in alternating order, so that neither side always
+        // follows the same operation.
+        let flip = i % 2 == 1;
+        for step in 0..2 {
+            let s = Instant::now();
+            if (step == 0) != flip {
+                let out = rt
+                    .exec(name, ExecRequest::new(Command::Argv(vec!["true".into()])))
+                    .await?;
+                t[0].push(ms(s.elapsed()));
+                if out.exit_code != 0 {
+                    bail!("exec true exited {}", out.exit_code);
+                }
+            } else {
+                worker_exec(&pool, &space, &state_root).await?;
+                t[1].push(ms(s.elapsed()));
+            }
         }
 
         let s = Instant::now();
         rt.touch(name)?;
         t[2].push(ms(s.elapsed()));
 
-        let s = Instant::now();
-        rt.pause(name).await?;
-        t[3].push(ms(s.elapsed()));
-        let s = Instant::now();
-        rt.resume(name).await?;
-        t[5].push(ms(s.elapsed()));
-
-        let s = Instant::now();
-        simple(Request::Pause {
-            id: space.id.clone(),
-            state_root: state_root.clone(),
-        })
-        .await?;
-        t[4].push(ms(s.elapsed()));
-        let s = Instant::now();
-        simple(Request::Resume {
-            id: space.id.clone(),
-            state_root: state_root.clone(),
-        })
-        .await?;
-        t[6].push(ms(s.elapsed()));
+        for step in 0..2 {
+            if (step == 0) != flip {
+                let s = Instant::now();
+                rt.pause(name).await?;
+                t[3].push(ms(s.elapsed()));
+                let s = Instant::now();
+                rt.resume(name).await?;
+                t[5].push(ms(s.elapsed()));
+            } else {
+                let s = Instant::now();
+                worker_call(&pool, pause_req()).await?;
+                t[4].push(ms(s.elapsed()));
+                let s = Instant::now();
+                worker_call(&pool, resume_req()).await?;
+                t[6].push(ms(s.elapsed()));
+            }
+        }
 
         let s = Instant::now();
         scratch.save(&space, true)?;
@@ -490,6 +460,62 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         m.insert(k.to_string(), summary(v));
     }
     Ok(Value::Object(m))
+}
+
+/// Sends a request that answers `Done` straight to a worker.
+async fn worker_call(
+    pool: &clawdspace_runtime::worker::WorkerPool,
+    req: clawdspace_runtime::worker::proto::Request,
+) -> anyhow::Result<()> {
+    use clawdspace_runtime::worker::proto::Reply;
+    match pool.call(&req, &[]).await?.0 {
+        Reply::Done => Ok(()),
+        other => Err(anyhow::anyhow!("worker: {other:?}")),
+    }
+}
+
+/// Runs `true` in `space` straight through a worker, capturing its output
+/// as `Runtime::exec` does, without the runtime's bookkeeping.
+async fn worker_exec(
+    pool: &clawdspace_runtime::worker::WorkerPool,
+    space: &Space,
+    state_root: &Path,
+) -> anyhow::Result<()> {
+    use clawdspace_runtime::worker::proto::{self, Reply, Request};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let null = OwnedFd::from(fs::File::open("/dev/null")?);
+    let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let req = Request::Exec(proto::ExecRequest {
+        id: space.id.clone(),
+        state_root: state_root.to_path_buf(),
+        args: vec!["true".into()],
+        env: space.env.clone(),
+        cwd: space.user.workdir.clone(),
+        uid: space.user.uid,
+        gid: space.user.gid,
+        additional_gids: space.user.additional_gids.clone(),
+        tty: None,
+    });
+    let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+    let (reply, exit) = pool.call(&req, &fds).await?;
+    drop((null, out_w, err_w));
+    let Reply::Spawned { pid } = reply else {
+        bail!("worker exec: {reply:?}");
+    };
+    let handle = clawdspace_runtime::ExecHandle {
+        pid,
+        stdin: None,
+        stdout: tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?,
+        stderr: tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)?,
+        exit: exit.context("no exit channel")?,
+        pty: None,
+    };
+    let out = clawdspace_runtime::exec::collect(handle, None, 1 << 20, None).await;
+    if out.exit_code != 0 {
+        bail!("worker exec true exited {}", out.exit_code);
+    }
+    Ok(())
 }
 
 /// Memory figures of one process, KiB.

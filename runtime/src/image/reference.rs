@@ -75,7 +75,8 @@ mod tests {
             "ubuntu:24.04",
             "library/ubuntu:24.04",
             "127.0.0.1:5000/test/busybox:1",
-            "ghcr.io/Org/x:1",
+            "ghcr.io/org/x:1",
+            "Registry.Example.com:5000/x",
             "localhost/x",
             "pytorch/pytorch:2.1.0-cuda12.1-cudnn8-runtime",
         ] {

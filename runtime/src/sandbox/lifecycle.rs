@@ -179,10 +179,47 @@ fn load(state_root: &Path, id: &str) -> Res<Container> {
     Container::load(state_root.join(id)).map_err(lc("load container"))
 }
 
-/// Freezes the space.
+/// Freezes the space. On cgroup v2 the freezer is driven directly:
+/// libcgroups 0.7 sleeps a fixed 10 ms after writing `cgroup.freeze`,
+/// while freezing usually completes in well under a millisecond.
 pub fn pause(state_root: &Path, id: &str) -> Res<()> {
     let mut c = load(state_root, id)?;
-    c.pause().map_err(lc("pause"))
+    if crate::cgroups::CgroupMode::detect() != crate::cgroups::CgroupMode::Unified {
+        return c.pause().map_err(lc("pause"));
+    }
+    c.refresh_status().map_err(lc("container status"))?;
+    if !c.can_pause() {
+        return Err(format!(
+            "cannot pause a container in state {:?}",
+            c.status()
+        ));
+    }
+    let cgroup = c.spec().map_err(lc("container config"))?.cgroup_path;
+    let dir = Path::new("/sys/fs/cgroup").join(cgroup.strip_prefix("/").unwrap_or(&cgroup));
+    freeze_v2(&dir)?;
+    c.set_status(libcontainer::container::ContainerStatus::Paused)
+        .save()
+        .map_err(lc("save container state"))
+}
+
+/// Writes `cgroup.freeze` and waits until `cgroup.events` says frozen.
+fn freeze_v2(dir: &Path) -> Res<()> {
+    fs::write(dir.join("cgroup.freeze"), "1").map_err(lc("write cgroup.freeze"))?;
+    let start = std::time::Instant::now();
+    let mut wait = Duration::from_micros(20);
+    loop {
+        let events =
+            fs::read_to_string(dir.join("cgroup.events")).map_err(lc("read cgroup.events"))?;
+        if events.lines().any(|l| l.trim() == "frozen 1") {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = fs::write(dir.join("cgroup.freeze"), "0");
+            return Err("the space did not freeze within 5 s".into());
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_millis(2));
+    }
 }
 
 /// Thaws the space.

@@ -44,7 +44,13 @@ fn unique() -> String {
 impl TestEnv {
     /// None (test skipped) unless running as root.
     pub async fn new() -> Option<TestEnv> {
-        Self::with_registries(RegistryConfig::default()).await
+        // Tests never reach the internet: Docker Hub names go to a dead
+        // loopback port.
+        Self::with_registries(RegistryConfig {
+            docker_mirror: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        })
+        .await
     }
 
     /// Like [`TestEnv::new`], reaching registries as `registries` says.
