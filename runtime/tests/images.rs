@@ -418,3 +418,121 @@ async fn images_in_use_cannot_be_removed_and_gc_keeps_what_is_used() {
     env.rt().remove_image(common::IMAGE).expect("remove");
     assert_eq!(env.rt().gc_images().expect("gc"), 1);
 }
+
+/// Writes an OCI image layout (as `skopeo copy oci:` or umoci would) with
+/// the given layers; returns its directory.
+fn write_layout(
+    dir: &std::path::Path,
+    layers: Vec<(oci_client::client::ImageLayer, String)>,
+    env: &[&str],
+) {
+    use sha2::Digest;
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("layout dirs");
+    let put = |data: &[u8]| {
+        let hex = hex::encode(sha2::Sha256::digest(data));
+        fs::write(blobs.join(&hex), data).expect("blob");
+        (format!("sha256:{hex}"), data.len())
+    };
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.1.clone()).collect();
+    let cfg = common::registry::config(&diff_ids, env, "amd64");
+    let (cfg_digest, cfg_size) = put(&cfg.data);
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(l, _)| {
+            let (d, n) = put(&l.data);
+            serde_json::json!({"mediaType": l.media_type, "digest": d, "size": n})
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": cfg_size},
+        "layers": layer_descs
+    });
+    let (m_digest, m_size) = put(&serde_json::to_vec(&manifest).expect("json"));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m_digest,
+            "size": m_size, "annotations": {"org.opencontainers.image.ref.name": "1"}}]
+    });
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("index");
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+}
+
+#[tokio::test]
+async fn an_oci_layout_or_archive_imports_and_a_corrupt_one_is_refused() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let layout = env.dir.join("layout");
+    let top = tar_of(&[
+        Entry::Dir("opt/"),
+        Entry::File("opt/hello", b"from a layout"),
+    ]);
+    write_layout(
+        &layout,
+        vec![busybox_layer(&env), layer(top, Comp::Zstd)],
+        &["GREETING=hi"],
+    );
+    let img = env
+        .rt()
+        .images()
+        .import_oci(&layout, "layout:1", Some("1"))
+        .expect("import layout");
+    assert_eq!(img.config.env, vec!["GREETING=hi".to_string()]);
+    // The same layout as a tar archive.
+    let archive = env.dir.join("layout.tar");
+    let mut b = tar::Builder::new(fs::File::create(&archive).expect("archive"));
+    b.append_dir_all(".", &layout).expect("tar layout");
+    b.finish().expect("finish");
+    drop(b);
+    env.rt()
+        .images()
+        .import_oci(&archive, "layout:archived", None)
+        .expect("import archive");
+    env.rt()
+        .create(CreateSpace {
+            name: "fromlayout".into(),
+            image: "layout:archived".into(),
+            memory: 64 << 20,
+            nano_cpus: 1_000_000_000,
+            pids_limit: None,
+            gpu: false,
+        })
+        .await
+        .expect("create");
+    assert_eq!(
+        env.out("fromlayout", "cat /opt/hello; echo; echo $GREETING")
+            .await,
+        "from a layout\nhi"
+    );
+    // A blob that does not match its digest is refused; nothing is stored.
+    let bad = env.dir.join("bad-layout");
+    let junk = tar_of(&[Entry::File("junk", &[9u8; 4096])]);
+    let (blob, diff_id) = layer(junk, Comp::Plain);
+    write_layout(&bad, vec![(blob, diff_id.clone())], &[]);
+    for e in fs::read_dir(bad.join("blobs/sha256"))
+        .expect("blobs")
+        .flatten()
+    {
+        let mut data = fs::read(e.path()).expect("blob");
+        if data.len() > 4096 {
+            let mid = data.len() / 2;
+            data[mid] ^= 0x55;
+            fs::write(e.path(), data).expect("corrupt");
+        }
+    }
+    let err = env
+        .rt()
+        .images()
+        .import_oci(&bad, "bad:1", None)
+        .expect_err("corrupt layout");
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    assert!(!env.rt().images().layer_dir(&diff_id).exists());
+    assert!(env.rt().images().get("bad:1").expect("get").is_none());
+}

@@ -8,8 +8,12 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
-/// Where the static busybox is expected.
+/// Where the static busybox is expected (`CLAWDSPACE_BUSYBOX` overrides).
 pub const BUSYBOX: &str = "/bin/busybox";
+
+fn busybox() -> String {
+    std::env::var("CLAWDSPACE_BUSYBOX").unwrap_or_else(|_| BUSYBOX.to_string())
+}
 
 /// Writes a busybox root filesystem into `dir`: `/bin/busybox` and its
 /// applets as symlinks, `/etc/passwd` and `/etc/group` with `root` and
@@ -24,14 +28,15 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777))
         .ctx(|| "chmod /tmp".into())?;
     let bin = dir.join("bin");
-    fs::copy(BUSYBOX, bin.join("busybox"))
-        .ctx(|| format!("copy {BUSYBOX} (install the busybox-static package)"))?;
-    let list = std::process::Command::new(BUSYBOX)
+    let bb = busybox();
+    fs::copy(&bb, bin.join("busybox"))
+        .ctx(|| format!("copy {bb} (install the busybox-static package)"))?;
+    let list = std::process::Command::new(&bb)
         .arg("--list")
         .output()
-        .ctx(|| format!("run {BUSYBOX} --list"))?;
+        .ctx(|| format!("run {bb} --list"))?;
     if !list.status.success() {
-        return Err(Error::InvalidInput(format!("{BUSYBOX} --list failed")));
+        return Err(Error::InvalidInput(format!("{bb} --list failed")));
     }
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" && !applet.contains('/') && !bin.join(applet).exists() {
