@@ -10,7 +10,8 @@ use anyhow::{bail, Context};
 use clawdspace_runtime::{Command, CreateSpace, ExecRequest, Runtime, RuntimeConfig};
 
 const USAGE: &str = "usage: clawdspace-runtime <command> [args]
-  import <ref> <rootfs-dir|tar>          import a root filesystem as an image
+  import <ref> <rootfs-dir|tar> [K=V..]  import a root filesystem as an image
+                                         (K=V: the image's environment)
   import-oci <ref> <layout-dir|tar>      import an OCI image layout (or archive)
   import-busybox <ref>                   import a tiny image made from /bin/busybox
   pull <ref>                             pull an image from its registry
@@ -62,11 +63,16 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
     config.workers = 2;
     let open = || Runtime::open(config.clone());
     match a.as_slice() {
-        ["import", reference, src] => {
+        ["import", reference, src, env @ ..] => {
+            if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
+                bail!("environment entries are KEY=VALUE, got {bad:?}");
+            }
+            let config = clawdspace_runtime::image::ImageConfig {
+                env: env.iter().map(|e| e.to_string()).collect(),
+                ..Default::default()
+            };
             let rt = open().await?;
-            let img = rt
-                .images()
-                .import_rootfs(reference, src.as_ref(), Default::default())?;
+            let img = rt.images().import_rootfs(reference, src.as_ref(), config)?;
             println!("{}", img.layers.join(" "));
         }
         ["import-busybox", reference] => {
