@@ -8,7 +8,7 @@ use clap::Parser;
 /// environments) on this server and serves the REST API and dashboard.
 /// Every option is read from the environment variable shown.
 #[derive(Debug, Clone, Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "clawdspaced", version, about, long_about = None)]
 pub struct Config {
     /// TCP port to listen on (0.0.0.0).
     #[arg(long, env = "PORT", default_value_t = 7777)]

@@ -49,8 +49,11 @@ fn main() -> ExitCode {
             }
         }
     }
+    use std::io::IsTerminal;
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .with_ansi(colour)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -165,3 +165,59 @@ async fn closing_the_socket_kills_the_process_and_auth_is_required() {
     );
     assert!(tokio_tungstenite::connect_async(url).await.is_err());
 }
+
+#[tokio::test]
+async fn a_session_timeout_kills_the_command_and_bad_requests_are_refused_cleanly() {
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    d.create("to").await;
+    let mut ws = connect(&d, "to").await;
+    ws.send(Message::Text(
+        json!({"command": "sleep 30; echo never", "timeoutMs": 300})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send");
+    let (mut out, mut err) = (String::new(), String::new());
+    let t = std::time::Instant::now();
+    assert_eq!(
+        read_until(&mut ws, &mut out, &mut err, |_| false).await,
+        Some(137)
+    );
+    assert!(t.elapsed() < Duration::from_secs(5) && out.is_empty());
+    // An empty command gets an error event and a close frame (not a reset).
+    let mut ws = connect(&d, "to").await;
+    ws.send(Message::Text(json!({"command": ""}).to_string().into()))
+        .await
+        .expect("send");
+    let mut saw_error = false;
+    let mut saw_close = false;
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Text(t) => saw_error |= t.contains("Command required"),
+            Message::Close(Some(f)) => saw_close = u16::from(f.code) == 1008,
+            _ => {}
+        }
+    }
+    assert!(saw_error && saw_close);
+    // Many quick sessions: the exit frame always arrives.
+    for _ in 0..15 {
+        let mut ws = connect(&d, "to").await;
+        ws.send(Message::Text(
+            json!({"command": "echo hello; exit 3"}).to_string().into(),
+        ))
+        .await
+        .expect("send");
+        ws.send(Message::Text(json!({"type": "eof"}).to_string().into()))
+            .await
+            .expect("eof");
+        let (mut out, mut err) = (String::new(), String::new());
+        assert_eq!(
+            read_until(&mut ws, &mut out, &mut err, |_| false).await,
+            Some(3)
+        );
+        assert_eq!(out, "hello\n");
+    }
+}

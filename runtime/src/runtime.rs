@@ -659,6 +659,9 @@ impl Runtime {
             }
         };
         let _ = self.touch(name);
+        if let Some(cwd) = &req.cwd {
+            self.check_dir_in_space(&s, cwd)?;
+        }
         let (uid, gid, gids) = self.exec_user(&s, req.user.as_deref())?;
         let mut env = s.env.clone();
         env.extend(req.env.iter().cloned());
@@ -784,6 +787,30 @@ impl Runtime {
         let out = exec::collect(handle, req.stdin, req.output_limit, req.timeout).await;
         drop(activity);
         Ok(out)
+    }
+
+    /// Refuses a working directory that is not a directory inside the space,
+    /// resolving it as the space would (symlinks stay inside its root).
+    fn check_dir_in_space(&self, s: &Space, dir: &str) -> Result<()> {
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        let bad = |why: &str| Error::InvalidInput(format!("working directory {dir}: {why}"));
+        if !dir.starts_with('/') {
+            return Err(bad("must be an absolute path"));
+        }
+        let root = fs::File::open(self.rootfs_dir(s)).ctx(|| "open the space's root".into())?;
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+        match openat2(root.as_raw_fd(), dir, how) {
+            Ok(fd) => {
+                // SAFETY: openat2 returned a new descriptor we own.
+                drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                Ok(())
+            }
+            Err(nix::errno::Errno::ENOENT) => Err(bad("no such directory in the space")),
+            Err(nix::errno::Errno::ENOTDIR) => Err(bad("not a directory")),
+            Err(e) => Err(bad(e.desc())),
+        }
     }
 
     fn exec_user(&self, s: &Space, user: Option<&str>) -> Result<(u32, u32, Vec<u32>)> {

@@ -37,6 +37,10 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "Not found")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}
+
 /// Logs method, path (never the query: it may hold the key), status, time.
 async fn log_requests(req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
@@ -69,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/system", get(system::system))
         .route("/api/system/capabilities", get(system::capabilities))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::body::BODY_LIMIT,
         ))

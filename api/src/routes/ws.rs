@@ -11,7 +11,8 @@
 //! Errors arrive as `{"type":"error","error":".."}`. Closing the socket kills
 //! the process group.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -22,7 +23,7 @@ use tokio::sync::mpsc;
 use clawdspace_runtime::exec::set_winsize;
 use clawdspace_runtime::ExecHandle;
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::input;
 use crate::AppState;
 
@@ -30,13 +31,15 @@ use crate::AppState;
 const STDOUT: u8 = 1;
 const STDERR: u8 = 2;
 
-/// Upgrades to a WebSocket exec session (404 first if the space is missing).
+/// Upgrades to a WebSocket exec session (404 first if the space is missing,
+/// 400 when the request is not a WebSocket upgrade).
 pub async fn exec_ws(
     State(st): State<AppState>,
     Path(name): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     st.rt.get(&name)?;
+    let ws = ws.map_err(|e| ApiError::bad_request(format!("WebSocket upgrade required: {e}")))?;
     Ok(ws
         .on_upgrade(move |socket| session(st, name, socket))
         .into_response())
@@ -49,6 +52,16 @@ fn clamp(v: Option<u64>, default: u16, max: u16) -> u16 {
 async fn session(st: AppState, name: String, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
     let error = |e: String| Message::Text(json!({"type": "error", "error": e}).to_string().into());
+    // Refuses the session: an error event, then a proper close (1008).
+    let refuse = |e: String| {
+        [
+            error(e.clone()),
+            Message::Close(Some(CloseFrame {
+                code: 1008,
+                reason: e.chars().take(100).collect::<String>().into(),
+            })),
+        ]
+    };
     // The first message describes the command.
     let first = loop {
         match rx.next().await {
@@ -60,18 +73,18 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
     let body: Value = match serde_json::from_str(&first) {
         Ok(v) => v,
         Err(_) => {
-            let _ = tx
-                .send(error(
-                    "first message must be JSON {\"command\": ...}".into(),
-                ))
-                .await;
+            for m in refuse("first message must be JSON {\"command\": ...}".into()) {
+                let _ = tx.send(m).await;
+            }
             return;
         }
     };
     let mut req = match input::exec_request(&body) {
         Ok(r) => r,
         Err(e) => {
-            let _ = tx.send(error(e.message)).await;
+            for m in refuse(e.message) {
+                let _ = tx.send(m).await;
+            }
             return;
         }
     };
@@ -85,7 +98,9 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
     let (handle, activity) = match st.rt.exec_spawn(&name, &req).await {
         Ok(h) => h,
         Err(e) => {
-            let _ = tx.send(error(e.to_string())).await;
+            for m in refuse(e.to_string()) {
+                let _ = tx.send(m).await;
+            }
             return;
         }
     };
@@ -128,9 +143,23 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
     let stdout = tokio::spawn(pump(stdout, STDOUT, out_tx.clone()));
     let stderr = tokio::spawn(pump(stderr, STDERR, out_tx.clone()));
     let exit = &mut exit;
+    // `timeoutMs` kills the process group, as for the plain endpoint.
+    let deadline = req.timeout.map(|t| tokio::time::Instant::now() + t);
+    let timer = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timer);
+    let mut timed_out = false;
     let code = loop {
         tokio::select! {
             code = &mut *exit => break code.unwrap_or(255),
+            () = &mut timer, if !timed_out => {
+                timed_out = true;
+                clawdspace_runtime::exec::kill_group(pid);
+            }
             msg = rx.next() => match msg {
                 Some(Ok(Message::Binary(b))) => {
                     if let Some(w) = stdin.as_mut() {
@@ -178,13 +207,26 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
         let _ = stderr.await;
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+    let mut exit_frame = json!({"type": "exit", "exitCode": code});
+    if timed_out {
+        exit_frame["timedOut"] = json!(true);
+    }
     let _ = out_tx
-        .send(Message::Text(
-            json!({"type": "exit", "exitCode": code}).to_string().into(),
-        ))
+        .send(Message::Text(exit_frame.to_string().into()))
         .await;
     let _ = out_tx.send(Message::Close(None)).await;
     drop(out_tx);
     let _ = writer.await;
     drop(activity);
+    // Finish the close handshake: read what the client still sends until
+    // its close frame, so unread data never turns into a TCP reset that
+    // could swallow the exit frame.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(m)) = rx.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }

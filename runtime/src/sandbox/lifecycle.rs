@@ -228,6 +228,33 @@ pub fn resume(state_root: &Path, id: &str) -> Res<()> {
     c.resume().map_err(lc("resume"))
 }
 
+/// Thaws the cgroup at absolute cgroup path `cg` and SIGKILLs every process
+/// in it, directly through the cgroup files (v1 and v2).
+fn thaw_and_kill(cg: &Path) {
+    let rel = cg.strip_prefix("/").unwrap_or(cg);
+    let root = Path::new("/sys/fs/cgroup");
+    let _ = fs::write(
+        root.join("freezer").join(rel).join("freezer.state"),
+        "THAWED",
+    );
+    let _ = fs::write(root.join(rel).join("cgroup.freeze"), "0");
+    for dir in [
+        root.join("pids").join(rel),
+        root.join("freezer").join(rel),
+        root.join(rel),
+    ] {
+        let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) else {
+            continue;
+        };
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Kills every process of the space, removes its container state and
 /// cgroup, and unmounts its rootfs. Idempotent.
 pub fn destroy(req: &DestroyRequest) -> Res<()> {
@@ -237,13 +264,25 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
             Ok(mut c) => {
                 let init = c.pid().map(|p| p.as_raw());
                 let pidfd = init.and_then(|p| proc::pidfd_open(p).ok());
-                // A frozen cgroup cannot die: thaw first, then kill all.
-                if c.status() == libcontainer::container::ContainerStatus::Paused {
-                    let _ = c.resume();
+                let cgroup = c.spec().ok().map(|cfg| cfg.cgroup_path);
+                // A frozen cgroup cannot die: thaw it (whatever libcontainer's
+                // state file believes), then kill everything in it.
+                if let Some(cg) = &cgroup {
+                    thaw_and_kill(cg);
                 }
                 let _ = c.kill(Signal::try_from(libc::SIGKILL).map_err(lc("signal"))?, true);
                 if let Some(fd) = &pidfd {
-                    if !proc::wait_pidfd(fd, 5000) {
+                    let mut died = false;
+                    for _ in 0..20 {
+                        if proc::wait_pidfd(fd, 250) {
+                            died = true;
+                            break;
+                        }
+                        if let Some(cg) = &cgroup {
+                            thaw_and_kill(cg);
+                        }
+                    }
+                    if !died {
                         return Err("space init did not die within 5 s of SIGKILL".into());
                     }
                 }

@@ -93,6 +93,8 @@ struct Conn {
     pending: Mutex<Option<Pending>>,
     exits: Mutex<HashMap<i32, oneshot::Sender<i32>>>,
     alive: std::sync::atomic::AtomicBool,
+    /// Set when the pool closes the worker on purpose.
+    closing: std::sync::atomic::AtomicBool,
     child: Mutex<std::process::Child>,
 }
 
@@ -139,6 +141,7 @@ impl Conn {
             pending: Mutex::new(None),
             exits: Mutex::new(HashMap::new()),
             alive: std::sync::atomic::AtomicBool::new(true),
+            closing: std::sync::atomic::AtomicBool::new(false),
             child: Mutex::new(child),
         });
         tokio::spawn(Conn::read_loop(conn.clone()));
@@ -204,7 +207,11 @@ impl Conn {
         let mut child = lock(&conn.child);
         let _ = child.kill();
         let _ = child.wait();
-        tracing::warn!("worker process exited");
+        if conn.closing.load(std::sync::atomic::Ordering::Acquire) {
+            tracing::debug!("worker process exited");
+        } else {
+            tracing::warn!("worker process exited unexpectedly; a new one starts on demand");
+        }
     }
 
     async fn call(&self, data: &[u8], fds: &[RawFd]) -> Result<(Reply, Option<ExitReceiver>)> {
@@ -300,6 +307,8 @@ impl Drop for WorkerPool {
         // Closing our socket ends each worker; reap them.
         for slot in &mut self.slots {
             if let Some(conn) = slot.get_mut().take() {
+                conn.closing
+                    .store(true, std::sync::atomic::Ordering::Release);
                 let mut child = lock(&conn.child);
                 // SAFETY: shutting down our end of a socket we own.
                 unsafe { libc::shutdown(conn.sock.get_ref().as_raw_fd(), libc::SHUT_RDWR) };
