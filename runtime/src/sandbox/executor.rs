@@ -21,12 +21,25 @@ fn fail(code: i32, msg: &str) -> ! {
 
 impl Executor for SpaceExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        let args = spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().clone())
+        let process = spec.process().as_ref().ok_or(ExecutorError::InvalidArg)?;
+        let args = process
+            .args()
+            .clone()
             .filter(|a| !a.is_empty())
             .ok_or(ExecutorError::InvalidArg)?;
+        // libcontainer leaves a new terminal at 0x0; size it before the
+        // program starts, or it may read the size before the daemon sets it.
+        if let (Some(true), Some(size)) = (process.terminal(), process.console_size()) {
+            let ws = libc::winsize {
+                ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
+                ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one `winsize` from a valid pointer;
+            // fd 0 is the terminal libcontainer connected.
+            unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &ws) };
+        }
         // A new session makes the process its own group leader; with a TTY
         // libcontainer already did this, and setsid then fails harmlessly.
         let _ = nix::unistd::setsid();
