@@ -13,6 +13,7 @@ mod fsutil;
 pub mod gpu;
 pub mod host;
 pub mod image;
+pub mod purge;
 mod runtime;
 pub mod sandbox;
 pub mod spec;

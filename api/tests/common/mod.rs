@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -182,74 +182,7 @@ impl Daemon {
     }
 
     fn force_cleanup(&self) {
-        let cg_root = Path::new("/sys/fs/cgroup");
-        let rel = self.cgroup_parent.trim_start_matches('/');
-        let mut dirs: Vec<PathBuf> = fs::read_dir(cg_root)
-            .map(|rd| {
-                rd.flatten()
-                    .map(|c| c.path().join(rel))
-                    .filter(|d| d.is_dir())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if cg_root.join(rel).is_dir() {
-            dirs.push(cg_root.join(rel));
-        }
-        for d in &dirs {
-            for sub in fs::read_dir(d)
-                .map(|rd| {
-                    rd.flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-            {
-                let _ = fs::write(sub.join("freezer.state"), "THAWED");
-                let _ = fs::write(sub.join("cgroup.freeze"), "0");
-                for p in fs::read_to_string(sub.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    if let Ok(pid) = p.trim().parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let prefix = self.dir.to_string_lossy().to_string();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(String::from))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        for d in &dirs {
-            for _ in 0..50 {
-                let subs: Vec<PathBuf> = fs::read_dir(d)
-                    .map(|rd| {
-                        rd.flatten()
-                            .map(|e| e.path())
-                            .filter(|p| p.is_dir())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let ok = subs.iter().all(|s| fs::remove_dir(s).is_ok());
-                if ok && fs::remove_dir(d).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        clawdspace_runtime::purge::purge(&self.dir, &self.cgroup_parent, Some(&self.dir));
     }
 }
 

@@ -135,70 +135,7 @@ impl TestEnv {
     /// Tears everything down without the runtime: kill every process in our
     /// cgroups, unmount, remove cgroups and files.
     fn force_cleanup(&self) {
-        let cg_root = Path::new("/sys/fs/cgroup");
-        let mut cg_dirs = Vec::new();
-        if let Ok(rd) = fs::read_dir(cg_root) {
-            for c in rd.flatten() {
-                let d = c.path().join(self.cgroup_parent.trim_start_matches('/'));
-                if d.is_dir() {
-                    cg_dirs.push(d);
-                }
-            }
-        }
-        let direct = cg_root.join(self.cgroup_parent.trim_start_matches('/'));
-        if direct.is_dir() {
-            cg_dirs.push(direct);
-        }
-        for d in &cg_dirs {
-            if let Ok(rd) = fs::read_dir(d) {
-                for sub in rd.flatten().filter(|e| e.path().is_dir()) {
-                    let _ = fs::write(sub.path().join("freezer.state"), "THAWED");
-                    let _ = fs::write(sub.path().join("cgroup.freeze"), "0");
-                    if let Ok(procs) = fs::read_to_string(sub.path().join("cgroup.procs")) {
-                        for p in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(p),
-                                nix::sys::signal::Signal::SIGKILL,
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let prefix = self.dir.to_string_lossy().to_string();
-        if let Ok(info) = fs::read_to_string("/proc/self/mountinfo") {
-            let mut mounts: Vec<String> = info
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4).map(String::from))
-                .filter(|m| m.starts_with(&prefix))
-                .collect();
-            mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in mounts {
-                let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        for d in &cg_dirs {
-            for _ in 0..50 {
-                let subs: Vec<PathBuf> = fs::read_dir(d)
-                    .map(|rd| {
-                        rd.flatten()
-                            .map(|e| e.path())
-                            .filter(|p| p.is_dir())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut ok = true;
-                for s in subs {
-                    ok &= fs::remove_dir(&s).is_ok();
-                }
-                if ok && fs::remove_dir(d).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        clawdspace_runtime::purge::purge(&self.dir, &self.cgroup_parent, Some(&self.dir));
     }
 }
 
