@@ -197,18 +197,9 @@ pub struct SystemInfo {
 /// `GET /api/system/capabilities`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Capabilities {
-    /// Whether the host has an NVIDIA GPU.
-    pub gpu: bool,
-    /// Name of the first GPU.
-    #[serde(rename = "gpuName", skip_serializing_if = "Option::is_none")]
-    pub gpu_name: Option<String>,
-    /// Memory of the first GPU.
-    #[serde(rename = "gpuMemory", skip_serializing_if = "Option::is_none")]
-    pub gpu_memory: Option<String>,
-    /// Node.js architecture name.
-    pub arch: String,
-    /// `linux`.
-    pub platform: String,
+    /// The same GPU, arch and platform facts as in `/api/system`.
+    #[serde(flatten)]
+    pub base: SystemCapabilities,
     /// Online logical CPUs.
     pub cpus: u32,
     /// Total memory, bytes.

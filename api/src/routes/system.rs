@@ -14,14 +14,15 @@ use crate::model::{
 };
 use crate::AppState;
 
-fn gpu_summary() -> (bool, Option<String>, Option<String>) {
-    match gpus().and_then(|g| g.devices.first()) {
-        Some(d) => (
-            true,
-            Some(d.name.clone()),
-            Some(format!("{} MiB", d.memory_mib)),
-        ),
-        None => (false, None, None),
+/// GPU, architecture and platform facts (both endpoints share them).
+fn capabilities_of(machine: &str) -> SystemCapabilities {
+    let first = gpus().and_then(|g| g.devices.first());
+    SystemCapabilities {
+        gpu: first.is_some(),
+        gpu_name: first.map(|d| d.name.clone()),
+        gpu_memory: first.map(|d| format!("{} MiB", d.memory_mib)),
+        arch: node_arch(machine),
+        platform: "linux".into(),
     }
 }
 
@@ -38,12 +39,11 @@ pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
     } else {
         0.0
     };
-    let arch = node_arch(&h.machine);
-    let (gpu, gpu_name, gpu_memory) = gpu_summary();
+    let capabilities = capabilities_of(&h.machine);
     Ok(Json(SystemInfo {
         hostname: h.hostname,
         platform: "linux".into(),
-        arch: arch.clone(),
+        arch: capabilities.arch.clone(),
         cpus: h.cpus,
         load_average: h.load,
         memory: MemoryInfo {
@@ -73,13 +73,7 @@ pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
             containers_paused: count(SpaceStatus::Paused),
             images: st.rt.images().list()?.len(),
         },
-        capabilities: SystemCapabilities {
-            gpu,
-            gpu_name,
-            gpu_memory,
-            arch,
-            platform: "linux".into(),
-        },
+        capabilities,
     }))
 }
 
@@ -87,17 +81,12 @@ pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
 #[utoipa::path(get, path = "/api/system/capabilities", tag = "system",
     responses((status = 200, body = Capabilities), (status = 401, body = ErrorJson)))]
 pub async fn capabilities() -> Json<Capabilities> {
-    let (gpu, gpu_name, gpu_memory) = gpu_summary();
     let g = gpus();
     let machine = nix::sys::utsname::uname()
         .map(|u| u.machine().to_string_lossy().into_owned())
         .unwrap_or_else(|_| std::env::consts::ARCH.into());
     Json(Capabilities {
-        gpu,
-        gpu_name,
-        gpu_memory,
-        arch: node_arch(&machine),
-        platform: "linux".into(),
+        base: capabilities_of(&machine),
         cpus: online_cpus(),
         memory: memory().0,
         gpu_count: g.map(|g| g.devices.len()),
