@@ -118,9 +118,13 @@ pub fn command(body: &Value) -> Result<Command, ApiError> {
 /// An exec request: the command plus the optional extensions `cwd`,
 /// `env` (object of strings), `user`, `stdin` (string) and `timeoutMs`.
 pub fn exec_request(body: &Value) -> Result<ExecRequest, ApiError> {
-    let mut req = ExecRequest::new(command(body)?);
+    let command = command(body)?;
+    if command.argv().iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::bad_request("command contains a NUL byte"));
+    }
+    let mut req = ExecRequest::new(command);
     if let Some(cwd) = body.get("cwd").and_then(Value::as_str) {
-        if !cwd.starts_with('/') {
+        if !cwd.starts_with('/') || cwd.contains('\0') {
             return Err(ApiError::bad_request("cwd must be an absolute path"));
         }
         req.cwd = Some(cwd.to_string());
@@ -132,6 +136,11 @@ pub fn exec_request(body: &Value) -> Result<ExecRequest, ApiError> {
                 let Some(v) = v.as_str() else {
                     return Err(ApiError::bad_request("env values must be strings"));
                 };
+                if v.contains('\0') {
+                    return Err(ApiError::bad_request(format!(
+                        "env value of '{k}' contains a NUL byte"
+                    )));
+                }
                 if k.is_empty() || k.contains('=') || k.contains('\0') {
                     return Err(ApiError::bad_request(format!("invalid env name '{k}'")));
                 }
@@ -141,6 +150,9 @@ pub fn exec_request(body: &Value) -> Result<ExecRequest, ApiError> {
         Some(_) => return Err(ApiError::bad_request("env must be an object of strings")),
     }
     if let Some(u) = body.get("user").and_then(Value::as_str) {
+        if u.contains('\0') {
+            return Err(ApiError::bad_request("user contains a NUL byte"));
+        }
         req.user = Some(u.to_string());
     }
     if let Some(s) = body.get("stdin").and_then(Value::as_str) {
@@ -233,5 +245,7 @@ mod tests {
             assert!(command(&json!({ "command": bad })).is_err(), "{bad}");
         }
         assert!(command(&json!({})).is_err());
+        assert!(exec_request(&json!({"command": "a\u{0}b"})).is_err());
+        assert!(exec_request(&json!({"command": "x", "env": {"A": "b\u{0}"}})).is_err());
     }
 }

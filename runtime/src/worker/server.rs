@@ -47,7 +47,8 @@ pub fn serve(sock: OwnedFd) {
             for p in &pids {
                 pfds.push(PollFd::new(children[p].pidfd.as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut pfds, PollTimeout::NONE) {
+            // Wake up now and then to reap children nobody watches.
+            match poll(&mut pfds, PollTimeout::from(1000u16)) {
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
@@ -83,6 +84,7 @@ pub fn serve(sock: OwnedFd) {
                 }
             }
         }
+        reap_unwatched(&children);
         if !sock_ready {
             continue;
         }
@@ -99,6 +101,24 @@ pub fn serve(sock: OwnedFd) {
             },
         };
         send(fd, &Message::Reply(reply));
+    }
+}
+
+/// Reaps exited children that no pidfd watches: processes libcontainer
+/// forked for a request that then failed. Left as zombies they would keep a
+/// space's PID namespace from ever ending (its init waits for them).
+fn reap_unwatched(children: &HashMap<i32, Child>) {
+    let me = std::process::id();
+    let Ok(list) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+        return;
+    };
+    for pid in list
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        if !children.contains_key(&pid) {
+            let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+        }
     }
 }
 
