@@ -32,6 +32,17 @@ async fn env_for(reg: &Registry) -> Option<TestEnv> {
     .await
 }
 
+/// A registry and a runtime that reaches it; None (test skipped) without
+/// root or the docker-registry package.
+async fn registry_env() -> Option<(Registry, TestEnv)> {
+    if !common::is_root() || !have_registry() {
+        return None;
+    }
+    let reg = Registry::start(None);
+    let env = env_for(&reg).await?;
+    Some((reg, env))
+}
+
 /// The busybox rootfs as a gzip layer.
 fn busybox_layer(env: &TestEnv) -> (oci_client::client::ImageLayer, String) {
     layer(tar_of_dir(&env.dir.join("fixture-rootfs")), Comp::Gzip)
@@ -39,11 +50,7 @@ fn busybox_layer(env: &TestEnv) -> (oci_client::client::ImageLayer, String) {
 
 #[tokio::test]
 async fn a_space_from_a_pulled_image_sees_files_env_user_and_whiteouts() {
-    if !common::is_root() || !have_registry() {
-        return;
-    }
-    let reg = Registry::start(None);
-    let Some(env) = env_for(&reg).await else {
+    let Some((reg, env)) = registry_env().await else {
         return;
     };
     let client = reg.client();
@@ -105,11 +112,7 @@ async fn a_space_from_a_pulled_image_sees_files_env_user_and_whiteouts() {
 
 #[tokio::test]
 async fn an_index_resolves_to_this_hosts_platform_and_zstd_layers_work() {
-    if !common::is_root() || !have_registry() {
-        return;
-    }
-    let reg = Registry::start(None);
-    let Some(env) = env_for(&reg).await else {
+    let Some((reg, env)) = registry_env().await else {
         return;
     };
     let client = reg.client();
@@ -184,11 +187,7 @@ async fn an_index_resolves_to_this_hosts_platform_and_zstd_layers_work() {
 
 #[tokio::test]
 async fn missing_tags_and_unreachable_registries_are_clear_errors() {
-    if !common::is_root() || !have_registry() {
-        return;
-    }
-    let reg = Registry::start(None);
-    let Some(env) = env_for(&reg).await else {
+    let Some((reg, env)) = registry_env().await else {
         return;
     };
     let missing = format!("{}/test/nothing:here", reg.host);
@@ -223,11 +222,7 @@ async fn missing_tags_and_unreachable_registries_are_clear_errors() {
 
 #[tokio::test]
 async fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
-    if !common::is_root() || !have_registry() {
-        return;
-    }
-    let reg = Registry::start(None);
-    let Some(env) = env_for(&reg).await else {
+    let Some((reg, env)) = registry_env().await else {
         return;
     };
     let client = reg.client();
@@ -271,11 +266,7 @@ async fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn concurrent_pulls_share_one_download_and_shared_layers_are_stored_once() {
-    if !common::is_root() || !have_registry() {
-        return;
-    }
-    let reg = Registry::start(None);
-    let Some(env) = env_for(&reg).await else {
+    let Some((reg, env)) = registry_env().await else {
         return;
     };
     let client = reg.client();
