@@ -476,7 +476,10 @@ impl Runtime {
                 )))
             }
         }
-        remove_dir_all_if_exists(&dir)
+        // An upper dir can hold gigabytes: delete it off the async threads.
+        tokio::task::spawn_blocking(move || remove_dir_all_if_exists(&dir))
+            .await
+            .map_err(|e| Error::Container(format!("removing space files: {e}")))?
     }
 
     /// Destroys a space whatever its state. Nothing of it remains.

@@ -114,13 +114,9 @@ fn parse_args() -> anyhow::Result<Options> {
 
 fn main() -> std::process::ExitCode {
     clawdspace_runtime::worker::run_if_worker();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLAWDSPACE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    clawdspace_runtime::worker::log_to_stderr(
+        &std::env::var("CLAWDSPACE_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {

@@ -29,13 +29,9 @@ State: CLAWDSPACE_STATE_DIR (default /var/lib/clawdspace).";
 
 fn main() -> ExitCode {
     clawdspace_runtime::worker::run_if_worker();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLAWDSPACE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    clawdspace_runtime::worker::log_to_stderr(
+        &std::env::var("CLAWDSPACE_LOG").unwrap_or_else(|_| "warn".into()),
+    );
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -47,10 +47,7 @@ pub fn run_if_worker() {
     // libcontainer logs with `tracing`; CLAWDSPACE_WORKER_LOG (e.g. `debug`)
     // shows it on stderr, which workers share with the daemon.
     if let Ok(filter) = std::env::var("CLAWDSPACE_WORKER_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
+        log_to_stderr(&filter);
     }
     // SAFETY: the runtime passed this descriptor to us, open, for our use only.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -81,6 +78,15 @@ pub async fn recv_fd(sock: &tokio::net::UnixStream) -> Result<OwnedFd> {
             Err(e) => return Err(Error::io("receive PTY", e)),
         }
     }
+}
+
+/// Logs `tracing` events matching `filter` (e.g. `warn`) to stderr; for the
+/// workers and the runtime's command-line tools.
+pub fn log_to_stderr(filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Receiver of an exec'd process's exit code.
