@@ -36,7 +36,7 @@ pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 pub const MIN_NANO_CPUS: u64 = 10_000_000;
 
 /// What a new space should be.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CreateSpace {
     /// Unique name (`^[a-zA-Z0-9_-]{1,63}$`).
     pub name: String,

@@ -92,7 +92,7 @@ async fn a_space_from_a_pulled_image_sees_files_env_user_and_whiteouts() {
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids_limit: None,
-            gpu: false,
+            ..Default::default()
         })
         .await
         .expect("create from registry image");
@@ -212,7 +212,7 @@ async fn missing_tags_and_unreachable_registries_are_clear_errors() {
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids_limit: None,
-            gpu: false,
+            ..Default::default()
         })
         .await
         .expect_err("unreachable");
@@ -493,7 +493,7 @@ async fn an_oci_layout_or_archive_imports_and_a_corrupt_one_is_refused() {
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids_limit: None,
-            gpu: false,
+            ..Default::default()
         })
         .await
         .expect("create");

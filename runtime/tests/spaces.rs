@@ -352,7 +352,7 @@ async fn failed_create_leaves_nothing_and_the_name_stays_free() {
         memory: 64 << 20,
         nano_cpus: 1_000_000_000,
         pids_limit: None,
-        gpu: false,
+        ..Default::default()
     };
     // Not stored, so it is pulled; its registry is unreachable (502-class).
     assert!(matches!(
@@ -402,7 +402,7 @@ async fn concurrent_creates_of_one_name_give_exactly_one_space() {
                 memory: 64 << 20,
                 nano_cpus: 500_000_000,
                 pids_limit: None,
-                gpu: false,
+                ..Default::default()
             })
             .await
         })
@@ -436,7 +436,7 @@ async fn invalid_requests_are_refused_before_anything_is_made() {
                 memory,
                 nano_cpus: (cpus * 1e9) as u64,
                 pids_limit: None,
-                gpu: false,
+                ..Default::default()
             })
             .await;
         assert!(

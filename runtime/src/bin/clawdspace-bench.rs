@@ -233,7 +233,7 @@ fn create_req(name: &str, memory: u64) -> CreateSpace {
         memory,
         nano_cpus: 1_000_000_000,
         pids_limit: None,
-        gpu: false,
+        ..Default::default()
     }
 }
 

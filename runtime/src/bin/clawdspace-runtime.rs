@@ -124,7 +124,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
                     memory,
                     nano_cpus: (cpus * 1e9).round() as u64,
                     pids_limit: None,
-                    gpu: false,
+                    ..Default::default()
                 })
                 .await?;
             println!("{}", space_json(&s));

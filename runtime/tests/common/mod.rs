@@ -112,7 +112,7 @@ impl TestEnv {
                 memory,
                 nano_cpus: 1_000_000_000,
                 pids_limit: pids,
-                gpu: false,
+                ..Default::default()
             })
             .await
             .expect("create space")
