@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use clawdspace_runtime::gpu::GpuRequest;
 use clawdspace_runtime::{is_valid_name, Command, ExecRequest, MIN_MEMORY};
 
 use crate::error::ApiError;
@@ -79,6 +80,36 @@ pub fn gpu(body: &Value) -> Result<bool, ApiError> {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(ApiError::bad_request("Invalid gpu")),
+    }
+}
+
+/// The `gpus` extension: a count (integer ≥ 1), or a non-empty list of
+/// GPU indexes (numbers or strings) or UUIDs. Absent or null: none given.
+pub fn gpus(body: &Value) -> Result<Option<GpuRequest>, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "Invalid gpus (a count of at least 1, or a list of GPU indexes or UUIDs)",
+        )
+    };
+    match body.get("gpus") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(c) if c >= 1 => Ok(Some(GpuRequest::Count(
+                usize::try_from(c).map_err(|_| invalid())?,
+            ))),
+            _ => Err(invalid()),
+        },
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| match v {
+                Value::Number(n) => n.as_u64().map(|i| i.to_string()),
+                Value::String(s) if !s.is_empty() && !s.contains('\0') => Some(s.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|ids| Some(GpuRequest::Devices(ids)))
+            .ok_or_else(invalid),
+        Some(_) => Err(invalid()),
     }
 }
 

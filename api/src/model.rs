@@ -35,6 +35,10 @@ pub struct SpaceJson {
     /// Last activity, ISO-8601 with milliseconds.
     #[serde(rename = "lastActivity")]
     pub last_activity: String,
+    /// GPUs given to the space (extension; GPU spaces only): CDI device
+    /// names, or the NVIDIA hook's device list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<String>>,
 }
 
 impl From<&Space> for SpaceJson {
@@ -49,6 +53,7 @@ impl From<&Space> for SpaceJson {
             memory: s.memory,
             cpus: s.cpus(),
             last_activity: iso_millis(&s.last_activity),
+            gpus: s.gpus.as_ref().map(|g| g.devices.clone()),
         }
     }
 }
@@ -166,6 +171,26 @@ pub struct SystemCapabilities {
     pub arch: String,
     /// `linux`.
     pub platform: String,
+    /// Every GPU NVML reports (extension; absent without a GPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Vec<GpuJson>>,
+    /// How GPUs reach spaces: `cdi` or `nvidia-hook` (extension; absent
+    /// when GPU spaces cannot be created).
+    #[serde(rename = "gpuRuntime", skip_serializing_if = "Option::is_none")]
+    pub gpu_runtime: Option<String>,
+}
+
+/// One GPU of the host.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GpuJson {
+    /// NVML index (what `gpus: ["0"]` names).
+    pub index: usize,
+    /// Product name.
+    pub name: String,
+    /// Total memory, e.g. `81559 MiB`.
+    pub memory: String,
+    /// `GPU-…` UUID.
+    pub uuid: String,
 }
 
 /// `GET /api/system`.
@@ -231,8 +256,33 @@ pub struct CreateSpaceBody {
     pub cpus: Option<f64>,
     /// GPU space (root, /workspace, all GPUs); default false.
     pub gpu: Option<bool>,
+    /// Which GPUs (extension; implies `gpu`): a count, or a list of
+    /// indexes / UUIDs. Default: all.
+    pub gpus: Option<GpusSpec>,
     /// Image reference; default CLAWDSPACE_IMAGE (or the GPU image).
     pub image: Option<String>,
+}
+
+/// `gpus` of a create body.
+#[allow(dead_code)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum GpusSpec {
+    /// This many GPUs (at least 1), lowest indexes first.
+    Count(u32),
+    /// These GPUs: indexes (numbers or strings) or `GPU-…` UUIDs.
+    Devices(Vec<GpuId>),
+}
+
+/// A GPU index or UUID.
+#[allow(dead_code)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum GpuId {
+    /// NVML index.
+    Index(u32),
+    /// Index as a string, or a `GPU-…` UUID.
+    Name(String),
 }
 
 /// A command: a string run with `sh -c`, or argv.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::gpu::GpuConfig;
 use crate::image::RegistryConfig;
 
 /// Default state directory (`CLAWDSPACE_STATE_DIR`).
@@ -27,6 +28,10 @@ pub struct RuntimeConfig {
     pub pids_limit: i64,
     /// How to reach image registries.
     pub registries: RegistryConfig,
+    /// How GPUs are passed to GPU spaces.
+    pub gpu: GpuConfig,
+    /// Bridge, subnet and destinations of networked spaces.
+    pub network: crate::network::NetworkConfig,
 }
 
 impl RuntimeConfig {
@@ -44,11 +49,15 @@ impl RuntimeConfig {
             workers: 4,
             cgroup_parent: "/clawdspace".into(),
             pids_limit: DEFAULT_PIDS_LIMIT,
+            gpu: GpuConfig::default(),
+            network: Default::default(),
         }
     }
 
     /// Reads `CLAWDSPACE_STATE_DIR` (default `/var/lib/clawdspace`),
-    /// `CLAWDSPACE_CGROUP_PARENT` and the registry variables.
+    /// `CLAWDSPACE_CGROUP_PARENT`, the registry variables and the network
+    /// variables (an invalid network setting is logged and the default
+    /// kept; the daemon refuses it at startup instead).
     pub fn from_env() -> Self {
         let dir = std::env::var_os("CLAWDSPACE_STATE_DIR")
             .filter(|v| !v.is_empty())
@@ -56,11 +65,16 @@ impl RuntimeConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         let mut c = Self::new(dir);
         c.registries = RegistryConfig::from_env(&c.state_dir);
+        c.gpu = GpuConfig::from_env();
         if let Some(p) = std::env::var("CLAWDSPACE_CGROUP_PARENT")
             .ok()
             .filter(|p| p.starts_with('/'))
         {
             c.cgroup_parent = p;
+        }
+        match crate::network::NetworkConfig::from_env() {
+            Ok(n) => c.network = n,
+            Err(e) => tracing::warn!("network settings ignored: {e}"),
         }
         c
     }

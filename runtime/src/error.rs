@@ -40,6 +40,12 @@ pub enum Error {
     /// A stored record could not be read or written (maps to 500).
     #[error("state store: {0}")]
     State(String),
+    /// GPU passthrough failed on the server's side (maps to 500).
+    #[error("GPU: {0}")]
+    Gpu(String),
+    /// Setting up or removing a space's network failed (maps to 500).
+    #[error("network: {0}")]
+    Network(String),
 }
 
 /// Broad class of an [`Error`], for mapping to a protocol status.
@@ -64,7 +70,11 @@ impl Error {
             Error::InvalidInput(_) | Error::ImageNotFound(_) => ErrorKind::Invalid,
             Error::SpaceNotFound => ErrorKind::NotFound,
             Error::SpaceExists | Error::NotRunning | Error::ImageInUse(..) => ErrorKind::Conflict,
-            Error::Io { .. } | Error::Container(_) | Error::State(_) => ErrorKind::Internal,
+            Error::Io { .. }
+            | Error::Container(_)
+            | Error::State(_)
+            | Error::Network(_)
+            | Error::Gpu(_) => ErrorKind::Internal,
             Error::Registry(_) => ErrorKind::Upstream,
         }
     }

@@ -1,5 +1,6 @@
 //! Removing everything of a runtime without the runtime: every process in
-//! its cgroups (thawed first), every mount under its state dir, its cgroups.
+//! its cgroups (thawed first), its network links, namespaces, bridge and
+//! nftables table, every mount under its state dir, its cgroups.
 //! For tests and benchmarks that must clean up even after a failure, and for
 //! operators wiping a state dir.
 
@@ -62,6 +63,7 @@ pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
         }
     }
     std::thread::sleep(Duration::from_millis(100));
+    crate::network::purge(state_dir);
     let prefix = state_dir.to_string_lossy().to_string();
     let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()

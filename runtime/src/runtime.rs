@@ -20,7 +20,9 @@ use crate::config::RuntimeConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{self, ExecHandle, ExecOutput, ExecRequest};
 use crate::fsutil::{remove_dir_all_if_exists, write_atomic};
+use crate::gpu::{GpuRequest, Passthrough};
 use crate::image::{resolve_user, Image, ImageStore, ProgressFn, Puller};
+use crate::network::{Network, NetworkMode, SpaceNetwork};
 use crate::sandbox::proc;
 use crate::spec::{build_spec, space_env};
 use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser, Store};
@@ -48,8 +50,13 @@ pub struct CreateSpace {
     pub nano_cpus: u64,
     /// pids limit (default from the config).
     pub pids_limit: Option<i64>,
-    /// GPU space: runs as root in `/workspace`.
+    /// GPU space: runs as root in `/workspace`, with GPUs.
     pub gpu: bool,
+    /// Which GPUs a GPU space gets (default: all).
+    pub gpus: Option<GpuRequest>,
+    /// How the space is connected (default here: `none`; the API's
+    /// default is `internet`).
+    pub network: NetworkMode,
 }
 
 /// Whether `name` is a valid space name (SPEC 6.1).
@@ -87,6 +94,8 @@ struct Inner {
     images: ImageStore,
     puller: Puller,
     pool: WorkerPool,
+    gpu: Passthrough,
+    net: Network,
     cgroup_mode: CgroupMode,
     init_path: PathBuf,
     state_root: PathBuf,
@@ -138,6 +147,8 @@ impl Runtime {
                 puller: Puller::new(images.clone(), config.registries.clone()),
                 images,
                 pool: WorkerPool::start(&config.worker_exe, config.workers)?,
+                gpu: Passthrough::new(config.gpu.clone()),
+                net: Network::new(config.network.clone(), state)?,
                 cgroup_mode,
                 init_path,
                 state_root: state.join("run"),
@@ -149,6 +160,27 @@ impl Runtime {
         rt.restore().await?;
         rt.start_flusher();
         Ok(rt)
+    }
+
+    /// The network of this runtime (configuration, address pool).
+    pub fn network(&self) -> &Network {
+        &self.inner.net
+    }
+
+    /// Runs a network operation on a blocking thread (it runs `ip`/`nft`).
+    async fn net<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Network) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || f(&rt.inner.net))
+            .await
+            .map_err(|e| Error::Network(format!("network task: {e}")))?
+    }
+
+    /// GPU passthrough of this runtime.
+    pub fn gpu(&self) -> &Passthrough {
+        &self.inner.gpu
     }
 
     /// The image store.
@@ -334,6 +366,21 @@ impl Runtime {
         if self.entry(&req.name).is_ok() {
             return Err(Error::SpaceExists);
         }
+        let gpus = match (req.gpu, &req.gpus) {
+            (true, r) => {
+                let r = r.clone().unwrap_or(GpuRequest::All);
+                let assignment = self.inner.gpu.assign(&r)?;
+                tracing::info!(space = %req.name, backend = assignment.backend.as_str(),
+                    devices = ?assignment.devices, "GPUs assigned");
+                Some(assignment)
+            }
+            (false, Some(_)) => {
+                return Err(Error::InvalidInput(
+                    "Invalid gpus: only GPU spaces get GPUs".into(),
+                ))
+            }
+            (false, None) => None,
+        };
         self.ensure_image(&req.image).await?;
         let image = self.inner.images.resolve(&req.image)?;
         let user = if req.gpu {
@@ -367,6 +414,7 @@ impl Runtime {
             nano_cpus: req.nano_cpus,
             pids_limit,
             gpu: req.gpu,
+            gpus,
             created: now,
             started: now,
             last_activity: now,
@@ -376,6 +424,10 @@ impl Runtime {
             env: space_env(&image.image.config.env, &req.name, &user.home),
             user,
             layers: image.layer_dirs,
+            network: SpaceNetwork {
+                mode: req.network,
+                address: None,
+            },
         };
         // Reserve the name: a concurrent create of the same name sees it.
         let entry = Arc::new(Entry {
@@ -392,7 +444,15 @@ impl Runtime {
             }
             map.insert(req.name.clone(), entry.clone());
         }
-        match self.start_init(&entry).await {
+        let started = async {
+            if req.network == NetworkMode::Internet {
+                let id = space.id.clone();
+                let addr = self.net(move |n| n.allocate(&id)).await?;
+                lock(&entry.rec).network.address = Some(addr);
+            }
+            self.start_init(&entry).await
+        };
+        match started.await {
             Ok(s) => {
                 tracing::info!(space = %s.name, id = %s.short_id(), "created");
                 Ok(s)
@@ -418,7 +478,20 @@ impl Runtime {
         let space = entry.snapshot();
         let dir = self.inner.store.space_dir(&space.id);
         fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
+        let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
+        if let Some(a) = &space.gpus {
+            self.inner.gpu.apply(&mut spec, a)?;
+            // Execs get the environment the GPU runtime gave the init.
+            if let Some(env) = spec.process().as_ref().and_then(|p| p.env().clone()) {
+                lock(&entry.rec).env = env;
+            }
+        }
+        if space.network.mode == NetworkMode::Internet {
+            let (s, d) = (space.clone(), dir.clone());
+            self.net(move |n| n.prepare(&s, &d))
+                .await?
+                .apply(&mut spec)?;
+        }
         let config = serde_json::to_vec(&spec).map_err(|e| Error::Container(e.to_string()))?;
         write_atomic(&dir.join("config.json"), &config, false)?;
         let req = Request::Create(CreateRequest {
@@ -459,7 +532,8 @@ impl Runtime {
         Ok(snap)
     }
 
-    /// Kills and unmounts a space and deletes all its files.
+    /// Kills and unmounts a space, removes its network and deletes all its
+    /// files.
     async fn teardown(&self, space: &Space) -> Result<()> {
         let dir = self.inner.store.space_dir(&space.id);
         let req = Request::Destroy(DestroyRequest {
@@ -476,6 +550,9 @@ impl Runtime {
                 )))
             }
         }
+        // By id: also what a create that crashed half-way left.
+        let id = space.id.clone();
+        self.net(move |n| n.release(&id)).await?;
         // An upper dir can hold gigabytes: delete it off the async threads.
         tokio::task::spawn_blocking(move || remove_dir_all_if_exists(&dir))
             .await
@@ -886,6 +963,16 @@ impl Runtime {
     /// Brings recorded spaces back at startup.
     async fn restore(&self) -> Result<()> {
         let (spaces, orphans) = self.inner.store.load_all()?;
+        let kept: Vec<Space> = spaces
+            .iter()
+            .filter(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
+            .cloned()
+            .collect();
+        if let Err(e) = self.net(move |n| n.restore(&kept)).await {
+            // Spaces still come back; networked ones fail to start until
+            // the network can be set up.
+            tracing::error!("restoring the network: {e}");
+        }
         for id in orphans {
             tracing::warn!(id = %id, "removing leftovers of an unrecorded space");
             let stub = Space {
@@ -1024,6 +1111,7 @@ fn placeholder() -> Space {
         nano_cpus: 0,
         pids_limit: 0,
         gpu: false,
+        gpus: None,
         created: now,
         started: now,
         last_activity: now,
@@ -1040,6 +1128,7 @@ fn placeholder() -> Space {
         },
         env: Vec::new(),
         layers: Vec::new(),
+        network: Default::default(),
     }
 }
 

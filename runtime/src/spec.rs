@@ -124,7 +124,8 @@ pub fn spec_json(space: &Space, cgroups_path: &str, init_host_path: &Path) -> Va
                 "pids": { "limit": space.pids_limit }
             },
             "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": crate::seccomp::profile(&caps)
         }
     })
 }
@@ -173,6 +174,7 @@ mod tests {
             nano_cpus: 500_000_000,
             pids_limit: 1024,
             gpu: false,
+            gpus: None,
             created: now,
             started: now,
             last_activity: now,
@@ -189,6 +191,7 @@ mod tests {
             },
             env: vec!["PATH=/bin".into()],
             layers: vec![],
+            network: Default::default(),
         }
     }
 

@@ -73,6 +73,9 @@ pub struct Space {
     pub pids_limit: i64,
     /// Whether the space has GPUs.
     pub gpu: bool,
+    /// The GPUs passed into it and how (none for older GPU records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<crate::gpu::GpuAssignment>,
     /// When the space was created.
     pub created: DateTime<Utc>,
     /// When its init last started.
@@ -93,6 +96,9 @@ pub struct Space {
     pub env: Vec<String>,
     /// Read-only image layers, topmost first (overlay lowerdir order).
     pub layers: Vec<PathBuf>,
+    /// Network mode and address (records without it: mode `none`).
+    #[serde(default)]
+    pub network: crate::network::SpaceNetwork,
 }
 
 impl Space {

@@ -42,8 +42,13 @@ pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> Api
     }
     let memory = input::memory(&body)?;
     let nano_cpus = input::cpus(&body, clawdspace_runtime::host::online_cpus())?;
+    let gpus = input::gpus(&body)?;
     let gpu = input::gpu(&body)?;
-    if gpu && clawdspace_runtime::gpu::gpus().is_none() {
+    if gpus.is_some() && body.get("gpu") == Some(&serde_json::Value::Bool(false)) {
+        return Err(ApiError::bad_request("Invalid gpus: gpu is false"));
+    }
+    let gpu = gpu || gpus.is_some();
+    if gpu && clawdspace_runtime::gpu::gpus().is_none() && !st.rt.gpu().available() {
         return Err(ApiError::bad_request("GPU not available on this server"));
     }
     let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
@@ -56,6 +61,8 @@ pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> Api
             nano_cpus,
             pids_limit: None,
             gpu,
+            gpus,
+            ..Default::default()
         })
         .await?;
     Ok(json_response(

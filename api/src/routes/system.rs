@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 
-use clawdspace_runtime::gpu::gpus;
+use clawdspace_runtime::gpu::{gpus, Passthrough};
 use clawdspace_runtime::host::{host_info, memory, online_cpus};
 use clawdspace_runtime::SpaceStatus;
 
@@ -10,12 +10,13 @@ use crate::body::Json;
 use crate::error::ApiResult;
 use crate::format::{df_human, format_bytes, node_arch, uptime};
 use crate::model::{
-    Capabilities, DiskInfo, ErrorJson, MemoryInfo, RuntimeCounters, SystemCapabilities, SystemInfo,
+    Capabilities, DiskInfo, ErrorJson, GpuJson, MemoryInfo, RuntimeCounters, SystemCapabilities,
+    SystemInfo,
 };
 use crate::AppState;
 
 /// GPU, architecture and platform facts (both endpoints share them).
-fn capabilities_of(machine: &str) -> SystemCapabilities {
+fn capabilities_of(machine: &str, gpu: &Passthrough) -> SystemCapabilities {
     let first = gpus().and_then(|g| g.devices.first());
     SystemCapabilities {
         gpu: first.is_some(),
@@ -23,6 +24,19 @@ fn capabilities_of(machine: &str) -> SystemCapabilities {
         gpu_memory: first.map(|d| format!("{} MiB", d.memory_mib)),
         arch: node_arch(machine),
         platform: "linux".into(),
+        gpus: gpus().map(|g| {
+            g.devices
+                .iter()
+                .enumerate()
+                .map(|(index, d)| GpuJson {
+                    index,
+                    name: d.name.clone(),
+                    memory: format!("{} MiB", d.memory_mib),
+                    uuid: d.uuid.clone(),
+                })
+                .collect()
+        }),
+        gpu_runtime: gpu.probe().backend.map(|b| b.as_str().to_string()),
     }
 }
 
@@ -39,7 +53,7 @@ pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
     } else {
         0.0
     };
-    let capabilities = capabilities_of(&h.machine);
+    let capabilities = capabilities_of(&h.machine, st.rt.gpu());
     Ok(Json(SystemInfo {
         hostname: h.hostname,
         platform: "linux".into(),
@@ -80,13 +94,13 @@ pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
 /// What this server can run (GPUs, CPUs, memory).
 #[utoipa::path(get, path = "/api/system/capabilities", tag = "system",
     responses((status = 200, body = Capabilities), (status = 401, body = ErrorJson)))]
-pub async fn capabilities() -> Json<Capabilities> {
+pub async fn capabilities(State(st): State<AppState>) -> Json<Capabilities> {
     let g = gpus();
     let machine = nix::sys::utsname::uname()
         .map(|u| u.machine().to_string_lossy().into_owned())
         .unwrap_or_else(|_| std::env::consts::ARCH.into());
     Json(Capabilities {
-        base: capabilities_of(&machine),
+        base: capabilities_of(&machine, st.rt.gpu()),
         cpus: online_cpus(),
         memory: memory().0,
         gpu_count: g.map(|g| g.devices.len()),

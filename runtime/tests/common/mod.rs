@@ -8,9 +8,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clawdspace_runtime::gpu::GpuConfig;
 use clawdspace_runtime::image::RegistryConfig;
 use clawdspace_runtime::{
-    Command, CreateSpace, ExecOutput, ExecRequest, Runtime, RuntimeConfig, Space,
+    Command, CreateSpace, ExecOutput, ExecRequest, NetworkConfig, NetworkMode, Runtime,
+    RuntimeConfig, Space,
 };
 
 pub mod registry;
@@ -34,6 +36,11 @@ pub struct TestEnv {
     pub dir: PathBuf,
     pub cgroup_parent: String,
     pub registries: RegistryConfig,
+    /// A bridge, subnet and nftables table of this environment's own.
+    pub network: NetworkConfig,
+    /// GPU passthrough: none unless a test sets it (the host's CDI specs
+    /// and hooks are never used).
+    pub gpu: GpuConfig,
 }
 
 fn unique() -> String {
@@ -67,6 +74,12 @@ impl TestEnv {
             dir,
             cgroup_parent: format!("/clawdspace-test-{tag}"),
             registries,
+            network: NetworkConfig::private_for(rand::random()),
+            gpu: GpuConfig {
+                cdi_dirs: Vec::new(),
+                hook: None,
+                ..GpuConfig::default()
+            },
         };
         let rootfs = env.dir.join("fixture-rootfs");
         busybox_rootfs(&rootfs);
@@ -85,7 +98,16 @@ impl TestEnv {
         c.workers = 2;
         c.cgroup_parent = self.cgroup_parent.clone();
         c.registries = self.registries.clone();
+        c.network = self.network.clone();
+        c.gpu = self.gpu.clone();
         c
+    }
+
+    /// Restarts the runtime with `gpu` as its GPU settings.
+    pub async fn reopen_with_gpu(&mut self, gpu: GpuConfig) {
+        self.rt.take();
+        self.gpu = gpu;
+        self.rt = Some(self.open().await);
     }
 
     /// Opens a (new) runtime on this environment's state dir.
@@ -112,6 +134,21 @@ impl TestEnv {
                 memory,
                 nano_cpus: 1_000_000_000,
                 pids_limit: pids,
+                ..Default::default()
+            })
+            .await
+            .expect("create space")
+    }
+
+    /// Creates a space (256 MiB, 1 CPU) with network `mode`.
+    pub async fn space_net(&self, name: &str, mode: NetworkMode) -> Space {
+        self.rt()
+            .create(CreateSpace {
+                name: name.into(),
+                image: IMAGE.into(),
+                memory: 256 << 20,
+                nano_cpus: 1_000_000_000,
+                network: mode,
                 ..Default::default()
             })
             .await

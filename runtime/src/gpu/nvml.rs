@@ -1,4 +1,4 @@
-//! NVIDIA GPU detection through NVML (`nvml-wrapper`, which loads
+//! GPU detection through NVML (`nvml-wrapper`, which loads
 //! `libnvidia-ml.so` at run time): a host without the driver reports no GPU
 //! quickly and without error. Detected once, then cached.
 
@@ -13,6 +13,15 @@ pub struct GpuDevice {
     pub memory_mib: u64,
     /// `GPU-...` UUID.
     pub uuid: String,
+    /// Minor number of its `/dev/nvidiaN` node.
+    pub minor: Option<u32>,
+}
+
+impl GpuInfo {
+    /// The NVML index of the GPU with this UUID.
+    pub fn index_of_uuid(&self, uuid: &str) -> Option<usize> {
+        self.devices.iter().position(|d| d.uuid == uuid)
+    }
 }
 
 /// What the host's NVIDIA driver reports.
@@ -44,6 +53,7 @@ fn detect() -> Option<GpuInfo> {
             name: d.name().unwrap_or_default(),
             memory_mib: d.memory_info().map(|m| m.total >> 20).unwrap_or(0),
             uuid: d.uuid().unwrap_or_default(),
+            minor: d.minor_number().ok(),
         });
     }
     if devices.is_empty() {

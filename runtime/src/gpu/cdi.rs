@@ -1,0 +1,56 @@
+//! CDI specs (`/etc/cdi`, `/var/run/cdi`) read with the
+//! `container-device-interface` crate, and device injection into a spec.
+
+use std::path::PathBuf;
+
+use container_device_interface::cache::Cache;
+use container_device_interface::spec_dirs::with_spec_dirs;
+use libcontainer::oci_spec::runtime::Spec;
+
+/// The CDI specs found in some directories.
+pub(super) struct Specs {
+    cache: Cache,
+}
+
+impl Specs {
+    /// Reads every spec in `dirs` (missing directories are skipped).
+    pub(super) fn load(dirs: &[PathBuf]) -> Result<Specs, String> {
+        let dirs: Vec<String> = dirs
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        let refs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+        let mut cache = Cache::default();
+        with_spec_dirs(&refs)(&mut cache);
+        cache
+            .refresh()
+            .map_err(|e| format!("reading CDI specs in {}: {e}", dirs.join(":")))?;
+        Ok(Specs { cache })
+    }
+
+    /// Names of the devices of `kind` (`vendor/class`), numbered ones first
+    /// in numeric order, then the others by name.
+    pub(super) fn device_names(&mut self, kind: &str) -> Vec<String> {
+        let prefix = format!("{kind}=");
+        let mut names: Vec<String> = self
+            .cache
+            .list_devices()
+            .into_iter()
+            .filter_map(|q| q.strip_prefix(&prefix).map(String::from))
+            .collect();
+        names.sort_by_key(|n| match n.parse::<u64>() {
+            Ok(i) => (0, i, String::new()),
+            Err(_) => (1, 0, n.clone()),
+        });
+        names
+    }
+
+    /// Applies the edits of `devices` (qualified names) to `spec`: device
+    /// nodes with their cgroup allow rules, mounts, environment, hooks.
+    pub(super) fn inject(&mut self, spec: &mut Spec, devices: &[String]) -> Result<(), String> {
+        self.cache
+            .inject_devices(Some(spec), devices.to_vec())
+            .map(|_| ())
+            .map_err(|e| format!("injecting CDI devices {}: {e}", devices.join(", ")))
+    }
+}

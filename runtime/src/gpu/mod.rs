@@ -1,0 +1,370 @@
+//! NVIDIA GPUs for spaces: detection (NVML), what a space asks for, and
+//! passthrough into its OCI spec.
+//!
+//! Passthrough is chosen per host, in this order: a CDI spec for the
+//! configured kind (`nvidia.com/gpu`, written by `nvidia-ctk cdi generate`),
+//! then the NVIDIA container hook (`nvidia-container-runtime-hook`), else
+//! none (GPU spaces are refused with what to install).
+
+mod cdi;
+mod hook;
+mod nvml;
+
+use std::path::{Path, PathBuf};
+
+use libcontainer::oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub use nvml::{gpus, GpuDevice, GpuInfo};
+
+/// The CDI kind of NVIDIA GPUs.
+pub const NVIDIA_CDI_KIND: &str = "nvidia.com/gpu";
+/// Where `nvidia-ctk cdi generate` writes specs.
+pub const DEFAULT_CDI_DIRS: &[&str] = &["/etc/cdi", "/var/run/cdi"];
+/// Driver capabilities given to hook spaces, as `docker run --gpus` does.
+pub const DEFAULT_DRIVER_CAPABILITIES: &str = "compute,utility";
+
+/// What to install when a GPU space cannot get its GPUs.
+const INSTALL_HINT: &str = "no GPU runtime is configured on this server: install the NVIDIA \
+Container Toolkit and run `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml` \
+(or install nvidia-container-runtime-hook)";
+
+/// Which GPUs a space asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuRequest {
+    /// Every GPU of the host (`gpu: true`, like `--gpus all`).
+    All,
+    /// This many GPUs, the lowest indexes first.
+    Count(usize),
+    /// These GPUs, by index (`"0"`) or UUID (`"GPU-…"`).
+    Devices(Vec<String>),
+}
+
+/// How GPUs reach a space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuBackend {
+    /// Container Device Interface spec injection.
+    Cdi,
+    /// `nvidia-container-runtime-hook` as an OCI prestart hook.
+    NvidiaHook,
+}
+
+impl GpuBackend {
+    /// Name used in the API and logs (`cdi`, `nvidia-hook`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuBackend::Cdi => "cdi",
+            GpuBackend::NvidiaHook => "nvidia-hook",
+        }
+    }
+}
+
+/// The GPUs given to one space (persisted in its record, applied again at
+/// every start, so a driver upgrade's new CDI spec is picked up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuAssignment {
+    /// How the devices are injected.
+    pub backend: GpuBackend,
+    /// CDI: qualified device names (`nvidia.com/gpu=0`). Hook: the
+    /// `NVIDIA_VISIBLE_DEVICES` entries (`all`, indexes or UUIDs).
+    pub devices: Vec<String>,
+}
+
+/// GPU passthrough settings of a runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Directories scanned for CDI specs.
+    pub cdi_dirs: Vec<PathBuf>,
+    /// CDI kind of the GPUs (`vendor/class`).
+    pub cdi_kind: String,
+    /// The NVIDIA container hook; `None`: not used.
+    pub hook: Option<PathBuf>,
+    /// `NVIDIA_DRIVER_CAPABILITIES` for hook spaces.
+    pub driver_capabilities: String,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            cdi_dirs: DEFAULT_CDI_DIRS.iter().map(PathBuf::from).collect(),
+            cdi_kind: NVIDIA_CDI_KIND.into(),
+            hook: hook::find(),
+            driver_capabilities: DEFAULT_DRIVER_CAPABILITIES.into(),
+        }
+    }
+}
+
+impl GpuConfig {
+    /// Defaults, overridden by `CLAWDSPACE_CDI_DIRS` (`:`-separated),
+    /// `CLAWDSPACE_GPU_CDI_KIND`, `CLAWDSPACE_NVIDIA_HOOK` (a path, or empty
+    /// to disable) and `CLAWDSPACE_GPU_CAPABILITIES`.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok();
+        let mut c = GpuConfig::default();
+        if let Some(dirs) = var("CLAWDSPACE_CDI_DIRS") {
+            c.cdi_dirs = std::env::split_paths(&dirs)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect();
+        }
+        if let Some(kind) = var("CLAWDSPACE_GPU_CDI_KIND").filter(|k| !k.is_empty()) {
+            c.cdi_kind = kind;
+        }
+        if let Some(h) = var("CLAWDSPACE_NVIDIA_HOOK") {
+            c.hook = (!h.is_empty()).then(|| PathBuf::from(h));
+        }
+        if let Some(caps) = var("CLAWDSPACE_GPU_CAPABILITIES").filter(|c| !c.is_empty()) {
+            c.driver_capabilities = caps;
+        }
+        c
+    }
+}
+
+/// What passthrough this host offers right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuRuntimeInfo {
+    /// The backend new GPU spaces get; `None`: GPU spaces are refused.
+    pub backend: Option<GpuBackend>,
+    /// CDI device names of the configured kind (without the kind).
+    pub cdi_devices: Vec<String>,
+    /// Why CDI specs could not be read, if they could not.
+    pub cdi_error: Option<String>,
+}
+
+/// GPU passthrough for a runtime.
+#[derive(Debug, Clone)]
+pub struct Passthrough {
+    config: GpuConfig,
+}
+
+impl Passthrough {
+    /// Passthrough with these settings.
+    pub fn new(config: GpuConfig) -> Self {
+        Passthrough { config }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GpuConfig {
+        &self.config
+    }
+
+    /// Looks at the CDI specs and the hook now (specs change when drivers
+    /// are upgraded, so nothing is cached).
+    pub fn probe(&self) -> GpuRuntimeInfo {
+        let (cdi_devices, cdi_error) = match cdi::Specs::load(&self.config.cdi_dirs) {
+            Ok(mut specs) => (specs.device_names(&self.config.cdi_kind), None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        let backend = if !cdi_devices.is_empty() {
+            Some(GpuBackend::Cdi)
+        } else if self.config.hook.as_deref().is_some_and(hook::is_executable) {
+            Some(GpuBackend::NvidiaHook)
+        } else {
+            None
+        };
+        GpuRuntimeInfo {
+            backend,
+            cdi_devices,
+            cdi_error,
+        }
+    }
+
+    /// Whether GPU spaces can be created: a backend exists and it has GPUs
+    /// (CDI devices, or GPUs NVML sees for the hook).
+    pub fn available(&self) -> bool {
+        let info = self.probe();
+        match info.backend {
+            Some(GpuBackend::Cdi) => true,
+            Some(GpuBackend::NvidiaHook) => gpus().is_some(),
+            None => false,
+        }
+    }
+
+    /// Chooses the devices for a request. Errors are the caller's
+    /// ([`Error::InvalidInput`]): unknown GPUs, too many, no GPU runtime.
+    pub fn assign(&self, request: &GpuRequest) -> Result<GpuAssignment> {
+        let info = self.probe();
+        match info.backend {
+            Some(GpuBackend::Cdi) => {
+                let devices = select(request, &info.cdi_devices, gpus())?
+                    .into_iter()
+                    .map(|d| format!("{}={d}", self.config.cdi_kind))
+                    .collect();
+                Ok(GpuAssignment {
+                    backend: GpuBackend::Cdi,
+                    devices,
+                })
+            }
+            Some(GpuBackend::NvidiaHook) => Ok(GpuAssignment {
+                backend: GpuBackend::NvidiaHook,
+                devices: hook::select(request, gpus())?,
+            }),
+            None => {
+                let why = match info.cdi_error {
+                    Some(e) => format!("{INSTALL_HINT}; the CDI specs could not be read: {e}"),
+                    None => INSTALL_HINT.to_string(),
+                };
+                Err(Error::InvalidInput(format!(
+                    "GPU not available on this server: {why}"
+                )))
+            }
+        }
+    }
+
+    /// Adds an assignment's devices, mounts, environment and hooks to a
+    /// space's spec (device cgroup rules included: only these GPUs).
+    pub fn apply(&self, spec: &mut Spec, a: &GpuAssignment) -> Result<()> {
+        match a.backend {
+            GpuBackend::Cdi => {
+                let mut specs = cdi::Specs::load(&self.config.cdi_dirs).map_err(Error::Gpu)?;
+                specs.inject(spec, &a.devices).map_err(Error::Gpu)
+            }
+            GpuBackend::NvidiaHook => {
+                let hook = self
+                    .config
+                    .hook
+                    .as_deref()
+                    .filter(|h| hook::is_executable(h))
+                    .ok_or_else(|| {
+                        Error::Gpu(format!(
+                            "the NVIDIA container hook is gone ({})",
+                            self.config
+                                .hook
+                                .as_deref()
+                                .unwrap_or(Path::new("not configured"))
+                                .display()
+                        ))
+                    })?;
+                hook::apply(
+                    spec,
+                    hook,
+                    &a.devices,
+                    &self.config.driver_capabilities,
+                    gpus(),
+                )
+            }
+        }
+    }
+}
+
+/// The device names (CDI names without the kind) a request gets, from the
+/// names a CDI spec offers. `all` stands for every GPU when the spec has it;
+/// otherwise GPUs are its numbered devices (or, without numbers, every
+/// device). UUIDs map to indexes through NVML when the spec names GPUs by
+/// index only.
+fn select(req: &GpuRequest, names: &[String], nvml: Option<&GpuInfo>) -> Result<Vec<String>> {
+    let numbered: Vec<&String> = names.iter().filter(|n| n.parse::<u32>().is_ok()).collect();
+    let gpus: Vec<&String> = if numbered.is_empty() {
+        names.iter().filter(|n| *n != "all").collect()
+    } else {
+        numbered
+    };
+    match req {
+        GpuRequest::All if names.iter().any(|n| n == "all") => Ok(vec!["all".into()]),
+        GpuRequest::All => Ok(gpus.into_iter().cloned().collect()),
+        GpuRequest::Count(n) if *n == 0 || *n > gpus.len() => Err(Error::InvalidInput(format!(
+            "Invalid gpus: {n} requested, this server has {}",
+            gpus.len()
+        ))),
+        GpuRequest::Count(n) => Ok(gpus.into_iter().take(*n).cloned().collect()),
+        GpuRequest::Devices(ids) => {
+            let mut out: Vec<String> = Vec::new();
+            for id in ids {
+                let name = if id != "all" && names.contains(id) {
+                    id.clone()
+                } else {
+                    nvml.and_then(|g| g.index_of_uuid(id))
+                        .map(|i| i.to_string())
+                        .filter(|i| names.contains(i))
+                        .ok_or_else(|| {
+                            Error::InvalidInput(format!("Invalid gpus: unknown GPU {id}"))
+                        })?
+                };
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+            if out.is_empty() {
+                return Err(Error::InvalidInput("Invalid gpus: empty list".into()));
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn nvml() -> GpuInfo {
+        let dev = |uuid: &str| GpuDevice {
+            name: "GPU".into(),
+            memory_mib: 1,
+            uuid: uuid.into(),
+            minor: None,
+        };
+        GpuInfo {
+            devices: vec![dev("GPU-a"), dev("GPU-b")],
+            driver_version: "1".into(),
+            cuda_version: "1".into(),
+        }
+    }
+
+    #[test]
+    fn all_prefers_the_all_device() {
+        let n = names(&["0", "1", "all", "GPU-a", "GPU-b"]);
+        assert_eq!(
+            select(&GpuRequest::All, &n, None).expect("ok"),
+            names(&["all"])
+        );
+        let n = names(&["1", "0", "10", "2"]);
+        // numbered devices come sorted by number from the CDI reader
+        assert_eq!(select(&GpuRequest::All, &n, None).expect("ok"), n);
+    }
+
+    #[test]
+    fn count_takes_the_first_numbered_gpus() {
+        let n = names(&["0", "1", "all", "GPU-a", "GPU-b"]);
+        assert_eq!(
+            select(&GpuRequest::Count(1), &n, None).expect("ok"),
+            names(&["0"])
+        );
+        let e = select(&GpuRequest::Count(3), &n, None).expect_err("error");
+        assert_eq!(
+            e.to_string(),
+            "Invalid gpus: 3 requested, this server has 2"
+        );
+        assert!(select(&GpuRequest::Count(0), &n, None).is_err());
+    }
+
+    #[test]
+    fn devices_by_name_or_uuid() {
+        let n = names(&["0", "1", "all"]);
+        let req = GpuRequest::Devices(names(&["1", "GPU-a", "1"]));
+        assert_eq!(
+            select(&req, &n, Some(&nvml())).expect("ok"),
+            names(&["1", "0"])
+        );
+        let req = GpuRequest::Devices(names(&["7"]));
+        assert_eq!(
+            select(&req, &n, Some(&nvml()))
+                .expect_err("error")
+                .to_string(),
+            "Invalid gpus: unknown GPU 7"
+        );
+        // "all" is not a single GPU
+        assert!(select(&GpuRequest::Devices(names(&["all"])), &n, None).is_err());
+    }
+
+    #[test]
+    fn names_without_numbers_are_all_gpus() {
+        let n = names(&["GPU-a", "GPU-b"]);
+        assert_eq!(select(&GpuRequest::Count(2), &n, None).expect("ok"), n);
+    }
+}

@@ -1,0 +1,141 @@
+//! The host side shared by all networked spaces of a runtime: the bridge
+//! (with the gateway address), our nftables table and IPv4 forwarding.
+//! Brought up with the first networked space, removed with the last one.
+//! What is up is recorded in `<state>/network.json`, so that a later start
+//! or a purge removes exactly what we added.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+
+use super::cmd::{ip_batch, link_exists, nft, sysctl};
+use super::config::{Ipv4Net, NetworkConfig};
+use super::{forward, nft as rules};
+
+/// What a runtime added to the host's network (`<state>/network.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// Our bridge.
+    pub bridge: String,
+    /// Our nftables table (family `inet`).
+    pub table: String,
+    /// The subnet on the bridge.
+    pub subnet: String,
+}
+
+/// The record file in a state dir.
+pub fn record_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("network.json")
+}
+
+/// Reads the record, if any.
+pub fn read_record(state_dir: &Path) -> Option<HostRecord> {
+    let data = fs::read(record_path(state_dir)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// IPv4 routes of the main table that are not on `bridge` (`/proc/net/route`).
+fn other_routes(bridge: &str) -> Vec<(String, Ipv4Net)> {
+    let text = fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // /proc/net/route prints the big-endian words as native integers.
+            let net = Ipv4Net {
+                addr: Ipv4Addr::from(u32::from_be(dest)),
+                prefix: mask.count_ones() as u8,
+            };
+            (f[0] != bridge && net.prefix > 0).then(|| (f[0].to_string(), net))
+        })
+        .collect()
+}
+
+/// Brings the bridge, the table and forwarding up (idempotent; the table
+/// is replaced atomically, so a changed configuration applies).
+pub fn up(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], state_dir: &Path) -> Result<()> {
+    let br = &cfg.bridge;
+    let ours = read_record(state_dir).is_some_and(|r| &r.bridge == br);
+    if link_exists(br) && !ours {
+        return Err(Error::Network(format!(
+            "interface {br} exists and was not created by this runtime; \
+             choose another CLAWDSPACE_BRIDGE"
+        )));
+    }
+    if let Some((dev, net)) = other_routes(br)
+        .into_iter()
+        .find(|(_, n)| n.overlaps(&cfg.subnet))
+    {
+        return Err(Error::Network(format!(
+            "subnet {} overlaps route {net} on {dev}; choose another CLAWDSPACE_SUBNET",
+            cfg.subnet
+        )));
+    }
+    let rec = HostRecord {
+        bridge: br.clone(),
+        table: cfg.table().to_string(),
+        subnet: cfg.subnet.to_string(),
+    };
+    let data = serde_json::to_vec(&rec).map_err(|e| Error::State(e.to_string()))?;
+    write_atomic(&record_path(state_dir), &data, true)?;
+    if !link_exists(br) {
+        ip_batch(
+            None,
+            &[
+                format!("link add {br} type bridge"),
+                format!("addr add {}/{} dev {br}", cfg.gateway(), cfg.subnet.prefix),
+                format!("link set {br} up"),
+            ],
+        )?;
+        // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
+        sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
+    }
+    nft(&rules::ruleset(cfg, resolvers))?;
+    forward::acquire(br)
+}
+
+/// Removes what [`up`] added, as recorded in `state_dir` (nothing if no
+/// record). Best effort: every step is tried; the first error is returned.
+pub fn down(state_dir: &Path) -> Result<()> {
+    let Some(rec) = read_record(state_dir) else {
+        return Ok(());
+    };
+    let mut first = None;
+    let mut note = |r: Result<()>| {
+        if let Err(e) = r {
+            tracing::warn!("removing network: {e}");
+            first.get_or_insert(e);
+        }
+    };
+    note(forward::release(&rec.bridge));
+    note(nft(&rules::delete(&rec.table)));
+    if link_exists(&rec.bridge) {
+        note(ip_batch(None, &[format!("link del {}", rec.bridge)]));
+    }
+    if first.is_none() {
+        let _ = fs::remove_file(record_path(state_dir));
+    }
+    first.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_from_proc() {
+        // No default route is reported, and routes read back as networks.
+        let routes = other_routes("none");
+        assert!(routes.iter().all(|(_, n)| n.prefix > 0));
+        assert!(routes
+            .iter()
+            .all(|(_, n)| u32::from(n.addr) & !n.mask() == 0));
+    }
+}

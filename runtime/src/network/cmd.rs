@@ -1,0 +1,65 @@
+//! Running `ip` and `nft`. Both take a whole script on stdin (`ip -batch -`,
+//! `nft -f -`), so one operation costs one process, and nft applies its
+//! script as one transaction.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+
+/// Runs `prog args…` with `script` on stdin; fails with its stderr.
+pub fn run(prog: &str, args: &[&str], script: &str) -> Result<()> {
+    let what = || format!("{prog} {}", args.join(" "));
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Network(format!("{}: {e} (is {prog} installed?)", what())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| Error::Network(format!("{}: writing the script: {e}", what())))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Network(format!("{}: {e}", what())))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Network(format!(
+        "{} failed ({}): {}; script:\n{script}",
+        what(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// `ip -batch -` with one command per line (in netns `netns` if given).
+pub fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let script = lines.join("\n") + "\n";
+    match netns {
+        Some(ns) => run("ip", &["-n", ns, "-batch", "-"], &script),
+        None => run("ip", &["-batch", "-"], &script),
+    }
+}
+
+/// `nft -f -`: applies `script` atomically.
+pub fn nft(script: &str) -> Result<()> {
+    run("nft", &["-f", "-"], script)
+}
+
+/// Whether a network interface of this name exists in the host namespace.
+pub fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Writes a sysctl under `/proc/sys/net/…` (path relative to it).
+pub fn sysctl(path: &str, value: &str) -> Result<()> {
+    let p = format!("/proc/sys/net/{path}");
+    std::fs::write(&p, value).map_err(|e| Error::Network(format!("write {p}: {e}")))
+}

@@ -1,0 +1,319 @@
+//! Networking of spaces. A space in mode `none` keeps the empty network
+//! namespace libcontainer gives it (loopback only). A space in mode
+//! `internet` joins a named namespace with a veth to our bridge, an address
+//! from the configured subnet, a default route, and its own
+//! `/etc/resolv.conf` and `/etc/hosts`; egress is NATed by our nftables
+//! table, which also keeps it from other spaces, the host and private
+//! ranges. Links are made with the `ip` tool and rules with `nft`, run on
+//! blocking threads (see docs/ARCHITECTURE.md, "Network").
+
+mod bridge;
+mod cmd;
+pub mod config;
+pub mod dns;
+mod forward;
+pub mod netns;
+pub mod nft;
+pub mod pool;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::store::Space;
+
+pub use config::{Ipv4Net, NetworkConfig};
+use pool::Pool;
+
+/// How a space is connected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only (also what records written before networking load as).
+    #[default]
+    None,
+    /// Outbound access through NAT; isolated from other spaces, the host
+    /// and private ranges.
+    Internet,
+}
+
+impl NetworkMode {
+    /// `none` or `internet`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Internet => "internet",
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NetworkMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "internet" => Ok(NetworkMode::Internet),
+            _ => Err(format!(
+                "Invalid network '{s}' (expected \"internet\" or \"none\")"
+            )),
+        }
+    }
+}
+
+/// The network part of a space's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceNetwork {
+    /// The mode chosen at create.
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// Its address (mode `internet`), held until destroy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+}
+
+/// What the OCI spec of a networked space needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceNet {
+    /// The namespace to join.
+    pub netns: PathBuf,
+    /// Host file bind-mounted at `/etc/resolv.conf`.
+    pub resolv_conf: PathBuf,
+    /// Host file bind-mounted at `/etc/hosts`.
+    pub hosts: PathBuf,
+}
+
+impl SpaceNet {
+    /// Points the spec's network namespace at ours and adds the two file
+    /// mounts (writable, as Docker's are; rewritten at every start).
+    pub fn apply(&self, spec: &mut Spec) -> Result<()> {
+        let nss = spec
+            .linux_mut()
+            .as_mut()
+            .and_then(|l| l.namespaces_mut().as_mut());
+        for ns in nss.into_iter().flatten() {
+            if ns.typ() == LinuxNamespaceType::Network {
+                ns.set_path(Some(self.netns.clone()));
+            }
+        }
+        let file = |dest: &str, src: &Path| {
+            json!({ "destination": dest, "type": "bind", "source": src,
+                    "options": ["bind", "nosuid", "nodev", "noexec"] })
+        };
+        let mounts: Vec<Mount> = serde_json::from_value(json!([
+            file("/etc/resolv.conf", &self.resolv_conf),
+            file("/etc/hosts", &self.hosts)
+        ]))
+        .map_err(|e| Error::Container(format!("network mounts: {e}")))?;
+        spec.mounts_mut()
+            .get_or_insert_with(Vec::new)
+            .extend(mounts);
+        Ok(())
+    }
+}
+
+/// The runtime's network: configuration, DNS servers and the address pool.
+/// Operations are blocking (they run `ip` and `nft`): call them off the
+/// async threads.
+pub struct Network {
+    cfg: NetworkConfig,
+    resolvers: dns::Resolvers,
+    state_dir: PathBuf,
+    /// Held while the pool changes and while the bridge goes up or down:
+    /// the bridge is up exactly while the pool is not empty.
+    pool: Mutex<Pool>,
+}
+
+impl Network {
+    /// Checks the configuration and reads the host's DNS servers. Nothing
+    /// is changed on the host until a networked space needs it.
+    pub fn new(cfg: NetworkConfig, state_dir: &Path) -> Result<Network> {
+        cfg.validate().map_err(Error::InvalidInput)?;
+        Ok(Network {
+            resolvers: dns::host_resolvers(&cfg.dns),
+            pool: Mutex::new(Pool::new(cfg.subnet)),
+            cfg,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.cfg
+    }
+
+    /// The DNS servers spaces get.
+    pub fn resolvers(&self) -> &[Ipv4Addr] {
+        &self.resolvers.servers
+    }
+
+    /// Held addresses and the ids of the spaces holding them.
+    pub fn addresses(&self) -> BTreeMap<Ipv4Addr, String> {
+        self.pool().held().clone()
+    }
+
+    fn up(&self) -> Result<()> {
+        bridge::up(&self.cfg, &self.resolvers.servers, &self.state_dir)
+    }
+
+    /// At startup, from the records of existing spaces: fills the pool,
+    /// brings the bridge and rules up again (re-attaching surviving veths)
+    /// or, with no networked space left, removes what a previous run left.
+    pub fn restore(&self, spaces: &[Space]) -> Result<()> {
+        let mut pool = self.pool();
+        let mut ids = Vec::new();
+        for s in spaces {
+            if let (NetworkMode::Internet, Some(a)) = (s.network.mode, s.network.address) {
+                pool.hold(a, &s.id);
+                ids.push(s.id.as_str());
+            }
+        }
+        if pool.is_empty() {
+            return bridge::down(&self.state_dir);
+        }
+        self.up()?;
+        netns::attach(&ids, &self.cfg.bridge)
+    }
+
+    /// Takes an address for space `id`, bringing the bridge up for the
+    /// first networked space.
+    pub fn allocate(&self, id: &str) -> Result<Ipv4Addr> {
+        let mut pool = self.pool();
+        let first = pool.is_empty();
+        let addr = pool
+            .allocate(id)
+            .ok_or_else(|| Error::Network(format!("no free address in {}", self.cfg.subnet)))?;
+        if first {
+            if let Err(e) = self.up() {
+                pool.release(id);
+                let _ = bridge::down(&self.state_dir);
+                return Err(e);
+            }
+        }
+        Ok(addr)
+    }
+
+    /// Makes sure the namespace and veth of `space` exist (creating them
+    /// after a reboot) and writes its resolv.conf and hosts into `dir`.
+    pub fn prepare(&self, space: &Space, dir: &Path) -> Result<SpaceNet> {
+        let addr = space
+            .network
+            .address
+            .ok_or_else(|| Error::Network(format!("space {} has no address", space.name)))?;
+        let id = &space.id;
+        if !netns::exists(id) {
+            netns::remove(id)?;
+            netns::create(id, &self.cfg, addr)?;
+        } else if !netns::attached(id, &self.cfg.bridge) {
+            netns::attach(&[id], &self.cfg.bridge)?;
+        }
+        let net = SpaceNet {
+            netns: netns::netns_path(id),
+            resolv_conf: dir.join("resolv.conf"),
+            hosts: dir.join("hosts"),
+        };
+        write_atomic(
+            &net.resolv_conf,
+            dns::resolv_conf(&self.resolvers).as_bytes(),
+            false,
+        )?;
+        write_atomic(&net.hosts, dns::hosts(&space.name, addr).as_bytes(), false)?;
+        Ok(net)
+    }
+
+    /// Removes the namespace and veth of space `id` (if any), frees its
+    /// address, and takes the bridge down after the last networked space.
+    pub fn release(&self, id: &str) -> Result<()> {
+        netns::remove(id)?;
+        let mut pool = self.pool();
+        if pool.release(id) && pool.is_empty() {
+            bridge::down(&self.state_dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes, without a runtime, everything the runtime of `dir` (a state
+/// dir, or a directory holding state dirs) added to the host's network:
+/// the links and namespaces of its spaces, its bridge, its table, its share
+/// of IPv4 forwarding. For tests, benchmarks and operators wiping a state
+/// dir; best effort.
+pub fn purge(dir: &Path) {
+    let subdirs = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for state in std::iter::once(dir.to_path_buf()).chain(subdirs) {
+        let spaces = std::fs::read_dir(state.join("spaces"));
+        for e in spaces.into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if crate::store::is_space_id(&id) {
+                let _ = netns::remove(&id);
+            }
+        }
+        let _ = bridge::down(&state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_old_records_have_none() {
+        assert_eq!("internet".parse::<NetworkMode>(), Ok(NetworkMode::Internet));
+        assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
+        assert!("lan".parse::<NetworkMode>().is_err());
+        let n: SpaceNetwork = serde_json::from_str("{}").expect("default");
+        assert_eq!(n, SpaceNetwork::default());
+        let n = SpaceNetwork {
+            mode: NetworkMode::Internet,
+            address: Some(Ipv4Addr::new(10, 88, 0, 2)),
+        };
+        let v = serde_json::to_value(&n).expect("json");
+        assert_eq!(v, json!({"mode": "internet", "address": "10.88.0.2"}));
+    }
+
+    #[test]
+    fn the_spec_joins_our_namespace_and_mounts_the_files() {
+        let mut spec = Spec::default();
+        let net = SpaceNet {
+            netns: "/var/run/netns/cs-x".into(),
+            resolv_conf: "/s/resolv.conf".into(),
+            hosts: "/s/hosts".into(),
+        };
+        net.apply(&mut spec).expect("apply");
+        let v = serde_json::to_value(&spec).expect("json");
+        let nss = v["linux"]["namespaces"].as_array().expect("namespaces");
+        for ns in nss {
+            let want = (ns["type"] == "network").then_some("/var/run/netns/cs-x");
+            assert_eq!(ns.get("path").and_then(|p| p.as_str()), want, "{ns}");
+        }
+        let mounts = v["mounts"].as_array().expect("mounts");
+        let hosts = mounts.iter().find(|m| m["destination"] == "/etc/hosts");
+        assert_eq!(hosts.expect("hosts mount")["source"], "/s/hosts");
+        assert!(mounts
+            .iter()
+            .any(|m| m["destination"] == "/etc/resolv.conf"));
+    }
+}

@@ -1,0 +1,120 @@
+//! One space's own links: a named network namespace
+//! (`/var/run/netns/cs-<12 hex of its id>`) holding `eth0`, the peer of a
+//! veth whose host end (`cs<12 hex>`) is an isolated port of our bridge.
+//! Names derive from the space id only, so leftovers of any space can be
+//! found and removed from its id alone.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+
+use super::cmd::{ip_batch, link_exists};
+use super::config::NetworkConfig;
+
+/// Where `ip netns` keeps named namespaces.
+pub const NETNS_DIR: &str = "/var/run/netns";
+
+fn short(id: &str) -> &str {
+    &id[..12.min(id.len())]
+}
+
+/// The namespace name of space `id`.
+pub fn netns_name(id: &str) -> String {
+    format!("cs-{}", short(id))
+}
+
+/// The host end of the veth of space `id` (≤ 15 characters).
+pub fn host_link(id: &str) -> String {
+    format!("cs{}", short(id))
+}
+
+/// The namespace file the space's spec joins.
+pub fn netns_path(id: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(netns_name(id))
+}
+
+/// Whether the namespace and the host end of the veth both exist.
+pub fn exists(id: &str) -> bool {
+    netns_path(id).exists() && link_exists(&host_link(id))
+}
+
+/// Whether the host end is a port of `bridge`.
+pub fn attached(id: &str, bridge: &str) -> bool {
+    let master = Path::new("/sys/class/net")
+        .join(host_link(id))
+        .join("master");
+    std::fs::read_link(master).is_ok_and(|m| m.file_name().is_some_and(|n| n == bridge))
+}
+
+fn attach_lines(id: &str, bridge: &str) -> [String; 2] {
+    let link = host_link(id);
+    [
+        format!("link set {link} master {bridge} up"),
+        // Isolated ports reach the bridge (gateway) but not each other.
+        format!("link set {link} type bridge_slave isolated on"),
+    ]
+}
+
+/// Makes the namespace and veth of space `id` with address `addr` and a
+/// default route via the gateway. Two `ip -batch` processes.
+pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
+    let ns = netns_name(id);
+    let mut host = vec![
+        format!("netns add {ns}"),
+        format!(
+            "link add {} type veth peer name eth0 netns {ns}",
+            host_link(id)
+        ),
+    ];
+    host.extend(attach_lines(id, &cfg.bridge));
+    ip_batch(None, &host)?;
+    ip_batch(
+        Some(&ns),
+        &[
+            "link set lo up".to_string(),
+            format!("addr add {addr}/{} dev eth0", cfg.subnet.prefix),
+            "link set eth0 up".to_string(),
+            format!("route add default via {}", cfg.gateway()),
+        ],
+    )
+}
+
+/// Puts the host ends of `ids` back on `bridge` (after it was re-created).
+pub fn attach(ids: &[&str], bridge: &str) -> Result<()> {
+    let lines: Vec<String> = ids
+        .iter()
+        .filter(|id| link_exists(&host_link(id)))
+        .flat_map(|id| attach_lines(id, bridge))
+        .collect();
+    ip_batch(None, &lines)
+}
+
+/// Removes the veth and the namespace of space `id`, whichever exist
+/// (no process at all when neither does).
+pub fn remove(id: &str) -> Result<()> {
+    let mut lines = Vec::new();
+    if link_exists(&host_link(id)) {
+        lines.push(format!("link del {}", host_link(id)));
+    }
+    if netns_path(id).exists() {
+        lines.push(format!("netns del {}", netns_name(id)));
+    }
+    ip_batch(None, &lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_the_kernel_limit() {
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(host_link(&id), "cs0123456789ab");
+        assert!(host_link(&id).len() <= 15);
+        assert_eq!(
+            netns_path(&id),
+            PathBuf::from("/var/run/netns/cs-0123456789ab")
+        );
+    }
+}

@@ -1,0 +1,90 @@
+//! The address pool: which addresses of the subnet spaces hold. Built from
+//! the records at startup; an address is taken on create and released on
+//! destroy.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::config::Ipv4Net;
+
+/// Addresses in use, by the space id holding them.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    subnet: Ipv4Net,
+    held: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Pool {
+    /// An empty pool over `subnet` (its first address is the gateway's).
+    pub fn new(subnet: Ipv4Net) -> Self {
+        Pool {
+            subnet,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Records that `id` holds `addr` (a restored space).
+    pub fn hold(&mut self, addr: Ipv4Addr, id: &str) {
+        self.held.insert(addr, id.to_string());
+    }
+
+    /// The lowest free address for `id` (the same one if it holds one);
+    /// None when the subnet is full.
+    pub fn allocate(&mut self, id: &str) -> Option<Ipv4Addr> {
+        if let Some(a) = self.address_of(id) {
+            return Some(a);
+        }
+        // Skip the network, gateway (.1) and broadcast addresses.
+        let last = u32::try_from(self.subnet.size() - 2).unwrap_or(u32::MAX);
+        let addr = (2..=last)
+            .map(|n| self.subnet.nth(n))
+            .find(|a| !self.held.contains_key(a))?;
+        self.held.insert(addr, id.to_string());
+        Some(addr)
+    }
+
+    /// The address `id` holds.
+    pub fn address_of(&self, id: &str) -> Option<Ipv4Addr> {
+        self.held.iter().find(|(_, i)| *i == id).map(|(a, _)| *a)
+    }
+
+    /// Frees whatever `id` holds; returns whether it held something.
+    pub fn release(&mut self, id: &str) -> bool {
+        let before = self.held.len();
+        self.held.retain(|_, i| i != id);
+        self.held.len() != before
+    }
+
+    /// Whether no space holds an address.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Every held address and its space id.
+    pub fn held(&self) -> &BTreeMap<Ipv4Addr, String> {
+        &self.held
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_free_address_skipping_gateway_and_broadcast() {
+        let mut p = Pool::new("10.9.0.0/29".parse().expect("net"));
+        let got: Vec<_> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|id| p.allocate(id).expect("free"))
+            .collect();
+        assert_eq!(got[0], Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(got[4], Ipv4Addr::new(10, 9, 0, 6));
+        assert_eq!(p.allocate("f"), None, ".7 is the broadcast address");
+        assert_eq!(p.allocate("c"), Some(got[2]), "same id, same address");
+        assert!(p.release("b"));
+        assert!(!p.release("b"));
+        assert_eq!(p.allocate("g"), Some(Ipv4Addr::new(10, 9, 0, 3)));
+        p.hold(Ipv4Addr::new(10, 9, 0, 9), "x");
+        assert_eq!(p.address_of("x"), Some(Ipv4Addr::new(10, 9, 0, 9)));
+    }
+}

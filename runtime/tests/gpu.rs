@@ -1,0 +1,342 @@
+//! GPU passthrough without a GPU: a test CDI vendor (`clawdspace.test/gpu`)
+//! whose "GPUs" are harmless host character devices goes through the same
+//! code path as `nvidia.com/gpu`, and a fake `nvidia-container-runtime-hook`
+//! shows the hook path. Needs root; skipped otherwise.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clawdspace_runtime::gpu::{GpuBackend, GpuConfig, GpuRequest};
+use clawdspace_runtime::{CreateSpace, Error, SpaceStatus};
+use common::{wait_until, TestEnv, IMAGE};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const KIND: &str = "clawdspace.test/gpu";
+
+/// Writes the test vendor's CDI specs under `dir`: GPU "0" is `/dev/null`
+/// at `/dev/fakegpu0`, GPU "1" is `/dev/fuse` (not in the default device
+/// allow list) at `/dev/fakegpu1`; every GPU space also gets an env var, a
+/// read-only "driver" bind mount and a createContainer hook that logs the
+/// container state. A second kind's hook fails.
+fn fake_vendor(dir: &Path) -> GpuConfig {
+    let cdi = dir.join("cdi");
+    let driver = dir.join("driver");
+    fs::create_dir_all(&cdi).expect("cdi dir");
+    fs::create_dir_all(&driver).expect("driver dir");
+    fs::write(driver.join("version"), "fake-driver 1.0\n").expect("driver file");
+    let log = dir.join("hook.log");
+    let spec = format!(
+        r#"cdiVersion: "0.6.0"
+kind: "{KIND}"
+devices:
+  - name: "0"
+    containerEdits:
+      deviceNodes:
+        - path: /dev/fakegpu0
+          hostPath: /dev/null
+      env: ["FAKEGPU_0=yes"]
+  - name: "1"
+    containerEdits:
+      deviceNodes:
+        - path: /dev/fakegpu1
+          hostPath: /dev/fuse
+      env: ["FAKEGPU_1=yes"]
+containerEdits:
+  env: ["FAKEGPU_DRIVER=1.0"]
+  mounts:
+    - hostPath: {driver}
+      containerPath: /usr/local/fakegpu
+      options: ["ro", "nosuid", "nodev", "bind"]
+  hooks:
+    - hookName: createContainer
+      path: /bin/sh
+      args: ["sh", "-c", "cat >> {log}; echo >> {log}"]
+"#,
+        driver = driver.display(),
+        log = log.display()
+    );
+    fs::write(cdi.join("clawdspace-test.yaml"), spec).expect("write spec");
+    let broken = r#"cdiVersion: "0.6.0"
+kind: "clawdspace.test/broken"
+devices:
+  - name: "0"
+    containerEdits:
+      hooks:
+        - hookName: createContainer
+          path: /bin/false
+"#;
+    fs::write(cdi.join("broken.yaml"), broken).expect("write broken spec");
+    GpuConfig {
+        cdi_dirs: vec![PathBuf::from("/nonexistent-cdi-dir"), cdi],
+        cdi_kind: KIND.into(),
+        hook: None,
+        ..GpuConfig::default()
+    }
+}
+
+fn gpu_req(name: &str, gpus: Option<GpuRequest>) -> CreateSpace {
+    CreateSpace {
+        name: name.into(),
+        image: IMAGE.into(),
+        memory: 128 << 20,
+        nano_cpus: 1_000_000_000,
+        gpu: true,
+        gpus,
+        ..Default::default()
+    }
+}
+
+/// Exit code of `sh -c cmd` in `name`.
+async fn code(env: &TestEnv, name: &str, cmd: &str) -> i32 {
+    env.sh(name, cmd).await.exit_code
+}
+
+#[tokio::test]
+async fn cdi_devices_env_mounts_and_hooks_reach_only_spaces_that_ask() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let gpu = fake_vendor(&env.dir);
+    env.reopen_with_gpu(gpu).await;
+    let rt = env.rt().clone();
+    assert_eq!(rt.gpu().probe().backend, Some(GpuBackend::Cdi));
+    assert_eq!(rt.gpu().probe().cdi_devices, ["0", "1"]);
+
+    // gpu: true = every GPU of the kind.
+    let all = rt.create(gpu_req("g-all", None)).await.expect("create");
+    let a = all.gpus.as_ref().expect("assignment");
+    assert_eq!(a.backend, GpuBackend::Cdi);
+    assert_eq!(a.devices, [format!("{KIND}=0"), format!("{KIND}=1")]);
+    assert_eq!(
+        code(
+            &env,
+            "g-all",
+            "test -c /dev/fakegpu0 && test -c /dev/fakegpu1"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        env.out(
+            "g-all",
+            "echo $FAKEGPU_DRIVER $FAKEGPU_0 $FAKEGPU_1; id -u; pwd"
+        )
+        .await,
+        "1.0 yes yes\n0\n/workspace"
+    );
+    assert_eq!(
+        env.out("g-all", "cat /usr/local/fakegpu/version").await,
+        "fake-driver 1.0"
+    );
+    // The driver mount is read-only.
+    assert_ne!(code(&env, "g-all", "touch /usr/local/fakegpu/x").await, 0);
+    // The createContainer hook ran with this container's state.
+    let log = fs::read_to_string(env.dir.join("hook.log")).expect("hook log");
+    let states: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("state JSON"))
+        .collect();
+    assert!(
+        states.iter().any(|s| s["id"] == all.id.as_str()),
+        "hook saw the space: {log}"
+    );
+
+    // One GPU by name: only its node, and the device cgroup allows it.
+    let one = rt
+        .create(gpu_req(
+            "g-one",
+            Some(GpuRequest::Devices(vec!["1".into()])),
+        ))
+        .await
+        .expect("create g-one");
+    assert_eq!(one.gpus.expect("assignment").devices, [format!("{KIND}=1")]);
+    assert_eq!(code(&env, "g-one", "test -e /dev/fakegpu0").await, 1);
+    assert_eq!(code(&env, "g-one", ": < /dev/fakegpu1").await, 0);
+    assert_eq!(
+        env.out("g-one", "echo ${FAKEGPU_0:-none} $FAKEGPU_1").await,
+        "none yes"
+    );
+
+    // A count takes the lowest indexes. GPU 1's device (10:229) is not
+    // allowed there: root can make the node (CAP_MKNOD) but not open it.
+    rt.create(gpu_req("g-count", Some(GpuRequest::Count(1))))
+        .await
+        .expect("create g-count");
+    assert_eq!(
+        code(
+            &env,
+            "g-count",
+            "test -c /dev/fakegpu0 && ! test -e /dev/fakegpu1"
+        )
+        .await,
+        0
+    );
+    let o = env
+        .sh(
+            "g-count",
+            "mknod /tmp/stolen c 10 229 && echo made && : < /tmp/stolen",
+        )
+        .await;
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "made");
+    assert_ne!(o.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not permitted"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A space without a GPU gets nothing of it.
+    env.space("plain").await;
+    assert_eq!(
+        env.out(
+            "plain",
+            "ls /dev | grep -c fakegpu; echo ${FAKEGPU_DRIVER:-none}; test -e /usr/local/fakegpu || echo nomount"
+        )
+        .await,
+        "0\nnone\nnomount"
+    );
+
+    // Bad requests are refused before anything is made.
+    for (req, msg) in [
+        (
+            GpuRequest::Count(3),
+            "Invalid gpus: 3 requested, this server has 2",
+        ),
+        (
+            GpuRequest::Devices(vec!["7".into()]),
+            "Invalid gpus: unknown GPU 7",
+        ),
+    ] {
+        match rt.create(gpu_req("g-bad", Some(req))).await {
+            Err(Error::InvalidInput(m)) => assert_eq!(m, msg),
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+    assert!(rt.get("g-bad").is_err());
+
+    // A restarted init gets its GPU again (the edits are applied at every
+    // start, from the current CDI specs).
+    kill(Pid::from_raw(one.init_pid.expect("pid")), Signal::SIGKILL).expect("kill init");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            rt.get("g-one")
+                .is_ok_and(|n| n.init_pid != one.init_pid && n.status == SpaceStatus::Running)
+        })
+        .await,
+        "restarted"
+    );
+    assert_eq!(code(&env, "g-one", ": < /dev/fakegpu1").await, 0);
+
+    // And a daemon restart keeps the record of its GPUs.
+    drop(rt);
+    env.rt.take();
+    env.rt = Some(env.open().await);
+    let back = env.rt().get("g-one").expect("still there");
+    assert_eq!(
+        back.gpus.expect("assignment").devices,
+        [format!("{KIND}=1")]
+    );
+    for n in ["g-all", "g-one", "g-count", "plain"] {
+        env.rt().destroy(n).await.expect("destroy");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_gpu_hook_leaves_nothing_behind() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let mut gpu = fake_vendor(&env.dir);
+    gpu.cdi_kind = "clawdspace.test/broken".into();
+    env.reopen_with_gpu(gpu).await;
+    let err = env
+        .rt()
+        .create(gpu_req("g-broken", None))
+        .await
+        .expect_err("the hook fails");
+    assert!(matches!(err, Error::Container(_)), "{err}");
+    assert!(env.rt().list().is_empty());
+    let spaces = env.dir.join("state/spaces");
+    assert_eq!(fs::read_dir(&spaces).expect("spaces").count(), 0);
+}
+
+#[tokio::test]
+async fn nvidia_hook_runs_as_prestart_hook_with_the_container_state() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let hook = env.dir.join("nvidia-container-runtime-hook");
+    let out = env.dir.join("hook-out");
+    fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {o}.args\ncat > {o}.state\n",
+            o = out.display()
+        ),
+    )
+    .expect("write hook");
+    fs::set_permissions(&hook, fs::Permissions::from_mode(0o755)).expect("chmod");
+    env.reopen_with_gpu(GpuConfig {
+        cdi_dirs: Vec::new(),
+        hook: Some(hook),
+        ..GpuConfig::default()
+    })
+    .await;
+    assert_eq!(env.rt().gpu().probe().backend, Some(GpuBackend::NvidiaHook));
+    let s = env
+        .rt()
+        .create(gpu_req("g-hook", None))
+        .await
+        .expect("create");
+    let a = s.gpus.as_ref().expect("assignment");
+    assert_eq!(
+        (a.backend, a.devices.as_slice()),
+        (GpuBackend::NvidiaHook, &["all".to_string()][..])
+    );
+    let args = fs::read_to_string(out.with_extension("args")).expect("hook ran");
+    assert_eq!(args.trim(), "prestart");
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.with_extension("state")).expect("state"))
+            .expect("state JSON");
+    assert_eq!(state["id"], s.id.as_str());
+    assert!(state["pid"].as_i64().is_some_and(|p| p > 0), "{state}");
+    // The real hook reads the devices from the bundle's config.json.
+    let bundle = state["bundle"].as_str().expect("bundle");
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(Path::new(bundle).join("config.json")).expect("config"))
+            .expect("config JSON");
+    let env_list = config["process"]["env"].as_array().expect("env");
+    for want in [
+        "NVIDIA_VISIBLE_DEVICES=all",
+        "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+    ] {
+        assert!(env_list.iter().any(|e| e == want), "{want} in {env_list:?}");
+    }
+    assert_eq!(
+        env.out("g-hook", "echo $NVIDIA_VISIBLE_DEVICES").await,
+        "all"
+    );
+    env.rt().destroy("g-hook").await.expect("destroy");
+}
+
+#[tokio::test]
+async fn without_a_gpu_runtime_gpu_spaces_are_refused_with_what_to_install() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    assert_eq!(env.rt().gpu().probe().backend, None);
+    match env.rt().create(gpu_req("g-none", None)).await {
+        Err(Error::InvalidInput(m)) => {
+            assert!(m.starts_with("GPU not available on this server"), "{m}");
+            assert!(m.contains("nvidia-ctk cdi generate"), "{m}");
+        }
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert!(env.rt().list().is_empty());
+}
