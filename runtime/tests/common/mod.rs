@@ -30,6 +30,17 @@ pub fn busybox_rootfs(dir: &Path) {
     clawdspace_runtime::image::busybox_rootfs(dir).expect("busybox rootfs");
 }
 
+/// A create request for the test image: 256 MiB, 1 CPU, defaults otherwise.
+pub fn request(name: &str) -> CreateSpace {
+    CreateSpace {
+        name: name.into(),
+        image: IMAGE.into(),
+        memory: 256 << 20,
+        nano_cpus: 1_000_000_000,
+        ..Default::default()
+    }
+}
+
 /// A runtime on a private state dir; everything is removed on drop.
 pub struct TestEnv {
     pub rt: Option<Runtime>,
@@ -127,32 +138,26 @@ impl TestEnv {
 
     /// Creates a space with the given memory and pids limit.
     pub async fn space_with(&self, name: &str, memory: u64, pids: Option<i64>) -> Space {
-        self.rt()
-            .create(CreateSpace {
-                name: name.into(),
-                image: IMAGE.into(),
-                memory,
-                nano_cpus: 1_000_000_000,
-                pids_limit: pids,
-                ..Default::default()
-            })
-            .await
-            .expect("create space")
+        self.create(CreateSpace {
+            memory,
+            pids_limit: pids,
+            ..request(name)
+        })
+        .await
     }
 
     /// Creates a space (256 MiB, 1 CPU) with network `mode`.
     pub async fn space_net(&self, name: &str, mode: NetworkMode) -> Space {
-        self.rt()
-            .create(CreateSpace {
-                name: name.into(),
-                image: IMAGE.into(),
-                memory: 256 << 20,
-                nano_cpus: 1_000_000_000,
-                network: mode,
-                ..Default::default()
-            })
-            .await
-            .expect("create space")
+        self.create(CreateSpace {
+            network: mode,
+            ..request(name)
+        })
+        .await
+    }
+
+    /// Creates the space `req` describes (see [`request`]).
+    pub async fn create(&self, req: CreateSpace) -> Space {
+        self.rt().create(req).await.expect("create space")
     }
 
     /// Runs `sh -c cmd` in `name`.

@@ -1,0 +1,385 @@
+//! Networking of spaces: NAT to "the internet", isolation from other
+//! spaces, the host and private ranges, mode `none`, restart and reboot, and
+//! a host left as it was. Needs root; skipped otherwise.
+//!
+//! All traffic stays between namespaces the test makes: "the internet" is a
+//! network namespace joined to the host by a veth, with a benchmark-range
+//! address (198.18.0.0/15, outside every blocked range) and a private one
+//! (192.168.x.x, standing for a LAN host).
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command as Proc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use clawdspace_runtime::{NetworkMode, Space, SpaceStatus};
+use common::{wait_until, TestEnv};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn ip(args: &str) {
+    let st = Proc::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .expect("run ip");
+    assert!(st.success(), "ip {args}");
+}
+
+/// A TCP server that answers every connection with the peer's address.
+struct Listener {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Listens on `ip` (port chosen by the kernel), in network namespace
+    /// `netns` (a name under /var/run/netns) or the host's.
+    fn start(netns: Option<&str>, ip: Ipv4Addr) -> Listener {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let ns = netns.map(|n| format!("/var/run/netns/{n}"));
+        let thread = std::thread::spawn(move || {
+            // setns affects only this thread, which ends with the listener.
+            if let Some(ns) = ns {
+                let f = File::open(&ns).expect("open netns");
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            }
+            let l = TcpListener::bind((ip, 0)).expect("bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            tx.send(l.local_addr().expect("addr")).expect("send");
+            while !halt.load(Ordering::Acquire) {
+                match l.accept() {
+                    Ok((mut s, peer)) => {
+                        // One write, then read what the client sent until it
+                        // closes: closing with unread data would send a RST
+                        // that can discard the answer in flight.
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.write_all(format!("{}\n", peer.ip()).as_bytes());
+                        let _ = s.shutdown(std::net::Shutdown::Write);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                        let _ = s.read_to_end(&mut Vec::new());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Listener {
+            addr: rx.recv().expect("listening"),
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("{} {}", self.addr.ip(), self.addr.port())
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// "The internet": a namespace joined to the host by a veth, removed on drop.
+struct World {
+    ns: String,
+    link: String,
+    /// The host's end (where NATed connections come from).
+    host_ip: Ipv4Addr,
+    /// The world's public address.
+    ip: Ipv4Addr,
+    /// A private address on the host's end.
+    host_lan_ip: Ipv4Addr,
+    /// A private address in the world (a LAN host).
+    lan_ip: Ipv4Addr,
+}
+
+impl World {
+    fn new(tag: u32) -> World {
+        let b = tag.to_be_bytes();
+        let low = b[2] & 0xfc;
+        let w = World {
+            ns: format!("csw-{tag:08x}"),
+            link: format!("csw{tag:08x}"),
+            host_ip: Ipv4Addr::new(198, 18, b[1], low + 1),
+            ip: Ipv4Addr::new(198, 18, b[1], low + 2),
+            host_lan_ip: Ipv4Addr::new(192, 168, 200 + b[0] % 50, low + 1),
+            lan_ip: Ipv4Addr::new(192, 168, 200 + b[0] % 50, low + 2),
+        };
+        ip(&format!("netns add {}", w.ns));
+        ip(&format!(
+            "link add {} type veth peer name eth0 netns {}",
+            w.link, w.ns
+        ));
+        ip(&format!("addr add {}/30 dev {}", w.host_ip, w.link));
+        ip(&format!("addr add {}/30 dev {}", w.host_lan_ip, w.link));
+        ip(&format!("link set {} up", w.link));
+        ip(&format!("-n {} addr add {}/30 dev eth0", w.ns, w.ip));
+        ip(&format!("-n {} addr add {}/30 dev eth0", w.ns, w.lan_ip));
+        ip(&format!("-n {} link set eth0 up", w.ns));
+        ip(&format!("-n {} link set lo up", w.ns));
+        w
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = Proc::new("ip").args(["link", "del", &self.link]).status();
+        let _ = Proc::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+/// What of the host's network belongs to this test: links, namespaces and
+/// nftables tables whose names carry its tags, IPv4 forwarding.
+fn snapshot(tags: &[String]) -> Vec<String> {
+    let run = |cmd: &[&str]| {
+        let o = Proc::new(cmd[0]).args(&cmd[1..]).output().expect("run");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let mut lines: Vec<String> = [
+        run(&["ip", "-o", "link"]),
+        run(&["ip", "netns", "list"]),
+        run(&["nft", "list", "tables"]),
+    ]
+    .iter()
+    .flat_map(|t| t.split_whitespace().map(String::from).collect::<Vec<_>>())
+    // Names only: link indexes and state flags are not compared.
+    .filter(|w| tags.iter().any(|t| w.contains(t.as_str())))
+    .collect();
+    lines.sort();
+    lines
+}
+
+fn tags(env: &TestEnv, spaces: &[&Space]) -> Vec<String> {
+    let mut t = vec![env.network.bridge.clone()];
+    t.extend(spaces.iter().map(|s| s.short_id().to_string()));
+    t
+}
+
+/// The answer of `target` ("ip port") to a TCP connection from `space`
+/// (the address the server saw), or None when it cannot be reached.
+async fn reach(env: &TestEnv, space: &str, target: &str) -> Option<String> {
+    let out = env
+        .out(space, &format!("echo | nc -w 2 {target} 2>/dev/null"))
+        .await;
+    (!out.is_empty()).then_some(out)
+}
+
+fn addr(s: &Space) -> Ipv4Addr {
+    s.network.address.expect("address")
+}
+
+#[tokio::test]
+async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let tag: u32 = rand::random();
+    let before = snapshot(std::slice::from_ref(&env.network.bridge));
+    assert!(env.rt().network().addresses().is_empty());
+    let world = World::new(tag);
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    let b = env.space_net("b", NetworkMode::Internet).await;
+    let n = env.space_net("n", NetworkMode::None).await;
+    let subnet = env.network.subnet;
+    assert!(subnet.contains(addr(&a)) && subnet.contains(addr(&b)));
+    assert_ne!(addr(&a), addr(&b));
+    assert_eq!(env.rt().network().addresses().len(), 2);
+    assert_eq!(env.rt().get("a").expect("a").network, a.network);
+
+    // Its own address, default route, resolv.conf and hosts.
+    assert!(env
+        .out("a", "ip -4 addr show eth0")
+        .await
+        .contains(&addr(&a).to_string()));
+    let route = env.out("a", "ip route").await;
+    assert!(
+        route.contains(&format!("default via {}", env.network.gateway())),
+        "{route}"
+    );
+    let resolv = env.out("a", "cat /etc/resolv.conf").await;
+    for r in env.rt().network().resolvers() {
+        assert!(resolv.contains(&format!("nameserver {r}")), "{resolv}");
+    }
+    assert!(!resolv.contains("127.0.0."), "{resolv}");
+    let hosts = env.out("a", "cat /etc/hosts").await;
+    assert!(hosts.contains(&format!("{}\ta", addr(&a))), "{hosts}");
+
+    // The internet, through NAT: the server sees the host's address.
+    let internet = Listener::start(Some(&world.ns), world.ip);
+    assert_eq!(
+        reach(&env, "a", &internet.target()).await,
+        Some(world.host_ip.to_string())
+    );
+
+    // A listener in space b, reachable from the host...
+    env.sh(
+        "b",
+        "nc -ll -p 7000 -e echo from-b </dev/null >/dev/null 2>&1 &",
+    )
+    .await;
+    let b_port = SocketAddr::from((addr(&b), 7000));
+    let hello = || {
+        let mut s = TcpStream::connect_timeout(&b_port, Duration::from_millis(500)).ok()?;
+        let mut got = String::new();
+        s.read_to_string(&mut got).ok()?;
+        Some(got)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || hello()
+            .is_some_and(|g| g.contains("from-b")))
+        .await,
+        "b listens"
+    );
+    // ...is not reachable from space a; nor the host's own addresses (the
+    // daemon's port), a private address of the host, a LAN host; nor
+    // anything from a space without network.
+    let daemon = Listener::start(None, env.network.gateway());
+    let host_public = Listener::start(None, world.host_ip);
+    let host_private = Listener::start(None, world.host_lan_ip);
+    let lan = Listener::start(Some(&world.ns), world.lan_ip);
+    for l in [&daemon, &host_public, &host_private] {
+        assert!(
+            TcpStream::connect(l.addr).is_ok(),
+            "the host reaches {}",
+            l.addr
+        );
+    }
+    let b_target = format!("{} 7000", addr(&b));
+    let blocked = [
+        ("a", b_target.as_str()),
+        ("a", &daemon.target()),
+        ("a", &host_public.target()),
+        ("a", &host_private.target()),
+        ("a", &lan.target()),
+        ("n", &internet.target()),
+    ];
+    let tries = blocked.iter().map(|(s, t)| reach(&env, s, t));
+    let got = futures_util::future::join_all(tries).await;
+    for ((s, t), g) in blocked.iter().zip(got) {
+        assert_eq!(g, None, "{s} must not reach {t}");
+    }
+    assert_eq!(
+        env.out("n", "ls /sys/class/net").await,
+        "lo",
+        "none: loopback only"
+    );
+
+    let t = tags(&env, &[&a, &b, &n]);
+    assert!(snapshot(&t).iter().any(|l| l.contains(&env.network.bridge)));
+    for s in ["a", "b", "n"] {
+        env.rt().destroy(s).await.expect("destroy");
+    }
+    assert!(
+        env.rt().network().addresses().is_empty(),
+        "pool back to empty"
+    );
+    assert_eq!(snapshot(&t), before, "links, namespaces and tables removed");
+}
+
+#[tokio::test]
+async fn allowed_private_ranges_are_reachable() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let world = World::new(rand::random());
+    env.rt.take();
+    env.network.allow = vec![format!("{}/32", world.lan_ip).parse().expect("net")];
+    env.rt = Some(env.open().await);
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    let lan = Listener::start(Some(&world.ns), world.lan_ip);
+    let other = Listener::start(None, world.host_lan_ip);
+    assert_eq!(
+        reach(&env, "a", &lan.target()).await,
+        Some(world.host_lan_ip.to_string()),
+        "allowed, and NATed to the host's address on that network"
+    );
+    assert_eq!(
+        reach(&env, "a", &other.target()).await,
+        None,
+        "only what is allowed"
+    );
+    let t = tags(&env, &[&a]);
+    env.rt().destroy("a").await.expect("destroy");
+    assert_eq!(snapshot(&t), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let world = World::new(rand::random());
+    let internet = Listener::start(Some(&world.ns), world.ip);
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    let nat = Some(world.host_ip.to_string());
+    assert_eq!(reach(&env, "a", &internet.target()).await, nat);
+
+    // Daemon restart: the running space keeps its namespace and address.
+    env.rt.take();
+    env.rt = Some(env.open().await);
+    let a2 = env.rt().get("a").expect("a");
+    assert_eq!(
+        (a2.init_pid, a2.network.clone()),
+        (a.init_pid, a.network.clone())
+    );
+    assert_eq!(reach(&env, "a", &internet.target()).await, nat);
+    let b = env.space_net("b", NetworkMode::Internet).await;
+    assert_ne!(addr(&b), addr(&a), "a's address stays held");
+
+    // "Reboot": processes, mounts, cgroups, links, namespaces and rules
+    // vanish; records stay.
+    let t = tags(&env, &[&a, &b]);
+    let spaces = [env.rt().get("a").expect("a"), env.rt().get("b").expect("b")];
+    let cgs: Vec<_> = spaces.iter().map(|s| env.rt().cgroup(s)).collect();
+    let rootfs: Vec<_> = spaces.iter().map(|s| env.rt().rootfs_dir(s)).collect();
+    env.rt.take();
+    for s in &spaces {
+        let pid = s.init_pid.expect("pid");
+        kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+        let gone = || clawdspace_runtime::sandbox::proc::start_time(pid).is_none();
+        assert!(wait_until(Duration::from_secs(5), gone).await);
+    }
+    for (cg, fs) in cgs.iter().zip(&rootfs) {
+        nix::mount::umount2(fs, nix::mount::MntFlags::MNT_DETACH).expect("umount");
+        for d in cg.all_dirs() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    for s in &spaces {
+        let id = &s.id[..12];
+        ip(&format!("link del cs{id}"));
+        ip(&format!("netns del cs-{id}"));
+    }
+    ip(&format!("link del {}", env.network.bridge));
+    let del = Proc::new("nft")
+        .args(["delete", "table", "inet", &env.network.bridge])
+        .status()
+        .expect("nft");
+    assert!(del.success());
+
+    env.rt = Some(env.open().await);
+    for s in &spaces {
+        let back = env.rt().get(&s.name).expect("remembered");
+        assert_eq!(back.status, SpaceStatus::Running);
+        assert_ne!(back.init_pid, s.init_pid);
+        assert_eq!(back.network, s.network, "same address after the reboot");
+        assert_eq!(reach(&env, &s.name, &internet.target()).await, nat);
+    }
+    for s in ["a", "b"] {
+        env.rt().destroy(s).await.expect("destroy");
+    }
+    assert_eq!(snapshot(&t), Vec::<String>::new());
+}
