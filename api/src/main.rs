@@ -85,6 +85,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    routes::dashboard::log_build();
     let idle = Duration::from_millis(config.idle_timeout_ms);
     let interval = Duration::from_millis(config.sleep_interval_ms.max(10));
     tokio::spawn(sleep::run(runtime.clone(), idle, interval));

@@ -17,11 +17,13 @@ use crate::routes;
         routes::spaces::stop,
         routes::spaces::start,
         routes::spaces::exec,
+        routes::stats::stats,
         routes::system::system,
         routes::system::capabilities,
     ),
     components(schemas(CreateSpaceBody, ExecBody, CommandSpec, SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
-        SystemInfo, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities)),
+        SystemInfo, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities,
+        routes::stats::StatsEnvelope, routes::stats::SpaceStatsJson)),
     modifiers(&Security),
     security(("bearer" = []), ("key" = []))
 )]

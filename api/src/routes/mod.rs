@@ -1,7 +1,9 @@
-//! The router: every endpoint of SPEC section 5, plus streaming exec and the
-//! OpenAPI document.
+//! The router: every endpoint of SPEC section 5, plus streaming exec, space
+//! stats, the OpenAPI document and the web dashboard.
 
+pub mod dashboard;
 pub mod spaces;
+pub mod stats;
 pub mod system;
 pub mod ws;
 
@@ -31,10 +33,6 @@ pub async fn health() -> Json<Health> {
 
 async fn openapi_json() -> Response {
     json_response(StatusCode::OK, &crate::openapi::document())
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "Not found")
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -70,9 +68,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/spaces/{name}/start", post(spaces::start))
         .route("/api/spaces/{name}/exec", post(spaces::exec))
         .route("/api/spaces/{name}/exec/ws", get(ws::exec_ws))
+        .route("/api/spaces/{name}/stats", get(stats::stats))
         .route("/api/system", get(system::system))
         .route("/api/system/capabilities", get(system::capabilities))
-        .fallback(not_found)
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::asset))
+        .fallback(dashboard::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::body::BODY_LIMIT,

@@ -1,0 +1,222 @@
+// End-to-end test of the dashboard in headless Chromium against a real
+// clawdspaced with real spaces (scripts/test-dashboard starts the daemon and
+// cleans up). Environment: CLAWDSPACE_URL, CLAWDSPACE_KEY, SCREENSHOT_DIR,
+// CHROMIUM (default /usr/bin/chromium).
+//
+// The main flow must log no console error at all; the wrong-key and
+// error-message checks run in a second browser context, where the browser's
+// own "401"/"400" resource messages are expected.
+
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const URL = process.env.CLAWDSPACE_URL;
+const KEY = process.env.CLAWDSPACE_KEY;
+const SHOTS = process.env.SCREENSHOT_DIR || 'target';
+const TIMEOUT = 30000;
+if (!URL || !KEY) {
+  console.error('set CLAWDSPACE_URL and CLAWDSPACE_KEY');
+  process.exit(2);
+}
+
+const results = [];
+async function step(name, fn) {
+  const t = Date.now();
+  try {
+    await fn();
+    results.push([name, true]);
+    console.log(`ok   ${name} (${Date.now() - t} ms)`);
+  } catch (e) {
+    results.push([name, false]);
+    console.log(`FAIL ${name}: ${e.stack || e}`);
+    throw e;
+  }
+}
+
+/** Text of the terminal's screen (xterm's DOM renderer). */
+const screen = (page) => page.locator('#term .xterm-rows').innerText();
+
+async function waitScreen(page, re) {
+  const end = Date.now() + TIMEOUT;
+  let text = '';
+  while (Date.now() < end) {
+    text = await screen(page);
+    if (re.test(text)) return text;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`terminal never showed ${re}; it shows:\n${text}`);
+}
+
+async function typeInTerminal(page, line) {
+  await page.locator('#term .xterm-helper-textarea').focus();
+  await page.keyboard.type(line);
+  await page.keyboard.press('Enter');
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+});
+const name = `dash-${process.pid}`;
+let failed = false;
+try {
+  mkdirSync(SHOTS, { recursive: true });
+
+  // ---------- main flow: no console errors allowed ----------
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  ctx.setDefaultTimeout(TIMEOUT);
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+
+  await step('loads with ?key= and forgets it from the address bar', async () => {
+    await page.goto(`${URL}/?key=${encodeURIComponent(KEY)}`);
+    await page.locator('#sys-cpu').filter({ hasNotText: '–' }).waitFor();
+    assert.equal(new globalThis.URL(page.url()).search, '');
+    assert.equal(await page.evaluate(() => localStorage.getItem('clawdspace.apiKey')), KEY);
+    assert.match(await page.locator('#sys-count').innerText(), /running/);
+    assert.match(await page.locator('#sys-mem').innerText(), /%$/);
+  });
+
+  await step('creates a space through the dialog and sees it running', async () => {
+    await page.getByRole('button', { name: 'New space' }).click();
+    const dlg = page.locator('#dlg-create');
+    await dlg.getByLabel('Name').fill(name);
+    await dlg.getByLabel('Memory').fill('256m');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await page.locator('#dlg-create').waitFor({ state: 'hidden' });
+    const row = page.locator(`tr[data-space="${name}"]`);
+    await row.locator('[data-col=status]').filter({ hasText: 'running' }).waitFor();
+    assert.equal(await row.locator('[data-col=memory]').innerText(), '256 MiB');
+    // Live per-space figures arrive with the next poll.
+    await row.locator('[data-col=memUse] .num').filter({ hasText: 'MiB' }).waitFor();
+    assert.match(await row.locator('[data-col=cpuUse] .num').innerText(), /%$/);
+  });
+
+  await step('runs echo hello and reads hello, exit code 0; Escape closes', async () => {
+    const run = page.getByRole('button', { name: `Run a command in ${name}` });
+    await run.click();
+    await page.locator('#dlg-exec').getByLabel(/^Command/).fill('echo hello; echo oops >&2');
+    await page.locator('#exec-submit').click();
+    await page.locator('#exec-result').waitFor();
+    assert.equal(await page.locator('#exec-stdout').innerText(), 'hello');
+    assert.equal(await page.locator('#exec-stderr').innerText(), 'oops');
+    assert.equal(await page.locator('#exec-code').innerText(), '0');
+    await page.keyboard.press('Escape');
+    await page.locator('#dlg-exec').waitFor({ state: 'hidden' });
+    assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('aria-label')),
+      `Run a command in ${name}`);
+  });
+
+  await step('web terminal: typed input is echoed, the shell answers, resize reaches the PTY', async () => {
+    await page.getByRole('button', { name: `Open a terminal in ${name}` }).click();
+    await page.locator('#term-status').filter({ hasText: 'connected' }).waitFor();
+    await page.locator('#term .xterm-rows').waitFor();
+    await typeInTerminal(page, 'echo typed-$((6*7))');
+    await waitScreen(page, /echo typed-\$\(\(6\*7\)\)/); // the echo of what was typed
+    await waitScreen(page, /^typed-42$/m); // the shell's answer
+    await typeInTerminal(page, 'stty size');
+    const before = (await waitScreen(page, /^\d+ \d+$/m)).match(/^(\d+) (\d+)$/m);
+    await page.setViewportSize({ width: 900, height: 600 });
+    await page.waitForTimeout(300);
+    await typeInTerminal(page, 'clear; stty size');
+    const end = Date.now() + TIMEOUT;
+    let after = before;
+    while (Date.now() < end) {
+      const m = (await screen(page)).match(/^(\d+) (\d+)$/m);
+      if (m && m[0] !== before[0]) { after = m; break; }
+      await page.waitForTimeout(100);
+    }
+    assert.notEqual(after[0], before[0], `terminal size did not change from ${before[0]}`);
+    assert.ok(Number(after[2]) < Number(before[2]), `columns ${before[2]} -> ${after[2]}`);
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.locator('#dlg-term').getByRole('button', { name: 'Close' }).click();
+    await page.locator('#dlg-term').waitFor({ state: 'hidden' });
+  });
+
+  await step('screenshots of the main view (desktop and phone width)', async () => {
+    // A few polls, so that the charts have lines.
+    await page.waitForTimeout(4500);
+    await page.screenshot({ path: join(SHOTS, 'dashboard.png'), fullPage: true });
+    await page.setViewportSize({ width: 375, height: 780 });
+    await page.waitForTimeout(300);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(overflow <= 375, `page is ${overflow} px wide at 375 px`);
+    await page.getByRole('button', { name: `Pause ${name}` }).waitFor();
+    await page.screenshot({ path: join(SHOTS, 'dashboard-phone.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await step('pause shows paused, resume shows running', async () => {
+    const status = page.locator(`tr[data-space="${name}"] [data-col=status]`);
+    await page.getByRole('button', { name: `Pause ${name}` }).click();
+    await status.filter({ hasText: 'paused' }).waitFor();
+    await page.getByRole('button', { name: `Resume ${name}` }).click();
+    await status.filter({ hasText: 'running' }).waitFor();
+  });
+
+  await step('destroy asks first, then the space disappears', async () => {
+    await page.getByRole('button', { name: `Destroy ${name}` }).click();
+    const dlg = page.locator('#dlg-destroy');
+    await dlg.waitFor();
+    assert.equal(await page.locator('#destroy-name').innerText(), name);
+    // Cancel keeps it.
+    await dlg.getByRole('button', { name: 'Cancel' }).click();
+    await dlg.waitFor({ state: 'hidden' });
+    assert.equal(await page.locator(`tr[data-space="${name}"]`).count(), 1);
+    await page.getByRole('button', { name: `Destroy ${name}` }).click();
+    await dlg.getByRole('button', { name: 'Destroy' }).click();
+    await page.locator(`tr[data-space="${name}"]`).waitFor({ state: 'detached' });
+    await page.locator('#spaces-empty').waitFor();
+  });
+
+  await step('no console errors in the main flow', async () => {
+    assert.deepEqual(errors, []);
+  });
+  await ctx.close();
+
+  // ---------- error paths ----------
+  const ctx2 = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+  ctx2.setDefaultTimeout(TIMEOUT);
+  const page2 = await ctx2.newPage();
+  const pageErrors = [];
+  page2.on('pageerror', (e) => pageErrors.push(e.message));
+
+  await step('a wrong key shows a clear error, the right one fixes it', async () => {
+    await page2.goto(`${URL}/?key=wrong-key`);
+    await page2.locator('#banner').filter({ hasText: 'Wrong API key' }).waitFor();
+    await page2.locator('#key-error').filter({ hasText: '401' }).waitFor();
+    assert.ok(await page2.locator('#dlg-key').isVisible());
+    await page2.locator('#dlg-key').getByLabel('Key', { exact: true }).fill(KEY);
+    await page2.getByRole('button', { name: 'Save' }).click();
+    await page2.locator('#banner').waitFor({ state: 'hidden' });
+    await page2.locator('#sys-cpu').filter({ hasNotText: '–' }).waitFor();
+  });
+
+  await step('the create dialog shows name validation and the API\'s error text', async () => {
+    await page2.getByRole('button', { name: 'New space' }).click();
+    const dlg = page2.locator('#dlg-create');
+    await dlg.getByLabel('Name').fill('bad name!');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await page2.locator('#create-error').filter({ hasText: 'Invalid name (alphanumeric, _, - only)' }).waitFor();
+    await dlg.getByLabel('Name').fill(`${name}-x`);
+    await dlg.getByLabel('Memory').fill('1k');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await page2.locator('#create-error').filter({ hasText: 'Invalid memory: at least 6 MiB' }).waitFor();
+    await page2.keyboard.press('Escape');
+    await page2.locator('#dlg-create').waitFor({ state: 'hidden' });
+    assert.deepEqual(pageErrors, []);
+  });
+  await ctx2.close();
+} catch {
+  failed = true;
+} finally {
+  await browser.close();
+}
+const passed = results.filter(([, ok]) => ok).length;
+console.log(`dashboard: ${passed} passed, ${results.length - passed} failed${failed ? ' (stopped at the first failure)' : ''}`);
+process.exit(failed ? 1 : 0);
