@@ -1,0 +1,56 @@
+# shellcheck shell=bash
+# scripts/test-daemon.sh: a throwaway clawdspaced for the script tests
+# (scripts/api-fuzz, scripts/test-dashboard). Sourced, not run; needs root.
+#
+#   test_daemon_start TAG   builds clawdspaced and clawdspace-runtime (debug),
+#                           imports busybox:latest (the default image) into a
+#                           fresh state dir /var/tmp/clawdspace-TAG.*, starts
+#                           the daemon on loopback port $TD_PORT (a free one
+#                           unless set) with cgroup parent /clawdspace-TAG-$$
+#                           and a random key, and waits for /api/health. Sets
+#                           TD_PORT, TD_KEY, TD_URL, TD_STATE, TD_PID, and
+#                           installs test_daemon_cleanup as the EXIT trap.
+#   test_daemon_cleanup     destroys the daemon's spaces, stops it (its own
+#                           pid only), removes its cgroup parent and state
+#                           dir. Safe to call twice.
+
+test_daemon_cleanup() {
+  if [ -n "${TD_PID:-}" ] && kill -0 "$TD_PID" 2>/dev/null; then
+    local n
+    for n in $(curl -fsS -H "Authorization: Bearer $TD_KEY" "$TD_URL/api/spaces" \
+                 | python3 -c 'import json,sys; [print(s["name"]) for s in json.load(sys.stdin)["spaces"]]' 2>/dev/null); do
+      curl -fsS -X DELETE -H "Authorization: Bearer $TD_KEY" "$TD_URL/api/spaces/$n" >/dev/null || true
+    done
+    kill "$TD_PID"; wait "$TD_PID" 2>/dev/null || true
+  fi
+  TD_PID=
+  local d
+  for d in /sys/fs/cgroup/*"${TD_CG:-/none}" /sys/fs/cgroup"${TD_CG:-/none}"; do
+    [ -d "$d" ] && rmdir "$d" 2>/dev/null || true
+  done
+  [ -n "${TD_STATE:-}" ] && rm -rf "$TD_STATE"
+  TD_STATE=
+}
+
+test_daemon_start() {
+  local tag=$1
+  TD_PORT=${TD_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+  TD_KEY=$tag-key-$$-$RANDOM
+  TD_URL=http://127.0.0.1:$TD_PORT
+  TD_CG=/clawdspace-$tag-$$
+  TD_STATE=$(mktemp -d "/var/tmp/clawdspace-$tag.XXXXXX")
+  TD_PID=
+  trap test_daemon_cleanup EXIT
+  cargo build -q -p clawdspace-api -p clawdspace-runtime --bin clawdspaced --bin clawdspace-runtime
+  CLAWDSPACE_STATE_DIR=$TD_STATE/state CLAWDSPACE_CGROUP_PARENT=$TD_CG \
+    target/debug/clawdspace-runtime import-busybox busybox:latest >/dev/null
+  PORT=$TD_PORT API_KEY=$TD_KEY CLAWDSPACE_STATE_DIR=$TD_STATE/state CLAWDSPACE_CGROUP_PARENT=$TD_CG \
+    CLAWDSPACE_IMAGE=busybox:latest CLAWDSPACE_DOCKER_MIRROR=127.0.0.1:1 CLAWDSPACE_WORKERS=2 \
+    CLAWDSPACE_LOG=warn target/debug/clawdspaced >"$TD_STATE/daemon.log" 2>&1 &
+  TD_PID=$!
+  local _
+  for _ in $(seq 100); do curl -fsS "$TD_URL/api/health" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "test daemon did not answer on $TD_URL; its log:" >&2
+  tail -n 20 "$TD_STATE/daemon.log" >&2
+  return 1
+}
