@@ -82,6 +82,19 @@ try {
     assert.match(await page.locator('#sys-mem').innerText(), /%$/);
   });
 
+  await step('keyboard: Tab reaches "New space", Enter opens it on Name, Escape returns focus', async () => {
+    await page.locator('body').focus();
+    await page.keyboard.press('Tab'); // the skip link
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement.textContent), 'New space');
+    await page.keyboard.press('Enter');
+    await page.locator('#dlg-create').waitFor();
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'create-name');
+    await page.keyboard.press('Escape');
+    await page.locator('#dlg-create').waitFor({ state: 'hidden' });
+    assert.equal(await page.evaluate(() => document.activeElement.textContent), 'New space');
+  });
+
   await step('creates a space through the dialog and sees it running', async () => {
     await page.getByRole('button', { name: 'New space' }).click();
     const dlg = page.locator('#dlg-create');
@@ -133,6 +146,7 @@ try {
     }
     assert.notEqual(after[0], before[0], `terminal size did not change from ${before[0]}`);
     assert.ok(Number(after[2]) < Number(before[2]), `columns ${before[2]} -> ${after[2]}`);
+    await page.screenshot({ path: join(SHOTS, 'dashboard-terminal.png') });
     await page.setViewportSize({ width: 1280, height: 800 });
     await page.locator('#dlg-term').getByRole('button', { name: 'Close' }).click();
     await page.locator('#dlg-term').waitFor({ state: 'hidden' });
