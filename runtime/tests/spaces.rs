@@ -58,11 +58,25 @@ async fn fork_bomb_stops_at_the_pids_limit() {
         return;
     };
     let s = env.space_with("bomb", 128 << 20, Some(32)).await;
+    env.space("calm").await;
     let mut req = ExecRequest::new(Command::Shell(
         "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; wait".into(),
     ));
     req.timeout = Some(Duration::from_secs(3));
-    let o = env.rt().exec("bomb", req).await.expect("exec");
+    // While the bomb runs, the host and other spaces stay responsive.
+    let responsive = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = Instant::now();
+        let ok = std::process::Command::new("true")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok && t.elapsed() < Duration::from_secs(1), "host forks");
+        let t = Instant::now();
+        assert_eq!(env.out("calm", "echo calm").await, "calm");
+        assert!(t.elapsed() < Duration::from_secs(2), "other space execs");
+    };
+    let (o, ()) = tokio::join!(env.rt().exec("bomb", req), responsive);
+    let o = o.expect("exec");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("fork") || err.contains("Resource"),

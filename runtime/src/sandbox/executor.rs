@@ -1,16 +1,22 @@
 //! How an exec'd process starts inside a space: in a session of its own (so
 //! a timeout can kill its whole process group), and with shell-like exit
-//! codes when the program cannot be run (127 not found, 126 not executable).
+//! codes when the program cannot be run (127 not found, 126 not executable),
+//! and under the space's seccomp filter.
 
 use std::ffi::CString;
 use std::io::Write;
 
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 /// Executor for processes joining a space.
 #[derive(Clone, Default)]
-pub struct SpaceExecutor;
+pub struct SpaceExecutor {
+    /// The space's seccomp profile: libcontainer 0.7's tenant builder drops
+    /// `linux.seccomp` from the spec of a joining process, so the executor
+    /// loads it itself, last thing before `execve`.
+    pub seccomp: Option<LinuxSeccomp>,
+}
 
 fn fail(code: i32, msg: &str) -> ! {
     let _ = std::io::stderr().write_all(msg.as_bytes());
@@ -43,6 +49,14 @@ impl Executor for SpaceExecutor {
         // A new session makes the process its own group leader; with a TTY
         // libcontainer already did this, and setsid then fails harmlessly.
         let _ = nix::unistd::setsid();
+        if let Some(profile) = &self.seccomp {
+            // Loading a filter without CAP_SYS_ADMIN needs no_new_privs
+            // (always set for execs already).
+            let _ = nix::sys::prctl::set_no_new_privs();
+            if let Err(e) = libcontainer::seccomp::initialize_seccomp(profile) {
+                fail(126, &format!("clawdspace: seccomp filter: {e}\n"));
+            }
+        }
         let Ok(cargs) = args
             .iter()
             .map(|a| CString::new(a.as_bytes()))

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::LinuxSeccomp;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 
@@ -105,6 +106,26 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
     Ok((pid, start))
 }
 
+/// The executor of an exec, with the seccomp profile of the space's init
+/// (read from its bundle's `config.json`).
+fn executor(req: &ExecRequest) -> Res<SpaceExecutor> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        linux: Option<Linux>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Linux {
+        seccomp: Option<LinuxSeccomp>,
+    }
+    let c = load(&req.state_root, &req.id)?;
+    let path = c.bundle().join("config.json");
+    let data = fs::read(&path).map_err(lc("read space config"))?;
+    let config: Config = serde_json::from_slice(&data).map_err(lc("parse space config"))?;
+    Ok(SpaceExecutor {
+        seccomp: config.linux.and_then(|l| l.seccomp),
+    })
+}
+
 /// Starts a process on a new PTY in a running space; its master goes to
 /// the request's console socket. Returns the pid.
 pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
@@ -112,7 +133,7 @@ pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
         .with_root_path(&req.state_root)
         .map_err(lc("state root"))?
         .with_console_socket(Some(&tty.console_socket))
-        .with_executor(SpaceExecutor)
+        .with_executor(executor(req)?)
         .as_tenant()
         .with_process(Some(&tty.process_json))
         .with_detach(true)
@@ -138,7 +159,7 @@ pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
-        .with_executor(SpaceExecutor)
+        .with_executor(executor(req)?)
         .as_tenant()
         .with_container_args(req.args.clone())
         .with_env(env)

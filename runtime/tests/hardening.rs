@@ -1,0 +1,240 @@
+//! Sandbox hardening as a process inside a space meets it: seccomp,
+//! capabilities, masked and read-only `/proc`, the pid namespace.
+//! Needs root; skipped otherwise.
+//!
+//! Syscalls busybox has no applet for are made by a tiny static probe
+//! (`tests/probe/probe.rs`), compiled here and put into a test image only.
+
+mod common;
+
+use std::process::Command as HostCommand;
+
+use clawdspace_runtime::{CreateSpace, ExecOutput};
+use common::TestEnv;
+
+const EPERM: &str = "errno=1";
+
+/// Imports an image of busybox plus `/bin/probe` into `env` as `tag`. With
+/// `root`, the image's `sandbox` user is uid 0, so its spaces run as root
+/// with Docker's capabilities, as GPU spaces do (this host has no GPU).
+fn import_probe_image(env: &TestEnv, tag: &str, root: bool) {
+    let rootfs = env.dir.join(format!("probe-rootfs-{root}"));
+    common::busybox_rootfs(&rootfs);
+    if root {
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nsandbox:x:0:0:root:/home/sandbox:/bin/sh\n",
+        )
+        .expect("passwd");
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = HostCommand::new(rustc)
+        .args([
+            "--edition",
+            "2021",
+            "-C",
+            "opt-level=1",
+            "-C",
+            "panic=abort",
+        ])
+        .args(["-C", "target-feature=+crt-static", "-o"])
+        .arg(rootfs.join("bin/probe"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe/probe.rs"))
+        .status()
+        .expect("run rustc");
+    assert!(status.success(), "building the probe failed");
+    env.rt()
+        .images()
+        .import_rootfs(tag, &rootfs, Default::default())
+        .expect("import probe image");
+}
+
+/// A test env with a probe image and one space: uid 1000 without
+/// capabilities or, with `root`, uid 0 with Docker's default set.
+async fn env_with_space(name: &str, root: bool) -> Option<TestEnv> {
+    let env = TestEnv::new().await?;
+    let tag = if root {
+        "probe-root:latest"
+    } else {
+        "probe-test:latest"
+    };
+    import_probe_image(&env, tag, root);
+    env.rt()
+        .create(CreateSpace {
+            name: name.into(),
+            image: tag.into(),
+            memory: 256 << 20,
+            nano_cpus: 1_000_000_000,
+            ..Default::default()
+        })
+        .await
+        .expect("create space");
+    Some(env)
+}
+
+fn text(o: &ExecOutput) -> String {
+    format!(
+        "exit {} stdout {:?} stderr {:?}",
+        o.exit_code,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Asserts that `cmd` fails inside `name`.
+async fn refused(env: &TestEnv, name: &str, cmd: &str) {
+    let o = env.sh(name, cmd).await;
+    assert_ne!(o.exit_code, 0, "`{cmd}` must be refused: {}", text(&o));
+}
+
+/// Runs the probe's `check` in `name`; returns its answer (`ok`, `errno=N`).
+async fn probe(env: &TestEnv, name: &str, check: &str) -> String {
+    env.out(name, &format!("probe {check}")).await
+}
+
+/// What a user of any space may not do, root or not.
+async fn assert_no_kernel_reach(env: &TestEnv, name: &str) {
+    refused(env, name, "mount -t tmpfs none /tmp").await;
+    refused(env, name, "unshare -U true").await;
+    refused(env, name, "unshare -m true").await;
+    refused(env, name, "nsenter -t 1 -m true").await;
+    refused(env, name, "echo b > /proc/sysrq-trigger").await;
+    refused(env, name, "echo 1 > /proc/sys/kernel/panic").await;
+    refused(env, name, "insmod /bin/busybox").await;
+    // /proc/kcore is masked with /dev/null: nothing of the kernel's memory.
+    assert_eq!(env.out(name, "cat /proc/kcore | wc -c").await, "0");
+    assert_eq!(env.out(name, "wc -c < /proc/keys").await, "0");
+    for check in [
+        "init_module",
+        "finit_module",
+        "keyctl",
+        "add_key",
+        "bpf",
+        "perf_event_open",
+        "io_uring",
+        "vsock",
+        "clone_newuser",
+        "personality_no_aslr",
+    ] {
+        assert_eq!(probe(env, name, check).await, EPERM, "{check} in {name}");
+    }
+    // clone3 says ENOSYS so that libc falls back to clone, which works
+    // without namespace flags.
+    assert_eq!(probe(env, name, "clone3").await, "errno=38");
+    assert_eq!(probe(env, name, "fork").await, "ok");
+    assert_eq!(probe(env, name, "personality_query").await, "ok");
+    // The filter is on for execs and for the init, with no_new_privs.
+    let st = env
+        .out(
+            name,
+            "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status /proc/1/status",
+        )
+        .await;
+    assert_eq!(st.matches(":\t2").count(), 2, "seccomp filter mode: {st}");
+    assert_eq!(st.matches("NoNewPrivs:\t1").count(), 2, "{st}");
+}
+
+#[tokio::test]
+async fn sandbox_space_cannot_reach_the_kernel() {
+    let Some(env) = env_with_space("jail", false).await else {
+        return;
+    };
+    assert_eq!(env.out("jail", "id -u").await, "1000");
+    assert_eq!(
+        env.out("jail", "grep -E '^Cap(Eff|Bnd)' /proc/self/status")
+            .await,
+        "CapEff:\t0000000000000000\nCapBnd:\t0000000000000000"
+    );
+    assert_no_kernel_reach(&env, "jail").await;
+    assert_eq!(probe(&env, "jail", "chroot").await, EPERM);
+    assert_eq!(probe(&env, "jail", "raw_socket").await, EPERM);
+    // Normal work goes on.
+    assert_eq!(
+        env.out(
+            "jail",
+            "cd /tmp && echo hi > f && cat f && rm f && (echo sub)"
+        )
+        .await,
+        "hi\nsub"
+    );
+}
+
+#[tokio::test]
+async fn root_space_has_only_dockers_capabilities() {
+    let Some(env) = env_with_space("rooty", true).await else {
+        return;
+    };
+    assert_eq!(env.out("rooty", "id -u").await, "0");
+    // Docker's default set: chown, dac_override, fowner, fsetid, kill,
+    // setgid, setuid, setpcap, net_bind_service, net_raw, sys_chroot,
+    // mknod, audit_write, setfcap.
+    assert_eq!(
+        env.out("rooty", "grep -E '^CapBnd' /proc/self/status")
+            .await,
+        "CapBnd:\t00000000a80425fb"
+    );
+    assert_no_kernel_reach(&env, "rooty").await;
+    // What root in a container normally does still works.
+    assert_eq!(
+        env.out(
+            "rooty",
+            "touch /tmp/f && chown 1000:1000 /tmp/f && stat -c %u:%g /tmp/f"
+        )
+        .await,
+        "1000:1000"
+    );
+    assert_eq!(env.out("rooty", "chroot / echo chrooted").await, "chrooted");
+    assert_eq!(probe(&env, "rooty", "chroot").await, "ok");
+    // CAP_NET_RAW: ping's raw ICMP socket.
+    assert_eq!(probe(&env, "rooty", "raw_socket").await, "ok");
+}
+
+/// Kills the host process on drop.
+struct HostChild(std::process::Child);
+
+impl Drop for HostChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn processes_outside_the_space_cannot_be_seen_or_traced() {
+    let Some(env) = env_with_space("peek", false).await else {
+        return;
+    };
+    let host = HostChild(
+        HostCommand::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("host sleep"),
+    );
+    let pid = host.0.id();
+    // Only the space's own processes are in its /proc: the init, the shell
+    // and `ls`.
+    let pids = env.out("peek", "ls /proc | grep -c '^[0-9]'").await;
+    assert!(
+        pids.parse::<u32>().expect("count") <= 4,
+        "{pids} pids visible"
+    );
+    assert_ne!(
+        env.sh("peek", &format!("test -e /proc/{pid}"))
+            .await
+            .exit_code,
+        0
+    );
+    refused(&env, "peek", &format!("kill -0 {pid}")).await;
+    // ptrace of a host pid finds nothing (ESRCH)...
+    assert_eq!(
+        probe(&env, "peek", &format!("ptrace {pid}")).await,
+        "errno=3"
+    );
+    // ...while a debugger may still trace the space's own processes, as
+    // under Docker's profile.
+    assert_eq!(
+        env.out("peek", "sleep 5 & probe ptrace $!; kill -9 $!")
+            .await,
+        "ok"
+    );
+}
