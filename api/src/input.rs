@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use clawdspace_runtime::gpu::GpuRequest;
-use clawdspace_runtime::{is_valid_name, Command, ExecRequest, MIN_MEMORY};
+use clawdspace_runtime::{is_valid_name, Command, ExecRequest, NetworkMode, MIN_DISK, MIN_MEMORY};
 
 use crate::error::ApiError;
 
@@ -32,21 +32,10 @@ pub fn memory(body: &Value) -> Result<u64, ApiError> {
         Some(Value::String(s)) => s,
         Some(_) => return Err(invalid()),
     };
-    let lower = s.to_ascii_lowercase();
-    let (digits, unit) = match lower.char_indices().last() {
-        Some((i, c @ ('g' | 'm' | 'k'))) => (&lower[..i], Some(c)),
-        _ => (lower.as_str(), None),
-    };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let Some(bytes) = size_bytes(s) else {
         return Ok(DEFAULT_MEMORY);
-    }
-    let n: u64 = digits.parse().map_err(|_| invalid())?;
-    let mult: u64 = match unit {
-        Some('k') => 1 << 10,
-        Some('g') => 1 << 30,
-        _ => 1 << 20,
     };
-    let bytes = n.checked_mul(mult).ok_or_else(invalid)?;
+    let bytes = bytes.ok_or_else(invalid)?;
     if bytes < MIN_MEMORY {
         return Err(ApiError::bad_request(format!(
             "Invalid memory: at least {} MiB",
@@ -57,6 +46,44 @@ pub fn memory(body: &Value) -> Result<u64, ApiError> {
         return Err(invalid());
     }
     Ok(bytes)
+}
+
+/// A size `^(\d+)([gmk])?$` (case-insensitive, no suffix = MiB) in bytes:
+/// `None` when `s` has another form, `Some(None)` when it overflows.
+fn size_bytes(s: &str) -> Option<Option<u64>> {
+    let lower = s.to_ascii_lowercase();
+    let (digits, unit) = match lower.char_indices().last() {
+        Some((i, c @ ('g' | 'm' | 'k'))) => (&lower[..i], Some(c)),
+        _ => (lower.as_str(), None),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mult: u64 = match unit {
+        Some('k') => 1 << 10,
+        Some('g') => 1 << 30,
+        _ => 1 << 20,
+    };
+    Some(digits.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)))
+}
+
+/// The disk limit (extension): absent/null = none; else a size written
+/// like `memory`, at least 1 MiB. Unlike `memory`, any other form is 400.
+pub fn disk(body: &Value) -> Result<Option<u64>, ApiError> {
+    let invalid = || ApiError::bad_request("Invalid disk");
+    let s = match body.get("disk") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid()),
+    };
+    let bytes = size_bytes(s).flatten().ok_or_else(invalid)?;
+    if bytes < MIN_DISK {
+        return Err(ApiError::bad_request("Invalid disk: at least 1 MiB"));
+    }
+    if bytes > i64::MAX as u64 {
+        return Err(invalid());
+    }
+    Ok(Some(bytes))
 }
 
 /// CPUs in nano-CPUs: a number (or numeric string) in [0.01, host cpus].
@@ -80,6 +107,17 @@ pub fn gpu(body: &Value) -> Result<bool, ApiError> {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(ApiError::bad_request("Invalid gpu")),
+    }
+}
+
+/// The `network` extension: `"internet"` (default) or `"none"`.
+pub fn network(body: &Value) -> Result<NetworkMode, ApiError> {
+    match body.get("network") {
+        None | Some(Value::Null) => Ok(NetworkMode::Internet),
+        Some(Value::String(s)) => s.parse().map_err(ApiError::bad_request),
+        Some(_) => Err(ApiError::bad_request(
+            "Invalid network (expected \"internet\" or \"none\")",
+        )),
     }
 }
 
@@ -228,6 +266,26 @@ mod tests {
         assert_eq!(mem(json!(512)), Err(400));
         assert_eq!(mem(json!("0")), Err(400));
         assert_eq!(mem(json!("99999999999999999999g")), Err(400));
+    }
+
+    #[test]
+    fn disk_is_written_like_memory_but_strictly() {
+        let d = |v: Value| disk(&json!({ "disk": v })).map_err(|e| e.status.as_u16());
+        assert_eq!(disk(&json!({})).ok(), Some(None));
+        assert_eq!(d(Value::Null), Ok(None));
+        assert_eq!(d(json!("10g")), Ok(Some(10 << 30)));
+        assert_eq!(d(json!("512")), Ok(Some(512 << 20)));
+        assert_eq!(d(json!("1024K")), Ok(Some(1 << 20)));
+        for bad in [
+            json!("1023k"),
+            json!("0"),
+            json!("lots"),
+            json!("1.5g"),
+            json!(5),
+        ] {
+            assert_eq!(d(bad.clone()), Err(400), "{bad}");
+        }
+        assert_eq!(d(json!("99999999999999999999g")), Err(400));
     }
 
     #[test]

@@ -39,6 +39,18 @@ pub struct SpaceJson {
     /// names, or the NVIDIA hook's device list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpus: Option<Vec<String>>,
+    /// Network mode (extension): `internet` or `none`.
+    #[schema(example = "internet")]
+    pub network: String,
+    /// The space's IPv4 address on the spaces' bridge (extension; mode
+    /// `internet` only).
+    #[serde(rename = "ipAddress", skip_serializing_if = "Option::is_none")]
+    #[schema(example = "10.88.0.2")]
+    pub ip_address: Option<String>,
+    /// Disk limit of the space's writable layer, bytes (extension; only
+    /// when one was asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
 
 impl From<&Space> for SpaceJson {
@@ -54,6 +66,9 @@ impl From<&Space> for SpaceJson {
             cpus: s.cpus(),
             last_activity: iso_millis(&s.last_activity),
             gpus: s.gpus.as_ref().map(|g| g.devices.clone()),
+            network: s.network.mode.to_string(),
+            ip_address: s.network.address.map(|a| a.to_string()),
+            disk: s.disk,
         }
     }
 }
@@ -261,6 +276,27 @@ pub struct CreateSpaceBody {
     pub gpus: Option<GpusSpec>,
     /// Image reference; default CLAWDSPACE_IMAGE (or the GPU image).
     pub image: Option<String>,
+    /// Network (extension): `internet` (default: outbound through NAT,
+    /// isolated from other spaces, the host and private ranges) or `none`
+    /// (loopback only).
+    #[schema(example = "internet")]
+    pub network: Option<NetworkName>,
+    /// Disk limit of the space's files (extension), written like `memory`
+    /// (`10g`, `512m`, no suffix = MiB), at least 1 MiB; default: none.
+    /// Needs project quotas on the state directory's filesystem, else 400.
+    #[schema(example = "10g")]
+    pub disk: Option<String>,
+}
+
+/// Network mode of a space.
+#[allow(dead_code)]
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkName {
+    /// Outbound access through NAT.
+    Internet,
+    /// Loopback only.
+    None,
 }
 
 /// `gpus` of a create body.

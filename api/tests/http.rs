@@ -145,6 +145,22 @@ async fn create_validates_input_in_the_contract_order() {
             .await,
         bad("Invalid gpu")
     );
+    for disk in [json!("lots"), json!(5), json!("1.5g")] {
+        let body = json!({"name": "ok", "disk": disk});
+        assert_eq!(d.post("/api/spaces", body).await, bad("Invalid disk"));
+    }
+    // A disk limit needs project quotas on the state dir (this host: none).
+    let (s, v) = d
+        .post("/api/spaces", json!({"name": "ok", "disk": "1g"}))
+        .await;
+    if s == StatusCode::BAD_REQUEST {
+        let e = v["error"].as_str().unwrap_or_default();
+        assert!(e.starts_with("disk quotas are not available"), "{v}");
+    } else {
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["space"]["disk"], 1u64 << 30);
+        d.call(Method::DELETE, "/api/spaces/ok", None).await;
+    }
     assert_eq!(
         d.post("/api/spaces", json!({"name": "ok", "gpu": true}))
             .await,
@@ -519,7 +535,13 @@ async fn bad_configuration_stops_the_daemon_at_startup() {
     if !nix::unistd::geteuid().is_root() {
         return;
     }
-    for (k, v) in [("PORT", "http"), ("IDLE_TIMEOUT_MS", "soon")] {
+    for (k, v) in [
+        ("PORT", "http"),
+        ("IDLE_TIMEOUT_MS", "soon"),
+        ("CLAWDSPACE_SUBNET", "10.88.0.1/16"),
+        ("CLAWDSPACE_ALLOW_NETS", "10.0.0.0/8,nope"),
+        ("CLAWDSPACE_BRIDGE", "no-dashes-allowed"),
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawdspaced"))
             .env(k, v)
             .env("CLAWDSPACE_STATE_DIR", "/nonexistent-never-created")
@@ -546,7 +568,64 @@ async fn bad_configuration_stops_the_daemon_at_startup() {
         "CLAWDSPACE_STATE_DIR",
         "CLAWDSPACE_INSECURE_REGISTRIES",
         "CLAWDSPACE_SLEEP_INTERVAL_MS",
+        "CLAWDSPACE_BRIDGE",
+        "CLAWDSPACE_SUBNET",
+        "CLAWDSPACE_ALLOW_NETS",
+        "CLAWDSPACE_DNS",
     ] {
         assert!(text.contains(var), "--help lists {var}");
     }
+}
+
+#[tokio::test]
+async fn the_network_is_chosen_on_create() {
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    for bad in [json!("lan"), json!(1), json!(true)] {
+        let (s, v) = d
+            .post("/api/spaces", json!({"name": "x", "network": bad}))
+            .await;
+        assert_eq!(s, 400, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("Invalid network")),
+            "{v}"
+        );
+    }
+    // Default: internet, with an address from the daemon's subnet.
+    let web = d.create("web").await;
+    assert_eq!(web["network"], "internet", "{web}");
+    let ip: std::net::Ipv4Addr = web["ipAddress"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("ipAddress");
+    assert!(d.network.subnet.contains(ip), "{ip}");
+    let (s, v) = d
+        .post(
+            "/api/spaces",
+            json!({"name": "off", "memory": "256m", "network": "none"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["space"]["network"], "none");
+    assert!(v["space"].get("ipAddress").is_none(), "{v}");
+    for (name, want) in [("web", "eth0 lo"), ("off", "lo")] {
+        let r = d
+            .exec(name, json!("ls /sys/class/net | tr '\\n' ' '"))
+            .await;
+        assert_eq!(r["stdout"], want, "{name}");
+    }
+    let (_, list) = d.get("/api/spaces").await;
+    assert_eq!(list["spaces"].as_array().map(Vec::len), Some(2));
+    for name in ["web", "off"] {
+        let (s, _) = d
+            .call(Method::DELETE, &format!("/api/spaces/{name}"), None)
+            .await;
+        assert_eq!(s, 200);
+    }
+    assert!(!std::path::Path::new("/sys/class/net")
+        .join(&d.network.bridge)
+        .exists());
 }

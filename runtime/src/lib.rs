@@ -15,6 +15,7 @@ pub mod host;
 pub mod image;
 pub mod network;
 pub mod purge;
+mod quota;
 mod runtime;
 pub mod sandbox;
 pub mod seccomp;
@@ -27,5 +28,7 @@ pub use config::RuntimeConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
-pub use runtime::{is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_MEMORY, MIN_NANO_CPUS};
+pub use runtime::{
+    is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
+};
 pub use store::{Space, SpaceStatus, SpaceUser};

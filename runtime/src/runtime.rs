@@ -23,6 +23,7 @@ use crate::fsutil::{remove_dir_all_if_exists, write_atomic};
 use crate::gpu::{GpuRequest, Passthrough};
 use crate::image::{resolve_user, Image, ImageStore, ProgressFn, Puller};
 use crate::network::{Network, NetworkMode, SpaceNetwork};
+use crate::quota;
 use crate::sandbox::proc;
 use crate::spec::{build_spec, space_env};
 use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser, Store};
@@ -34,6 +35,8 @@ static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace
 
 /// Smallest memory limit a space may have.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// Smallest disk limit in bytes (1 MiB).
+pub const MIN_DISK: u64 = 1 << 20;
 /// Smallest CPU limit, in nano-CPUs (0.01 core).
 pub const MIN_NANO_CPUS: u64 = 10_000_000;
 
@@ -57,6 +60,8 @@ pub struct CreateSpace {
     /// How the space is connected (default here: `none`; the API's
     /// default is `internet`).
     pub network: NetworkMode,
+    /// Disk limit in bytes (needs project quotas on the state dir).
+    pub disk: Option<u64>,
 }
 
 /// Whether `name` is a valid space name (SPEC 6.1).
@@ -157,6 +162,7 @@ impl Runtime {
                 _lock: lock,
             }),
         };
+        rt.inner.gpu.log();
         rt.restore().await?;
         rt.start_flusher();
         Ok(rt)
@@ -363,6 +369,12 @@ impl Runtime {
         if pids_limit < 1 {
             return Err(Error::InvalidInput("Invalid pids limit: at least 1".into()));
         }
+        if let Some(d) = req.disk {
+            if d < MIN_DISK {
+                return Err(Error::InvalidInput("Invalid disk: at least 1 MiB".into()));
+            }
+            quota::check_available(self.inner.store.dir())?;
+        }
         if self.entry(&req.name).is_ok() {
             return Err(Error::SpaceExists);
         }
@@ -428,6 +440,7 @@ impl Runtime {
                 mode: req.network,
                 address: None,
             },
+            disk: req.disk,
         };
         // Reserve the name: a concurrent create of the same name sees it.
         let entry = Arc::new(Entry {
@@ -478,6 +491,22 @@ impl Runtime {
         let space = entry.snapshot();
         let dir = self.inner.store.space_dir(&space.id);
         fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        if let Some(bytes) = space.disk {
+            let (upper, work) = (dir.join("upper"), dir.join("work"));
+            let applied = [&upper, &work]
+                .iter()
+                .try_for_each(|d| fs::create_dir_all(d).ctx(|| format!("create {}", d.display())))
+                .and_then(|()| quota::apply(&upper, &work, &space.id, bytes));
+            match applied {
+                Err(e) if space.status != SpaceStatus::Creating => {
+                    // A restart (e.g. after a reboot that lost `prjquota`)
+                    // brings the space back without its limit rather than
+                    // not at all.
+                    tracing::warn!(space = %space.name, "disk limit not applied: {e}");
+                }
+                r => r?,
+            }
+        }
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
         if let Some(a) = &space.gpus {
             self.inner.gpu.apply(&mut spec, a)?;
@@ -554,9 +583,12 @@ impl Runtime {
         let id = space.id.clone();
         self.net(move |n| n.release(&id)).await?;
         // An upper dir can hold gigabytes: delete it off the async threads.
-        tokio::task::spawn_blocking(move || remove_dir_all_if_exists(&dir))
-            .await
-            .map_err(|e| Error::Container(format!("removing space files: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            quota::release(&dir.join("upper"));
+            remove_dir_all_if_exists(&dir)
+        })
+        .await
+        .map_err(|e| Error::Container(format!("removing space files: {e}")))?
     }
 
     /// Destroys a space whatever its state. Nothing of it remains.
@@ -1129,6 +1161,7 @@ fn placeholder() -> Space {
         env: Vec::new(),
         layers: Vec::new(),
         network: Default::default(),
+        disk: None,
     }
 }
 

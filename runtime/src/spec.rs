@@ -192,6 +192,7 @@ mod tests {
             env: vec!["PATH=/bin".into()],
             layers: vec![],
             network: Default::default(),
+            disk: None,
         }
     }
 

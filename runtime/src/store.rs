@@ -99,6 +99,9 @@ pub struct Space {
     /// Network mode and address (records without it: mode `none`).
     #[serde(default)]
     pub network: crate::network::SpaceNetwork,
+    /// Disk limit of the space's writable layer in bytes (project quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
 
 impl Space {
@@ -127,6 +130,11 @@ impl Store {
         let root = state_dir.join("spaces");
         fs::create_dir_all(&root).ctx(|| format!("create {}", root.display()))?;
         Ok(Store { root })
+    }
+
+    /// The directory of all spaces (`<state_dir>/spaces`).
+    pub fn dir(&self) -> &Path {
+        &self.root
     }
 
     /// The directory holding everything of space `id`.

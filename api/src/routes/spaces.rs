@@ -52,6 +52,8 @@ pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> Api
         return Err(ApiError::bad_request("GPU not available on this server"));
     }
     let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
+    let network = input::network(&body)?;
+    let disk = input::disk(&body)?;
     let space = st
         .rt
         .create(CreateSpace {
@@ -62,7 +64,8 @@ pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> Api
             pids_limit: None,
             gpu,
             gpus,
-            ..Default::default()
+            network,
+            disk,
         })
         .await?;
     Ok(json_response(

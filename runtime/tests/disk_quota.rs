@@ -1,0 +1,126 @@
+//! Per-space disk limits (project quotas). Needs root; skipped otherwise.
+//! The enforcing test also needs a kernel that mounts ext4 with project
+//! quotas (CONFIG_QUOTA and CONFIG_QFMT_V2); it says so when skipped.
+
+mod common;
+
+use std::fs;
+use std::process::Command as HostCommand;
+
+use clawdspace_runtime::{CreateSpace, Error};
+use common::{TestEnv, IMAGE};
+
+fn request(name: &str, disk: Option<u64>) -> CreateSpace {
+    CreateSpace {
+        name: name.into(),
+        image: IMAGE.into(),
+        memory: 256 << 20,
+        nano_cpus: 1_000_000_000,
+        disk,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_disk_limit_without_project_quotas_is_refused_and_leaves_nothing() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    match env.rt().create(request("q", Some(64 << 20))).await {
+        Err(Error::InvalidInput(msg)) => {
+            assert!(msg.contains("disk quotas are not available"), "{msg}");
+            assert!(msg.contains("prjquota"), "says what to do: {msg}");
+        }
+        Ok(_) => {
+            eprintln!("skipped: this state dir enforces project quotas");
+            return;
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+    assert!(matches!(env.rt().get("q"), Err(Error::SpaceNotFound)));
+    let left = fs::read_dir(env.dir.join("state/spaces"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "no space directory left");
+    // Too small a limit is refused whatever the filesystem.
+    assert!(matches!(
+        env.rt().create(request("q", Some(4096))).await,
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+/// Runs a host command; whether it succeeded.
+fn run(cmd: &str, args: &[&str]) -> bool {
+    HostCommand::new(cmd)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn writes_past_the_disk_limit_fail_inside_the_space_only() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    // The state dir moves onto a fresh ext4 with project quotas; the
+    // environment's cleanup unmounts it (and so frees the loop device).
+    let img = env.dir.join("disk.img");
+    let state = env.dir.join("state");
+    let img_s = img.to_string_lossy().to_string();
+    let made = fs::File::create(&img)
+        .and_then(|f| f.set_len(256 << 20))
+        .is_ok()
+        && run("mkfs.ext4", &["-q", "-O", "quota,project", &img_s]);
+    assert!(made, "mkfs.ext4 with quota,project (e2fsprogs)");
+    env.rt.take();
+    if !run(
+        "mount",
+        &["-o", "loop,prjquota", &img_s, &state.to_string_lossy()],
+    ) {
+        eprintln!(
+            "skipped: this kernel cannot mount ext4 with project quotas \
+             (needs CONFIG_QUOTA and CONFIG_QFMT_V2)"
+        );
+        return;
+    }
+    env.rt = Some(env.open().await);
+    env.rt()
+        .images()
+        .import_rootfs(IMAGE, &env.dir.join("fixture-rootfs"), Default::default())
+        .expect("import busybox image");
+
+    let small = env
+        .rt()
+        .create(request("small", Some(8 << 20)))
+        .await
+        .expect("create with a disk limit");
+    assert_eq!(small.disk, Some(8 << 20));
+    env.rt()
+        .create(request("big", None))
+        .await
+        .expect("create without a limit");
+
+    let write = "dd if=/dev/zero of=$HOME/f bs=1M count=32 2>&1; sync";
+    let o = env.sh("small", write).await;
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Disk quota exceeded"), "limited: {out}");
+    // Freed space can be used again.
+    assert_eq!(
+        env.out("small", "rm $HOME/f && echo ok > $HOME/g && cat $HOME/g")
+            .await,
+        "ok"
+    );
+    let o = env.sh("big", write).await;
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("quota"),
+        "the other space is not limited: {o:?}"
+    );
+    assert_eq!(
+        env.out("big", "wc -c < $HOME/f").await,
+        (32u64 << 20).to_string()
+    );
+
+    env.rt().destroy("big").await.expect("destroy big");
+    env.rt().destroy("small").await.expect("destroy small");
+    assert!(env.rt().list().is_empty());
+}
