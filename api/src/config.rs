@@ -1,8 +1,30 @@
 //! Daemon configuration from the environment (SPEC section 2 plus ours).
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::Parser;
+use clawdspace_runtime::network::{config::parse_list, Ipv4Net};
+
+/// A comma-separated list option.
+#[derive(Debug, Clone, Default)]
+pub struct List<T>(pub Vec<T>);
+
+fn bridge(s: &str) -> Result<String, String> {
+    let c = clawdspace_runtime::NetworkConfig {
+        bridge: s.to_string(),
+        ..Default::default()
+    };
+    c.validate().map(|()| c.bridge)
+}
+
+fn list<T: FromStr>(s: &str) -> Result<List<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    parse_list(s).map(List)
+}
 
 /// clawdspaced: the Clawdspace REST daemon. Runs spaces (sandboxed Linux
 /// environments) on this server and serves the REST API and dashboard.
@@ -56,6 +78,20 @@ pub struct Config {
     /// Worker processes running libcontainer.
     #[arg(long, env = "CLAWDSPACE_WORKERS", default_value_t = 4)]
     pub workers: usize,
+    /// Bridge of networked spaces; also the name of our nftables table.
+    #[arg(long, env = "CLAWDSPACE_BRIDGE", default_value = "clawdspace0", value_parser = bridge)]
+    pub bridge: String,
+    /// Subnet of networked spaces; its first address is the bridge's.
+    #[arg(long, env = "CLAWDSPACE_SUBNET", default_value = "10.88.0.0/16")]
+    pub subnet: Ipv4Net,
+    /// Blocked destinations (private, link-local, metadata ranges) spaces
+    /// may reach anyway: comma-separated IPv4 CIDRs.
+    #[arg(long, env = "CLAWDSPACE_ALLOW_NETS", default_value = "", value_parser = list::<Ipv4Net>)]
+    pub allow_nets: List<Ipv4Net>,
+    /// DNS servers of spaces, comma-separated IPv4 addresses (default: the
+    /// host's, or its stub resolver's upstream servers).
+    #[arg(long, env = "CLAWDSPACE_DNS", default_value = "", value_parser = list::<Ipv4Addr>)]
+    pub dns: List<Ipv4Addr>,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -81,6 +117,12 @@ impl Config {
         if let Some(f) = &self.auth_file {
             c.registries.auth_files[0] = f.clone();
         }
+        c.network = clawdspace_runtime::NetworkConfig {
+            bridge: self.bridge.clone(),
+            subnet: self.subnet,
+            allow: self.allow_nets.0.clone(),
+            dns: self.dns.0.clone(),
+        };
         c
     }
 }

@@ -107,7 +107,11 @@ impl Ctx<'_> {
                 cpus,
                 gpu,
                 image,
-            } => self.create(name, server, memory, cpus, gpu, image).await,
+                network,
+            } => {
+                self.create(name, server, memory, cpus, gpu, (image, network))
+                    .await
+            }
             Cmd::List { server, json } => self.list(server, json).await,
             Cmd::Exec {
                 server,
@@ -427,7 +431,7 @@ impl Ctx<'_> {
         memory: String,
         cpus: String,
         gpu: bool,
-        image: Option<String>,
+        (image, network): (Option<String>, Option<String>),
     ) -> CmdResult {
         let Some(name) = name.filter(|n| !n.is_empty()) else {
             return Err(Fail::error("name required"));
@@ -454,6 +458,9 @@ impl Ctx<'_> {
         let mut body = json!({"name": name, "memory": memory, "cpus": cpus_value, "gpu": gpu});
         if let Some(img) = &image {
             body["image"] = json!(img);
+        }
+        if let Some(n) = network {
+            body["network"] = json!(n);
         }
         self.api
             .call(

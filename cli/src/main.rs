@@ -114,6 +114,10 @@ enum Cmd {
         /// Image reference (default: the server's default image).
         #[arg(long)]
         image: Option<String>,
+        /// Network: `internet` (outbound through NAT; the server's default)
+        /// or `none` (loopback only).
+        #[arg(long, value_parser = ["internet", "none"])]
+        network: Option<String>,
     },
     /// List spaces on every server (or one).
     #[command(visible_alias = "ls")]

@@ -220,9 +220,15 @@ fn create_picks_the_server_with_most_free_memory() {
     assert_eq!(v["cpus"], 0.5);
     assert_eq!(v["memory"], "512m");
     assert_eq!(v["image"], "alpine:3");
-    // --server accepts a URL and a configured host too.
-    home.run(&["create", "sp3", "--server", &small.url()])
-        .expect_code(0);
+    assert!(v.get("network").is_none(), "the server's default");
+    // --server accepts a URL and a configured host too; --network.
+    let url = small.url();
+    let sp3 = ["create", "sp3", "--server", &url, "--network", "none"];
+    home.run(&sp3).expect_code(0);
+    let posts = small.requests();
+    let last = posts.iter().rfind(|q| q.method == "POST").expect("post");
+    let v: Value = serde_json::from_str(&last.body).expect("json");
+    assert_eq!(v["network"], "none");
     home.run(&["create", "-s", &small.host(), "sp4"])
         .expect_code(0);
     assert_eq!(small.count("POST", "/api/spaces"), 3);
@@ -233,6 +239,9 @@ fn create_picks_the_server_with_most_free_memory() {
     let r = home.run(&["create", "sp5", "--cpus", "lots"]);
     r.expect_code(1);
     assert!(r.stderr.contains("Invalid cpus"), "{}", r.stderr);
+    let r = home.run(&["create", "sp5", "--network", "lan"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--network"), "{}", r.stderr);
     let r = home.run(&["create"]);
     r.expect_code(1);
     assert!(r.stderr.contains("Error: name required"));

@@ -22,6 +22,8 @@ pub struct Daemon {
     pub port: u16,
     pub dir: PathBuf,
     pub cgroup_parent: String,
+    /// A bridge, subnet and nftables table of this daemon's own.
+    pub network: clawdspace_runtime::NetworkConfig,
     env: Vec<(String, String)>,
     child: Option<Child>,
     pub http: Client,
@@ -53,6 +55,7 @@ impl Daemon {
         let mut d = Daemon {
             port: free_port(),
             cgroup_parent: format!("/clawdspace-apitest-{tag}"),
+            network: clawdspace_runtime::NetworkConfig::private_for(rand::random()),
             dir,
             env: env
                 .iter()
@@ -80,6 +83,8 @@ impl Daemon {
             .env("CLAWDSPACE_IMAGE", IMAGE)
             .env("CLAWDSPACE_WORKERS", "2")
             .env("CLAWDSPACE_LOG", "warn")
+            .env("CLAWDSPACE_BRIDGE", &self.network.bridge)
+            .env("CLAWDSPACE_SUBNET", self.network.subnet.to_string())
             // Tests never reach the internet: Docker Hub names go to a dead
             // loopback port instead.
             .env("CLAWDSPACE_DOCKER_MIRROR", "127.0.0.1:1")

@@ -469,6 +469,8 @@ pub struct Daemon {
     pub key: String,
     pub state: PathBuf,
     pub cgroup_parent: String,
+    /// A bridge, subnet and nftables table of this daemon's own.
+    pub network: clawdspace_runtime::NetworkConfig,
     child: Option<Child>,
 }
 
@@ -505,6 +507,8 @@ impl Daemon {
             .env("CLAWDSPACE_IMAGE", IMAGE)
             .env("CLAWDSPACE_WORKERS", "2")
             .env("CLAWDSPACE_LOG", "info")
+            .env("CLAWDSPACE_BRIDGE", &self.network.bridge)
+            .env("CLAWDSPACE_SUBNET", self.network.subnet.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -644,6 +648,7 @@ impl Cluster {
                 key: key.clone(),
                 state,
                 cgroup_parent: format!("/clawdspace-clitest-{tag}-{i}"),
+                network: clawdspace_runtime::NetworkConfig::private_for(rand::random()),
                 child: None,
             });
         }

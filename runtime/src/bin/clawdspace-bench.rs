@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clawdspace_runtime::image::ImageConfig;
 use clawdspace_runtime::{
-    CgroupMode, Command, CreateSpace, ExecRequest, Runtime, RuntimeConfig, Space,
+    CgroupMode, Command, CreateSpace, ExecRequest, NetworkConfig, NetworkMode, Runtime,
+    RuntimeConfig, Space,
 };
 use serde_json::{json, Value};
 
@@ -34,6 +35,9 @@ const USAGE: &str = "usage: clawdspace-bench --rootfs DIR [options]
   --breakdown N         also time N rounds of the parts of exec/pause/resume
                         on one space: the bare worker round trip, the record
                         writes, the kernel freezer (default 0 = skip)
+  --network MODE        network of the spaces: none (default) or internet
+                        (on a bridge and subnet of the benchmark's own; one
+                        extra networked space keeps the bridge up)
 Prints one JSON object on stdout; logs (CLAWDSPACE_LOG) go to stderr.";
 
 const IMAGE: &str = "clawdspace-bench:latest";
@@ -50,6 +54,7 @@ struct Options {
     workers: Option<usize>,
     memory: u64,
     breakdown: usize,
+    network: NetworkMode,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
@@ -68,6 +73,7 @@ fn parse_args() -> anyhow::Result<Options> {
         workers: None,
         memory: 256 << 20,
         breakdown: 0,
+        network: NetworkMode::None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -91,6 +97,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--workers" => o.workers = Some(num(&v)?.max(1)),
             "--memory" => o.memory = num(&v)? as u64,
             "--breakdown" => o.breakdown = num(&v)?,
+            "--network" => o.network = v.parse().map_err(anyhow::Error::msg)?,
             _ => bail!("unknown option {a}\n{USAGE}"),
         }
     }
@@ -162,6 +169,7 @@ async fn run(o: &Options) -> anyhow::Result<Value> {
     let mut config = RuntimeConfig::new(o.state.join("state"));
     config.worker_exe = std::env::current_exe().context("current exe")?;
     config.cgroup_parent = o.cgroup_parent.clone();
+    config.network = NetworkConfig::private_for(rand::random());
     if let Some(w) = o.workers {
         config.workers = w;
     }
@@ -226,24 +234,22 @@ fn summary(samples: &[f64]) -> Value {
     })
 }
 
-fn create_req(name: &str, memory: u64) -> CreateSpace {
+fn create_req(name: &str, o: &Options) -> CreateSpace {
     CreateSpace {
         name: name.to_string(),
         image: IMAGE.to_string(),
-        memory,
+        memory: o.memory,
         nano_cpus: 1_000_000_000,
         pids_limit: None,
+        network: o.network,
         ..Default::default()
     }
 }
 
 /// One create → exec → pause → resume → destroy cycle; the five durations.
-async fn cycle(rt: &Runtime, name: &str, memory: u64) -> anyhow::Result<[f64; 5]> {
+async fn cycle(rt: &Runtime, name: &str, o: &Options) -> anyhow::Result<[f64; 5]> {
     let t = Instant::now();
-    let space = rt
-        .create(create_req(name, memory))
-        .await
-        .context("create")?;
+    let space = rt.create(create_req(name, o)).await.context("create")?;
     let create = ms(t.elapsed());
     if space.init_pid.is_none() {
         bail!("space {name} has no init pid after create");
@@ -289,11 +295,18 @@ async fn bench(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         .import_rootfs(IMAGE, &o.rootfs, ImageConfig::default())
         .with_context(|| format!("import {}", o.rootfs.display()))?;
     let import_ms = ms(t.elapsed());
+    if o.network == NetworkMode::Internet {
+        // A networked space that stays: the bridge and rules are set up
+        // once, as on a server with spaces, not in every timed create.
+        rt.create(create_req("anchor", o))
+            .await
+            .context("create anchor")?;
+    }
 
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(o.runs); OPS.len()];
     for i in 0..o.warmup + o.runs {
         let name = format!("bench-{i}");
-        let d = cycle(rt, &name, o.memory)
+        let d = cycle(rt, &name, o)
             .await
             .with_context(|| format!("run {i} ({name})"))?;
         if i >= o.warmup {
@@ -344,10 +357,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     use clawdspace_runtime::worker::WorkerPool;
 
     let name = "breakdown";
-    let space = rt
-        .create(create_req(name, o.memory))
-        .await
-        .context("create")?;
+    let space = rt.create(create_req(name, o)).await.context("create")?;
     let state_root = rt
         .container_state_dir(&space)
         .parent()
@@ -615,7 +625,7 @@ async fn idle_memory(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     for i in 0..o.idle {
         let name = format!("idle-{i}");
         spaces.push(
-            rt.create(create_req(&name, o.memory))
+            rt.create(create_req(&name, o))
                 .await
                 .context("create idle space")?,
         );

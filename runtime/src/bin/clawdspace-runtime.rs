@@ -19,7 +19,7 @@ const USAGE: &str = "usage: clawdspace-runtime <command> [args]
   rmi <ref>                              remove an image (not while a space uses it)
   gc                                     delete layers no image or space uses
   images                                 list images
-  create <name> <image> [memory-bytes] [cpus]
+  create <name> <image> [memory-bytes] [cpus] [none|internet]
   hold <name> <image>                    create, print its id, then wait forever
   exec <name> <argv...>                  run a command, exit with its code
   sh <name> <command>                    run a command with sh -c
@@ -116,6 +116,10 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
                 Some(c) => c.parse().context("cpus")?,
                 None => 1.0,
             };
+            let network = match rest.get(2) {
+                Some(n) => n.parse().map_err(anyhow::Error::msg)?,
+                None => Default::default(),
+            };
             let rt = open().await?;
             let s = rt
                 .create(CreateSpace {
@@ -124,6 +128,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
                     memory,
                     nano_cpus: (cpus * 1e9).round() as u64,
                     pids_limit: None,
+                    network,
                     ..Default::default()
                 })
                 .await?;

@@ -86,14 +86,11 @@ pub fn up(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], state_dir: &Path) -> Resu
     let data = serde_json::to_vec(&rec).map_err(|e| Error::State(e.to_string()))?;
     write_atomic(&record_path(state_dir), &data, true)?;
     if !link_exists(br) {
-        ip_batch(
-            None,
-            &[
-                format!("link add {br} type bridge"),
-                format!("addr add {}/{} dev {br}", cfg.gateway(), cfg.subnet.prefix),
-                format!("link set {br} up"),
-            ],
-        )?;
+        ip_batch(&[
+            format!("link add {br} type bridge"),
+            format!("addr add {}/{} dev {br}", cfg.gateway(), cfg.subnet.prefix),
+            format!("link set {br} up"),
+        ])?;
         // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
         sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
     }
@@ -117,7 +114,7 @@ pub fn down(state_dir: &Path) -> Result<()> {
     note(forward::release(&rec.bridge));
     note(nft(&rules::delete(&rec.table)));
     if link_exists(&rec.bridge) {
-        note(ip_batch(None, &[format!("link del {}", rec.bridge)]));
+        note(ip_batch(&[format!("link del {}", rec.bridge)]));
     }
     if first.is_none() {
         let _ = fs::remove_file(record_path(state_dir));

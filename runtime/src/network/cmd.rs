@@ -36,16 +36,12 @@ pub fn run(prog: &str, args: &[&str], script: &str) -> Result<()> {
     )))
 }
 
-/// `ip -batch -` with one command per line (in netns `netns` if given).
-pub fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<()> {
+/// `ip -batch -` with one command per line (nothing for no lines).
+pub fn ip_batch(lines: &[String]) -> Result<()> {
     if lines.is_empty() {
         return Ok(());
     }
-    let script = lines.join("\n") + "\n";
-    match netns {
-        Some(ns) => run("ip", &["-n", ns, "-batch", "-"], &script),
-        None => run("ip", &["-batch", "-"], &script),
-    }
+    run("ip", &["-batch", "-"], &(lines.join("\n") + "\n"))
 }
 
 /// `nft -f -`: applies `script` atomically.

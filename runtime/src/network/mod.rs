@@ -12,6 +12,7 @@ mod cmd;
 pub mod config;
 pub mod dns;
 mod forward;
+mod inside;
 pub mod netns;
 pub mod nft;
 pub mod pool;
