@@ -25,7 +25,8 @@ use crate::image::{resolve_user, Image, ImageStore, ProgressFn, Puller};
 use crate::network::{Network, NetworkMode, SpaceNetwork};
 use crate::quota;
 use crate::sandbox::proc;
-use crate::spec::{build_spec, space_env};
+use crate::seccomp;
+use crate::spec::{build_spec, capabilities_for, space_env};
 use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser, Store};
 use crate::worker::proto::{CreateRequest, DestroyRequest, Reply, Request, RootfsPlan};
 use crate::worker::WorkerPool;
@@ -507,6 +508,7 @@ impl Runtime {
                 r => r?,
             }
         }
+        write_filter(&dir, &space)?;
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
         if let Some(a) = &space.gpus {
             self.inner.gpu.apply(&mut spec, a)?;
@@ -1047,6 +1049,12 @@ impl Runtime {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(s.name.clone(), entry.clone());
             if alive {
+                // Execs need the filter in the bundle (a space started by
+                // an older daemon may lack it).
+                let dir = self.inner.store.space_dir(&s.id);
+                if let Err(e) = write_filter(&dir, &s) {
+                    tracing::error!(space = %s.name, "writing its seccomp filter: {e}");
+                }
                 tracing::info!(space = %s.name, status = s.status.as_str(), "adopted running space");
                 self.watch_init(&s);
             } else {
@@ -1131,6 +1139,12 @@ fn spawned(
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", e.into()))?;
     Ok((r, w))
+}
+
+/// Writes the compiled seccomp filter of `space` into its bundle `dir`.
+fn write_filter(dir: &Path, space: &Space) -> Result<()> {
+    let filter = seccomp::filter(&capabilities_for(space.user.uid))?;
+    write_atomic(&dir.join(seccomp::FILTER_FILE), &filter, false)
 }
 
 fn placeholder() -> Space {

@@ -124,8 +124,7 @@ pub fn spec_json(space: &Space, cgroups_path: &str, init_host_path: &Path) -> Va
                 "pids": { "limit": space.pids_limit }
             },
             "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "seccomp": crate::seccomp::profile(&caps)
+            "readonlyPaths": READONLY_PATHS
         }
     })
 }

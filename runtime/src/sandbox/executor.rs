@@ -6,16 +6,15 @@
 use std::ffi::CString;
 use std::io::Write;
 
-use libcontainer::oci_spec::runtime::{LinuxSeccomp, Spec};
+use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
 /// Executor for processes joining a space.
 #[derive(Clone, Default)]
 pub struct SpaceExecutor {
-    /// The space's seccomp profile: libcontainer 0.7's tenant builder drops
-    /// `linux.seccomp` from the spec of a joining process, so the executor
-    /// loads it itself, last thing before `execve`.
-    pub seccomp: Option<LinuxSeccomp>,
+    /// The space's compiled seccomp filter (`crate::seccomp`), loaded last
+    /// thing before `execve`.
+    pub filter: Vec<u8>,
 }
 
 fn fail(code: i32, msg: &str) -> ! {
@@ -49,13 +48,11 @@ impl Executor for SpaceExecutor {
         // A new session makes the process its own group leader; with a TTY
         // libcontainer already did this, and setsid then fails harmlessly.
         let _ = nix::unistd::setsid();
-        if let Some(profile) = &self.seccomp {
-            // Loading a filter without CAP_SYS_ADMIN needs no_new_privs
-            // (always set for execs already).
-            let _ = nix::sys::prctl::set_no_new_privs();
-            if let Err(e) = libcontainer::seccomp::initialize_seccomp(profile) {
-                fail(126, &format!("clawdspace: seccomp filter: {e}\n"));
-            }
+        // Loading a filter without CAP_SYS_ADMIN needs no_new_privs (set
+        // for every process of a space already).
+        let _ = nix::sys::prctl::set_no_new_privs();
+        if let Err(e) = crate::seccomp::load(&self.filter) {
+            fail(126, &format!("clawdspace: seccomp filter: {e}\n"));
         }
         let Ok(cargs) = args
             .iter()

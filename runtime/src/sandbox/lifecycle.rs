@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::oci_spec::runtime::LinuxSeccomp;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 
@@ -90,6 +89,7 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
         .with_stdin(devnull()?)
         .with_stdout(devnull()?)
         .with_stderr(devnull()?)
+        .with_executor(executor(&req.bundle)?)
         .validate_id()
         .map_err(lc("container id"))?
         .as_init(&req.bundle)
@@ -106,24 +106,17 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
     Ok((pid, start))
 }
 
-/// The executor of an exec, with the seccomp profile of the space's init
-/// (read from its bundle's `config.json`).
-fn executor(req: &ExecRequest) -> Res<SpaceExecutor> {
-    #[derive(serde::Deserialize)]
-    struct Config {
-        linux: Option<Linux>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Linux {
-        seccomp: Option<LinuxSeccomp>,
-    }
-    let c = load(&req.state_root, &req.id)?;
-    let path = c.bundle().join("config.json");
-    let data = fs::read(&path).map_err(lc("read space config"))?;
-    let config: Config = serde_json::from_slice(&data).map_err(lc("parse space config"))?;
-    Ok(SpaceExecutor {
-        seccomp: config.linux.and_then(|l| l.seccomp),
-    })
+/// The executor of a space's processes, with the seccomp filter from its
+/// bundle. A space without one runs nothing.
+fn executor(bundle: &Path) -> Res<SpaceExecutor> {
+    let filter = fs::read(bundle.join(crate::seccomp::FILTER_FILE))
+        .map_err(lc("read the space's seccomp filter"))?;
+    Ok(SpaceExecutor { filter })
+}
+
+/// [`executor`] of the space an exec joins.
+fn exec_executor(req: &ExecRequest) -> Res<SpaceExecutor> {
+    executor(load(&req.state_root, &req.id)?.bundle())
 }
 
 /// Starts a process on a new PTY in a running space; its master goes to
@@ -133,7 +126,7 @@ pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
         .with_root_path(&req.state_root)
         .map_err(lc("state root"))?
         .with_console_socket(Some(&tty.console_socket))
-        .with_executor(executor(req)?)
+        .with_executor(exec_executor(req)?)
         .as_tenant()
         .with_process(Some(&tty.process_json))
         .with_detach(true)
@@ -159,7 +152,7 @@ pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
-        .with_executor(executor(req)?)
+        .with_executor(exec_executor(req)?)
         .as_tenant()
         .with_container_args(req.args.clone())
         .with_env(env)
