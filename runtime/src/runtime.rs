@@ -164,6 +164,15 @@ impl Runtime {
             }),
         };
         rt.inner.gpu.log();
+        // Compile the seccomp filters (~10 ms each) off the async threads
+        // before the first create needs one.
+        tokio::task::spawn_blocking(|| {
+            for uid in [1000, 0] {
+                if let Err(e) = seccomp::filter(&capabilities_for(uid)) {
+                    tracing::error!("compiling the seccomp filter: {e}");
+                }
+            }
+        });
         rt.restore().await?;
         rt.start_flusher();
         Ok(rt)
