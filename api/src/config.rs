@@ -78,6 +78,20 @@ pub struct Config {
     /// Worker processes running libcontainer.
     #[arg(long, env = "CLAWDSPACE_WORKERS", default_value_t = 4)]
     pub workers: usize,
+    /// Directories with CDI specs (`:`-separated; empty: none)
+    /// [default: /etc/cdi:/var/run/cdi].
+    #[arg(long, env = "CLAWDSPACE_CDI_DIRS")]
+    pub cdi_dirs: Option<String>,
+    /// CDI kind of the GPUs given to GPU spaces [default: nvidia.com/gpu].
+    #[arg(long, env = "CLAWDSPACE_GPU_CDI_KIND")]
+    pub gpu_cdi_kind: Option<String>,
+    /// nvidia-container-runtime-hook to use when there is no CDI spec
+    /// (empty: never) [default: found on PATH or in /usr/bin].
+    #[arg(long, env = "CLAWDSPACE_NVIDIA_HOOK")]
+    pub nvidia_hook: Option<String>,
+    /// NVIDIA_DRIVER_CAPABILITIES of hook GPU spaces [default: compute,utility].
+    #[arg(long, env = "CLAWDSPACE_GPU_CAPABILITIES")]
+    pub gpu_capabilities: Option<String>,
     /// Bridge of networked spaces; also the name of our nftables table.
     #[arg(long, env = "CLAWDSPACE_BRIDGE", default_value = "clawdspace0", value_parser = bridge)]
     pub bridge: String,
@@ -117,6 +131,12 @@ impl Config {
         if let Some(f) = &self.auth_file {
             c.registries.auth_files[0] = f.clone();
         }
+        c.gpu = clawdspace_runtime::gpu::GpuConfig::from_settings(
+            self.cdi_dirs.as_deref(),
+            self.gpu_cdi_kind.as_deref(),
+            self.nvidia_hook.as_deref(),
+            self.gpu_capabilities.as_deref(),
+        );
         c.network = clawdspace_runtime::NetworkConfig {
             bridge: self.bridge.clone(),
             subnet: self.subnet,

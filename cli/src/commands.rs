@@ -65,10 +65,31 @@ pub fn gpu_label(caps: Option<&Value>) -> String {
     let word = name
         .split_once("RTX")
         .and_then(|(_, rest)| rest.split_whitespace().next());
-    match word {
+    let label = match word {
         Some(w) => format!("🎮 {w}"),
         None => "🎮 GPU".into(),
+    };
+    // Several GPUs (the `gpus` extension of capabilities): `🎮 GPU ×8`.
+    match caps.get("gpus").and_then(Value::as_array).map(Vec::len) {
+        Some(n) if n > 1 => format!("{label} ×{n}"),
+        _ => label,
     }
+}
+
+/// `--gpus`: a count (`2`) or a comma-separated list of GPU indexes or
+/// UUIDs (`0,2`), as the API's `gpus` extension.
+pub fn gpus_json(arg: &str) -> Result<Value, Fail> {
+    let arg = arg.trim();
+    if let Ok(n) = arg.parse::<u64>() {
+        return Ok(json!(n));
+    }
+    let ids: Vec<&str> = arg.split(',').map(str::trim).collect();
+    if ids.iter().any(|i| i.is_empty()) {
+        return Err(Fail::error(format!(
+            "Invalid gpus '{arg}' (a count, or GPU indexes/UUIDs separated by commas)"
+        )));
+    }
+    Ok(json!(ids))
 }
 
 /// The CPU number for a create request: an integer when integral.
@@ -106,10 +127,13 @@ impl Ctx<'_> {
                 memory,
                 cpus,
                 gpu,
+                gpus,
                 image,
                 network,
             } => {
-                self.create(name, server, memory, cpus, gpu, (image, network))
+                let gpus = gpus.as_deref().map(gpus_json).transpose()?;
+                let gpu = gpu || gpus.is_some();
+                self.create(name, server, memory, cpus, (gpu, gpus), (image, network))
                     .await
             }
             Cmd::List { server, json } => self.list(server, json).await,
@@ -430,7 +454,7 @@ impl Ctx<'_> {
         server: Option<String>,
         memory: String,
         cpus: String,
-        gpu: bool,
+        (gpu, gpus): (bool, Option<Value>),
         (image, network): (Option<String>, Option<String>),
     ) -> CmdResult {
         let Some(name) = name.filter(|n| !n.is_empty()) else {
@@ -458,6 +482,9 @@ impl Ctx<'_> {
         let mut body = json!({"name": name, "memory": memory, "cpus": cpus_value, "gpu": gpu});
         if let Some(img) = &image {
             body["image"] = json!(img);
+        }
+        if let Some(g) = gpus {
+            body["gpus"] = g;
         }
         if let Some(n) = network {
             body["network"] = json!(n);
@@ -861,6 +888,11 @@ mod tests {
         let caps = json!({"gpu": true, "gpuName": "NVIDIA H100 80GB HBM3"});
         assert_eq!(gpu_label(Some(&caps)), "🎮 GPU");
         assert_eq!(gpu_label(Some(&json!({"gpu": false}))), "");
+        let caps = json!({"gpu": true, "gpuName": "NVIDIA H100", "gpus": [{}, {}]});
+        assert_eq!(gpu_label(Some(&caps)), "🎮 GPU ×2");
+        assert_eq!(gpus_json("2").ok(), Some(json!(2)));
+        assert_eq!(gpus_json("0, GPU-a").ok(), Some(json!(["0", "GPU-a"])));
+        assert!(gpus_json("0,,1").is_err());
     }
 
     #[test]

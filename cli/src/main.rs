@@ -111,6 +111,10 @@ enum Cmd {
         /// Create a GPU space on a server that has a GPU.
         #[arg(short, long)]
         gpu: bool,
+        /// Which GPUs (implies --gpu): a count (`2`) or indexes/UUIDs
+        /// (`0,2`); default all.
+        #[arg(long, value_name = "N|LIST")]
+        gpus: Option<String>,
         /// Image reference (default: the server's default image).
         #[arg(long)]
         image: Option<String>,

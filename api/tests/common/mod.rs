@@ -88,6 +88,9 @@ impl Daemon {
             // Tests never reach the internet: Docker Hub names go to a dead
             // loopback port instead.
             .env("CLAWDSPACE_DOCKER_MIRROR", "127.0.0.1:1")
+            // Nor the host's GPU runtime: tests that want one set these.
+            .env("CLAWDSPACE_CDI_DIRS", "")
+            .env("CLAWDSPACE_NVIDIA_HOOK", "")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         for (k, v) in &self.env {

@@ -103,20 +103,36 @@ impl GpuConfig {
     /// to disable) and `CLAWDSPACE_GPU_CAPABILITIES`.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok();
+        Self::from_settings(
+            var("CLAWDSPACE_CDI_DIRS").as_deref(),
+            var("CLAWDSPACE_GPU_CDI_KIND").as_deref(),
+            var("CLAWDSPACE_NVIDIA_HOOK").as_deref(),
+            var("CLAWDSPACE_GPU_CAPABILITIES").as_deref(),
+        )
+    }
+
+    /// Defaults with the given settings applied (`None`: default; as in
+    /// [`GpuConfig::from_env`]).
+    pub fn from_settings(
+        cdi_dirs: Option<&str>,
+        cdi_kind: Option<&str>,
+        hook: Option<&str>,
+        driver_capabilities: Option<&str>,
+    ) -> Self {
         let mut c = GpuConfig::default();
-        if let Some(dirs) = var("CLAWDSPACE_CDI_DIRS") {
-            c.cdi_dirs = std::env::split_paths(&dirs)
+        if let Some(dirs) = cdi_dirs {
+            c.cdi_dirs = std::env::split_paths(dirs)
                 .filter(|p| !p.as_os_str().is_empty())
                 .collect();
         }
-        if let Some(kind) = var("CLAWDSPACE_GPU_CDI_KIND").filter(|k| !k.is_empty()) {
-            c.cdi_kind = kind;
+        if let Some(kind) = cdi_kind.filter(|k| !k.is_empty()) {
+            c.cdi_kind = kind.into();
         }
-        if let Some(h) = var("CLAWDSPACE_NVIDIA_HOOK") {
+        if let Some(h) = hook {
             c.hook = (!h.is_empty()).then(|| PathBuf::from(h));
         }
-        if let Some(caps) = var("CLAWDSPACE_GPU_CAPABILITIES").filter(|c| !c.is_empty()) {
-            c.driver_capabilities = caps;
+        if let Some(caps) = driver_capabilities.filter(|c| !c.is_empty()) {
+            c.driver_capabilities = caps.into();
         }
         c
     }
@@ -168,6 +184,24 @@ impl Passthrough {
             backend,
             cdi_devices,
             cdi_error,
+        }
+    }
+
+    /// Logs which passthrough GPU spaces get (at startup).
+    pub fn log(&self) {
+        let info = self.probe();
+        if let Some(e) = &info.cdi_error {
+            tracing::warn!("GPU: {e}");
+        }
+        match info.backend {
+            Some(GpuBackend::Cdi) => tracing::info!(
+                kind = %self.config.cdi_kind, devices = ?info.cdi_devices, "GPU passthrough: CDI"
+            ),
+            Some(GpuBackend::NvidiaHook) => tracing::info!(
+                hook = ?self.config.hook, "GPU passthrough: NVIDIA container hook"
+            ),
+            None if gpus().is_some() => tracing::warn!("GPUs found but {INSTALL_HINT}"),
+            None => tracing::debug!("no GPU passthrough"),
         }
     }
 
