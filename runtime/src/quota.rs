@@ -180,6 +180,25 @@ mod tests {
         assert_eq!(Q_XGETQSTATV, 0x5808);
         assert_eq!(std::mem::size_of::<FsXattr>(), 28);
         assert_eq!(std::mem::size_of::<libc::dqblk>(), 72);
+        // FS_IOC_FSGETXATTR / FS_IOC_FSSETXATTR of <linux/fs.h>.
+        let size = std::mem::size_of::<FsXattr>();
+        assert_eq!(nix::request_code_read!(b'X', 31, size) as u64, 0x801c_581f);
+        assert_eq!(nix::request_code_write!(b'X', 32, size) as u64, 0x401c_5820);
+    }
+
+    #[test]
+    fn project_ids_are_read_from_a_real_directory() {
+        // ext4 (most state dirs and this repo's CI) answers FS_IOC_FSGETXATTR
+        // with or without the project feature: a fresh directory is in
+        // project 0, and releasing it does nothing.
+        let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
+        let st = nix::sys::statfs::statfs(dir.path()).expect("statfs");
+        if st.filesystem_type() != nix::sys::statfs::EXT4_SUPER_MAGIC {
+            return;
+        }
+        let f = File::open(dir.path()).expect("open");
+        assert_eq!(get_xattr(&f).expect("FS_IOC_FSGETXATTR").projid, 0);
+        release(dir.path());
     }
 
     #[test]
