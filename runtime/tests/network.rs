@@ -390,3 +390,72 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
     }
     back_to(&t, &[]).await;
 }
+
+/// Network namespaces named like spaces' (`cs-<12 hex>`).
+fn space_namespaces() -> Vec<String> {
+    std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cs-") && n.len() == 15)
+        .collect()
+}
+
+/// Whether some test or benchmark runtime under /var/tmp has a space whose
+/// id starts with `prefix` (a namespace of a test running alongside).
+fn someone_elses(prefix: &str) -> bool {
+    let runs = std::fs::read_dir("/var/tmp")
+        .into_iter()
+        .flatten()
+        .flatten();
+    runs.flat_map(|r| {
+        let state = std::fs::read_dir(r.path()).into_iter().flatten().flatten();
+        state.flat_map(|d| {
+            std::fs::read_dir(d.path().join("spaces"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+    })
+    .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+}
+
+#[tokio::test]
+async fn a_failed_create_leaves_no_network_behind() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let before = snapshot(std::slice::from_ref(&env.network.bridge));
+    let namespaces = space_namespaces();
+    // An image whose /etc is a file: the network is set up, then the
+    // container cannot mount /etc/resolv.conf and fails to start.
+    let rootfs = env.dir.join("broken-rootfs");
+    std::fs::create_dir_all(&rootfs).expect("dir");
+    std::fs::write(rootfs.join("etc"), "not a directory").expect("file");
+    env.rt()
+        .images()
+        .import_rootfs("broken:latest", &rootfs, Default::default())
+        .expect("import");
+    let err = env
+        .rt()
+        .create(clawdspace_runtime::CreateSpace {
+            image: "broken:latest".into(),
+            network: NetworkMode::Internet,
+            ..common::request("broken")
+        })
+        .await
+        .expect_err("create must fail");
+    eprintln!("create failed as intended: {err}");
+    assert!(env.rt().get("broken").is_err());
+    assert!(
+        env.rt().network().addresses().is_empty(),
+        "address released"
+    );
+    let leaked: Vec<String> = space_namespaces()
+        .into_iter()
+        .filter(|n| !namespaces.contains(n) && !someone_elses(&n[3..]))
+        .collect();
+    assert!(leaked.is_empty(), "namespaces left: {leaked:?}");
+    back_to(std::slice::from_ref(&env.network.bridge), &before).await;
+}
