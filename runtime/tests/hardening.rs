@@ -238,3 +238,28 @@ async fn processes_outside_the_space_cannot_be_seen_or_traced() {
         "ok"
     );
 }
+
+#[tokio::test]
+async fn terminal_sessions_run_under_the_same_filter() {
+    use tokio::io::AsyncReadExt;
+    let Some(env) = env_with_space("tty", false).await else {
+        return;
+    };
+    let mut req = clawdspace_runtime::ExecRequest::new(clawdspace_runtime::Command::Shell(
+        "grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null || echo refused".into(),
+    ));
+    req.tty = Some((80, 24));
+    let (mut h, _activity) = env.rt().exec_spawn("tty", &req).await.expect("tty exec");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !seen.contains("refused") {
+        let n = tokio::time::timeout_at(deadline, h.stdout.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no answer in time: {seen:?}"))
+            .unwrap_or(0);
+        assert!(n > 0, "terminal closed early: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.contains("Seccomp:\t2"), "{seen:?}");
+}
