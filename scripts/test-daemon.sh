@@ -24,6 +24,11 @@ test_daemon_cleanup() {
     kill "$TD_PID"; wait "$TD_PID" 2>/dev/null || true
   fi
   TD_PID=
+  # Whatever the daemon left (its spaces' processes, network, mounts).
+  if [ -n "${TD_STATE:-}" ] && [ -d "$TD_STATE/state" ]; then
+    CLAWDSPACE_STATE_DIR=$TD_STATE/state CLAWDSPACE_CGROUP_PARENT=${TD_CG:-/none} \
+      target/debug/clawdspace-runtime purge 2>/dev/null || true
+  fi
   local d
   for d in /sys/fs/cgroup/*"${TD_CG:-/none}" /sys/fs/cgroup"${TD_CG:-/none}"; do
     [ -d "$d" ] && rmdir "$d" 2>/dev/null || true
@@ -44,7 +49,11 @@ test_daemon_start() {
   cargo build -q -p clawdspace-api -p clawdspace-runtime --bin clawdspaced --bin clawdspace-runtime
   CLAWDSPACE_STATE_DIR=$TD_STATE/state CLAWDSPACE_CGROUP_PARENT=$TD_CG \
     target/debug/clawdspace-runtime import-busybox busybox:latest >/dev/null
+  # A bridge and subnet of its own (networked spaces; never a real daemon's).
+  local h
+  h=$(printf '%06x' $((RANDOM * 32768 + RANDOM)))
   PORT=$TD_PORT API_KEY=$TD_KEY CLAWDSPACE_STATE_DIR=$TD_STATE/state CLAWDSPACE_CGROUP_PARENT=$TD_CG \
+    CLAWDSPACE_BRIDGE=cst$h CLAWDSPACE_SUBNET=10.$((16#${h:0:2} % 100 + 100)).$((16#${h:2:2})).0/24 \
     CLAWDSPACE_IMAGE=busybox:latest CLAWDSPACE_DOCKER_MIRROR=127.0.0.1:1 CLAWDSPACE_WORKERS=2 \
     CLAWDSPACE_LOG=warn target/debug/clawdspaced >"$TD_STATE/daemon.log" 2>&1 &
   TD_PID=$!

@@ -25,6 +25,10 @@ const USAGE: &str = "usage: clawdspace-runtime <command> [args]
   sh <name> <command>                    run a command with sh -c
   pause|resume|start|destroy <name>
   list                                   list spaces as JSON lines
+  purge                                  with no daemon on the state dir: kill
+                                         every space's processes, remove their
+                                         network, mounts and cgroups (files
+                                         are kept)
 State: CLAWDSPACE_STATE_DIR (default /var/lib/clawdspace).";
 
 fn main() -> ExitCode {
@@ -156,6 +160,20 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
         ["resume", name] => println!("{}", space_json(&open().await?.resume(name).await?)),
         ["start", name] => println!("{}", space_json(&open().await?.start(name).await?)),
         ["destroy", name] => open().await?.destroy(name).await?,
+        ["purge"] => {
+            // Never under a running daemon: take its lock first.
+            let lock = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(config.state_dir.join("lock"))
+                .context("open the state dir's lock")?;
+            let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|_| {
+                    anyhow::anyhow!("the state dir is in use (a daemon runs); stop it first")
+                })?;
+            clawdspace_runtime::purge::purge(&config.state_dir, &config.cgroup_parent, None);
+        }
         ["list"] => {
             for s in open().await?.list() {
                 println!("{}", space_json(&s));
