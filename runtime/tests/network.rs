@@ -42,6 +42,11 @@ impl Listener {
     /// Listens on `ip` (port chosen by the kernel), in network namespace
     /// `netns` (a name under /var/run/netns) or the host's.
     fn start(netns: Option<&str>, ip: Ipv4Addr) -> Listener {
+        Self::on(netns, ip, 0)
+    }
+
+    /// Like [`Listener::start`], on `port`.
+    fn on(netns: Option<&str>, ip: Ipv4Addr, port: u16) -> Listener {
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let halt = stop.clone();
@@ -52,7 +57,7 @@ impl Listener {
                 let f = File::open(&ns).expect("open netns");
                 nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
             }
-            let l = TcpListener::bind((ip, 0)).expect("bind");
+            let l = TcpListener::bind((ip, port)).expect("bind");
             l.set_nonblocking(true).expect("nonblocking");
             tx.send(l.local_addr().expect("addr")).expect("send");
             while !halt.load(Ordering::Acquire) {
@@ -317,6 +322,56 @@ async fn allowed_private_ranges_are_reachable() {
         reach(&env, "a", &other.target()).await,
         None,
         "only what is allowed"
+    );
+    let t = tags(&env, &[&a]);
+    env.rt().destroy("a").await.expect("destroy");
+    back_to(&t, &[]).await;
+}
+
+#[tokio::test]
+async fn dns_servers_in_private_ranges_are_reachable_on_port_53_only() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let world = World::new(rand::random());
+    env.rt.take();
+    env.network.dns = vec![world.lan_ip];
+    env.rt = Some(env.open().await);
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    assert_eq!(
+        env.out("a", "grep nameserver /etc/resolv.conf").await,
+        format!("nameserver {}", world.lan_ip)
+    );
+    let dns = Listener::on(Some(&world.ns), world.lan_ip, 53);
+    let other = Listener::start(Some(&world.ns), world.lan_ip);
+    assert_eq!(
+        reach(&env, "a", &dns.target()).await,
+        Some(world.host_lan_ip.to_string())
+    );
+    assert_eq!(reach(&env, "a", &other.target()).await, None);
+    let t = tags(&env, &[&a]);
+    env.rt().destroy("a").await.expect("destroy");
+    back_to(&t, &[]).await;
+}
+
+#[tokio::test]
+async fn a_renamed_bridge_replaces_the_old_one_at_restart() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let world = World::new(rand::random());
+    let internet = Listener::start(Some(&world.ns), world.ip);
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    let old = tags(&env, &[]);
+    env.rt.take();
+    env.network.bridge = format!("csr{}", &env.network.bridge[3..]);
+    env.rt = Some(env.open().await);
+    back_to(&old, &[]).await;
+    let master = std::fs::read_link(format!("/sys/class/net/cs{}/master", &a.id[..12]));
+    assert!(master.is_ok_and(|m| m.ends_with(&env.network.bridge)));
+    assert_eq!(
+        reach(&env, "a", &internet.target()).await,
+        Some(world.host_ip.to_string())
     );
     let t = tags(&env, &[&a]);
     env.rt().destroy("a").await.expect("destroy");
