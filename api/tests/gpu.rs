@@ -9,7 +9,10 @@ use std::fs;
 use common::{Daemon, IMAGE};
 use serde_json::{json, Value};
 
-const KIND: &str = "clawdspace.test/gpu";
+#[path = "../../runtime/tests/common/cdi.rs"]
+mod cdi;
+
+use cdi::{write_test_vendor, KIND};
 
 fn bad(msg: &str) -> (reqwest::StatusCode, Value) {
     (reqwest::StatusCode::BAD_REQUEST, json!({ "error": msg }))
@@ -17,25 +20,9 @@ fn bad(msg: &str) -> (reqwest::StatusCode, Value) {
 
 #[tokio::test]
 async fn gpu_spaces_get_the_cdi_devices_they_ask_for() {
-    let cdi = std::env::temp_dir().join(format!("clawdspace-cdi-{:08x}", rand::random::<u32>()));
-    fs::create_dir_all(&cdi).expect("cdi dir");
-    let _rm = RmDir(cdi.clone());
-    fs::write(
-        cdi.join("test.yaml"),
-        format!(
-            r#"cdiVersion: "0.6.0"
-kind: "{KIND}"
-devices:
-  - name: "0"
-    containerEdits:
-      deviceNodes:
-        - path: /dev/fakegpu0
-          hostPath: /dev/null
-      env: ["FAKEGPU=yes"]
-"#
-        ),
-    )
-    .expect("spec");
+    let dir = std::env::temp_dir().join(format!("clawdspace-cdi-{:08x}", rand::random::<u32>()));
+    let _rm = RmDir(dir.clone());
+    let cdi = write_test_vendor(&dir);
     let cdi_dirs = cdi.display().to_string();
     let Some(d) = Daemon::start(&[
         ("CLAWDSPACE_CDI_DIRS", cdi_dirs.as_str()),
@@ -58,16 +45,17 @@ devices:
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!(v["space"]["gpus"], json!([format!("{KIND}=0")]));
+    let both = json!([format!("{KIND}=0"), format!("{KIND}=1")]);
+    assert_eq!(v["space"]["gpus"], both);
     let r = d
         .exec(
             "g",
-            json!("test -c /dev/fakegpu0 && echo $FAKEGPU && id -u && pwd"),
+            json!("test -c /dev/fakegpu1 && echo $FAKEGPU_0 $FAKEGPU_1 && id -u && pwd"),
         )
         .await;
-    assert_eq!(r["stdout"], "yes\n0\n/workspace", "{r}");
+    assert_eq!(r["stdout"], "yes yes\n0\n/workspace", "{r}");
     let (_, list) = d.get("/api/spaces").await;
-    assert_eq!(list["spaces"][0]["gpus"], json!([format!("{KIND}=0")]));
+    assert_eq!(list["spaces"][0]["gpus"], both);
 
     // The extension: a list by index, implying gpu.
     let (s, v) = d
@@ -87,8 +75,8 @@ devices:
     let invalid = "Invalid gpus (a count of at least 1, or a list of GPU indexes or UUIDs)";
     for (body, want) in [
         (
-            json!({"name": "x", "gpus": 2}),
-            bad("Invalid gpus: 2 requested, this server has 1"),
+            json!({"name": "x", "gpus": 3}),
+            bad("Invalid gpus: 3 requested, this server has 2"),
         ),
         (
             json!({"name": "x", "gpus": ["GPU-nope"]}),

@@ -16,63 +16,15 @@ use common::{wait_until, TestEnv, IMAGE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-const KIND: &str = "clawdspace.test/gpu";
+use common::cdi::{write_test_vendor, KIND};
 
-/// Writes the test vendor's CDI specs under `dir`: GPU "0" is `/dev/null`
-/// at `/dev/fakegpu0`, GPU "1" is `/dev/fuse` (not in the default device
-/// allow list) at `/dev/fakegpu1`; every GPU space also gets an env var, a
-/// read-only "driver" bind mount and a createContainer hook that logs the
-/// container state. A second kind's hook fails.
+/// The test vendor's specs (`common::cdi`) as this runtime's GPU settings.
 fn fake_vendor(dir: &Path) -> GpuConfig {
-    let cdi = dir.join("cdi");
-    let driver = dir.join("driver");
-    fs::create_dir_all(&cdi).expect("cdi dir");
-    fs::create_dir_all(&driver).expect("driver dir");
-    fs::write(driver.join("version"), "fake-driver 1.0\n").expect("driver file");
-    let log = dir.join("hook.log");
-    let spec = format!(
-        r#"cdiVersion: "0.6.0"
-kind: "{KIND}"
-devices:
-  - name: "0"
-    containerEdits:
-      deviceNodes:
-        - path: /dev/fakegpu0
-          hostPath: /dev/null
-      env: ["FAKEGPU_0=yes"]
-  - name: "1"
-    containerEdits:
-      deviceNodes:
-        - path: /dev/fakegpu1
-          hostPath: /dev/fuse
-      env: ["FAKEGPU_1=yes"]
-containerEdits:
-  env: ["FAKEGPU_DRIVER=1.0"]
-  mounts:
-    - hostPath: {driver}
-      containerPath: /usr/local/fakegpu
-      options: ["ro", "nosuid", "nodev", "bind"]
-  hooks:
-    - hookName: createContainer
-      path: /bin/sh
-      args: ["sh", "-c", "cat >> {log}; echo >> {log}"]
-"#,
-        driver = driver.display(),
-        log = log.display()
-    );
-    fs::write(cdi.join("clawdspace-test.yaml"), spec).expect("write spec");
-    let broken = r#"cdiVersion: "0.6.0"
-kind: "clawdspace.test/broken"
-devices:
-  - name: "0"
-    containerEdits:
-      hooks:
-        - hookName: createContainer
-          path: /bin/false
-"#;
-    fs::write(cdi.join("broken.yaml"), broken).expect("write broken spec");
     GpuConfig {
-        cdi_dirs: vec![PathBuf::from("/nonexistent-cdi-dir"), cdi],
+        cdi_dirs: vec![
+            PathBuf::from("/nonexistent-cdi-dir"),
+            write_test_vendor(dir),
+        ],
         cdi_kind: KIND.into(),
         hook: None,
         ..GpuConfig::default()

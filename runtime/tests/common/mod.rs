@@ -15,6 +15,7 @@ use clawdspace_runtime::{
     RuntimeConfig, Space,
 };
 
+pub mod cdi;
 pub mod registry;
 
 /// Image name every test space uses.
