@@ -154,12 +154,13 @@ function renderCaps(caps) {
   if (caps.gpu) {
     $('sys-gpu').textContent = caps.gpuCount > 1 ? `${caps.gpuCount} × ${caps.gpuName}` : caps.gpuName;
     $('sys-gpu-detail').textContent = [caps.gpuMemory, caps.driverVersion && `driver ${caps.driverVersion}`,
-      caps.cudaVersion && `CUDA ${caps.cudaVersion}`].filter(Boolean).join(' · ');
+      caps.cudaVersion && `CUDA ${caps.cudaVersion}`,
+      caps.gpuRuntime ? `via ${caps.gpuRuntime}` : 'no GPU runtime (see docs)'].filter(Boolean).join(' · ');
   } else {
     $('sys-gpu').textContent = 'None';
     $('sys-gpu-detail').textContent = 'No NVIDIA GPU on this server';
   }
-  $('create-gpu-row').hidden = !caps.gpu;
+  $('create-gpu-row').hidden = !caps.gpu || !caps.gpuRuntime;
 }
 
 // ---------- spaces table ----------
@@ -402,6 +403,7 @@ $('form-create').addEventListener('submit', async (ev) => {
   if (memory) body.memory = memory;
   const cpus = $('create-cpus').value.trim();
   if (cpus) body.cpus = Number.isNaN(Number(cpus)) ? cpus : Number(cpus);
+  body.network = $('create-network').value;
   if ($('create-gpu').checked) body.gpu = true;
   await submitting($('create-submit'), 'Creating…', $('create-error'), async () => {
     await api.create(body);

@@ -100,6 +100,7 @@ try {
     const dlg = page.locator('#dlg-create');
     await dlg.getByLabel('Name').fill(name);
     await dlg.getByLabel('Memory').fill('256m');
+    await dlg.getByLabel('Network').selectOption('none');
     await dlg.getByRole('button', { name: 'Create' }).click();
     await page.locator('#dlg-create').waitFor({ state: 'hidden' });
     const row = page.locator(`tr[data-space="${name}"]`);
@@ -108,6 +109,9 @@ try {
     // Live per-space figures arrive with the next poll.
     await row.locator('[data-col=memUse] .num').filter({ hasText: 'MiB' }).waitFor();
     assert.match(await row.locator('[data-col=cpuUse] .num').innerText(), /%$/);
+    // The dialog's network choice reached the API.
+    const r = await fetch(`${URL}/api/spaces/${name}`, { headers: { Authorization: `Bearer ${KEY}` } });
+    assert.equal((await r.json()).space.network, 'none');
   });
 
   await step('runs echo hello and reads hello, exit code 0; Escape closes', async () => {
