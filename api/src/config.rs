@@ -106,6 +106,10 @@ pub struct Config {
     /// host's, or its stub resolver's upstream servers).
     #[arg(long, env = "CLAWDSPACE_DNS", default_value = "", value_parser = list::<Ipv4Addr>)]
     pub dns: List<Ipv4Addr>,
+    /// How long (ms) the bridge and nftables table stay after the last
+    /// networked space is destroyed; 0: removed at once.
+    #[arg(long, env = "CLAWDSPACE_NETWORK_LINGER_MS", default_value_t = 60_000)]
+    pub network_linger_ms: u64,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -142,6 +146,7 @@ impl Config {
             subnet: self.subnet,
             allow: self.allow_nets.0.clone(),
             dns: self.dns.0.clone(),
+            linger: std::time::Duration::from_millis(self.network_linger_ms),
         };
         c
     }

@@ -353,7 +353,13 @@ impl Runtime {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let rt = Runtime { inner };
-                let _ = tokio::task::spawn_blocking(move || rt.flush()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    rt.flush();
+                    if let Err(e) = rt.inner.net.down_if_idle() {
+                        tracing::warn!("taking the idle bridge down: {e}");
+                    }
+                })
+                .await;
             }
         });
     }

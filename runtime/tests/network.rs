@@ -514,3 +514,28 @@ async fn a_failed_create_leaves_no_network_behind() {
     assert!(leaked.is_empty(), "namespaces left: {leaked:?}");
     back_to(std::slice::from_ref(&env.network.bridge), &before).await;
 }
+
+#[tokio::test]
+async fn the_bridge_lingers_after_the_last_space_then_goes() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    // With a linger, create/destroy cycles on an otherwise idle server do
+    // not pay for bringing the bridge and table up and down each time.
+    env.rt.take();
+    env.network.linger = Duration::from_millis(1500);
+    env.rt = Some(env.open().await);
+    let t = tags(&env, &[]);
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    env.rt().destroy("a").await.expect("destroy");
+    let bridge_and_table = snapshot(&t);
+    assert_eq!(bridge_and_table.len(), 2, "{bridge_and_table:?}");
+    // A space created meanwhile uses them as they are.
+    let b = env.space_net("b", NetworkMode::Internet).await;
+    assert_eq!(addr(&b), addr(&a), "the address was released");
+    env.rt().destroy("b").await.expect("destroy");
+    assert_eq!(snapshot(&t), bridge_and_table);
+    // Then, idle, they go (checked every second).
+    let gone = wait_until(Duration::from_secs(6), || snapshot(&t).is_empty()).await;
+    assert!(gone, "still there: {:?}", snapshot(&t));
+}

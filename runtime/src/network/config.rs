@@ -90,6 +90,10 @@ pub struct NetworkConfig {
     pub allow: Vec<Ipv4Net>,
     /// DNS servers for spaces; empty = the host's (see `dns.rs`).
     pub dns: Vec<Ipv4Addr>,
+    /// How long the bridge and table stay after the last networked space
+    /// is destroyed (a space created meanwhile finds them up); zero: they
+    /// go at once.
+    pub linger: std::time::Duration,
 }
 
 impl Default for NetworkConfig {
@@ -102,6 +106,7 @@ impl Default for NetworkConfig {
             },
             allow: Vec::new(),
             dns: Vec::new(),
+            linger: DEFAULT_LINGER,
         }
     }
 }
@@ -117,6 +122,7 @@ impl NetworkConfig {
                 addr: Ipv4Addr::new(10, 100 + b[0] % 100, b[1], 0),
                 prefix: 24,
             },
+            linger: std::time::Duration::ZERO,
             ..Default::default()
         }
     }
@@ -169,9 +175,23 @@ impl NetworkConfig {
         if let Some(d) = var("CLAWDSPACE_DNS") {
             c.dns = parse_list(&d)?;
         }
+        if let Some(ms) = var("CLAWDSPACE_NETWORK_LINGER_MS") {
+            c.linger = parse_linger(&ms)?;
+        }
         c.validate()?;
         Ok(c)
     }
+}
+
+/// Default of [`NetworkConfig::linger`].
+pub const DEFAULT_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Parses `CLAWDSPACE_NETWORK_LINGER_MS` (milliseconds).
+pub fn parse_linger(ms: &str) -> Result<std::time::Duration, String> {
+    ms.trim()
+        .parse::<u64>()
+        .map(std::time::Duration::from_millis)
+        .map_err(|_| format!("invalid CLAWDSPACE_NETWORK_LINGER_MS '{ms}': milliseconds"))
 }
 
 /// Parses a comma-separated list (empty items ignored).

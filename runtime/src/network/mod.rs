@@ -136,8 +136,18 @@ pub struct Network {
     resolvers: dns::Resolvers,
     state_dir: PathBuf,
     /// Held while the pool changes and while the bridge goes up or down:
-    /// the bridge is up exactly while the pool is not empty.
+    /// the bridge is up while the pool is not empty, and for
+    /// [`NetworkConfig::linger`] after it empties.
     pool: Mutex<Pool>,
+    /// Bridge state; changed only with `pool` held.
+    bridge: Mutex<BridgeState>,
+}
+
+/// Whether our bridge and table are up, and since when nobody uses them.
+#[derive(Debug, Default)]
+struct BridgeState {
+    up: bool,
+    idle_since: Option<std::time::Instant>,
 }
 
 impl Network {
@@ -148,6 +158,7 @@ impl Network {
         Ok(Network {
             resolvers: dns::host_resolvers(&cfg.dns),
             pool: Mutex::new(Pool::new(cfg.subnet)),
+            bridge: Mutex::new(BridgeState::default()),
             cfg,
             state_dir: state_dir.to_path_buf(),
         })
@@ -172,8 +183,40 @@ impl Network {
         self.pool().held().clone()
     }
 
+    fn bridge_state(&self) -> std::sync::MutexGuard<'_, BridgeState> {
+        self.bridge.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the bridge and table up (caller holds the pool lock).
     fn up(&self) -> Result<()> {
-        bridge::up(&self.cfg, &self.resolvers.servers, &self.state_dir)
+        bridge::up(&self.cfg, &self.resolvers.servers, &self.state_dir)?;
+        *self.bridge_state() = BridgeState {
+            up: true,
+            idle_since: None,
+        };
+        Ok(())
+    }
+
+    /// Takes the bridge and table down (caller holds the pool lock).
+    fn down(&self) -> Result<()> {
+        *self.bridge_state() = BridgeState::default();
+        bridge::down(&self.state_dir)
+    }
+
+    /// Takes the bridge and table down once no networked space has used
+    /// them for [`NetworkConfig::linger`] (the runtime calls this every
+    /// second).
+    pub fn down_if_idle(&self) -> Result<()> {
+        let pool = self.pool();
+        let idle = {
+            let b = self.bridge_state();
+            b.up && b.idle_since.is_some_and(|t| t.elapsed() >= self.cfg.linger)
+        };
+        if idle && pool.is_empty() {
+            tracing::debug!(bridge = %self.cfg.bridge, "network idle: bridge and table removed");
+            self.down()?;
+        }
+        Ok(())
     }
 
     /// At startup, from the records of existing spaces: fills the pool,
@@ -189,7 +232,7 @@ impl Network {
             }
         }
         if pool.is_empty() {
-            return bridge::down(&self.state_dir);
+            return self.down();
         }
         self.up()?;
         netns::attach(&ids, &self.cfg.bridge)
@@ -199,16 +242,21 @@ impl Network {
     /// first networked space.
     pub fn allocate(&self, id: &str) -> Result<Ipv4Addr> {
         let mut pool = self.pool();
-        let first = pool.is_empty();
         let addr = pool
             .allocate(id)
             .ok_or_else(|| Error::Network(format!("no free address in {}", self.cfg.subnet)))?;
-        if first {
-            if let Err(e) = self.up() {
-                pool.release(id);
-                let _ = bridge::down(&self.state_dir);
-                return Err(e);
+        let mut b = self.bridge_state();
+        if b.up {
+            b.idle_since = None;
+            return Ok(addr);
+        }
+        drop(b);
+        if let Err(e) = self.up() {
+            pool.release(id);
+            if pool.is_empty() {
+                let _ = self.down();
             }
+            return Err(e);
         }
         Ok(addr)
     }
@@ -247,9 +295,26 @@ impl Network {
         netns::remove(id)?;
         let mut pool = self.pool();
         if pool.release(id) && pool.is_empty() {
-            bridge::down(&self.state_dir)?;
+            if self.cfg.linger.is_zero() {
+                self.down()?;
+            } else {
+                self.bridge_state().idle_since = Some(std::time::Instant::now());
+            }
         }
         Ok(())
+    }
+}
+
+impl Drop for Network {
+    /// A runtime going away with no networked space left removes what a
+    /// lingering bridge still holds.
+    fn drop(&mut self) {
+        let pool = self.pool();
+        if pool.is_empty() && self.bridge_state().up {
+            if let Err(e) = self.down() {
+                tracing::warn!("removing the idle bridge: {e}");
+            }
+        }
     }
 }
 
