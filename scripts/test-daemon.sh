@@ -53,7 +53,7 @@ test_daemon_start() {
   local h
   h=$(printf '%06x' $((RANDOM * 32768 + RANDOM)))
   PORT=$TD_PORT API_KEY=$TD_KEY CLAWDSPACE_STATE_DIR=$TD_STATE/state CLAWDSPACE_CGROUP_PARENT=$TD_CG \
-    CLAWDSPACE_BRIDGE=cst$h CLAWDSPACE_SUBNET=10.$((16#${h:0:2} % 100 + 100)).$((16#${h:2:2})).0/24 \
+    CLAWDSPACE_BRIDGE=cst$h CLAWDSPACE_NETWORK_LINGER_MS=0 CLAWDSPACE_SUBNET=10.$((16#${h:0:2} % 100 + 100)).$((16#${h:2:2})).0/24 \
     CLAWDSPACE_IMAGE=busybox:latest CLAWDSPACE_DOCKER_MIRROR=127.0.0.1:1 CLAWDSPACE_WORKERS=2 \
     CLAWDSPACE_LOG=warn target/debug/clawdspaced >"$TD_STATE/daemon.log" 2>&1 &
   TD_PID=$!

@@ -84,6 +84,8 @@ impl Daemon {
             .env("CLAWDSPACE_WORKERS", "2")
             .env("CLAWDSPACE_LOG", "warn")
             .env("CLAWDSPACE_BRIDGE", &self.network.bridge)
+            // Tests see the bridge go with the last space, not a minute later.
+            .env("CLAWDSPACE_NETWORK_LINGER_MS", "0")
             .env("CLAWDSPACE_SUBNET", self.network.subnet.to_string())
             // Tests never reach the internet: Docker Hub names go to a dead
             // loopback port instead.

@@ -508,6 +508,7 @@ impl Daemon {
             .env("CLAWDSPACE_WORKERS", "2")
             .env("CLAWDSPACE_LOG", "info")
             .env("CLAWDSPACE_BRIDGE", &self.network.bridge)
+            .env("CLAWDSPACE_NETWORK_LINGER_MS", "0")
             .env("CLAWDSPACE_SUBNET", self.network.subnet.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
