@@ -1,11 +1,43 @@
 //! CDI specs (`/etc/cdi`, `/var/run/cdi`) read with the
 //! `container-device-interface` crate, and device injection into a spec.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use container_device_interface::cache::Cache;
 use container_device_interface::spec_dirs::with_spec_dirs;
 use libcontainer::oci_spec::runtime::Spec;
+
+/// What identifies the specs in some directories without reading them:
+/// every spec file's path, modification time and size.
+pub(super) type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+/// The [`Fingerprint`] of the spec files (`.json`, `.yaml`, recursively,
+/// as the CDI reader finds them) under `dirs`.
+pub(super) fn fingerprint(dirs: &[PathBuf]) -> Fingerprint {
+    fn walk(dir: &Path, out: &mut Fingerprint) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "json" || x == "yaml") {
+                out.push((path, meta.modified().ok(), meta.len()));
+            }
+        }
+    }
+    let mut out = Fingerprint::new();
+    for d in dirs {
+        walk(d, &mut out);
+    }
+    out.sort();
+    out
+}
 
 /// The CDI specs found in some directories.
 pub(super) struct Specs {

@@ -150,15 +150,41 @@ pub struct GpuRuntimeInfo {
 }
 
 /// GPU passthrough for a runtime.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Passthrough {
     config: GpuConfig,
+    /// The device names (or error) of the CDI specs last read, with the
+    /// fingerprint of the files they came from.
+    cdi: std::sync::Mutex<Option<(cdi::Fingerprint, CdiDevices)>>,
 }
+
+/// CDI device names of the configured kind, or why the specs are unusable.
+type CdiDevices = std::result::Result<Vec<String>, String>;
 
 impl Passthrough {
     /// Passthrough with these settings.
     pub fn new(config: GpuConfig) -> Self {
-        Passthrough { config }
+        Passthrough {
+            config,
+            cdi: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The CDI devices of the configured kind; the specs are parsed again
+    /// only when a spec file was added, removed or changed (parsing
+    /// NVIDIA's spec takes milliseconds, the check microseconds).
+    fn cdi_devices(&self) -> CdiDevices {
+        let print = cdi::fingerprint(&self.config.cdi_dirs);
+        let mut cache = self.cdi.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, devices)) = cache.as_ref() {
+            if *seen == print {
+                return devices.clone();
+            }
+        }
+        let devices = cdi::Specs::load(&self.config.cdi_dirs)
+            .map(|mut specs| specs.device_names(&self.config.cdi_kind));
+        *cache = Some((print, devices.clone()));
+        devices
     }
 
     /// The settings.
@@ -167,10 +193,10 @@ impl Passthrough {
     }
 
     /// Looks at the CDI specs and the hook now (specs change when drivers
-    /// are upgraded, so nothing is cached).
+    /// are upgraded; they are parsed again when their files change).
     pub fn probe(&self) -> GpuRuntimeInfo {
-        let (cdi_devices, cdi_error) = match cdi::Specs::load(&self.config.cdi_dirs) {
-            Ok(mut specs) => (specs.device_names(&self.config.cdi_kind), None),
+        let (cdi_devices, cdi_error) = match self.cdi_devices() {
+            Ok(devices) => (devices, None),
             Err(e) => (Vec::new(), Some(e)),
         };
         let backend = if !cdi_devices.is_empty() {
@@ -394,6 +420,33 @@ mod tests {
         );
         // "all" is not a single GPU
         assert!(select(&GpuRequest::Devices(names(&["all"])), &n, None).is_err());
+    }
+
+    #[test]
+    fn changed_cdi_specs_are_read_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = |names: &[&str]| {
+            let devices: String = names
+                .iter()
+                .map(|n| format!("  - name: \"{n}\"\n    containerEdits:\n      env: [\"X=1\"]\n"))
+                .collect();
+            let text =
+                format!("cdiVersion: \"0.6.0\"\nkind: \"test.example/gpu\"\ndevices:\n{devices}");
+            std::fs::write(dir.path().join("t.yaml"), text).expect("write spec");
+        };
+        let p = Passthrough::new(GpuConfig {
+            cdi_dirs: vec![dir.path().to_path_buf()],
+            cdi_kind: "test.example/gpu".into(),
+            hook: None,
+            ..GpuConfig::default()
+        });
+        assert_eq!(p.probe().backend, None);
+        spec(&["0"]);
+        assert_eq!(p.probe().cdi_devices, names(&["0"]));
+        spec(&["0", "1"]);
+        assert_eq!(p.probe().cdi_devices, names(&["0", "1"]));
+        std::fs::remove_file(dir.path().join("t.yaml")).expect("rm");
+        assert_eq!(p.probe().backend, None);
     }
 
     #[test]
