@@ -10,7 +10,6 @@ use crate::body::{json_response, Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::format::js_trim;
 use crate::input;
-#[allow(unused_imports)]
 use crate::model::{
     CreateSpaceBody, ErrorJson, ExecBody, ExecResult, Message, SpaceEnvelope, SpaceJson, SpaceList,
 };

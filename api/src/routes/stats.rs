@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 use crate::body::Json;
 use crate::error::ApiResult;
 use crate::format::number;
-#[allow(unused_imports)]
 use crate::model::ErrorJson;
 use crate::AppState;
 

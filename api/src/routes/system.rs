@@ -1,13 +1,14 @@
 //! Host endpoints: system information and capabilities.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 
 use clawdspace_runtime::gpu::{gpus, Passthrough};
 use clawdspace_runtime::host::{host_info, memory, online_cpus};
 use clawdspace_runtime::SpaceStatus;
 
 use crate::body::Json;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::format::{df_human, format_bytes, node_arch, uptime};
 use crate::model::{
     Capabilities, DiskInfo, ErrorJson, GpuJson, MemoryInfo, RuntimeCounters, SystemCapabilities,
@@ -40,10 +41,31 @@ fn capabilities_of(machine: &str, gpu: &Passthrough) -> SystemCapabilities {
     }
 }
 
+/// Runs `f` on a blocking thread: these endpoints read procfs, the state
+/// directory's filesystem, the image store and the CDI specs, and the
+/// dashboard polls them.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<Json<T>> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("system information task failed: {e}"),
+            )
+        })?
+        .map(Json)
+}
+
 /// Host figures and space counters.
 #[utoipa::path(get, path = "/api/system", tag = "system",
     responses((status = 200, body = SystemInfo), (status = 401, body = ErrorJson), (status = 500, body = ErrorJson)))]
 pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
+    blocking(move || system_info(&st)).await
+}
+
+fn system_info(st: &AppState) -> ApiResult<SystemInfo> {
     let h = host_info(&st.config.state_dir);
     let spaces = st.rt.list();
     let count = |s: SpaceStatus| spaces.iter().filter(|x| x.status == s).count();
@@ -54,7 +76,7 @@ pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
         0.0
     };
     let capabilities = capabilities_of(&h.machine, st.rt.gpu());
-    Ok(Json(SystemInfo {
+    Ok(SystemInfo {
         hostname: h.hostname,
         platform: "linux".into(),
         arch: capabilities.arch.clone(),
@@ -88,23 +110,27 @@ pub async fn system(State(st): State<AppState>) -> ApiResult<Json<SystemInfo>> {
             images: st.rt.images().list()?.len(),
         },
         capabilities,
-    }))
+    })
 }
 
 /// What this server can run (GPUs, CPUs, memory).
 #[utoipa::path(get, path = "/api/system/capabilities", tag = "system",
     responses((status = 200, body = Capabilities), (status = 401, body = ErrorJson)))]
-pub async fn capabilities(State(st): State<AppState>) -> Json<Capabilities> {
+pub async fn capabilities(State(st): State<AppState>) -> ApiResult<Json<Capabilities>> {
+    blocking(move || Ok(capabilities_now(&st))).await
+}
+
+fn capabilities_now(st: &AppState) -> Capabilities {
     let g = gpus();
     let machine = nix::sys::utsname::uname()
         .map(|u| u.machine().to_string_lossy().into_owned())
         .unwrap_or_else(|_| std::env::consts::ARCH.into());
-    Json(Capabilities {
+    Capabilities {
         base: capabilities_of(&machine, st.rt.gpu()),
         cpus: online_cpus(),
         memory: memory().0,
         gpu_count: g.map(|g| g.devices.len()),
         driver_version: g.map(|g| g.driver_version.clone()),
         cuda_version: g.map(|g| g.cuda_version.clone()),
-    })
+    }
 }

@@ -58,7 +58,8 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
             error(e.clone()),
             Message::Close(Some(CloseFrame {
                 code: 1008,
-                reason: e.chars().take(100).collect::<String>().into(),
+                // A close frame's reason has at most 123 bytes.
+                reason: e[..e.floor_char_boundary(123)].into(),
             })),
         ]
     };
