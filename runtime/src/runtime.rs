@@ -803,6 +803,7 @@ impl Runtime {
             uid,
             gid,
             additional_gids: gids,
+            bundle: self.inner.store.space_dir(&s.id),
             tty: None,
         };
         let handle = match req.tty {

@@ -363,6 +363,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         .parent()
         .context("state root")?
         .to_path_buf();
+    let bundle = rt.space_dir(&space);
     let exe = std::env::current_exe().context("current exe")?;
     let pool = WorkerPool::start(&exe, 1).context("start worker")?;
     let scratch = Store::open(&o.state.join("breakdown-store")).context("scratch store")?;
@@ -416,7 +417,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
                     bail!("exec true exited {}", out.exit_code);
                 }
             } else {
-                worker_exec(&pool, &space, &state_root).await?;
+                worker_exec(&pool, &space, &state_root, &bundle).await?;
                 t[1].push(ms(s.elapsed()));
             }
         }
@@ -486,6 +487,7 @@ async fn worker_exec(
     pool: &clawdspace_runtime::worker::WorkerPool,
     space: &Space,
     state_root: &Path,
+    bundle: &Path,
 ) -> anyhow::Result<()> {
     use clawdspace_runtime::worker::proto::{self, Reply, Request};
     use std::os::fd::{AsRawFd, OwnedFd};
@@ -495,6 +497,7 @@ async fn worker_exec(
     let req = Request::Exec(proto::ExecRequest {
         id: space.id.clone(),
         state_root: state_root.to_path_buf(),
+        bundle: bundle.to_path_buf(),
         args: vec!["true".into()],
         env: space.env.clone(),
         cwd: space.user.workdir.clone(),

@@ -114,11 +114,6 @@ fn executor(bundle: &Path) -> Res<SpaceExecutor> {
     Ok(SpaceExecutor { filter })
 }
 
-/// [`executor`] of the space an exec joins.
-fn exec_executor(req: &ExecRequest) -> Res<SpaceExecutor> {
-    executor(load(&req.state_root, &req.id)?.bundle())
-}
-
 /// Starts a process on a new PTY in a running space; its master goes to
 /// the request's console socket. Returns the pid.
 pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
@@ -126,7 +121,7 @@ pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
         .with_root_path(&req.state_root)
         .map_err(lc("state root"))?
         .with_console_socket(Some(&tty.console_socket))
-        .with_executor(exec_executor(req)?)
+        .with_executor(executor(&req.bundle)?)
         .as_tenant()
         .with_process(Some(&tty.process_json))
         .with_detach(true)
@@ -152,7 +147,7 @@ pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
-        .with_executor(exec_executor(req)?)
+        .with_executor(executor(&req.bundle)?)
         .as_tenant()
         .with_container_args(req.args.clone())
         .with_env(env)

@@ -48,6 +48,8 @@ pub struct ExecRequest {
     pub id: String,
     /// libcontainer state root.
     pub state_root: PathBuf,
+    /// The space's bundle directory, holding its seccomp filter.
+    pub bundle: PathBuf,
     /// argv.
     pub args: Vec<String>,
     /// Environment (`KEY=value`), merged over the space's.
