@@ -523,7 +523,7 @@ impl Runtime {
                 r => r?,
             }
         }
-        write_filter(&dir, &space)?;
+        write_filter(&dir, &space).await?;
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
         if let Some(a) = &space.gpus {
             self.inner.gpu.apply(&mut spec, a)?;
@@ -1068,7 +1068,7 @@ impl Runtime {
                 // Execs need the filter in the bundle (a space started by
                 // an older daemon may lack it).
                 let dir = self.inner.store.space_dir(&s.id);
-                if let Err(e) = write_filter(&dir, &s) {
+                if let Err(e) = write_filter(&dir, &s).await {
                     tracing::error!(space = %s.name, "writing its seccomp filter: {e}");
                 }
                 tracing::info!(space = %s.name, status = s.status.as_str(), "adopted running space");
@@ -1157,10 +1157,18 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Writes the compiled seccomp filter of `space` into its bundle `dir`.
-fn write_filter(dir: &Path, space: &Space) -> Result<()> {
-    let filter = seccomp::filter(&capabilities_for(space.user.uid))?;
-    write_atomic(&dir.join(seccomp::FILTER_FILE), &filter, false)
+/// Writes the compiled seccomp filter of `space` into its bundle `dir`, off
+/// the async threads: the first use of a capability set compiles it (~10 ms,
+/// or waits for the compile that [`Runtime::open`] started).
+async fn write_filter(dir: &Path, space: &Space) -> Result<()> {
+    let path = dir.join(seccomp::FILTER_FILE);
+    let uid = space.user.uid;
+    tokio::task::spawn_blocking(move || {
+        let filter = seccomp::filter(&capabilities_for(uid))?;
+        write_atomic(&path, &filter, false)
+    })
+    .await
+    .map_err(|e| Error::Container(format!("seccomp filter task: {e}")))?
 }
 
 fn placeholder() -> Space {
