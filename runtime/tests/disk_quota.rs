@@ -10,14 +10,11 @@ use std::process::Command as HostCommand;
 use clawdspace_runtime::{CreateSpace, Error};
 use common::{TestEnv, IMAGE};
 
+/// The test image's default request (see [`common::request`]) with `disk`.
 fn request(name: &str, disk: Option<u64>) -> CreateSpace {
     CreateSpace {
-        name: name.into(),
-        image: IMAGE.into(),
-        memory: 256 << 20,
-        nano_cpus: 1_000_000_000,
         disk,
-        ..Default::default()
+        ..common::request(name)
     }
 }
 

@@ -59,16 +59,11 @@ async fn env_with_space(name: &str, root: bool) -> Option<TestEnv> {
         "probe-test:latest"
     };
     import_probe_image(&env, tag, root);
-    env.rt()
-        .create(CreateSpace {
-            name: name.into(),
-            image: tag.into(),
-            memory: 256 << 20,
-            nano_cpus: 1_000_000_000,
-            ..Default::default()
-        })
-        .await
-        .expect("create space");
+    env.create(CreateSpace {
+        image: tag.into(),
+        ..common::request(name)
+    })
+    .await;
     Some(env)
 }
 
