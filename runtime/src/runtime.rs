@@ -525,8 +525,14 @@ impl Runtime {
         }
         write_filter(&dir, &space).await?;
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
-        if let Some(a) = &space.gpus {
-            self.inner.gpu.apply(&mut spec, a)?;
+        if let Some(a) = space.gpus.clone() {
+            // Reading CDI specs takes milliseconds: off the async threads.
+            let rt = self.clone();
+            spec = tokio::task::spawn_blocking(move || {
+                rt.inner.gpu.apply(&mut spec, &a).map(|()| spec)
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("GPU task: {e}")))??;
             // Execs get the environment the GPU runtime gave the init.
             if let Some(env) = spec.process().as_ref().and_then(|p| p.env().clone()) {
                 lock(&entry.rec).env = env;
