@@ -62,11 +62,14 @@ fn other_routes(bridge: &str) -> Vec<(String, Ipv4Net)> {
 /// is replaced atomically, so a changed configuration applies).
 pub fn up(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], state_dir: &Path) -> Result<()> {
     let br = &cfg.bridge;
-    if read_record(state_dir).is_some_and(|r| &r.bridge != br) {
-        // CLAWDSPACE_BRIDGE changed: the old bridge and table go first.
-        down(state_dir)?;
-    }
-    let ours = read_record(state_dir).is_some_and(|r| &r.bridge == br);
+    let ours = match read_record(state_dir) {
+        Some(r) if &r.bridge != br => {
+            // CLAWDSPACE_BRIDGE changed: the old bridge and table go first.
+            down(state_dir)?;
+            false
+        }
+        r => r.is_some(),
+    };
     if link_exists(br) && !ours {
         return Err(Error::Network(format!(
             "interface {br} exists and was not created by this runtime; \

@@ -49,9 +49,14 @@ pub fn nft(script: &str) -> Result<()> {
     run("nft", &["-f", "-"], script)
 }
 
+/// The sysfs directory of network interface `name` (host namespace).
+pub fn link_dir(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/sys/class/net").join(name)
+}
+
 /// Whether a network interface of this name exists in the host namespace.
 pub fn link_exists(name: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(name).exists()
+    link_dir(name).exists()
 }
 
 /// Writes a sysctl under `/proc/sys/net/…` (path relative to it).

@@ -14,6 +14,8 @@ use libc::{c_char, c_short, c_ulong, c_ushort, c_void, sockaddr, sockaddr_in};
 
 use crate::error::{Error, Result};
 
+use super::config::Ipv4Net;
+
 /// `struct rtentry` of `<net/route.h>` (not in the libc crate for glibc).
 #[repr(C)]
 struct RtEntry {
@@ -75,7 +77,7 @@ fn up(sock: &OwnedFd, dev: &str) -> Result<()> {
     ioctl(sock, libc::SIOCSIFFLAGS, &mut r, &format!("set {dev} up"))
 }
 
-fn configure(addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
+fn configure(addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<()> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -90,12 +92,7 @@ fn configure(addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
     let mut r = ifreq("eth0");
     r.ifr_ifru.ifru_addr = sockaddr_of(addr);
     ioctl(&sock, libc::SIOCSIFADDR, &mut r, "set the address of eth0")?;
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    };
-    r.ifr_ifru.ifru_netmask = sockaddr_of(Ipv4Addr::from(mask));
+    r.ifr_ifru.ifru_netmask = sockaddr_of(Ipv4Addr::from(subnet.mask()));
     ioctl(
         &sock,
         libc::SIOCSIFNETMASK,
@@ -122,16 +119,16 @@ fn configure(addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
     ioctl(&sock, libc::SIOCADDRT, &mut route, "add the default route")
 }
 
-/// In namespace `netns`: lo and eth0 up, `addr/prefix` on eth0, default
-/// route via `gateway`.
-pub fn setup(netns: &Path, addr: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
+/// In namespace `netns`: lo and eth0 up, `addr` on eth0 with the netmask
+/// of `subnet`, default route via `gateway`.
+pub fn setup(netns: &Path, addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<()> {
     let ns =
         File::open(netns).map_err(|e| Error::Network(format!("open {}: {e}", netns.display())))?;
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| Error::Network(format!("join {}: {e}", netns.display())))?;
-            configure(addr, prefix, gateway)
+            configure(addr, subnet, gateway)
         })
         .join()
         .map_err(|_| Error::Network("namespace setup thread panicked".into()))?

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-use super::cmd::{ip_batch, link_exists};
+use super::cmd::{ip_batch, link_dir, link_exists};
 use super::config::NetworkConfig;
 
 /// Where `ip netns` keeps named namespaces.
@@ -41,10 +41,8 @@ pub fn exists(id: &str) -> bool {
 
 /// Whether the host end is a port of `bridge`.
 pub fn attached(id: &str, bridge: &str) -> bool {
-    let master = Path::new("/sys/class/net")
-        .join(host_link(id))
-        .join("master");
-    std::fs::read_link(master).is_ok_and(|m| m.file_name().is_some_and(|n| n == bridge))
+    std::fs::read_link(link_dir(&host_link(id)).join("master"))
+        .is_ok_and(|m| m.file_name().is_some_and(|n| n == bridge))
 }
 
 fn attach_lines(id: &str, bridge: &str) -> [String; 2] {
@@ -70,7 +68,7 @@ pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
     ];
     host.extend(attach_lines(id, &cfg.bridge));
     ip_batch(&host)?;
-    super::inside::setup(&netns_path(id), addr, cfg.subnet.prefix, cfg.gateway())
+    super::inside::setup(&netns_path(id), addr, cfg.subnet, cfg.gateway())
 }
 
 /// Puts the host ends of `ids` back on `bridge` (after it was re-created).
