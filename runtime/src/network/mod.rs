@@ -242,9 +242,14 @@ impl Network {
     /// first networked space.
     pub fn allocate(&self, id: &str) -> Result<Ipv4Addr> {
         let mut pool = self.pool();
-        let addr = pool
-            .allocate(id)
-            .ok_or_else(|| Error::Network(format!("no free address in {}", self.cfg.subnet)))?;
+        let addr = pool.allocate(id).ok_or_else(|| {
+            Error::Network(format!(
+                "no free address in {}: every one is held by a networked space; \
+                     destroy one, or create this space with network \"none\" \
+                     (CLAWDSPACE_SUBNET sets the size; change it only with no networked spaces)",
+                self.cfg.subnet
+            ))
+        })?;
         let mut b = self.bridge_state();
         if b.up {
             b.idle_since = None;
