@@ -180,6 +180,16 @@ fn tags(env: &TestEnv, spaces: &[&Space]) -> Vec<String> {
     t
 }
 
+/// Destroys `spaces`, then waits until the host's network, as far as they
+/// and the bridge go, is `before` again.
+async fn destroy_all(env: &TestEnv, spaces: &[&Space], before: &[String]) {
+    let t = tags(env, spaces);
+    for s in spaces {
+        env.rt().destroy(&s.name).await.expect("destroy");
+    }
+    back_to(&t, before).await;
+}
+
 /// The answer of `target` ("ip port") to a TCP connection from `space`
 /// (the address the server saw), or None when it cannot be reached.
 async fn reach(env: &TestEnv, space: &str, target: &str) -> Option<String> {
@@ -291,14 +301,11 @@ async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
 
     let t = tags(&env, &[&a, &b, &n]);
     assert!(snapshot(&t).iter().any(|l| l.contains(&env.network.bridge)));
-    for s in ["a", "b", "n"] {
-        env.rt().destroy(s).await.expect("destroy");
-    }
+    destroy_all(&env, &[&a, &b, &n], &before).await;
     assert!(
         env.rt().network().addresses().is_empty(),
         "pool back to empty"
     );
-    back_to(&t, &before).await;
 }
 
 #[tokio::test]
@@ -323,9 +330,7 @@ async fn allowed_private_ranges_are_reachable() {
         None,
         "only what is allowed"
     );
-    let t = tags(&env, &[&a]);
-    env.rt().destroy("a").await.expect("destroy");
-    back_to(&t, &[]).await;
+    destroy_all(&env, &[&a], &[]).await;
 }
 
 #[tokio::test]
@@ -349,9 +354,7 @@ async fn dns_servers_in_private_ranges_are_reachable_on_port_53_only() {
         Some(world.host_lan_ip.to_string())
     );
     assert_eq!(reach(&env, "a", &other.target()).await, None);
-    let t = tags(&env, &[&a]);
-    env.rt().destroy("a").await.expect("destroy");
-    back_to(&t, &[]).await;
+    destroy_all(&env, &[&a], &[]).await;
 }
 
 #[tokio::test]
@@ -373,9 +376,7 @@ async fn a_renamed_bridge_replaces_the_old_one_at_restart() {
         reach(&env, "a", &internet.target()).await,
         Some(world.host_ip.to_string())
     );
-    let t = tags(&env, &[&a]);
-    env.rt().destroy("a").await.expect("destroy");
-    back_to(&t, &[]).await;
+    destroy_all(&env, &[&a], &[]).await;
 }
 
 #[tokio::test]
@@ -403,7 +404,6 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
 
     // "Reboot": processes, mounts, cgroups, links, namespaces and rules
     // vanish; records stay.
-    let t = tags(&env, &[&a, &b]);
     let spaces = [env.rt().get("a").expect("a"), env.rt().get("b").expect("b")];
     let cgs: Vec<_> = spaces.iter().map(|s| env.rt().cgroup(s)).collect();
     let rootfs: Vec<_> = spaces.iter().map(|s| env.rt().rootfs_dir(s)).collect();
@@ -440,10 +440,7 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         assert_eq!(back.network, s.network, "same address after the reboot");
         assert_eq!(reach(&env, &s.name, &internet.target()).await, nat);
     }
-    for s in ["a", "b"] {
-        env.rt().destroy(s).await.expect("destroy");
-    }
-    back_to(&t, &[]).await;
+    destroy_all(&env, &[&spaces[0], &spaces[1]], &[]).await;
 }
 
 /// Network namespaces named like spaces' (`cs-<12 hex>`).
