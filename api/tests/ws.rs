@@ -23,6 +23,20 @@ async fn connect(d: &Daemon, name: &str) -> Ws {
         .0
 }
 
+/// Sends one JSON text frame (a command, `eof`, `resize`, `stdin`).
+async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into()))
+        .await
+        .expect("send a text frame");
+}
+
+/// Sends bytes to the command's stdin (a binary frame).
+async fn send_bytes(ws: &mut Ws, b: &[u8]) {
+    ws.send(Message::Binary(b.to_vec().into()))
+        .await
+        .expect("send a binary frame");
+}
+
 /// Reads frames until `pred` holds for the collected stdout text; returns
 /// (stdout, stderr, exit code if seen).
 async fn read_until(
@@ -66,19 +80,13 @@ async fn streams_stdout_and_stderr_separately_then_the_exit_code() {
     };
     d.create("w").await;
     let mut ws = connect(&d, "w").await;
-    ws.send(Message::Text(
-        json!({"command": "echo out; echo err >&2; cat; exit 7"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("send");
-    ws.send(Message::Binary(b"from stdin\n".to_vec().into()))
-        .await
-        .expect("stdin");
-    ws.send(Message::Text(json!({"type": "eof"}).to_string().into()))
-        .await
-        .expect("eof");
+    send_json(
+        &mut ws,
+        json!({"command": "echo out; echo err >&2; cat; exit 7"}),
+    )
+    .await;
+    send_bytes(&mut ws, b"from stdin\n").await;
+    send_json(&mut ws, json!({"type": "eof"})).await;
     let (mut out, mut err) = (String::new(), String::new());
     let code = read_until(&mut ws, &mut out, &mut err, |_| false).await;
     assert_eq!(code, Some(7));
@@ -93,39 +101,21 @@ async fn a_tty_session_echoes_typing_and_resizes() {
     };
     d.create("t").await;
     let mut ws = connect(&d, "t").await;
-    ws.send(Message::Text(
-        json!({"command": ["sh"], "tty": true, "cols": 80, "rows": 24})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("send");
+    send_json(
+        &mut ws,
+        json!({"command": ["sh"], "tty": true, "cols": 80, "rows": 24}),
+    )
+    .await;
     let (mut out, mut err) = (String::new(), String::new());
-    ws.send(Message::Binary(b"stty size\n".to_vec().into()))
-        .await
-        .expect("type");
+    send_bytes(&mut ws, b"stty size\n").await;
     read_until(&mut ws, &mut out, &mut err, |o| o.contains("24 80")).await;
-    ws.send(Message::Text(
-        json!({"type": "resize", "cols": 100, "rows": 40})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("resize");
-    ws.send(Message::Binary(b"stty size; echo hi\n".to_vec().into()))
-        .await
-        .expect("type");
+    send_json(&mut ws, json!({"type": "resize", "cols": 100, "rows": 40})).await;
+    send_bytes(&mut ws, b"stty size; echo hi\n").await;
     read_until(&mut ws, &mut out, &mut err, |o| {
         o.contains("40 100") && o.contains("\nhi")
     })
     .await;
-    ws.send(Message::Text(
-        json!({"type": "stdin", "data": "exit 3\n"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("type");
+    send_json(&mut ws, json!({"type": "stdin", "data": "exit 3\n"})).await;
     let code = read_until(&mut ws, &mut out, &mut err, |_| false).await;
     assert_eq!(code, Some(3));
 }
@@ -137,13 +127,7 @@ async fn closing_the_socket_kills_the_process_and_auth_is_required() {
     };
     d.create("c").await;
     let mut ws = connect(&d, "c").await;
-    ws.send(Message::Text(
-        json!({"command": "sleep 300 & sleep 301"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("send");
+    send_json(&mut ws, json!({"command": "sleep 300 & sleep 301"})).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(ws);
     let mut gone = false;
@@ -173,13 +157,11 @@ async fn a_session_timeout_kills_the_command_and_bad_requests_are_refused_cleanl
     };
     d.create("to").await;
     let mut ws = connect(&d, "to").await;
-    ws.send(Message::Text(
-        json!({"command": "sleep 30; echo never", "timeoutMs": 300})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .expect("send");
+    send_json(
+        &mut ws,
+        json!({"command": "sleep 30; echo never", "timeoutMs": 300}),
+    )
+    .await;
     let (mut out, mut err) = (String::new(), String::new());
     let t = std::time::Instant::now();
     assert_eq!(
@@ -189,9 +171,7 @@ async fn a_session_timeout_kills_the_command_and_bad_requests_are_refused_cleanl
     assert!(t.elapsed() < Duration::from_secs(5) && out.is_empty());
     // An empty command gets an error event and a close frame (not a reset).
     let mut ws = connect(&d, "to").await;
-    ws.send(Message::Text(json!({"command": ""}).to_string().into()))
-        .await
-        .expect("send");
+    send_json(&mut ws, json!({"command": ""})).await;
     let mut saw_error = false;
     let mut saw_close = false;
     while let Some(Ok(m)) = ws.next().await {
@@ -205,14 +185,8 @@ async fn a_session_timeout_kills_the_command_and_bad_requests_are_refused_cleanl
     // Many quick sessions: the exit frame always arrives.
     for _ in 0..15 {
         let mut ws = connect(&d, "to").await;
-        ws.send(Message::Text(
-            json!({"command": "echo hello; exit 3"}).to_string().into(),
-        ))
-        .await
-        .expect("send");
-        ws.send(Message::Text(json!({"type": "eof"}).to_string().into()))
-            .await
-            .expect("eof");
+        send_json(&mut ws, json!({"command": "echo hello; exit 3"})).await;
+        send_json(&mut ws, json!({"type": "eof"})).await;
         let (mut out, mut err) = (String::new(), String::new());
         assert_eq!(
             read_until(&mut ws, &mut out, &mut err, |_| false).await,
