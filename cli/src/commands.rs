@@ -12,7 +12,7 @@ use crate::config::{host_url, Settings};
 use crate::discovery::{self, Server};
 use crate::stream::{self, Outcome, RawMode, Stdin};
 use crate::style::{self, BLUE, CYAN, GREEN, RED, YELLOW};
-use crate::{Cmd, Fail};
+use crate::{Cmd, CreateArgs, Fail};
 
 /// What every command needs.
 pub struct Ctx<'a> {
@@ -108,6 +108,23 @@ pub fn cpus_json(cpus: &str) -> Option<Value> {
     serde_json::Number::from_f64(f).map(Value::Number)
 }
 
+/// The hint after a failure that fresh discovery may cure.
+const PROBE_AGAIN: &str = "Run 'clawdspace servers --refresh' to probe the configured hosts again.";
+
+/// Cap on stop, start and destroy (they may wait for processes to end).
+const LIFECYCLE_CAP: Option<Duration> = Some(Duration::from_secs(120));
+
+/// The space name argument, or `Error: name required` with the usage.
+fn required(name: Option<String>, usage: &str) -> Result<String, Fail> {
+    name.filter(|n| !n.is_empty())
+        .ok_or_else(|| Fail::error("name required").hint(format!("Usage: clawdspace {usage}")))
+}
+
+/// The API path of space `name`, plus `rest` (`""`, `"/exec"`, ...).
+fn space_path(name: &str, rest: &str) -> String {
+    format!("/spaces/{}{rest}", encode_segment(name))
+}
+
 fn servers_list(servers: &[Server]) -> String {
     servers
         .iter()
@@ -121,21 +138,7 @@ impl Ctx<'_> {
     pub async fn run(&self, cmd: Cmd) -> CmdResult {
         match cmd {
             Cmd::Servers { refresh, json } => self.servers_cmd(refresh, json).await,
-            Cmd::Create {
-                name,
-                server,
-                memory,
-                cpus,
-                gpu,
-                gpus,
-                image,
-                network,
-            } => {
-                let gpus = gpus.as_deref().map(gpus_json).transpose()?;
-                let gpu = gpu || gpus.is_some();
-                self.create(name, server, memory, cpus, (gpu, gpus), (image, network))
-                    .await
-            }
+            Cmd::Create(args) => self.create(args).await,
             Cmd::List { server, json } => self.list(server, json).await,
             Cmd::Exec {
                 server,
@@ -156,6 +159,28 @@ impl Ctx<'_> {
             Cmd::Config { json } => self.config(json).await,
             Cmd::Completions { .. } => Ok(0),
         }
+    }
+
+    /// A request to `target` (2 s connect, `total` cap); a failure becomes
+    /// the error that ends the command.
+    async fn send(
+        &self,
+        target: &Server,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        total: Option<Duration>,
+    ) -> Result<Value, Fail> {
+        self.api
+            .call(
+                target,
+                method,
+                path,
+                body,
+                Opts::new(Connect::Normal, total),
+            )
+            .await
+            .map_err(|e| e.fail(self.api, target))
     }
 
     async fn servers(&self) -> Vec<Server> {
@@ -179,7 +204,7 @@ impl Ctx<'_> {
             return Ok(x.clone());
         }
         if lower.starts_with("http://") || lower.starts_with("https://") {
-            let url = s.trim_end_matches('/').to_string();
+            let url = host_url(s);
             return Ok(Server {
                 name: url.clone(),
                 url,
@@ -226,7 +251,7 @@ impl Ctx<'_> {
         if servers.is_empty() {
             return Err(self.no_servers());
         }
-        let path = format!("/spaces/{}", encode_segment(name));
+        let path = space_path(name, "");
         let results = join_all(servers.iter().map(|s| self.api.get(s, &path))).await;
         for (s, r) in servers.iter().zip(&results) {
             if let Ok(v) = r {
@@ -420,7 +445,7 @@ impl Ctx<'_> {
         else {
             return Err(Fail::error("No Clawdspace server answered")
                 .hint(offline.join("; "))
-                .hint("Run 'clawdspace servers --refresh' to probe the configured hosts again."));
+                .hint(PROBE_AGAIN));
         };
         let (s, _, free, total) = &online[best];
         let mut why = if online.len() == 1 {
@@ -448,18 +473,20 @@ impl Ctx<'_> {
         Ok((*s).clone())
     }
 
-    async fn create(
-        &self,
-        name: Option<String>,
-        server: Option<String>,
-        memory: String,
-        cpus: String,
-        (gpu, gpus): (bool, Option<Value>),
-        (image, network): (Option<String>, Option<String>),
-    ) -> CmdResult {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Err(Fail::error("name required"));
-        };
+    async fn create(&self, args: CreateArgs) -> CmdResult {
+        let CreateArgs {
+            name,
+            server,
+            memory,
+            cpus,
+            gpu,
+            gpus,
+            image,
+            network,
+        } = args;
+        let gpus = gpus.as_deref().map(gpus_json).transpose()?;
+        let gpu = gpu || gpus.is_some();
+        let name = required(name, "create <name> [OPTIONS]")?;
         let Some(cpus_value) = cpus_json(&cpus) else {
             return Err(Fail::error(format!(
                 "Invalid cpus '{cpus}' (a number of cores, e.g. 1 or 0.5)"
@@ -489,16 +516,8 @@ impl Ctx<'_> {
         if let Some(n) = network {
             body["network"] = json!(n);
         }
-        self.api
-            .call(
-                &target,
-                Method::POST,
-                "/spaces",
-                Some(&body),
-                Opts::new(Connect::Normal, None),
-            )
-            .await
-            .map_err(|e| e.fail(self.api, &target))?;
+        self.send(&target, Method::POST, "/spaces", Some(&body), None)
+            .await?;
         println!("{}", style::out(GREEN, &format!("✓ Created space: {name}")));
         println!("  Server: {}", target.name);
         println!("  Memory: {memory}");
@@ -564,9 +583,7 @@ impl Ctx<'_> {
                     self.settings.key_source
                 ));
             }
-            return Err(
-                f.hint("Run 'clawdspace servers --refresh' to probe the configured hosts again.")
-            );
+            return Err(f.hint(PROBE_AGAIN));
         }
         println!("{}", style::out(BLUE, "Spaces:"));
         println!();
@@ -628,7 +645,8 @@ impl Ctx<'_> {
         command: Vec<String>,
     ) -> CmdResult {
         let (Some(name), false) = (name.filter(|n| !n.is_empty()), command.is_empty()) else {
-            return Err(Fail::error("name and command required"));
+            return Err(Fail::error("name and command required")
+                .hint("Usage: clawdspace exec <name> <command...>"));
         };
         let cmd = command.join(" ");
         let target = self.find_space(&name, server.as_deref(), true).await?;
@@ -649,18 +667,10 @@ impl Ctx<'_> {
             let _ = std::io::stdin().read_to_end(&mut input);
             body["stdin"] = json!(String::from_utf8_lossy(&input));
         }
-        let path = format!("/spaces/{}/exec", encode_segment(&name));
+        let path = space_path(&name, "/exec");
         let v = self
-            .api
-            .call(
-                &target,
-                Method::POST,
-                &path,
-                Some(&body),
-                Opts::new(Connect::Normal, None),
-            )
-            .await
-            .map_err(|e| e.fail(self.api, &target))?;
+            .send(&target, Method::POST, &path, Some(&body), None)
+            .await?;
         let out = v.get("stdout").and_then(Value::as_str).unwrap_or("");
         let err = v.get("stderr").and_then(Value::as_str).unwrap_or("");
         if !out.is_empty() {
@@ -675,9 +685,7 @@ impl Ctx<'_> {
     }
 
     async fn shell(&self, server: Option<String>, name: Option<String>) -> CmdResult {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Err(Fail::error("name required"));
-        };
+        let name = required(name, "shell <name>")?;
         let target = self.find_space(&name, server.as_deref(), true).await?;
         let tty = std::io::stdin().is_terminal();
         let mut first = json!({"command": stream::SHELL_COMMAND});
@@ -712,22 +720,12 @@ impl Ctx<'_> {
         name: Option<String>,
         stop: bool,
     ) -> CmdResult {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Err(Fail::error("name required"));
-        };
-        let target = self.find_space(&name, server.as_deref(), false).await?;
         let action = if stop { "stop" } else { "start" };
-        let path = format!("/spaces/{}/{action}", encode_segment(&name));
-        self.api
-            .call(
-                &target,
-                Method::POST,
-                &path,
-                None,
-                Opts::new(Connect::Normal, Some(Duration::from_secs(120))),
-            )
-            .await
-            .map_err(|e| e.fail(self.api, &target))?;
+        let name = required(name, &format!("{action} <name>"))?;
+        let target = self.find_space(&name, server.as_deref(), false).await?;
+        let path = space_path(&name, &format!("/{action}"));
+        self.send(&target, Method::POST, &path, None, LIFECYCLE_CAP)
+            .await?;
         let msg = if stop {
             format!("✓ Paused: {name} (on {})", target.name)
         } else {
@@ -743,9 +741,7 @@ impl Ctx<'_> {
         name: Option<String>,
         force: bool,
     ) -> CmdResult {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            return Err(Fail::error("name required"));
-        };
+        let name = required(name, "destroy [-f] <name>")?;
         let target = self.find_space(&name, server.as_deref(), false).await?;
         if !force {
             print!("Destroy space '{name}' on {}? [y/N] ", target.name);
@@ -758,17 +754,9 @@ impl Ctx<'_> {
                 return Ok(0);
             }
         }
-        let path = format!("/spaces/{}", encode_segment(&name));
-        self.api
-            .call(
-                &target,
-                Method::DELETE,
-                &path,
-                None,
-                Opts::new(Connect::Normal, Some(Duration::from_secs(120))),
-            )
-            .await
-            .map_err(|e| e.fail(self.api, &target))?;
+        let path = space_path(&name, "");
+        self.send(&target, Method::DELETE, &path, None, LIFECYCLE_CAP)
+            .await?;
         println!(
             "{}",
             style::out(
@@ -781,26 +769,19 @@ impl Ctx<'_> {
 
     async fn system(&self, server: Option<String>, as_json: bool) -> CmdResult {
         let servers = self.servers().await;
-        let target =
-            match &server {
-                Some(s) => self.resolve(&servers, s)?,
-                None => match servers.first() {
-                    Some(s) => s.clone(),
-                    None => return Err(Fail::error("No servers found").hint(
-                        "Run 'clawdspace servers --refresh' to probe the configured hosts again.",
-                    )),
-                },
-            };
-        let d =
-            match self.api.system(&target).await {
-                Ok(d) => d,
-                Err(ApiError::Unauthorized) => return Err(self.api.unauthorized(&target)),
-                Err(e) => return Err(Fail::error(format!("Could not connect to {}", target.name))
+        let target = match &server {
+            Some(s) => self.resolve(&servers, s)?,
+            None => servers.first().cloned().ok_or_else(|| self.no_servers())?,
+        };
+        let d = match self.api.system(&target).await {
+            Ok(d) => d,
+            Err(ApiError::Unauthorized) => return Err(self.api.unauthorized(&target)),
+            Err(e) => {
+                return Err(Fail::error(format!("Could not connect to {}", target.name))
                     .hint(format!("{}: {}", target.url, e.short()))
-                    .hint(
-                        "Run 'clawdspace servers --refresh' to probe the configured hosts again.",
-                    )),
-            };
+                    .hint(PROBE_AGAIN))
+            }
+        };
         if as_json {
             print_json(&d);
             return Ok(0);

@@ -14,7 +14,7 @@ mod style;
 
 use std::io::Write;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// An error to show the user: `Error: <message>` (or the message alone),
 /// then hints, on stderr; the process exits 1.
@@ -84,6 +84,36 @@ struct Cli {
     command: Option<Cmd>,
 }
 
+/// `clawdspace create`'s arguments.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name of the space (letters, digits, _ and -).
+    pub name: Option<String>,
+    /// Server name (see `servers`), URL, or configured host.
+    #[arg(short, long)]
+    pub server: Option<String>,
+    /// Memory limit, e.g. 512m, 2g.
+    #[arg(short, long, default_value = "2g")]
+    pub memory: String,
+    /// CPU limit in cores, e.g. 1, 0.5.
+    #[arg(short, long, default_value = "1")]
+    pub cpus: String,
+    /// Create a GPU space on a server that has a GPU.
+    #[arg(short, long)]
+    pub gpu: bool,
+    /// Which GPUs (implies --gpu): a count (`2`) or indexes/UUIDs
+    /// (`0,2`); default all.
+    #[arg(long, value_name = "N|LIST")]
+    pub gpus: Option<String>,
+    /// Image reference (default: the server's default image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Network: `internet` (outbound through NAT; the server's default)
+    /// or `none` (loopback only).
+    #[arg(long, value_parser = ["internet", "none"])]
+    pub network: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// List discovered servers with their resources and capabilities.
@@ -96,33 +126,7 @@ enum Cmd {
         json: bool,
     },
     /// Create a space on a server (auto-selected unless --server is given).
-    Create {
-        /// Name of the space (letters, digits, _ and -).
-        name: Option<String>,
-        /// Server name (see `servers`), URL, or configured host.
-        #[arg(short, long)]
-        server: Option<String>,
-        /// Memory limit, e.g. 512m, 2g.
-        #[arg(short, long, default_value = "2g")]
-        memory: String,
-        /// CPU limit in cores, e.g. 1, 0.5.
-        #[arg(short, long, default_value = "1")]
-        cpus: String,
-        /// Create a GPU space on a server that has a GPU.
-        #[arg(short, long)]
-        gpu: bool,
-        /// Which GPUs (implies --gpu): a count (`2`) or indexes/UUIDs
-        /// (`0,2`); default all.
-        #[arg(long, value_name = "N|LIST")]
-        gpus: Option<String>,
-        /// Image reference (default: the server's default image).
-        #[arg(long)]
-        image: Option<String>,
-        /// Network: `internet` (outbound through NAT; the server's default)
-        /// or `none` (loopback only).
-        #[arg(long, value_parser = ["internet", "none"])]
-        network: Option<String>,
-    },
+    Create(CreateArgs),
     /// List spaces on every server (or one).
     #[command(visible_alias = "ls")]
     List {
