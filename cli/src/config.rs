@@ -92,11 +92,8 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Parsed {
             continue;
         }
         let lookup = |n: &str| -> String {
-            out.assignments
-                .iter()
-                .rev()
-                .find(|a| a.name == n)
-                .map(|a| a.value.clone())
+            out.get(n)
+                .map(String::from)
                 .or_else(|| env(n))
                 .unwrap_or_default()
         };
@@ -121,8 +118,14 @@ fn parse_value(s: &str, lookup: &dyn Fn(&str) -> String) -> (String, bool) {
     let mut out = String::new();
     let mut subst = false;
     let mut i = 0;
-    // Expands `$...` at chars[i] (a '$'); returns the index after it.
-    let dollar = |i: usize, out: &mut String, subst: &mut bool| -> usize {
+    // Expands `$...` at chars[i] (a '$') or keeps a '`' (noting the command
+    // substitution); returns the index after it.
+    let special = |i: usize, out: &mut String, subst: &mut bool| -> usize {
+        if chars[i] == '`' {
+            *subst = true;
+            out.push('`');
+            return i + 1;
+        }
         let next = chars.get(i + 1).copied();
         match next {
             Some('{') => {
@@ -175,12 +178,7 @@ fn parse_value(s: &str, lookup: &dyn Fn(&str) -> String) -> (String, bool) {
                             out.push(chars[i + 1]);
                             i += 2;
                         }
-                        '$' => i = dollar(i, &mut out, &mut subst),
-                        '`' => {
-                            subst = true;
-                            out.push('`');
-                            i += 1;
-                        }
+                        '$' | '`' => i = special(i, &mut out, &mut subst),
                         ch => {
                             out.push(ch);
                             i += 1;
@@ -195,12 +193,7 @@ fn parse_value(s: &str, lookup: &dyn Fn(&str) -> String) -> (String, bool) {
                 }
                 i += 2;
             }
-            '$' => i = dollar(i, &mut out, &mut subst),
-            '`' => {
-                subst = true;
-                out.push('`');
-                i += 1;
-            }
+            '$' | '`' => i = special(i, &mut out, &mut subst),
             // Unquoted whitespace ends the value (a following `# ...` is a
             // comment; anything else would be a command: ignored).
             c if c.is_whitespace() => break,
@@ -386,6 +379,14 @@ not an assignment
         assert_eq!(parsed.get("1BAD"), None);
         assert_eq!(parsed.warnings.len(), 1);
         assert!(parsed.warnings[0].contains("line 9"));
+    }
+
+    #[test]
+    fn backticks_are_kept_and_reported() {
+        let parsed = p("A=`id`\nB=\"x `id` y\"\n");
+        assert_eq!(parsed.get("A"), Some("`id`"));
+        assert_eq!(parsed.get("B"), Some("x `id` y"));
+        assert_eq!(parsed.warnings.len(), 2);
     }
 
     #[test]
