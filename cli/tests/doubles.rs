@@ -15,6 +15,11 @@ fn double(hostname: &str) -> Double {
     Double::start(DoubleConfig::new(hostname))
 }
 
+/// A HOME probing `hosts` (in this order) with the key the doubles accept.
+fn home_for(hosts: &[String]) -> Home {
+    Home::new(&hosts.join(" "), Some("double-key"))
+}
+
 fn set_mtime_ago(path: &std::path::Path, secs: u64) {
     let f = fs::File::options()
         .write(true)
@@ -30,10 +35,7 @@ fn discovery_writes_the_original_cache_format() {
     let b = double("beta");
     let dead = free_port();
     // Listed out of order, with a dead host: the cache is sorted by name.
-    let home = Home::new(
-        &format!("{} 127.0.0.1:{dead} {}", b.host(), a.host()),
-        Some("double-key"),
-    );
+    let home = home_for(&[b.host(), format!("127.0.0.1:{dead}"), a.host()]);
     let r = home.run(&["servers", "--refresh"]);
     r.expect_code(0);
     assert!(
@@ -92,7 +94,7 @@ fn discovery_writes_the_original_cache_format() {
 #[test]
 fn cache_ttl_is_300_seconds() {
     let a = double("alpha");
-    let home = Home::new(&a.host(), Some("double-key"));
+    let home = home_for(&[a.host()]);
     home.run(&["config"]).expect_code(0);
     assert_eq!(a.count("GET", "/api/health"), 1);
     assert_eq!(home.cache(), format!("alpha={} ", a.url()));
@@ -133,7 +135,7 @@ fn cache_ttl_is_300_seconds() {
 fn same_hostname_twice_is_named_by_host_entry() {
     let a = double("samebox");
     let b = double("samebox");
-    let home = Home::new(&format!("{} {}", a.host(), b.host()), Some("double-key"));
+    let home = home_for(&[a.host(), b.host()]);
     home.run(&["servers", "-r"]).expect_code(0);
     let mut expected = [
         format!("{}={}", a.host(), a.url()),
@@ -149,10 +151,7 @@ fn probing_a_silent_host_is_bounded() {
     // Accepts connections (kernel backlog) but never answers.
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let silent_port = silent.local_addr().expect("addr").port();
-    let home = Home::new(
-        &format!("127.0.0.1:{silent_port} {}", a.host()),
-        Some("double-key"),
-    );
+    let home = home_for(&[format!("127.0.0.1:{silent_port}"), a.host()]);
     let t = Instant::now();
     let r = home.run(&["servers", "--refresh"]);
     r.expect_code(0);
@@ -172,10 +171,7 @@ fn create_picks_the_server_with_most_free_memory() {
     let mut big = DoubleConfig::new("big");
     big.free = "12.5 GB".into();
     let (small, big) = (Double::start(small), Double::start(big));
-    let home = Home::new(
-        &format!("{} {}", small.host(), big.host()),
-        Some("double-key"),
-    );
+    let home = home_for(&[small.host(), big.host()]);
     let r = home.run(&["create", "sp"]);
     r.expect_code(0);
     assert!(
@@ -282,10 +278,7 @@ fn gpu_placement_uses_capabilities() {
     gpu.gpu = true;
     gpu.free = "1.0 GB".into();
     let (plain, gpu) = (Double::start(plain), Double::start(gpu));
-    let home = Home::new(
-        &format!("{} {}", plain.host(), gpu.host()),
-        Some("double-key"),
-    );
+    let home = home_for(&[plain.host(), gpu.host()]);
     let r = home.run(&["create", "g1", "--gpu"]);
     r.expect_code(0);
     assert!(r.stdout.starts_with("Looking for server with GPU...\nFound GPU server: rtx\nCreating space 'g1' on rtx...\n"), "{}", r.stdout);
@@ -310,7 +303,7 @@ fn gpu_placement_uses_capabilities() {
     assert!(row.trim_end().ends_with("🎮 3090"), "{row}");
 
     // Without a GPU server.
-    let home = Home::new(&plain.host(), Some("double-key"));
+    let home = home_for(&[plain.host()]);
     let r = home.run(&["create", "g2", "-g"]);
     r.expect_code(1);
     assert!(r.stdout.contains("Looking for server with GPU..."));
@@ -407,7 +400,7 @@ fn keys_and_hosts_come_from_env_then_file() {
 fn dead_servers_and_usage() {
     let a = double("alpha");
     let dead = free_port();
-    let home = Home::new(&a.host(), Some("double-key"));
+    let home = home_for(&[a.host()]);
     // A cached server that no longer answers.
     fs::write(
         home.cache_file(),
@@ -478,7 +471,7 @@ fn dead_servers_and_usage() {
     assert!(r.stdout.contains("System Status (alpha):\n\n  Hostname:   alpha\n  Platform:   linux (x64)\n  CPUs:       16\n  Load:       0.50\n  Memory:     25.0% (1.0 GB / 31.2 GB)\n  Uptime:     1d 2h 3m\n  Containers: 1 running\n"), "{}", r.stdout);
 
     // No server at all.
-    let home = Home::new(&format!("127.0.0.1:{dead}"), Some("double-key"));
+    let home = home_for(&[format!("127.0.0.1:{dead}")]);
     let r = home.run(&["create", "x"]);
     r.expect_code(1);
     assert!(
