@@ -11,11 +11,15 @@ export class ApiError extends Error {
   }
 }
 
+// The key of this page when localStorage is unavailable (private mode).
+let memoryKey = '';
+
+/** The API key: stored, else the one given to this page. */
 export function getKey() {
   try {
-    return localStorage.getItem(STORE) || '';
+    return localStorage.getItem(STORE) || memoryKey;
   } catch {
-    return '';
+    return memoryKey;
   }
 }
 
@@ -27,9 +31,6 @@ export function setKey(key) {
   }
   memoryKey = key;
 }
-
-let memoryKey = '';
-const key = () => getKey() || memoryKey;
 
 /**
  * Takes `?key=` from the address (stores it, then removes it from the
@@ -47,7 +48,7 @@ export function adoptKeyFromUrl() {
 
 /** Calls `method path` with the key; resolves to the JSON body or throws ApiError. */
 export async function call(method, path, body) {
-  const headers = { Authorization: `Bearer ${key()}` };
+  const headers = { Authorization: `Bearer ${getKey()}` };
   const init = { method, headers };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -89,5 +90,5 @@ export const api = {
 /** The WebSocket URL of streaming exec in `name` (the key as `?key=`: browsers cannot set headers). */
 export function execSocketUrl(name) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/api/spaces/${encodeURIComponent(name)}/exec/ws?key=${encodeURIComponent(key())}`;
+  return `${proto}//${location.host}/api/spaces/${encodeURIComponent(name)}/exec/ws?key=${encodeURIComponent(getKey())}`;
 }
