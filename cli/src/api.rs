@@ -270,28 +270,38 @@ impl Api {
         }
     }
 
-    /// `GET` with the normal connect timeout and a 15 s cap.
-    pub async fn get(&self, server: &Server, path: &str) -> Result<Value, ApiError> {
+    /// `GET` with the normal connect timeout (2 s) and a cap of `total`.
+    async fn get_within(
+        &self,
+        server: &Server,
+        path: &str,
+        total: Duration,
+    ) -> Result<Value, ApiError> {
         self.call(
             server,
             Method::GET,
             path,
             None,
-            Opts::new(Connect::Normal, Some(Duration::from_secs(15))),
+            Opts::new(Connect::Normal, Some(total)),
         )
         .await
     }
 
+    /// `GET` with the normal connect timeout and a 15 s cap.
+    pub async fn get(&self, server: &Server, path: &str) -> Result<Value, ApiError> {
+        self.get_within(server, path, Duration::from_secs(15)).await
+    }
+
     /// `GET /api/system` as `servers` and placement do (2 s connect, 5 s cap).
     pub async fn system(&self, server: &Server) -> Result<Value, ApiError> {
-        self.call(
-            server,
-            Method::GET,
-            "/system",
-            None,
-            Opts::new(Connect::Normal, Some(Duration::from_secs(5))),
-        )
-        .await
+        self.get_within(server, "/system", Duration::from_secs(5))
+            .await
+    }
+
+    /// `GET /api/system/capabilities` for GPU placement (2 s connect, 5 s cap).
+    pub async fn capabilities(&self, server: &Server) -> Result<Value, ApiError> {
+        self.get_within(server, "/system/capabilities", Duration::from_secs(5))
+            .await
     }
 }
 

@@ -380,16 +380,7 @@ impl Ctx<'_> {
         let mut candidates = servers.clone();
         if gpu {
             println!("{}", style::out(BLUE, "Looking for server with GPU..."));
-            let caps = join_all(servers.iter().map(|s| {
-                self.api.call(
-                    s,
-                    Method::GET,
-                    "/system/capabilities",
-                    None,
-                    Opts::new(Connect::Normal, Some(Duration::from_secs(5))),
-                )
-            }))
-            .await;
+            let caps = join_all(servers.iter().map(|s| self.api.capabilities(s))).await;
             let mut why = Vec::new();
             candidates = Vec::new();
             for (s, c) in servers.iter().zip(&caps) {
