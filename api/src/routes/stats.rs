@@ -1,7 +1,7 @@
 //! `GET /api/spaces/{name}/stats`: a space's live resource use, read from its
 //! cgroup (SPEC section 12 shape, the fields we measure).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -42,13 +42,12 @@ pub struct StatsEnvelope {
 }
 
 /// The previous sample of each space (by id): when and how much CPU time.
-static SAMPLES: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+static SAMPLES: Mutex<BTreeMap<String, (Instant, u64)>> = Mutex::new(BTreeMap::new());
 
 /// Percent of one core used between the previous sample and now.
 fn cpu_percent(id: &str, started: chrono::DateTime<chrono::Utc>, cpu_ns: u64) -> f64 {
     let now = Instant::now();
-    let mut guard = SAMPLES.lock().unwrap_or_else(|e| e.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
+    let mut map = SAMPLES.lock().unwrap_or_else(|e| e.into_inner());
     let (wall_ns, used_ns) = match map.get(id) {
         Some(&(t, prev)) if cpu_ns >= prev => {
             (now.duration_since(t).as_nanos() as f64, cpu_ns - prev)
