@@ -116,8 +116,8 @@ impl ExecHandle {
     }
 }
 
-/// `TIOCSWINSZ` on a PTY master.
-pub fn set_winsize(fd: &OwnedFd, cols: u16, rows: u16) {
+/// `TIOCSWINSZ` on a PTY master (or, in an exec'd process, its terminal).
+pub fn set_winsize(fd: impl std::os::fd::AsFd, cols: u16, rows: u16) {
     use std::os::fd::AsRawFd;
     let ws = libc::winsize {
         ws_row: rows,
@@ -126,7 +126,7 @@ pub fn set_winsize(fd: &OwnedFd, cols: u16, rows: u16) {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads one `winsize` from a valid pointer.
-    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }
 
 /// SIGKILLs the process group led by `pid`, and `pid` itself.

@@ -34,16 +34,10 @@ impl Executor for SpaceExecutor {
             .ok_or(ExecutorError::InvalidArg)?;
         // libcontainer leaves a new terminal at 0x0; size it before the
         // program starts, or it may read the size before the daemon sets it.
+        // stdin is the terminal libcontainer connected.
         if let (Some(true), Some(size)) = (process.terminal(), process.console_size()) {
-            let ws = libc::winsize {
-                ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
-                ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCSWINSZ reads one `winsize` from a valid pointer;
-            // fd 0 is the terminal libcontainer connected.
-            unsafe { libc::ioctl(0, libc::TIOCSWINSZ, &ws) };
+            let dim = |v| u16::try_from(v).unwrap_or(u16::MAX);
+            crate::exec::set_winsize(std::io::stdin(), dim(size.width()), dim(size.height()));
         }
         // A new session makes the process its own group leader; with a TTY
         // libcontainer already did this, and setsid then fails harmlessly.
