@@ -43,6 +43,17 @@ fn subdirs(d: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Thaws the cgroup directory `dir` (v1 freezer or v2) and SIGKILLs every
+/// process in it. Best effort: a file `dir` lacks is skipped.
+pub(crate) fn thaw_and_kill(dir: &Path) {
+    let _ = fs::write(dir.join("freezer.state"), "THAWED");
+    let _ = fs::write(dir.join("cgroup.freeze"), "0");
+    let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
 /// Kills every process under cgroup `parent`, unmounts everything mounted
 /// below `state_dir`, removes the cgroups, then deletes `remove` (usually
 /// the state dir or its parent) if given. Best effort; never panics.
@@ -50,16 +61,7 @@ pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     let dirs = parent_dirs(cgroup_parent);
     for d in &dirs {
         for sub in subdirs(d) {
-            let _ = fs::write(sub.join("freezer.state"), "THAWED");
-            let _ = fs::write(sub.join("cgroup.freeze"), "0");
-            for p in fs::read_to_string(sub.join("cgroup.procs"))
-                .unwrap_or_default()
-                .lines()
-            {
-                if let Ok(pid) = p.trim().parse::<i32>() {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
+            thaw_and_kill(&sub);
         }
     }
     std::thread::sleep(Duration::from_millis(100));

@@ -14,6 +14,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use super::executor::SpaceExecutor;
 use super::proc;
 use super::rootfs;
+use crate::cgroups::{CgroupMode, CgroupPaths};
 use crate::worker::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
 
 type Res<T> = Result<T, String>;
@@ -188,15 +189,15 @@ fn load(state_root: &Path, id: &str) -> Res<Container> {
     Container::load(state_root.join(id)).map_err(lc("load container"))
 }
 
+/// The directories of the cgroup at absolute cgroup path `cg` on this host.
+fn cgroup_paths(cg: &Path) -> CgroupPaths {
+    CgroupPaths::new(CgroupMode::detect(), &cg.to_string_lossy())
+}
+
 /// The freezer directory of a container's cgroup on this host.
 fn freezer_dir(c: &Container) -> Res<PathBuf> {
     let cg = c.spec().map_err(lc("container config"))?.cgroup_path;
-    let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
-    let root = Path::new("/sys/fs/cgroup");
-    Ok(match crate::cgroups::CgroupMode::detect() {
-        crate::cgroups::CgroupMode::Unified => root.join(rel),
-        _ => root.join("freezer").join(rel),
-    })
+    Ok(cgroup_paths(&cg).dir("freezer"))
 }
 
 /// Freezes the space. The freezer files are driven directly rather than
@@ -214,7 +215,7 @@ pub fn pause(state_root: &Path, id: &str) -> Res<()> {
         ));
     }
     let dir = freezer_dir(&c)?;
-    if crate::cgroups::CgroupMode::detect() == crate::cgroups::CgroupMode::Unified {
+    if CgroupMode::detect() == CgroupMode::Unified {
         freeze(&dir, "cgroup.freeze", "1", "0", |d| {
             let events = fs::read_to_string(d.join("cgroup.events"))?;
             Ok(events.lines().any(|l| l.trim() == "frozen 1"))
@@ -265,8 +266,7 @@ pub fn resume(state_root: &Path, id: &str) -> Res<()> {
         ));
     }
     let dir = freezer_dir(&c)?;
-    let (file, off) = if crate::cgroups::CgroupMode::detect() == crate::cgroups::CgroupMode::Unified
-    {
+    let (file, off) = if CgroupMode::detect() == CgroupMode::Unified {
         ("cgroup.freeze", "0")
     } else {
         ("freezer.state", "THAWED")
@@ -280,27 +280,9 @@ pub fn resume(state_root: &Path, id: &str) -> Res<()> {
 /// Thaws the cgroup at absolute cgroup path `cg` and SIGKILLs every process
 /// in it, directly through the cgroup files (v1 and v2).
 fn thaw_and_kill(cg: &Path) {
-    let rel = cg.strip_prefix("/").unwrap_or(cg);
-    let root = Path::new("/sys/fs/cgroup");
-    let _ = fs::write(
-        root.join("freezer").join(rel).join("freezer.state"),
-        "THAWED",
-    );
-    let _ = fs::write(root.join(rel).join("cgroup.freeze"), "0");
-    for dir in [
-        root.join("pids").join(rel),
-        root.join("freezer").join(rel),
-        root.join(rel),
-    ] {
-        let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) else {
-            continue;
-        };
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+    let paths = cgroup_paths(cg);
+    for ctrl in ["freezer", "pids"] {
+        crate::purge::thaw_and_kill(&paths.dir(ctrl));
     }
 }
 
