@@ -803,13 +803,13 @@ impl Runtime {
         let wreq = crate::worker::proto::ExecRequest {
             id: s.id.clone(),
             state_root: self.inner.state_root.clone(),
+            bundle: self.inner.store.space_dir(&s.id),
             args: req.command.argv(),
             env,
             cwd: req.cwd.clone().unwrap_or_else(|| s.user.workdir.clone()),
             uid,
             gid,
             additional_gids: gids,
-            bundle: self.inner.store.space_dir(&s.id),
             tty: None,
         };
         let handle = match req.tty {
