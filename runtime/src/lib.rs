@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 mod fsutil;
+pub mod inroot;
 pub mod gpu;
 pub mod host;
 pub mod image;
