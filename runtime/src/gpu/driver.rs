@@ -414,7 +414,8 @@ fn resolve(r: &Root, path: &str) -> std::io::Result<(PathBuf, FileStat)> {
 /// [`LIBRARY_DIRS`] with one (its shortest such name: the soname link
 /// `ldconfig` makes). In that directory the file `lib.so.<version>` is
 /// preferred (a stale link may point at an older driver's file). The
-/// soname is the file's `DT_SONAME`, else the name it was found by.
+/// soname is the file's `DT_SONAME`, else the name it was found by (or,
+/// when that names another file, the file's own name).
 fn find_library(
     r: &Root,
     cache: &[super::ldcache::Entry],
@@ -442,16 +443,21 @@ fn find_library(
         .filter(|(_, name)| name.starts_with(&prefix))
         .chain(scanned)
         .find_map(|(dir, name)| {
-            let exact = dir.join(format!("{prefix}{version}"));
-            let (host, st) = resolve(r, &exact.to_string_lossy())
-                .or_else(|_| resolve(r, &dir.join(&name).to_string_lossy()))
-                .ok()?;
+            let named = resolve(r, &dir.join(&name).to_string_lossy()).ok();
+            let exact = resolve(r, &dir.join(format!("{prefix}{version}")).to_string_lossy()).ok();
+            let (host, st) = exact.or_else(|| named.clone())?;
             if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
                 return None;
             }
+            // Without a DT_SONAME: the name it was found by when that names
+            // this file, else the file's own name.
+            let fallback = match named {
+                Some((h, _)) if h == host => name,
+                _ => host.file_name()?.to_string_lossy().into_owned(),
+            };
             let soname = super::ldcache::elf_soname(&host)
                 .filter(|s| s.starts_with(&prefix))
-                .unwrap_or(name);
+                .unwrap_or(fallback);
             Some((soname, host))
         })
 }
