@@ -415,7 +415,7 @@ fn resolve(r: &Root, path: &str) -> std::io::Result<(PathBuf, FileStat)> {
 /// `ldconfig` makes). In that directory the file `lib.so.<version>` is
 /// preferred (a stale link may point at an older driver's file). The
 /// soname is the file's `DT_SONAME`, else the name it was found by (or,
-/// when that names another file, the file's own name).
+/// when that is another file's full-version name, the file's own name).
 fn find_library(
     r: &Root,
     cache: &[super::ldcache::Entry],
@@ -450,14 +450,101 @@ fn find_library(
                 return None;
             }
             // Without a DT_SONAME: the name it was found by when that names
-            // this file, else the file's own name.
+            // this file or is a shorter (soname) link, else the file's own
+            // name (an older driver's full-version name).
+            let own = host.file_name()?.to_string_lossy().into_owned();
             let fallback = match named {
                 Some((h, _)) if h == host => name,
-                _ => host.file_name()?.to_string_lossy().into_owned(),
+                _ if name.matches('.').count() < own.matches('.').count() => name,
+                _ => own,
             };
             let soname = super::ldcache::elf_soname(&host)
                 .filter(|s| s.starts_with(&prefix))
                 .unwrap_or(fallback);
             Some((soname, host))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_of_proprietary_and_open_kernel_modules() {
+        let closed = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Tue Nov 11 \
+                      UTC 2025\nGCC version:  gcc version 12.2.0\n";
+        assert_eq!(parse_version(closed).as_deref(), Some("580.159.04"));
+        let open = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  \
+                    Release Build  (dvs-builder@U16-I2-C03-12-4)  Thu Jan 23 2025\n";
+        assert_eq!(parse_version(open).as_deref(), Some("570.86.15"));
+        assert_eq!(parse_version("GCC version: 12.2\n"), None);
+        assert_eq!(parse_version("NVRM version: unknown\n"), None);
+    }
+
+    #[test]
+    fn gpu_information() {
+        let text = "Model: \t\t NVIDIA H200\nIRQ:   \t\t 40\n\
+                    GPU UUID: \t GPU-7f3a0c7e-1b2c-4d5e-8f90-123456789abc\n\
+                    Video BIOS: \t 96.00.af.00.01\nBus Type: \t PCIe\n\
+                    Device Minor: \t 3\nBus Location: \t 0000:00:05.0\n";
+        assert_eq!(
+            parse_information("0000:00:05.0", text),
+            Some(KernelGpu {
+                bus: "0000:00:05.0".into(),
+                uuid: "GPU-7f3a0c7e-1b2c-4d5e-8f90-123456789abc".into(),
+                minor: 3,
+            })
+        );
+        // A UUID the kernel does not know yet is left out; no minor: no GPU.
+        let unknown = parse_information("b", "GPU UUID: \t ??\nDevice Minor: \t 1\n");
+        assert_eq!(unknown.map(|g| g.uuid), Some(String::new()));
+        assert_eq!(parse_information("b", "GPU UUID: GPU-1\n"), None);
+    }
+
+    #[test]
+    fn library_dirs_use_this_machines_triple() {
+        let dirs = library_dirs();
+        assert_eq!(dirs[0], "/usr/local/nvidia/lib64");
+        assert_eq!(
+            dirs[1],
+            format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH)
+        );
+    }
+
+    /// Libraries are found by directory scan where the linker cache does
+    /// not list them, at the shortest (soname link) name, symlinks resolved
+    /// inside the root; a real ELF library's soname comes from the file.
+    #[test]
+    fn directory_scan_resolves_inside_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lib64 = dir.path().join("usr/local/nvidia/lib64");
+        fs::create_dir_all(&lib64).expect("mkdir");
+        fs::write(lib64.join("libcuda.so.1.2.3"), "cuda").expect("write");
+        // An absolute link: inside the root, not the host's /usr/local.
+        std::os::unix::fs::symlink(
+            "/usr/local/nvidia/lib64/libcuda.so.1.2.3",
+            lib64.join("libcuda.so.1"),
+        )
+        .expect("symlink");
+        let r = Root::open(dir.path()).expect("root");
+        let (soname, host) = find_library(&r, &[], "libcuda", "9.9").expect("found");
+        assert_eq!(soname, "libcuda.so.1");
+        assert_eq!(host, lib64.join("libcuda.so.1.2.3"));
+        // The exact version's file wins over a stale link.
+        fs::write(lib64.join("libcuda.so.9.9"), "cuda 9.9").expect("write");
+        let (soname, host) = find_library(&r, &[], "libcuda", "9.9").expect("found");
+        assert_eq!((soname.as_str(), host), ("libcuda.so.1", lib64.join("libcuda.so.9.9")));
+        assert_eq!(find_library(&r, &[], "libnvidia-ml", "9.9"), None);
+
+        // A real library copied in: its DT_SONAME names it.
+        let Ok(real) = fs::canonicalize(format!(
+            "/usr/lib/{}-linux-gnu/libz.so.1",
+            std::env::consts::ARCH
+        )) else {
+            return;
+        };
+        fs::copy(&real, lib64.join("libz.so.1.2.3.4")).expect("copy");
+        let (soname, _) = find_library(&r, &[], "libz", "0").expect("found");
+        assert_eq!(soname, "libz.so.1");
+    }
 }

@@ -611,6 +611,63 @@ mod tests {
         assert_eq!(p.probe().backend, None);
     }
 
+    fn spec_with_env(env: &[&str]) -> Spec {
+        let mut spec = Spec::default();
+        if let Some(p) = spec.process_mut() {
+            p.set_env(Some(names(env)));
+        }
+        spec
+    }
+
+    fn env_of(spec: &Spec) -> Vec<String> {
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn library_paths_are_merged_image_first() {
+        let mut s = spec_with_env(&[
+            "PATH=/bin",
+            "LD_LIBRARY_PATH=/opt/x/lib:/usr/local/nvidia/lib64",
+            "A=1",
+            "LD_LIBRARY_PATH=/usr/local/nvidia/lib64",
+        ]);
+        merge_path_list(&mut s, "LD_LIBRARY_PATH");
+        assert_eq!(
+            env_of(&s),
+            names(&[
+                "PATH=/bin",
+                "LD_LIBRARY_PATH=/opt/x/lib:/usr/local/nvidia/lib64",
+                "A=1"
+            ])
+        );
+        let mut s = spec_with_env(&["LD_LIBRARY_PATH=/a", "LD_LIBRARY_PATH=/b"]);
+        merge_path_list(&mut s, "LD_LIBRARY_PATH");
+        assert_eq!(env_of(&s), names(&["LD_LIBRARY_PATH=/a:/b"]));
+        let mut s = spec_with_env(&["PATH=/bin"]);
+        merge_path_list(&mut s, "LD_LIBRARY_PATH");
+        assert_eq!(env_of(&s), names(&["PATH=/bin"]));
+    }
+
+    #[test]
+    fn set_env_replaces_earlier_values() {
+        let mut s = spec_with_env(&["NVIDIA_VISIBLE_DEVICES=all", "A=1"]);
+        set_env(&mut s, &names(&["NVIDIA_VISIBLE_DEVICES=0,1"]));
+        assert_eq!(env_of(&s), names(&["A=1", "NVIDIA_VISIBLE_DEVICES=0,1"]));
+    }
+
+    #[test]
+    fn driver_root_setting() {
+        let c = GpuConfig::from_settings(None, None, None, None, None);
+        assert_eq!(c.driver_root, Some(PathBuf::from("/")));
+        let c = GpuConfig::from_settings(None, None, None, None, Some(""));
+        assert_eq!(c.driver_root, None);
+        let c = GpuConfig::from_settings(None, None, None, None, Some("/run/nvidia/driver"));
+        assert_eq!(c.driver_root, Some(PathBuf::from("/run/nvidia/driver")));
+    }
+
     #[test]
     fn names_without_numbers_are_all_gpus() {
         let n = names(&["GPU-a", "GPU-b"]);
