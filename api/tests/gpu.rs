@@ -149,9 +149,7 @@ async fn with_only_the_driver_gpu_runtime_is_driver() {
         r["stdout"], "libcuda 999.1.1\nfake nvidia-smi 999.1.1\n1",
         "{r}"
     );
-    let (s, _) = d
-        .call(reqwest::Method::DELETE, "/api/spaces/g", None)
-        .await;
+    let (s, _) = d.call(reqwest::Method::DELETE, "/api/spaces/g", None).await;
     assert_eq!(s, 200);
 }
 

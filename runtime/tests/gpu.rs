@@ -444,7 +444,10 @@ async fn driver_edits_name_the_nodes_libraries_programs_and_environment() {
     // What is required: the control node and libcuda.
     fs::remove_file(root.join(format!("usr/lib/{}/libcuda.so.999.1.1", triple()))).expect("rm");
     let e = driver::generate(&root, &key).expect_err("no libcuda");
-    assert!(e.starts_with("libcuda.so is not in the linker cache"), "{e}");
+    assert!(
+        e.starts_with("libcuda.so is not in the linker cache"),
+        "{e}"
+    );
     fs::remove_file(root.join("dev/nvidiactl")).expect("rm");
     let e = driver::generate(&root, &key).expect_err("no nvidiactl");
     assert!(e.contains("dev/nvidiactl is missing"), "{e}");
@@ -502,7 +505,12 @@ async fn driver_only_gpu_spaces_see_the_driver_and_follow_its_upgrades() {
     );
     // The driver's files are read-only in the space.
     assert_ne!(
-        code(&env, "d-all", "echo x > /usr/local/nvidia/lib64/libcuda.so.1").await,
+        code(
+            &env,
+            "d-all",
+            "echo x > /usr/local/nvidia/lib64/libcuda.so.1"
+        )
+        .await,
         0
     );
     assert_ne!(code(&env, "d-all", "echo x > /usr/bin/nvidia-smi").await, 0);
@@ -541,7 +549,9 @@ async fn driver_only_gpu_spaces_see_the_driver_and_follow_its_upgrades() {
         .create(gpu_req("d-bad", Some(GpuRequest::Count(3))))
         .await
     {
-        Err(Error::InvalidInput(m)) => assert_eq!(m, "Invalid gpus: 3 requested, this server has 2"),
+        Err(Error::InvalidInput(m)) => {
+            assert_eq!(m, "Invalid gpus: 3 requested, this server has 2")
+        }
         other => panic!("expected InvalidInput, got {other:?}"),
     }
 
@@ -549,14 +559,16 @@ async fn driver_only_gpu_spaces_see_the_driver_and_follow_its_upgrades() {
     // (the old files stay). The edits are made again; a new space and a
     // restarted init get the new driver.
     write_fake_driver(&env.dir, "999.2.0");
+    assert_eq!(rt.gpu().probe().driver_version.as_deref(), Some("999.2.0"));
+    rt.create(gpu_req("d-new", None))
+        .await
+        .expect("create d-new");
     assert_eq!(
-        rt.gpu().probe().driver_version.as_deref(),
-        Some("999.2.0")
-    );
-    rt.create(gpu_req("d-new", None)).await.expect("create d-new");
-    assert_eq!(
-        env.out("d-new", "cat /usr/local/nvidia/lib64/libcuda.so.1; nvidia-smi")
-            .await,
+        env.out(
+            "d-new",
+            "cat /usr/local/nvidia/lib64/libcuda.so.1; nvidia-smi"
+        )
+        .await,
         "libcuda 999.2.0\nfake nvidia-smi 999.2.0"
     );
     kill(Pid::from_raw(all.init_pid.expect("pid")), Signal::SIGKILL).expect("kill init");

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use container_device_interface::cache::Cache;
 use container_device_interface::device::Device;
 use container_device_interface::spec::new_spec;
-use container_device_interface::specs::config::Spec as CdiSpec;
 use container_device_interface::spec_dirs::with_spec_dirs;
+use container_device_interface::specs::config::Spec as CdiSpec;
 use libcontainer::oci_spec::runtime::Spec;
 
 /// What identifies the specs in some directories without reading them:
@@ -79,8 +79,8 @@ impl Specs {
     /// One spec made in memory (the driver's generated edits), validated
     /// as a spec file is. `origin` names it in errors.
     pub(super) fn from_spec(raw: &CdiSpec, origin: &str) -> Result<Specs, String> {
-        let spec = new_spec(raw, &PathBuf::from(origin), 0)
-            .map_err(|e| format!("{origin}: {e:#}"))?;
+        let spec =
+            new_spec(raw, &PathBuf::from(origin), 0).map_err(|e| format!("{origin}: {e:#}"))?;
         let devices: HashMap<String, Device> = spec
             .get_devices()
             .into_values()

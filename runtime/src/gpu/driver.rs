@@ -430,12 +430,12 @@ fn find_library(
     let scanned = library_dirs().into_iter().filter_map(|d| {
         let (host, _) = resolve(r, &d).ok()?;
         let names: BTreeSet<(usize, String)> = fs::read_dir(host)
-                .ok()?
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n.starts_with(&prefix))
-                .map(|n| (n.matches('.').count(), n))
-                .collect();
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .map(|n| (n.matches('.').count(), n))
+            .collect();
         let (_, name) = names.into_iter().next()?;
         Some((PathBuf::from(d), name))
     });
@@ -533,7 +533,10 @@ mod tests {
         // The exact version's file wins over a stale link.
         fs::write(lib64.join("libcuda.so.9.9"), "cuda 9.9").expect("write");
         let (soname, host) = find_library(&r, &[], "libcuda", "9.9").expect("found");
-        assert_eq!((soname.as_str(), host), ("libcuda.so.1", lib64.join("libcuda.so.9.9")));
+        assert_eq!(
+            (soname.as_str(), host),
+            ("libcuda.so.1", lib64.join("libcuda.so.9.9"))
+        );
         assert_eq!(find_library(&r, &[], "libnvidia-ml", "9.9"), None);
 
         // A real library copied in: its DT_SONAME names it.

@@ -236,7 +236,12 @@ mod tests {
                 continue;
             };
             let real = std::fs::canonicalize(&e.path).expect("resolve");
-            assert_eq!(elf_soname(&real).as_deref(), Some(want), "{}", real.display());
+            assert_eq!(
+                elf_soname(&real).as_deref(),
+                Some(want),
+                "{}",
+                real.display()
+            );
         }
         assert_eq!(elf_soname(Path::new("/etc/hostname")), None);
         assert_eq!(elf_soname(Path::new("/nonexistent")), None);

@@ -158,8 +158,14 @@ pub fn write_fake_driver(dir: &Path, version: &str) -> PathBuf {
         }
     }
     let gnu = format!("/usr/lib/{}", triple());
-    write(&format!("{gnu}/libcuda.so.{version}"), &format!("libcuda {version}\n"));
-    link(&format!("libcuda.so.{version}"), &format!("{gnu}/libcuda.so.1"));
+    write(
+        &format!("{gnu}/libcuda.so.{version}"),
+        &format!("libcuda {version}\n"),
+    );
+    link(
+        &format!("libcuda.so.{version}"),
+        &format!("{gnu}/libcuda.so.1"),
+    );
     link("libcuda.so.1", &format!("{gnu}/libcuda.so"));
     write("/usr/lib/i386-linux-gnu/libcuda.so.1", "libcuda i386\n");
     write(
@@ -193,7 +199,11 @@ pub fn write_fake_driver(dir: &Path, version: &str) -> PathBuf {
         0x0303
     };
     let cache = ld_so_cache(&[
-        (0x0003, "libcuda.so.1", "/usr/lib/i386-linux-gnu/libcuda.so.1"),
+        (
+            0x0003,
+            "libcuda.so.1",
+            "/usr/lib/i386-linux-gnu/libcuda.so.1",
+        ),
         (native, "libcuda.so.1", &format!("{gnu}/libcuda.so.1")),
         (native, "libcuda.so", &format!("{gnu}/libcuda.so")),
         (
