@@ -92,6 +92,10 @@ pub struct Config {
     /// NVIDIA_DRIVER_CAPABILITIES of hook GPU spaces [default: compute,utility].
     #[arg(long, env = "CLAWDSPACE_GPU_CAPABILITIES")]
     pub gpu_capabilities: Option<String>,
+    /// Where the NVIDIA driver is looked for when there is neither a CDI
+    /// spec nor the hook (empty: never) [default: /].
+    #[arg(long, env = "CLAWDSPACE_NVIDIA_DRIVER_ROOT")]
+    pub nvidia_driver_root: Option<String>,
     /// Bridge of networked spaces; also the name of our nftables table.
     #[arg(long, env = "CLAWDSPACE_BRIDGE", default_value = "clawdspace0", value_parser = bridge)]
     pub bridge: String,
@@ -140,6 +144,7 @@ impl Config {
             self.gpu_cdi_kind.as_deref(),
             self.nvidia_hook.as_deref(),
             self.gpu_capabilities.as_deref(),
+            self.nvidia_driver_root.as_deref(),
         );
         c.network = clawdspace_runtime::NetworkConfig {
             bridge: self.bridge.clone(),

@@ -189,8 +189,8 @@ pub struct SystemCapabilities {
     /// Every GPU NVML reports (extension; absent without a GPU).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpus: Option<Vec<GpuJson>>,
-    /// How GPUs reach spaces: `cdi` or `nvidia-hook` (extension; absent
-    /// when GPU spaces cannot be created).
+    /// How GPUs reach spaces: `cdi`, `nvidia-hook` or `driver` (extension;
+    /// absent when GPU spaces cannot be created).
     #[serde(rename = "gpuRuntime", skip_serializing_if = "Option::is_none")]
     pub gpu_runtime: Option<String>,
 }

@@ -1,6 +1,7 @@
 //! GPU spaces over HTTP with a test CDI vendor standing in for
 //! `nvidia.com/gpu` (this machine has no GPU): `gpu`, the `gpus`
-//! extension, capabilities, and the errors. Needs root.
+//! extension, capabilities, and the errors; and with only a (fake) NVIDIA
+//! driver installed. Needs root.
 
 mod common;
 
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 #[path = "../../runtime/tests/common/cdi.rs"]
 mod cdi;
 
-use cdi::{write_test_vendor, KIND};
+use cdi::{write_fake_driver, write_test_vendor, KIND};
 
 fn bad(msg: &str) -> (reqwest::StatusCode, Value) {
     (reqwest::StatusCode::BAD_REQUEST, json!({ "error": msg }))
@@ -105,6 +106,51 @@ async fn gpu_spaces_get_the_cdi_devices_they_ask_for() {
             .await;
         assert_eq!(s, 200);
     }
+}
+
+#[tokio::test]
+async fn with_only_the_driver_gpu_runtime_is_driver() {
+    let dir = std::env::temp_dir().join(format!("clawdspace-drv-{:08x}", rand::random::<u32>()));
+    let _rm = RmDir(dir.clone());
+    fs::create_dir_all(&dir).expect("dir");
+    // Device nodes need root: Daemon::start skips the test otherwise.
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let root = write_fake_driver(&dir, "999.1.1").display().to_string();
+    let Some(d) = Daemon::start(&[
+        ("CLAWDSPACE_NVIDIA_DRIVER_ROOT", root.as_str()),
+        ("CLAWDSPACE_GPU_IMAGE", IMAGE),
+    ])
+    .await
+    else {
+        return;
+    };
+    let (_, caps) = d.get("/api/system/capabilities").await;
+    assert_eq!(caps["gpuRuntime"], "driver", "{caps}");
+    let (_, sys) = d.get("/api/system").await;
+    assert_eq!(sys["capabilities"]["gpuRuntime"], "driver", "{sys}");
+
+    let (s, v) = d
+        .post(
+            "/api/spaces",
+            json!({"name": "g", "gpus": [1], "memory": "128m"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["space"]["gpus"], json!(["nvidia.com/gpu=1"]));
+    let r = d
+        .exec(
+            "g",
+            json!("cat /usr/local/nvidia/lib64/libcuda.so.1 && nvidia-smi && test -c /dev/nvidia1 && echo $NVIDIA_VISIBLE_DEVICES"),
+        )
+        .await;
+    assert_eq!(
+        r["stdout"], "libcuda 999.1.1\nfake nvidia-smi 999.1.1\n1",
+        "{r}"
+    );
+    let (s, _) = d.call(reqwest::Method::DELETE, "/api/spaces/g", None).await;
+    assert_eq!(s, 200);
 }
 
 /// Removes a directory when dropped.

@@ -397,7 +397,11 @@ impl Runtime {
         let gpus = match (req.gpu, &req.gpus) {
             (true, r) => {
                 let r = r.clone().unwrap_or(GpuRequest::All);
-                let assignment = self.inner.gpu.assign(&r)?;
+                // Reads CDI specs or the driver's files: off the async threads.
+                let rt = self.clone();
+                let assignment = tokio::task::spawn_blocking(move || rt.inner.gpu.assign(&r))
+                    .await
+                    .map_err(|e| Error::Gpu(format!("GPU task: {e}")))??;
                 tracing::info!(space = %req.name, backend = assignment.backend.as_str(),
                     devices = ?assignment.devices, "GPUs assigned");
                 Some(assignment)

@@ -1,7 +1,9 @@
 //! GPU passthrough without a GPU: a test CDI vendor (`clawdspace.test/gpu`)
 //! whose "GPUs" are harmless host character devices goes through the same
-//! code path as `nvidia.com/gpu`, and a fake `nvidia-container-runtime-hook`
-//! shows the hook path. Needs root; skipped otherwise.
+//! code path as `nvidia.com/gpu`, a fake `nvidia-container-runtime-hook`
+//! shows the hook path, and a fake driver tree (device nodes of harmless
+//! devices, text files for libraries) the driver-only path. Needs root;
+//! skipped otherwise.
 
 mod common;
 
@@ -10,13 +12,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clawdspace_runtime::gpu::{GpuBackend, GpuConfig, GpuRequest};
+use clawdspace_runtime::gpu::{driver, GpuBackend, GpuConfig, GpuRequest};
 use clawdspace_runtime::{CreateSpace, Error, SpaceStatus};
 use common::{wait_until, TestEnv, IMAGE};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use common::cdi::{write_test_vendor, KIND};
+use common::cdi::{triple, write_fake_driver, write_test_vendor, FAKE_UUIDS, KIND};
 
 /// The test vendor's specs (`common::cdi`) as this runtime's GPU settings.
 fn fake_vendor(dir: &Path) -> GpuConfig {
@@ -291,4 +293,302 @@ async fn without_a_gpu_runtime_gpu_spaces_are_refused_with_what_to_install() {
         other => panic!("expected InvalidInput, got {other:?}"),
     }
     assert!(env.rt().list().is_empty());
+}
+
+/// GPU settings with only the fake driver tree (no CDI spec, no hook).
+fn driver_only(root: &Path) -> GpuConfig {
+    GpuConfig {
+        cdi_dirs: Vec::new(),
+        hook: None,
+        driver_root: Some(root.to_path_buf()),
+        ..GpuConfig::default()
+    }
+}
+
+/// `containerPath -> (hostPath, options)` of the generated mounts.
+fn mounts_of(spec: &serde_json::Value) -> Vec<(String, String, String)> {
+    spec["containerEdits"]["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .map(|m| {
+            (
+                m["containerPath"].as_str().expect("path").to_string(),
+                m["hostPath"].as_str().expect("host").to_string(),
+                m["options"].as_array().expect("options")[0]
+                    .as_str()
+                    .expect("option")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn driver_edits_name_the_nodes_libraries_programs_and_environment() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let root = write_fake_driver(&env.dir, "999.1.1");
+    let r = root.display().to_string();
+    let key = driver::key(&root, None).expect("key").expect("a driver");
+    assert_eq!(key.version, "999.1.1");
+    let minors: Vec<(u32, &str)> = key
+        .gpus
+        .iter()
+        .map(|g| (g.minor, g.uuid.as_str()))
+        .collect();
+    assert_eq!(minors, [(0, FAKE_UUIDS[0]), (1, FAKE_UUIDS[1])]);
+    let g = driver::generate(&root, &key).expect("generate");
+    assert!(g.warnings.is_empty(), "{:?}", g.warnings);
+    assert_eq!(g.devices, ["0", "1", FAKE_UUIDS[0], FAKE_UUIDS[1], "all"]);
+    let spec = serde_json::to_value(&g.spec).expect("spec JSON");
+    assert_eq!(spec["kind"], "nvidia.com/gpu");
+
+    // Devices: each GPU's node by index and UUID, all of them in `all`.
+    let nodes = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["deviceNodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                (
+                    n["path"].as_str().expect("path").into(),
+                    n["hostPath"].as_str().expect("host").into(),
+                )
+            })
+            .collect()
+    };
+    let dev = |n: &str| (format!("/dev/{n}"), format!("{r}/dev/{n}"));
+    let device = |name: &str| {
+        spec["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .find(|d| d["name"] == name)
+            .map(|d| nodes(&d["containerEdits"]))
+            .expect("device")
+    };
+    assert_eq!(device("0"), [dev("nvidia0")]);
+    assert_eq!(device(FAKE_UUIDS[1]), [dev("nvidia1")]);
+    assert_eq!(device("all"), [dev("nvidia0"), dev("nvidia1")]);
+    assert_eq!(
+        nodes(&spec["containerEdits"]),
+        [
+            dev("nvidiactl"),
+            dev("nvidia-uvm"),
+            dev("nvidia-uvm-tools"),
+            dev("nvidia-modeset")
+        ]
+    );
+
+    // Libraries at their sonames (the linker cache's native entries, then
+    // the directory scan), programs in /usr/bin, the persistenced socket.
+    let gnu = format!("{r}/usr/lib/{}", triple());
+    let lib64 = format!("{r}/usr/local/nvidia/lib64");
+    let want = [
+        (
+            "/usr/local/nvidia/lib64/libcuda.so.1".to_string(),
+            format!("{gnu}/libcuda.so.999.1.1"),
+            "ro",
+        ),
+        (
+            "/usr/local/nvidia/lib64/libnvidia-ml.so.1".into(),
+            format!("{r}/opt/nvidia/lib/libnvidia-ml.so.999.1.1"),
+            "ro",
+        ),
+        (
+            "/usr/local/nvidia/lib64/libnvidia-ptxjitcompiler.so.1".into(),
+            format!("{lib64}/libnvidia-ptxjitcompiler.so.999.1.1"),
+            "ro",
+        ),
+        (
+            "/usr/local/nvidia/lib64/libnvidia-nvvm.so.4".into(),
+            format!("{lib64}/libnvidia-nvvm.so.999.1.1"),
+            "ro",
+        ),
+        (
+            "/usr/local/nvidia/lib64/libnvidia-gpucomp.so.999.1.1".into(),
+            format!("{lib64}/libnvidia-gpucomp.so.999.1.1"),
+            "ro",
+        ),
+        (
+            "/usr/bin/nvidia-smi".into(),
+            format!("{r}/usr/local/nvidia/bin/nvidia-smi"),
+            "ro",
+        ),
+        (
+            "/usr/bin/nvidia-debugdump".into(),
+            format!("{r}/usr/bin/nvidia-debugdump"),
+            "ro",
+        ),
+        (
+            "/run/nvidia-persistenced/socket".into(),
+            format!("{r}/run/nvidia-persistenced/socket"),
+            "nosuid",
+        ),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .into_iter()
+        .map(|(c, h, o)| (c, h, o.to_string()))
+        .collect();
+    assert_eq!(mounts_of(&spec), want);
+    assert_eq!(
+        spec["containerEdits"]["env"],
+        serde_json::json!([
+            "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+            "LD_LIBRARY_PATH=/usr/local/nvidia/lib64"
+        ])
+    );
+
+    // What is required: the control node and libcuda.
+    fs::remove_file(root.join(format!("usr/lib/{}/libcuda.so.999.1.1", triple()))).expect("rm");
+    let e = driver::generate(&root, &key).expect_err("no libcuda");
+    assert!(
+        e.starts_with("libcuda.so is not in the linker cache"),
+        "{e}"
+    );
+    fs::remove_file(root.join("dev/nvidiactl")).expect("rm");
+    let e = driver::generate(&root, &key).expect_err("no nvidiactl");
+    assert!(e.contains("dev/nvidiactl is missing"), "{e}");
+    // Without the kernel module there is no driver at all.
+    fs::remove_file(root.join("proc/driver/nvidia/version")).expect("rm");
+    assert_eq!(driver::key(&root, None), Ok(None));
+}
+
+#[tokio::test]
+async fn driver_only_gpu_spaces_see_the_driver_and_follow_its_upgrades() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let root = write_fake_driver(&env.dir, "999.1.1");
+    env.reopen_with_gpu(driver_only(&root)).await;
+    let rt = env.rt().clone();
+    let info = rt.gpu().probe();
+    assert_eq!(info.backend, Some(GpuBackend::Driver));
+    assert_eq!(info.driver_version.as_deref(), Some("999.1.1"));
+
+    let all = rt.create(gpu_req("d-all", None)).await.expect("create");
+    let a = all.gpus.as_ref().expect("assignment");
+    assert_eq!(
+        (a.backend, a.devices.as_slice()),
+        (GpuBackend::Driver, &["nvidia.com/gpu=all".to_string()][..])
+    );
+    let libs = "cd /usr/local/nvidia/lib64 && cat libcuda.so.1 libnvidia-ml.so.1 \
+        libnvidia-ptxjitcompiler.so.1 libnvidia-nvvm.so.4 libnvidia-gpucomp.so.999.1.1";
+    assert_eq!(
+        env.out("d-all", libs).await,
+        "libcuda 999.1.1\nlibnvidia-ml 999.1.1\nlibnvidia-ptxjitcompiler 999.1.1\n\
+         libnvidia-nvvm 999.1.1\nlibnvidia-gpucomp 999.1.1"
+    );
+    assert_eq!(
+        env.out("d-all", "nvidia-smi; nvidia-debugdump").await,
+        "fake nvidia-smi 999.1.1\nfake nvidia-debugdump 999.1.1"
+    );
+    assert_eq!(
+        code(
+            &env,
+            "d-all",
+            "for n in nvidia0 nvidia1 nvidiactl nvidia-uvm nvidia-uvm-tools nvidia-modeset; \
+             do test -c /dev/$n || exit 1; done; : < /dev/nvidia1 && test -S /run/nvidia-persistenced/socket"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        env.out(
+            "d-all",
+            "echo $NVIDIA_VISIBLE_DEVICES $NVIDIA_DRIVER_CAPABILITIES $LD_LIBRARY_PATH"
+        )
+        .await,
+        "all compute,utility /usr/local/nvidia/lib64"
+    );
+    // The driver's files are read-only in the space.
+    assert_ne!(
+        code(
+            &env,
+            "d-all",
+            "echo x > /usr/local/nvidia/lib64/libcuda.so.1"
+        )
+        .await,
+        0
+    );
+    assert_ne!(code(&env, "d-all", "echo x > /usr/bin/nvidia-smi").await, 0);
+
+    // One GPU by UUID: only its node; the other's device is not allowed
+    // (GPU 1 is 10:229: root can make the node but not open it).
+    let one = rt
+        .create(gpu_req(
+            "d-one",
+            Some(GpuRequest::Devices(vec![FAKE_UUIDS[0].into()])),
+        ))
+        .await
+        .expect("create d-one");
+    assert_eq!(
+        one.gpus.expect("assignment").devices,
+        [format!("nvidia.com/gpu={}", FAKE_UUIDS[0])]
+    );
+    assert_eq!(
+        env.out(
+            "d-one",
+            "test -c /dev/nvidia0 && ! test -e /dev/nvidia1 && echo $NVIDIA_VISIBLE_DEVICES"
+        )
+        .await,
+        FAKE_UUIDS[0]
+    );
+    let o = env
+        .sh("d-one", "mknod /tmp/gpu1 c 10 229 && : < /tmp/gpu1")
+        .await;
+    assert_ne!(o.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not permitted"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    match rt
+        .create(gpu_req("d-bad", Some(GpuRequest::Count(3))))
+        .await
+    {
+        Err(Error::InvalidInput(m)) => {
+            assert_eq!(m, "Invalid gpus: 3 requested, this server has 2")
+        }
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+
+    // A driver upgrade: new version, new files, links and cache moved on
+    // (the old files stay). The edits are made again; a new space and a
+    // restarted init get the new driver.
+    write_fake_driver(&env.dir, "999.2.0");
+    assert_eq!(rt.gpu().probe().driver_version.as_deref(), Some("999.2.0"));
+    rt.create(gpu_req("d-new", None))
+        .await
+        .expect("create d-new");
+    assert_eq!(
+        env.out(
+            "d-new",
+            "cat /usr/local/nvidia/lib64/libcuda.so.1; nvidia-smi"
+        )
+        .await,
+        "libcuda 999.2.0\nfake nvidia-smi 999.2.0"
+    );
+    kill(Pid::from_raw(all.init_pid.expect("pid")), Signal::SIGKILL).expect("kill init");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            rt.get("d-all")
+                .is_ok_and(|n| n.init_pid != all.init_pid && n.status == SpaceStatus::Running)
+        })
+        .await,
+        "restarted"
+    );
+    assert_eq!(
+        env.out(
+            "d-all",
+            "cat /usr/local/nvidia/lib64/libcuda.so.1 /usr/local/nvidia/lib64/libnvidia-gpucomp.so.999.2.0; echo $LD_LIBRARY_PATH"
+        )
+        .await,
+        "libcuda 999.2.0\nlibnvidia-gpucomp 999.2.0\n/usr/local/nvidia/lib64"
+    );
+    for n in ["d-all", "d-one", "d-new"] {
+        rt.destroy(n).await.expect("destroy");
+    }
 }

@@ -47,8 +47,17 @@ pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> Api
         return Err(ApiError::bad_request("Invalid gpus: gpu is false"));
     }
     let gpu = gpu || gpus.is_some();
-    if gpu && clawdspace_runtime::gpu::gpus().is_none() && !st.rt.gpu().available() {
-        return Err(ApiError::bad_request("GPU not available on this server"));
+    if gpu {
+        // NVML, CDI specs and the driver's files: off the async threads.
+        let rt = st.rt.clone();
+        let available = tokio::task::spawn_blocking(move || {
+            clawdspace_runtime::gpu::gpus().is_some() || rt.gpu().available()
+        })
+        .await
+        .unwrap_or(false);
+        if !available {
+            return Err(ApiError::bad_request("GPU not available on this server"));
+        }
     }
     let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
     let network = input::network(&body)?;

@@ -93,6 +93,7 @@ impl Daemon {
             // Nor the host's GPU runtime: tests that want one set these.
             .env("CLAWDSPACE_CDI_DIRS", "")
             .env("CLAWDSPACE_NVIDIA_HOOK", "")
+            .env("CLAWDSPACE_NVIDIA_DRIVER_ROOT", "")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         for (k, v) in &self.env {

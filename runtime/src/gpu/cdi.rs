@@ -1,11 +1,15 @@
 //! CDI specs (`/etc/cdi`, `/var/run/cdi`) read with the
 //! `container-device-interface` crate, and device injection into a spec.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use container_device_interface::cache::Cache;
+use container_device_interface::device::Device;
+use container_device_interface::spec::new_spec;
 use container_device_interface::spec_dirs::with_spec_dirs;
+use container_device_interface::specs::config::Spec as CdiSpec;
 use libcontainer::oci_spec::runtime::Spec;
 
 /// What identifies the specs in some directories without reading them:
@@ -39,7 +43,19 @@ pub(super) fn fingerprint(dirs: &[PathBuf]) -> Fingerprint {
     out
 }
 
-/// The CDI specs found in some directories.
+/// The [`Fingerprint`] of some paths (files or directories; a missing
+/// one is listed without time and size).
+pub(super) fn stat_all(paths: &[PathBuf]) -> Fingerprint {
+    paths
+        .iter()
+        .map(|p| match std::fs::metadata(p) {
+            Ok(m) => (p.clone(), m.modified().ok(), m.len()),
+            Err(_) => (p.clone(), None, 0),
+        })
+        .collect()
+}
+
+/// The CDI specs found in some directories (or one made in memory).
 pub(super) struct Specs {
     cache: Cache,
 }
@@ -58,6 +74,22 @@ impl Specs {
             .refresh()
             .map_err(|e| format!("reading CDI specs in {}: {e}", dirs.join(":")))?;
         Ok(Specs { cache })
+    }
+
+    /// One spec made in memory (the driver's generated edits), validated
+    /// as a spec file is. `origin` names it in errors.
+    pub(super) fn from_spec(raw: &CdiSpec, origin: &str) -> Result<Specs, String> {
+        let spec =
+            new_spec(raw, &PathBuf::from(origin), 0).map_err(|e| format!("{origin}: {e:#}"))?;
+        let devices: HashMap<String, Device> = spec
+            .get_devices()
+            .into_values()
+            .map(|d| (d.get_qualified_name(), d))
+            .collect();
+        let specs = HashMap::from([(spec.get_vendor(), vec![spec])]);
+        Ok(Specs {
+            cache: Cache::new(Vec::new(), specs, devices),
+        })
     }
 
     /// Names of the devices of `kind` (`vendor/class`), numbered ones first

@@ -126,20 +126,14 @@ pub(super) fn apply(
     capabilities: &str,
     nvml: Option<&GpuInfo>,
 ) -> Result<()> {
+    super::set_env(
+        spec,
+        &[
+            format!("NVIDIA_VISIBLE_DEVICES={}", devices.join(",")),
+            format!("NVIDIA_DRIVER_CAPABILITIES={capabilities}"),
+        ],
+    );
     let mut v = serde_json::to_value(&*spec).map_err(|e| Error::Gpu(e.to_string()))?;
-    let env = [
-        format!("NVIDIA_VISIBLE_DEVICES={}", devices.join(",")),
-        format!("NVIDIA_DRIVER_CAPABILITIES={capabilities}"),
-    ];
-    if let Some(list) = v.pointer_mut("/process/env").and_then(Value::as_array_mut) {
-        list.retain(|e| {
-            !e.as_str().is_some_and(|e| {
-                e.starts_with("NVIDIA_VISIBLE_DEVICES=")
-                    || e.starts_with("NVIDIA_DRIVER_CAPABILITIES=")
-            })
-        });
-        list.extend(env.iter().map(|e| json!(e)));
-    }
     let hook = json!({
         "path": hook.to_string_lossy(),
         "args": [HOOK_NAME, "prestart"],

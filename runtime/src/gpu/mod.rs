@@ -3,14 +3,18 @@
 //!
 //! Passthrough is chosen per host, in this order: a CDI spec for the
 //! configured kind (`nvidia.com/gpu`, written by `nvidia-ctk cdi generate`),
-//! then the NVIDIA container hook (`nvidia-container-runtime-hook`), else
+//! then the NVIDIA container hook (`nvidia-container-runtime-hook`), then
+//! CDI edits generated from the installed driver itself (`driver.rs`), else
 //! none (GPU spaces are refused with what to install).
 
 mod cdi;
+pub mod driver;
 mod hook;
+mod ldcache;
 mod nvml;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use libcontainer::oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
@@ -28,8 +32,13 @@ pub const DEFAULT_DRIVER_CAPABILITIES: &str = "compute,utility";
 
 /// What to install when a GPU space cannot get its GPUs.
 const INSTALL_HINT: &str = "no GPU runtime is configured on this server: install the NVIDIA \
-Container Toolkit and run `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml` \
-(or install nvidia-container-runtime-hook)";
+driver (kernel module loaded, `nvidia-smi` working), or the NVIDIA Container Toolkit and run \
+`nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml` (or install \
+nvidia-container-runtime-hook)";
+/// Where the driver backend looks for the driver by default.
+pub const DEFAULT_DRIVER_ROOT: &str = "/";
+/// What the driver backend's generated spec is called in errors.
+const DRIVER_SPEC_ORIGIN: &str = "/run/clawdspace/generated/nvidia-driver.yaml";
 
 /// Which GPUs a space asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +59,8 @@ pub enum GpuBackend {
     Cdi,
     /// `nvidia-container-runtime-hook` as an OCI prestart hook.
     NvidiaHook,
+    /// CDI edits generated from the installed NVIDIA driver.
+    Driver,
 }
 
 impl GpuBackend {
@@ -58,6 +69,7 @@ impl GpuBackend {
         match self {
             GpuBackend::Cdi => "cdi",
             GpuBackend::NvidiaHook => "nvidia-hook",
+            GpuBackend::Driver => "driver",
         }
     }
 }
@@ -68,7 +80,7 @@ impl GpuBackend {
 pub struct GpuAssignment {
     /// How the devices are injected.
     pub backend: GpuBackend,
-    /// CDI: qualified device names (`nvidia.com/gpu=0`). Hook: the
+    /// CDI and driver: qualified device names (`nvidia.com/gpu=0`). Hook: the
     /// `NVIDIA_VISIBLE_DEVICES` entries (`all`, indexes or UUIDs).
     pub devices: Vec<String>,
 }
@@ -84,6 +96,9 @@ pub struct GpuConfig {
     pub hook: Option<PathBuf>,
     /// `NVIDIA_DRIVER_CAPABILITIES` for hook spaces.
     pub driver_capabilities: String,
+    /// Where the driver backend finds the NVIDIA driver (its libraries,
+    /// programs, device nodes and `/proc/driver/nvidia`); `None`: not used.
+    pub driver_root: Option<PathBuf>,
 }
 
 impl Default for GpuConfig {
@@ -93,6 +108,7 @@ impl Default for GpuConfig {
             cdi_kind: NVIDIA_CDI_KIND.into(),
             hook: hook::find(),
             driver_capabilities: DEFAULT_DRIVER_CAPABILITIES.into(),
+            driver_root: Some(PathBuf::from(DEFAULT_DRIVER_ROOT)),
         }
     }
 }
@@ -100,7 +116,8 @@ impl Default for GpuConfig {
 impl GpuConfig {
     /// Defaults, overridden by `CLAWDSPACE_CDI_DIRS` (`:`-separated),
     /// `CLAWDSPACE_GPU_CDI_KIND`, `CLAWDSPACE_NVIDIA_HOOK` (a path, or empty
-    /// to disable) and `CLAWDSPACE_GPU_CAPABILITIES`.
+    /// to disable), `CLAWDSPACE_GPU_CAPABILITIES` and
+    /// `CLAWDSPACE_NVIDIA_DRIVER_ROOT` (a directory, or empty to disable).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok();
         Self::from_settings(
@@ -108,6 +125,7 @@ impl GpuConfig {
             var("CLAWDSPACE_GPU_CDI_KIND").as_deref(),
             var("CLAWDSPACE_NVIDIA_HOOK").as_deref(),
             var("CLAWDSPACE_GPU_CAPABILITIES").as_deref(),
+            var("CLAWDSPACE_NVIDIA_DRIVER_ROOT").as_deref(),
         )
     }
 
@@ -118,6 +136,7 @@ impl GpuConfig {
         cdi_kind: Option<&str>,
         hook: Option<&str>,
         driver_capabilities: Option<&str>,
+        driver_root: Option<&str>,
     ) -> Self {
         let mut c = GpuConfig::default();
         if let Some(dirs) = cdi_dirs {
@@ -134,6 +153,9 @@ impl GpuConfig {
         if let Some(caps) = driver_capabilities.filter(|c| !c.is_empty()) {
             c.driver_capabilities = caps.into();
         }
+        if let Some(r) = driver_root {
+            c.driver_root = (!r.is_empty()).then(|| PathBuf::from(r));
+        }
         c
     }
 }
@@ -147,6 +169,14 @@ pub struct GpuRuntimeInfo {
     pub cdi_devices: Vec<String>,
     /// Why CDI specs could not be read, if they could not.
     pub cdi_error: Option<String>,
+    /// The driver backend's devices (looked at only without CDI devices
+    /// and hook): names without the kind.
+    pub driver_devices: Vec<String>,
+    /// The driver version the driver backend's edits were made for.
+    pub driver_version: Option<String>,
+    /// Why the driver's edits could not be made, if a driver is there but
+    /// they could not.
+    pub driver_error: Option<String>,
 }
 
 /// GPU passthrough for a runtime.
@@ -155,19 +185,56 @@ pub struct Passthrough {
     config: GpuConfig,
     /// The device names (or error) of the CDI specs last read, with the
     /// fingerprint of the files they came from.
-    cdi: std::sync::Mutex<Option<(cdi::Fingerprint, CdiDevices)>>,
+    cdi: Mutex<Option<(cdi::Fingerprint, CdiDevices)>>,
+    /// The driver's generated edits, with what they were made from.
+    driver: Mutex<Option<(driver::Key, DriverEdits)>>,
 }
 
 /// CDI device names of the configured kind, or why the specs are unusable.
 type CdiDevices = std::result::Result<Vec<String>, String>;
+/// The driver backend's edits, or why they could not be made.
+type DriverEdits = std::result::Result<Arc<driver::Generated>, String>;
 
 impl Passthrough {
     /// Passthrough with these settings.
     pub fn new(config: GpuConfig) -> Self {
         Passthrough {
             config,
-            cdi: std::sync::Mutex::new(None),
+            cdi: Mutex::new(None),
+            driver: Mutex::new(None),
         }
+    }
+
+    /// The edits generated from the driver under the driver root (`None`:
+    /// disabled, no kernel module, or no GPU). They are made again when the
+    /// driver version, its GPUs or the files they come from change (a
+    /// probe reads a few small files and stats ~20 paths).
+    fn driver_edits(&self) -> Option<DriverEdits> {
+        let root = self.config.driver_root.as_deref()?;
+        let key = match driver::key(root, gpus()) {
+            Ok(Some(k)) => k,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut cache = self.driver.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, edits)) = cache.as_ref() {
+            if *seen == key {
+                return Some(edits.clone());
+            }
+        }
+        let edits = driver::generate(root, &key).map(Arc::new);
+        match &edits {
+            Ok(g) => {
+                tracing::info!(version = %g.version, devices = ?g.devices,
+                    root = %root.display(), "GPU: edits generated from the NVIDIA driver");
+                for w in &g.warnings {
+                    tracing::warn!("GPU: {w}");
+                }
+            }
+            Err(e) => tracing::warn!("GPU: the NVIDIA driver's edits: {e}"),
+        }
+        *cache = Some((key, edits.clone()));
+        Some(edits)
     }
 
     /// The CDI devices of the configured kind; the specs are parsed again
@@ -192,25 +259,38 @@ impl Passthrough {
         &self.config
     }
 
-    /// Looks at the CDI specs and the hook now (specs change when drivers
-    /// are upgraded; they are parsed again when their files change).
+    /// Looks at the CDI specs, the hook and the driver now (specs change
+    /// when drivers are upgraded; they are parsed again when their files
+    /// change, and the driver's edits made again when it changes).
     pub fn probe(&self) -> GpuRuntimeInfo {
         let (cdi_devices, cdi_error) = match self.cdi_devices() {
             Ok(devices) => (devices, None),
             Err(e) => (Vec::new(), Some(e)),
         };
-        let backend = if !cdi_devices.is_empty() {
-            Some(GpuBackend::Cdi)
-        } else if self.config.hook.as_deref().is_some_and(hook::is_executable) {
-            Some(GpuBackend::NvidiaHook)
-        } else {
-            None
-        };
-        GpuRuntimeInfo {
-            backend,
+        let mut info = GpuRuntimeInfo {
+            backend: None,
             cdi_devices,
             cdi_error,
+            driver_devices: Vec::new(),
+            driver_version: None,
+            driver_error: None,
+        };
+        if !info.cdi_devices.is_empty() {
+            info.backend = Some(GpuBackend::Cdi);
+        } else if self.config.hook.as_deref().is_some_and(hook::is_executable) {
+            info.backend = Some(GpuBackend::NvidiaHook);
+        } else {
+            match self.driver_edits() {
+                Some(Ok(g)) => {
+                    info.backend = Some(GpuBackend::Driver);
+                    info.driver_devices = g.devices.clone();
+                    info.driver_version = Some(g.version.clone());
+                }
+                Some(Err(e)) => info.driver_error = Some(e),
+                None => {}
+            }
         }
+        info
     }
 
     /// Logs which passthrough GPU spaces get (at startup).
@@ -226,6 +306,12 @@ impl Passthrough {
             Some(GpuBackend::NvidiaHook) => tracing::info!(
                 hook = ?self.config.hook, "GPU passthrough: NVIDIA container hook"
             ),
+            Some(GpuBackend::Driver) => tracing::info!(
+                version = info.driver_version.as_deref().unwrap_or_default(),
+                devices = ?info.driver_devices,
+                root = ?self.config.driver_root,
+                "GPU passthrough: driver (CDI edits generated from the NVIDIA driver)"
+            ),
             None if gpus().is_some() => tracing::warn!("GPUs found but {INSTALL_HINT}"),
             None => tracing::debug!("no GPU passthrough"),
         }
@@ -236,7 +322,7 @@ impl Passthrough {
     pub fn available(&self) -> bool {
         let info = self.probe();
         match info.backend {
-            Some(GpuBackend::Cdi) => true,
+            Some(GpuBackend::Cdi) | Some(GpuBackend::Driver) => true,
             Some(GpuBackend::NvidiaHook) => gpus().is_some(),
             None => false,
         }
@@ -261,11 +347,24 @@ impl Passthrough {
                 backend: GpuBackend::NvidiaHook,
                 devices: hook::select(request, gpus())?,
             }),
+            Some(GpuBackend::Driver) => {
+                let devices = select(request, &info.driver_devices, gpus())?
+                    .into_iter()
+                    .map(|d| format!("{NVIDIA_CDI_KIND}={d}"))
+                    .collect();
+                Ok(GpuAssignment {
+                    backend: GpuBackend::Driver,
+                    devices,
+                })
+            }
             None => {
-                let why = match info.cdi_error {
-                    Some(e) => format!("{INSTALL_HINT}; the CDI specs could not be read: {e}"),
-                    None => INSTALL_HINT.to_string(),
-                };
+                let mut why = INSTALL_HINT.to_string();
+                if let Some(e) = info.cdi_error {
+                    why.push_str(&format!("; the CDI specs could not be read: {e}"));
+                }
+                if let Some(e) = info.driver_error {
+                    why.push_str(&format!("; the NVIDIA driver is not usable: {e}"));
+                }
                 Err(Error::InvalidInput(format!(
                     "GPU not available on this server: {why}"
                 )))
@@ -280,6 +379,26 @@ impl Passthrough {
             GpuBackend::Cdi => {
                 let mut specs = cdi::Specs::load(&self.config.cdi_dirs).map_err(Error::Gpu)?;
                 specs.inject(spec, &a.devices).map_err(Error::Gpu)
+            }
+            GpuBackend::Driver => {
+                let edits = match self.driver_edits() {
+                    Some(e) => e.map_err(Error::Gpu)?,
+                    None => return Err(Error::Gpu("the NVIDIA driver is gone".into())),
+                };
+                cdi::Specs::from_spec(&edits.spec, DRIVER_SPEC_ORIGIN)
+                    .and_then(|mut s| s.inject(spec, &a.devices))
+                    .map_err(Error::Gpu)?;
+                let visible: Vec<&str> = a
+                    .devices
+                    .iter()
+                    .map(|d| d.rsplit_once('=').map_or(d.as_str(), |(_, n)| n))
+                    .collect();
+                set_env(
+                    spec,
+                    &[format!("NVIDIA_VISIBLE_DEVICES={}", visible.join(","))],
+                );
+                merge_path_list(spec, "LD_LIBRARY_PATH");
+                Ok(())
             }
             GpuBackend::NvidiaHook => {
                 let hook = self
@@ -307,6 +426,48 @@ impl Passthrough {
             }
         }
     }
+}
+
+/// Sets environment variables (`K=V`) of a spec's process, replacing any
+/// earlier value of the same names.
+fn set_env(spec: &mut Spec, vars: &[String]) {
+    let key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let keys: Vec<String> = vars.iter().map(|v| key(v)).collect();
+    if let Some(p) = spec.process_mut() {
+        let mut env = p.env().clone().unwrap_or_default();
+        env.retain(|e| !keys.contains(&key(e)));
+        env.extend(vars.iter().cloned());
+        p.set_env(Some(env));
+    }
+}
+
+/// Joins every `key=…` entry of a spec's process environment (CDI edits
+/// append theirs after the image's) into the first one: directories in
+/// order, each once.
+fn merge_path_list(spec: &mut Spec, key: &str) {
+    let prefix = format!("{key}=");
+    let Some(p) = spec.process_mut() else {
+        return;
+    };
+    let mut env = p.env().clone().unwrap_or_default();
+    let Some(first) = env.iter().position(|e| e.starts_with(&prefix)) else {
+        return;
+    };
+    let mut dirs: Vec<String> = Vec::new();
+    for e in env.iter().filter_map(|e| e.strip_prefix(&prefix)) {
+        for d in e.split(':').filter(|d| !d.is_empty()) {
+            if !dirs.iter().any(|x| x == d) {
+                dirs.push(d.to_string());
+            }
+        }
+    }
+    env[first] = format!("{prefix}{}", dirs.join(":"));
+    let mut i = 0;
+    env.retain(|e| {
+        i += 1;
+        i - 1 == first || !e.starts_with(&prefix)
+    });
+    p.set_env(Some(env));
 }
 
 /// The device names (CDI names without the kind) a request gets, from the
@@ -438,6 +599,7 @@ mod tests {
             cdi_dirs: vec![dir.path().to_path_buf()],
             cdi_kind: "test.example/gpu".into(),
             hook: None,
+            driver_root: None,
             ..GpuConfig::default()
         });
         assert_eq!(p.probe().backend, None);
@@ -447,6 +609,63 @@ mod tests {
         assert_eq!(p.probe().cdi_devices, names(&["0", "1"]));
         std::fs::remove_file(dir.path().join("t.yaml")).expect("rm");
         assert_eq!(p.probe().backend, None);
+    }
+
+    fn spec_with_env(env: &[&str]) -> Spec {
+        let mut spec = Spec::default();
+        if let Some(p) = spec.process_mut() {
+            p.set_env(Some(names(env)));
+        }
+        spec
+    }
+
+    fn env_of(spec: &Spec) -> Vec<String> {
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn library_paths_are_merged_image_first() {
+        let mut s = spec_with_env(&[
+            "PATH=/bin",
+            "LD_LIBRARY_PATH=/opt/x/lib:/usr/local/nvidia/lib64",
+            "A=1",
+            "LD_LIBRARY_PATH=/usr/local/nvidia/lib64",
+        ]);
+        merge_path_list(&mut s, "LD_LIBRARY_PATH");
+        assert_eq!(
+            env_of(&s),
+            names(&[
+                "PATH=/bin",
+                "LD_LIBRARY_PATH=/opt/x/lib:/usr/local/nvidia/lib64",
+                "A=1"
+            ])
+        );
+        let mut s = spec_with_env(&["LD_LIBRARY_PATH=/a", "LD_LIBRARY_PATH=/b"]);
+        merge_path_list(&mut s, "LD_LIBRARY_PATH");
+        assert_eq!(env_of(&s), names(&["LD_LIBRARY_PATH=/a:/b"]));
+        let mut s = spec_with_env(&["PATH=/bin"]);
+        merge_path_list(&mut s, "LD_LIBRARY_PATH");
+        assert_eq!(env_of(&s), names(&["PATH=/bin"]));
+    }
+
+    #[test]
+    fn set_env_replaces_earlier_values() {
+        let mut s = spec_with_env(&["NVIDIA_VISIBLE_DEVICES=all", "A=1"]);
+        set_env(&mut s, &names(&["NVIDIA_VISIBLE_DEVICES=0,1"]));
+        assert_eq!(env_of(&s), names(&["A=1", "NVIDIA_VISIBLE_DEVICES=0,1"]));
+    }
+
+    #[test]
+    fn driver_root_setting() {
+        let c = GpuConfig::from_settings(None, None, None, None, None);
+        assert_eq!(c.driver_root, Some(PathBuf::from("/")));
+        let c = GpuConfig::from_settings(None, None, None, None, Some(""));
+        assert_eq!(c.driver_root, None);
+        let c = GpuConfig::from_settings(None, None, None, None, Some("/run/nvidia/driver"));
+        assert_eq!(c.driver_root, Some(PathBuf::from("/run/nvidia/driver")));
     }
 
     #[test]

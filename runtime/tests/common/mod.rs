@@ -90,6 +90,7 @@ impl TestEnv {
             gpu: GpuConfig {
                 cdi_dirs: Vec::new(),
                 hook: None,
+                driver_root: None,
                 ..GpuConfig::default()
             },
         };
