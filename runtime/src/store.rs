@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{remove_dir_all_if_exists, sync_dir, write_atomic};
 
 /// Lifecycle state of a space as recorded on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,20 +116,68 @@ impl Space {
     }
 }
 
-/// The directory of records and per-space files.
+/// Format version of the records this runtime writes (`"version"` in
+/// `space.json`). Records without the field are version 1. A record of a
+/// newer version is quarantined, never misread.
+pub const RECORD_VERSION: u64 = 2;
+
+/// The directory of records and per-space files, and the quarantine of
+/// spaces whose record cannot be read.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    quarantine: PathBuf,
 }
 
 const RECORD: &str = "space.json";
+/// Written first into a new space directory and removed once its first
+/// record is durable: a directory holding it never held a record.
+const CREATING: &str = "creating";
+/// A space directory being deleted is renamed to `.trash-<id>` first, so a
+/// crash half-way through never leaves a record-less space directory.
+const TRASH_PREFIX: &str = ".trash-";
+/// The reason file next to each quarantined directory.
+const REASON_EXT: &str = "json";
+/// Largest reason file read back.
+const MAX_REASON: u64 = 64 * 1024;
+
+/// What [`Store::load_all`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Readable records.
+    pub spaces: Vec<Space>,
+    /// Space ids whose directory provably never held a record (a create
+    /// that crashed before its first record): safe to remove.
+    pub unrecorded: Vec<String>,
+    /// Space ids whose record cannot be read, and why: to quarantine.
+    pub unreadable: Vec<(String, String)>,
+    /// Space directories whose deletion a crash interrupted.
+    pub trash: Vec<PathBuf>,
+}
+
+/// A space directory moved aside because its record could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// Where it is now (`<state>/quarantine/<id>-<time>`).
+    pub dir: PathBuf,
+    /// The space id (its directory name under `spaces/`).
+    pub id: String,
+    /// Why its record could not be read.
+    pub reason: String,
+    /// When it was quarantined.
+    pub at: DateTime<Utc>,
+}
 
 impl Store {
-    /// A store under `<state_dir>/spaces`.
+    /// A store under `<state_dir>/spaces`, quarantining into
+    /// `<state_dir>/quarantine`.
     pub fn open(state_dir: &Path) -> Result<Self> {
         let root = state_dir.join("spaces");
         fs::create_dir_all(&root).ctx(|| format!("create {}", root.display()))?;
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            quarantine: state_dir.join("quarantine"),
+        })
     }
 
     /// The directory of all spaces (`<state_dir>/spaces`).
@@ -142,37 +190,216 @@ impl Store {
         self.root.join(id)
     }
 
+    /// Makes the directory of a new space, marked as never having held a
+    /// record; call before anything else of the space exists.
+    pub fn begin(&self, id: &str) -> Result<()> {
+        let dir = self.space_dir(id);
+        fs::create_dir(&dir).ctx(|| format!("create {}", dir.display()))?;
+        let marker = dir.join(CREATING);
+        fs::File::create(&marker).ctx(|| format!("create {}", marker.display()))?;
+        Ok(())
+    }
+
     /// Persists a record; `durable` fsyncs (lifecycle changes), otherwise
     /// the write is atomic but may be lost on power failure (activity).
     pub fn save(&self, space: &Space, durable: bool) -> Result<()> {
         let dir = self.space_dir(&space.id);
         fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let data = serde_json::to_vec(space).map_err(|e| Error::State(e.to_string()))?;
-        write_atomic(&dir.join(RECORD), &data, durable)
-    }
-
-    /// Loads every record. Directories without a readable record are
-    /// returned as orphans (their ids), for cleanup.
-    pub fn load_all(&self) -> Result<(Vec<Space>, Vec<String>)> {
-        let mut spaces = Vec::new();
-        let mut orphans = Vec::new();
-        for entry in fs::read_dir(&self.root).ctx(|| format!("read {}", self.root.display()))? {
-            let entry = entry.ctx(|| format!("read {}", self.root.display()))?;
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if !is_space_id(&id) {
-                continue;
-            }
-            let path = entry.path().join(RECORD);
-            match fs::read(&path)
-                .ok()
-                .and_then(|d| serde_json::from_slice::<Space>(&d).ok())
-            {
-                Some(s) if s.id == id => spaces.push(s),
-                _ => orphans.push(id),
+        let data = serde_json::to_vec(&Versioned {
+            version: RECORD_VERSION,
+            space,
+        })
+        .map_err(|e| Error::State(e.to_string()))?;
+        write_atomic(&dir.join(RECORD), &data, durable)?;
+        if durable {
+            // The record is on disk: the directory is no longer one that
+            // "never held a record". A marker left by a failed unlink is
+            // harmless (a record always wins over it).
+            match fs::remove_file(dir.join(CREATING)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(id = %space.id, "removing the create marker: {e}")
+                }
+                _ => {}
             }
         }
-        Ok((spaces, orphans))
+        Ok(())
     }
+
+    /// Sorts every directory under `spaces/` by what its record says.
+    pub fn load_all(&self) -> Result<Loaded> {
+        let mut found = Loaded::default();
+        for entry in fs::read_dir(&self.root).ctx(|| format!("read {}", self.root.display()))? {
+            let entry = entry.ctx(|| format!("read {}", self.root.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TRASH_PREFIX) {
+                found.trash.push(entry.path());
+                continue;
+            }
+            if !is_space_id(&name) {
+                continue;
+            }
+            let dir = entry.path();
+            match fs::read(dir.join(RECORD)) {
+                Ok(data) => match parse_record(&data, &name) {
+                    Ok(s) => found.spaces.push(s),
+                    Err(why) => found.unreadable.push((name, why)),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if dir.join(CREATING).exists() {
+                        found.unrecorded.push(name);
+                    } else {
+                        found
+                            .unreadable
+                            .push((name, "no record (space.json is missing)".into()));
+                    }
+                }
+                Err(e) => found
+                    .unreadable
+                    .push((name, format!("space.json cannot be read: {e}"))),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes everything of space `id` on disk. Renamed aside first, so a
+    /// crash half-way leaves a directory [`Store::load_all`] reports as
+    /// trash, not a space without its record.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let dir = self.space_dir(id);
+        let trash = self.root.join(format!("{TRASH_PREFIX}{id}"));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("rename {}", dir.display()), e)),
+        }
+        remove_dir_all_if_exists(&trash)
+    }
+
+    /// Moves the directory of space `id` into the quarantine with `reason`;
+    /// nothing in it is changed or deleted.
+    pub fn quarantine(&self, id: &str, reason: &str) -> Result<Quarantined> {
+        fs::create_dir_all(&self.quarantine)
+            .ctx(|| format!("create {}", self.quarantine.display()))?;
+        let at = Utc::now();
+        let stamp = at.format("%Y%m%dT%H%M%SZ");
+        let mut dest = self.quarantine.join(format!("{id}-{stamp}"));
+        for n in 2.. {
+            if !dest.exists() && !reason_file(&dest).exists() {
+                break;
+            }
+            dest = self.quarantine.join(format!("{id}-{stamp}-{n}"));
+        }
+        let src = self.space_dir(id);
+        fs::rename(&src, &dest)
+            .ctx(|| format!("move {} to {}", src.display(), dest.display()))?;
+        sync_dir(&self.root)?;
+        let q = Quarantined {
+            dir: dest,
+            id: id.to_string(),
+            reason: reason.to_string(),
+            at,
+        };
+        let data = serde_json::to_vec_pretty(&q).map_err(|e| Error::State(e.to_string()))?;
+        write_atomic(&reason_file(&q.dir), &data, true)?;
+        Ok(q)
+    }
+
+    /// Every quarantined space directory, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        let rd = match fs::read_dir(&self.quarantine) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("read {}", self.quarantine.display()), e)),
+        };
+        let mut all = Vec::new();
+        for entry in rd {
+            let entry = entry.ctx(|| format!("read {}", self.quarantine.display()))?;
+            let dir = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let id = name.split('-').next().unwrap_or_default().to_string();
+            let recorded = read_capped(&reason_file(&dir))
+                .and_then(|d| serde_json::from_slice::<Quarantined>(&d).ok());
+            all.push(match recorded {
+                Some(q) => Quarantined { dir, ..q },
+                None => Quarantined {
+                    at: entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .map(DateTime::<Utc>::from)
+                        .unwrap_or_else(|_| Utc::now()),
+                    dir,
+                    id,
+                    reason: "reason not recorded".into(),
+                },
+            });
+        }
+        all.sort_by_key(|q| q.at);
+        Ok(all)
+    }
+}
+
+/// A record as written: the format version, then the space.
+#[derive(Serialize)]
+struct Versioned<'a> {
+    version: u64,
+    #[serde(flatten)]
+    space: &'a Space,
+}
+
+/// Reads a record of any version up to [`RECORD_VERSION`] stored in the
+/// directory `id`; the error says why it cannot be used.
+pub fn parse_record(data: &[u8], id: &str) -> Result<Space, String> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| format!("space.json is not valid JSON: {e}"))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or("space.json is not a JSON object")?;
+    let version = match obj.remove("version") {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| format!("space.json has a bad format version {v}"))?,
+    };
+    if version > RECORD_VERSION {
+        return Err(format!(
+            "space.json has format version {version}, newer than this daemon reads \
+             (up to {RECORD_VERSION}): run a newer clawdspaced"
+        ));
+    }
+    // Version 1 (no field) and 2 hold the same fields; a later format
+    // change converts older values here, one version at a time.
+    let space: Space = serde_json::from_value(value)
+        .map_err(|e| format!("space.json does not hold a space record: {e}"))?;
+    if space.id != id {
+        return Err(format!(
+            "space.json names id {} but lies in directory {id}",
+            space.id
+        ));
+    }
+    Ok(space)
+}
+
+/// `<quarantined dir>.json`.
+fn reason_file(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(REASON_EXT);
+    dir.with_file_name(name)
+}
+
+fn read_capped(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    fs::File::open(path)
+        .ok()?
+        .take(MAX_REASON)
+        .read_to_end(&mut data)
+        .ok()?;
+    Some(data)
 }
 
 /// Whether `s` is a 64-character lowercase hex id.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::SandboxError;
+
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
@@ -131,8 +133,8 @@ pub enum Reply {
     },
     /// The request failed.
     Failed {
-        /// What went wrong.
-        message: String,
+        /// What went wrong, and of which kind.
+        error: SandboxError,
     },
 }
 
