@@ -421,6 +421,117 @@ pub fn new_space_id() -> String {
 mod tests {
     use super::*;
 
+    /// A record as the first daemons wrote it: no format version.
+    fn v1_record(id: &str) -> String {
+        format!(
+            r#"{{"name":"old","id":"{id}","image":"busybox:latest","memory":268435456,
+            "nanoCpus":1000000000,"pidsLimit":1024,"gpu":false,
+            "created":"2026-01-02T03:04:05Z","started":"2026-01-02T03:04:05Z",
+            "lastActivity":"2026-01-02T03:04:05Z","status":"running","initPid":42,
+            "initStartTime":7,"user":{{"name":"sandbox","uid":1000,"gid":1000,
+            "home":"/home/sandbox","workdir":"/home/sandbox"}},
+            "env":["HOME=/home/sandbox"],"layers":["/l/a"]}}"#
+        )
+    }
+
+    #[test]
+    fn every_older_format_loads_and_a_newer_one_is_refused() {
+        let id = new_space_id();
+        let old = parse_record(v1_record(&id).as_bytes(), &id).expect("v1 loads");
+        assert_eq!((old.name.as_str(), old.init_pid), ("old", Some(42)));
+        let written = serde_json::to_vec(&Versioned {
+            version: RECORD_VERSION,
+            space: &old,
+        })
+        .expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&written).expect("json");
+        assert_eq!(v["version"], RECORD_VERSION);
+        assert_eq!(parse_record(&written, &id).expect("current").id, id);
+
+        let future = v1_record(&id).replacen('{', r#"{"version":99,"#, 1);
+        let why = parse_record(future.as_bytes(), &id).expect_err("future");
+        assert!(why.contains("version 99"), "{why}");
+        let rec = v1_record(&id);
+        for (bad, says) in [
+            (&rec.as_bytes()[..rec.len() / 2], "not valid JSON"),
+            (&b"\x00\xffgarbage"[..], "not valid JSON"),
+            (&b"[1,2]"[..], "not a JSON object"),
+            (&br#"{"version":"2"}"#[..], "bad format version"),
+            (&br#"{"name":"x"}"#[..], "does not hold a space record"),
+        ] {
+            let why = parse_record(bad, &id).expect_err("refused");
+            assert!(why.contains(says), "{why}");
+        }
+        let why = parse_record(rec.as_bytes(), &new_space_id()).expect_err("moved");
+        assert!(why.contains("lies in directory"), "{why}");
+    }
+
+    #[test]
+    fn only_directories_that_never_held_a_record_count_as_removable() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path()).expect("store");
+        // A create that crashed before its first record.
+        let crashed = new_space_id();
+        store.begin(&crashed).expect("begin");
+        // A create that got its record written.
+        let done = new_space_id();
+        store.begin(&done).expect("begin");
+        let space = parse_record(v1_record(&done).as_bytes(), &done).expect("record");
+        store.save(&space, true).expect("save");
+        assert!(!store.space_dir(&done).join(CREATING).exists());
+        // A record that vanished (no marker): not provably never recorded.
+        let lost = new_space_id();
+        fs::create_dir_all(store.space_dir(&lost).join("upper")).expect("dir");
+        // A corrupt record.
+        let torn = new_space_id();
+        fs::create_dir_all(store.space_dir(&torn)).expect("dir");
+        fs::write(store.space_dir(&torn).join(RECORD), "{\"name\":").expect("write");
+        // An interrupted deletion.
+        fs::create_dir_all(store.dir().join(format!("{TRASH_PREFIX}{}", new_space_id())))
+            .expect("trash");
+
+        let found = store.load_all().expect("load");
+        assert_eq!(found.spaces.len(), 1);
+        assert_eq!(found.spaces[0].id, done);
+        assert_eq!(found.unrecorded, vec![crashed]);
+        let mut unreadable: Vec<&str> = found.unreadable.iter().map(|(i, _)| i.as_str()).collect();
+        unreadable.sort();
+        let mut want = vec![lost.as_str(), torn.as_str()];
+        want.sort();
+        assert_eq!(unreadable, want);
+        assert_eq!(found.trash.len(), 1);
+
+        store.remove(&done).expect("remove");
+        assert!(!store.space_dir(&done).exists());
+        assert!(store.load_all().expect("load").trash.len() == 1, "only the old trash");
+    }
+
+    #[test]
+    fn quarantine_moves_everything_aside_and_remembers_why() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(tmp.path()).expect("store");
+        let id = new_space_id();
+        let upper = store.space_dir(&id).join("upper");
+        fs::create_dir_all(&upper).expect("dir");
+        fs::write(upper.join("precious"), "data").expect("file");
+        fs::write(store.space_dir(&id).join(RECORD), "garbage").expect("record");
+        let q = store.quarantine(&id, "space.json is not valid JSON").expect("quarantine");
+        assert!(!store.space_dir(&id).exists());
+        assert!(q.dir.starts_with(tmp.path().join("quarantine")));
+        assert_eq!(
+            fs::read_to_string(q.dir.join("upper/precious")).expect("kept"),
+            "data"
+        );
+        assert_eq!(fs::read_to_string(q.dir.join(RECORD)).expect("kept"), "garbage");
+        let listed = store.quarantined().expect("list");
+        assert_eq!(listed, vec![q.clone()]);
+        // The same id quarantined again in the same second gets its own place.
+        fs::create_dir_all(store.space_dir(&id)).expect("dir");
+        let q2 = store.quarantine(&id, "again").expect("quarantine");
+        assert_ne!(q2.dir, q.dir);
+        assert_eq!(store.quarantined().expect("list").len(), 2);
+    }
+
     #[test]
     fn ids_are_64_hex_and_distinct() {
         let a = new_space_id();
