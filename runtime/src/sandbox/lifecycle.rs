@@ -74,6 +74,10 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
         true
     };
     start_init(req).map_err(|e| {
+        let e = match e {
+            SandboxError::Runtime(_) => blocked_mount(req).unwrap_or(e),
+            e => e,
+        };
         remove_stale(&req.state_root, &req.id);
         let undo = if mounted {
             rootfs::unmount(&req.rootfs.target)
@@ -81,6 +85,28 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
             Ok(())
         };
         e.rolled_back(undo)
+    })
+}
+
+/// A file of the image where the space mounts a file system (say `/dev` a
+/// regular file): why a create failed, told as the image's problem.
+fn blocked_mount(req: &CreateRequest) -> Option<SandboxError> {
+    use crate::inroot::{Resolve, Root};
+    let spec = libcontainer::oci_spec::runtime::Spec::load(req.bundle.join("config.json")).ok()?;
+    let root = Root::open(&req.rootfs.target).ok()?;
+    spec.mounts().as_ref()?.iter().find_map(|m| {
+        let file_bind = m.typ().as_deref() == Some("bind")
+            && m.source().as_ref().is_some_and(|s| !s.is_dir());
+        if file_bind {
+            return None;
+        }
+        match root.dir(m.destination(), Resolve::InRoot) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Some(SandboxError::Image(format!(
+                "{} is not a directory in the image, but a space mounts a file system there",
+                m.destination().display()
+            ))),
+            _ => None,
+        }
     })
 }
 
