@@ -72,7 +72,10 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
     let state = d.state();
     for dir in ["spaces", "run"] {
         for n in names_in(&state.join(dir)) {
-            assert!(owned(&n), "round {round}: {dir}/{n} belongs to no listed space");
+            assert!(
+                owned(&n),
+                "round {round}: {dir}/{n} belongs to no listed space"
+            );
         }
     }
     assert!(
@@ -83,7 +86,10 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
     for ctrl in names_in(Path::new("/sys/fs/cgroup")) {
         let dir = Path::new("/sys/fs/cgroup").join(&ctrl).join(parent);
         for n in names_in(&dir).into_iter().filter(|n| dir.join(n).is_dir()) {
-            assert!(owned(&n), "round {round}: cgroup {ctrl}/{n} belongs to no listed space");
+            assert!(
+                owned(&n),
+                "round {round}: cgroup {ctrl}/{n} belongs to no listed space"
+            );
         }
     }
     let prefix = format!("{}/", state.display());
@@ -92,11 +98,18 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
     for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
         if let Some(rest) = m.strip_prefix(&prefix) {
             let id = rest.strip_prefix("spaces/").unwrap_or(rest);
-            assert!(owned(id), "round {round}: mount {m} belongs to no listed space");
+            assert!(
+                owned(id),
+                "round {round}: mount {m} belongs to no listed space"
+            );
             mounted += 1;
         }
     }
-    assert_eq!(mounted, ids.len(), "round {round}: one rootfs per listed space");
+    assert_eq!(
+        mounted,
+        ids.len(),
+        "round {round}: one rootfs per listed space"
+    );
     for n in names_in(Path::new("/var/run/netns")) {
         if let Some(short) = n.strip_prefix("cs-") {
             assert!(
@@ -115,10 +128,7 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
         .filter_map(|p| p.parse::<i32>().ok())
     {
         let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if !environ
-            .split(|&b| b == 0)
-            .any(|kv| kv == mark.as_bytes())
-        {
+        if !environ.split(|&b| b == 0).any(|kv| kv == mark.as_bytes()) {
             continue;
         }
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -203,10 +213,16 @@ async fn kill_9_during_creates_and_destroys_loses_nothing_and_leaks_nothing() {
         let list = listed(&d).await;
         let names: BTreeSet<String> = list.iter().map(|(n, _)| n.clone()).collect();
         for n in &present {
-            assert!(names.contains(n), "round {round}: {n} was created (201) but is lost");
+            assert!(
+                names.contains(n),
+                "round {round}: {n} was created (201) but is lost"
+            );
         }
         for n in &absent {
-            assert!(!names.contains(n), "round {round}: {n} was destroyed but is back");
+            assert!(
+                !names.contains(n),
+                "round {round}: {n} was destroyed but is back"
+            );
         }
         // Operations the kill cut short went one way or the other.
         for n in undecided {
@@ -227,7 +243,9 @@ async fn kill_9_during_creates_and_destroys_loses_nothing_and_leaks_nothing() {
             "alive",
             "{n}"
         );
-        let (s, v) = d.call(Method::DELETE, &format!("/api/spaces/{n}"), None).await;
+        let (s, v) = d
+            .call(Method::DELETE, &format!("/api/spaces/{n}"), None)
+            .await;
         assert!(s.is_success(), "{n}: {v}");
     }
     assert_no_orphans(&d, &[], ROUNDS).await;
@@ -271,7 +289,9 @@ async fn a_corrupt_record_is_reported_and_its_files_survive_a_restart() {
     assert_eq!(q.len(), 1, "{sys}");
     assert_eq!(q[0]["id"], id.as_str());
     assert!(
-        q[0]["reason"].as_str().is_some_and(|r| r.contains("not valid JSON")),
+        q[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not valid JSON")),
         "{}",
         q[0]
     );

@@ -1053,8 +1053,7 @@ impl Runtime {
         }
         for dir in trash {
             tracing::info!(dir = %dir.display(), "finishing an interrupted deletion");
-            let removed =
-                tokio::task::spawn_blocking(move || remove_dir_all_if_exists(&dir)).await;
+            let removed = tokio::task::spawn_blocking(move || remove_dir_all_if_exists(&dir)).await;
             if let Ok(Err(e)) = removed {
                 tracing::error!("finishing an interrupted deletion: {e}");
             }
@@ -1135,7 +1134,9 @@ impl Runtime {
         let (store, i, r) = (self.inner.store.clone(), id.to_string(), reason.to_string());
         match tokio::task::spawn_blocking(move || store.quarantine(&i, &r)).await {
             Ok(Ok(q)) => tracing::error!(id = %id, dir = %q.dir.display(), "space quarantined"),
-            Ok(Err(e)) => tracing::error!(id = %id, "quarantining failed (the space is left where it is): {e}"),
+            Ok(Err(e)) => {
+                tracing::error!(id = %id, "quarantining failed (the space is left where it is): {e}")
+            }
             Err(e) => tracing::error!(id = %id, "quarantine task: {e}"),
         }
     }

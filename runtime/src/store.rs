@@ -290,8 +290,7 @@ impl Store {
             dest = self.quarantine.join(format!("{id}-{stamp}-{n}"));
         }
         let src = self.space_dir(id);
-        fs::rename(&src, &dest)
-            .ctx(|| format!("move {} to {}", src.display(), dest.display()))?;
+        fs::rename(&src, &dest).ctx(|| format!("move {} to {}", src.display(), dest.display()))?;
         sync_dir(&self.root)?;
         let q = Quarantined {
             dir: dest,
@@ -487,8 +486,12 @@ mod tests {
         fs::create_dir_all(store.space_dir(&torn)).expect("dir");
         fs::write(store.space_dir(&torn).join(RECORD), "{\"name\":").expect("write");
         // An interrupted deletion.
-        fs::create_dir_all(store.dir().join(format!("{TRASH_PREFIX}{}", new_space_id())))
-            .expect("trash");
+        fs::create_dir_all(
+            store
+                .dir()
+                .join(format!("{TRASH_PREFIX}{}", new_space_id())),
+        )
+        .expect("trash");
 
         let found = store.load_all().expect("load");
         assert_eq!(found.spaces.len(), 1);
@@ -503,7 +506,10 @@ mod tests {
 
         store.remove(&done).expect("remove");
         assert!(!store.space_dir(&done).exists());
-        assert!(store.load_all().expect("load").trash.len() == 1, "only the old trash");
+        assert!(
+            store.load_all().expect("load").trash.len() == 1,
+            "only the old trash"
+        );
     }
 
     #[test]
@@ -515,14 +521,19 @@ mod tests {
         fs::create_dir_all(&upper).expect("dir");
         fs::write(upper.join("precious"), "data").expect("file");
         fs::write(store.space_dir(&id).join(RECORD), "garbage").expect("record");
-        let q = store.quarantine(&id, "space.json is not valid JSON").expect("quarantine");
+        let q = store
+            .quarantine(&id, "space.json is not valid JSON")
+            .expect("quarantine");
         assert!(!store.space_dir(&id).exists());
         assert!(q.dir.starts_with(tmp.path().join("quarantine")));
         assert_eq!(
             fs::read_to_string(q.dir.join("upper/precious")).expect("kept"),
             "data"
         );
-        assert_eq!(fs::read_to_string(q.dir.join(RECORD)).expect("kept"), "garbage");
+        assert_eq!(
+            fs::read_to_string(q.dir.join(RECORD)).expect("kept"),
+            "garbage"
+        );
         let listed = store.quarantined().expect("list");
         assert_eq!(listed, vec![q.clone()]);
         // The same id quarantined again in the same second gets its own place.

@@ -32,8 +32,14 @@ async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
     let Some(mut env) = TestEnv::new().await else {
         return;
     };
-    let cases: [(&str, fn(&str) -> String, &str); 3] = [
-        ("truncated", |r| r[..r.len() / 3].to_string(), "not valid JSON"),
+    // Name, how its record is spoiled, what the quarantine reason says.
+    type Corrupt = fn(&str) -> String;
+    let cases: [(&str, Corrupt, &str); 3] = [
+        (
+            "truncated",
+            |r| r[..r.len() / 3].to_string(),
+            "not valid JSON",
+        ),
         ("garbage", |_| "\u{0}\u{7f}garbage".into(), "not valid JSON"),
         (
             "future",
@@ -72,10 +78,7 @@ async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
             matches!(rt.get(name), Err(Error::SpaceNotFound)),
             "{name} not listed"
         );
-        let q = quarantined
-            .iter()
-            .find(|q| q.id == s.id)
-            .expect("reported");
+        let q = quarantined.iter().find(|q| q.id == s.id).expect("reported");
         assert!(q.reason.contains(why), "{name}: {}", q.reason);
         assert!(q.dir.starts_with(env.dir.join("state/quarantine")));
         assert!(!rt.space_dir(s).exists(), "moved aside");
@@ -99,7 +102,10 @@ async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
     fs::rename(&q.dir, env.dir.join("state/spaces").join(&s.id)).expect("move back");
     env.rt = Some(env.open().await);
     let back = env.rt().get("truncated").expect("recovered");
-    assert_eq!((back.id.as_str(), back.init_pid), (s.id.as_str(), s.init_pid));
+    assert_eq!(
+        (back.id.as_str(), back.init_pid),
+        (s.id.as_str(), s.init_pid)
+    );
     assert_eq!(
         env.out("truncated", "cat /home/sandbox/precious").await,
         "truncated-data"
@@ -122,7 +128,10 @@ async fn a_record_without_a_format_version_loads() {
     fs::write(&path, v.to_string()).expect("write v1 record");
     env.rt = Some(env.open().await);
     let back = env.rt().get("old").expect("loaded");
-    assert_eq!((back.id.as_str(), back.init_pid), (s.id.as_str(), s.init_pid));
+    assert_eq!(
+        (back.id.as_str(), back.init_pid),
+        (s.id.as_str(), s.init_pid)
+    );
     assert_eq!(env.out("old", "cat /home/sandbox/f").await, "old");
     assert!(env.rt().quarantined().expect("q").is_empty());
     // The next write brings it to the current format.
@@ -236,8 +245,8 @@ async fn a_bad_working_directory_keeps_its_kind_across_the_worker_boundary() {
     };
     let s = env.space("cwd").await;
     env.sh("cwd", "echo x > /home/sandbox/file").await;
-    let pool = WorkerPool::start(Path::new(env!("CARGO_BIN_EXE_clawdspace-runtime")), 1)
-        .expect("worker");
+    let pool =
+        WorkerPool::start(Path::new(env!("CARGO_BIN_EXE_clawdspace-runtime")), 1).expect("worker");
     for (cwd, why) in [
         ("/gone", "no such directory"),
         ("/home/sandbox/file", "not a directory"),

@@ -129,7 +129,10 @@ mod tests {
         assert_eq!(rollback.kind(), ErrorKind::Internal);
         assert_eq!(back.kind(), ErrorKind::Internal);
         let msg = back.to_string();
-        assert!(msg.contains("Not a directory") && msg.contains("unmount: busy"), "{msg}");
+        assert!(
+            msg.contains("Not a directory") && msg.contains("unmount: busy"),
+            "{msg}"
+        );
     }
 
     #[test]

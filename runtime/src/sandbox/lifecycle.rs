@@ -95,16 +95,18 @@ fn blocked_mount(req: &CreateRequest) -> Option<SandboxError> {
     let spec = libcontainer::oci_spec::runtime::Spec::load(req.bundle.join("config.json")).ok()?;
     let root = Root::open(&req.rootfs.target).ok()?;
     spec.mounts().as_ref()?.iter().find_map(|m| {
-        let file_bind = m.typ().as_deref() == Some("bind")
-            && m.source().as_ref().is_some_and(|s| !s.is_dir());
+        let file_bind =
+            m.typ().as_deref() == Some("bind") && m.source().as_ref().is_some_and(|s| !s.is_dir());
         if file_bind {
             return None;
         }
         match root.dir(m.destination(), Resolve::InRoot) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Some(SandboxError::Image(format!(
-                "{} is not a directory in the image, but a space mounts a file system there",
-                m.destination().display()
-            ))),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                Some(SandboxError::Image(format!(
+                    "{} is not a directory in the image, but a space mounts a file system there",
+                    m.destination().display()
+                )))
+            }
             _ => None,
         }
     })
@@ -370,7 +372,9 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Ok(())
             } else {
-                Err(SandboxError::Runtime(format!("remove container state: {e}")))
+                Err(SandboxError::Runtime(format!(
+                    "remove container state: {e}"
+                )))
             }
         })?;
     }
