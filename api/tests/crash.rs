@@ -78,9 +78,14 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
             );
         }
     }
+    let quarantined = names_in(&state.join("quarantine"));
     assert!(
-        names_in(&state.join("quarantine")).is_empty(),
-        "round {round}: nothing to quarantine"
+        quarantined.is_empty(),
+        "round {round}: nothing to quarantine: {:?}",
+        quarantined
+            .iter()
+            .map(|q| fs::read_to_string(state.join("quarantine").join(q)).unwrap_or_default())
+            .collect::<Vec<_>>()
     );
     let parent = d.cgroup_parent.trim_start_matches('/');
     for ctrl in names_in(Path::new("/sys/fs/cgroup")) {
@@ -118,11 +123,29 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
             );
         }
     }
-    // Processes of this daemon (they carry its state dir in their
-    // environment): the daemon and its workers only, no stray libcontainer
-    // forks of a killed worker.
+    // No stray libcontainer fork of a killed worker outlives it: a process
+    // still dying (SIGKILLed with its worker) gets a moment to go.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let strays = strays(d);
+        if strays.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "round {round}: stray processes of a killed daemon: {strays:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Processes of this daemon (they carry its state dir in their
+/// environment) other than the daemon and its workers, with their stat line
+/// and kernel wait channel.
+fn strays(d: &Daemon) -> Vec<String> {
     let daemon = d.pid().expect("daemon") as i32;
-    let mark = format!("CLAWDSPACE_STATE_DIR={}", state.display());
+    let mark = format!("CLAWDSPACE_STATE_DIR={}", d.state().display());
+    let mut found = Vec::new();
     for pid in names_in(Path::new("/proc"))
         .iter()
         .filter_map(|p| p.parse::<i32>().ok())
@@ -136,11 +159,12 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
             .rsplit_once(')')
             .and_then(|(_, r)| r.split(' ').nth(2))
             .and_then(|p| p.parse::<i32>().ok());
-        assert!(
-            pid == daemon || ppid == Some(daemon),
-            "round {round}: stray process {pid} ({stat}) of a killed daemon"
-        );
+        if pid != daemon && ppid != Some(daemon) && !stat.is_empty() {
+            let wchan = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+            found.push(format!("{stat} wchan={wchan}"));
+        }
     }
+    found
 }
 
 #[tokio::test]

@@ -598,6 +598,7 @@ impl Runtime {
             id: space.id.clone(),
             state_root: self.inner.state_root.clone(),
             rootfs: dir.join("rootfs"),
+            cgroup: Some(PathBuf::from(self.cgroups_path(&space.id))),
         });
         match self.inner.pool.call(&req, &[]).await?.0 {
             Reply::Done => {}

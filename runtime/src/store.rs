@@ -136,6 +136,8 @@ const CREATING: &str = "creating";
 /// A space directory being deleted is renamed to `.trash-<id>` first, so a
 /// crash half-way through never leaves a record-less space directory.
 const TRASH_PREFIX: &str = ".trash-";
+/// A new space directory before its marker is in it.
+const STAGING_PREFIX: &str = ".new-";
 /// The reason file next to each quarantined directory.
 const REASON_EXT: &str = "json";
 /// Largest reason file read back.
@@ -151,7 +153,7 @@ pub struct Loaded {
     pub unrecorded: Vec<String>,
     /// Space ids whose record cannot be read, and why: to quarantine.
     pub unreadable: Vec<(String, String)>,
-    /// Space directories whose deletion a crash interrupted.
+    /// Space directories whose deletion (or making) a crash interrupted.
     pub trash: Vec<PathBuf>,
 }
 
@@ -191,13 +193,15 @@ impl Store {
     }
 
     /// Makes the directory of a new space, marked as never having held a
-    /// record; call before anything else of the space exists.
+    /// record; call before anything else of the space exists. Made under a
+    /// staging name and renamed, so it never exists without its marker.
     pub fn begin(&self, id: &str) -> Result<()> {
-        let dir = self.space_dir(id);
-        fs::create_dir(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let marker = dir.join(CREATING);
+        let staging = self.root.join(format!("{STAGING_PREFIX}{id}"));
+        fs::create_dir(&staging).ctx(|| format!("create {}", staging.display()))?;
+        let marker = staging.join(CREATING);
         fs::File::create(&marker).ctx(|| format!("create {}", marker.display()))?;
-        Ok(())
+        let dir = self.space_dir(id);
+        fs::rename(&staging, &dir).ctx(|| format!("rename to {}", dir.display()))
     }
 
     /// Persists a record; `durable` fsyncs (lifecycle changes), otherwise
@@ -231,7 +235,7 @@ impl Store {
         for entry in fs::read_dir(&self.root).ctx(|| format!("read {}", self.root.display()))? {
             let entry = entry.ctx(|| format!("read {}", self.root.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TRASH_PREFIX) {
+            if name.starts_with(TRASH_PREFIX) || name.starts_with(STAGING_PREFIX) {
                 found.trash.push(entry.path());
                 continue;
             }
@@ -485,13 +489,11 @@ mod tests {
         let torn = new_space_id();
         fs::create_dir_all(store.space_dir(&torn)).expect("dir");
         fs::write(store.space_dir(&torn).join(RECORD), "{\"name\":").expect("write");
-        // An interrupted deletion.
-        fs::create_dir_all(
-            store
-                .dir()
-                .join(format!("{TRASH_PREFIX}{}", new_space_id())),
-        )
-        .expect("trash");
+        // An interrupted deletion, and a create cut off before its marker.
+        for prefix in [TRASH_PREFIX, STAGING_PREFIX] {
+            fs::create_dir_all(store.dir().join(format!("{prefix}{}", new_space_id())))
+                .expect("trash");
+        }
 
         let found = store.load_all().expect("load");
         assert_eq!(found.spaces.len(), 1);
@@ -502,12 +504,12 @@ mod tests {
         let mut want = vec![lost.as_str(), torn.as_str()];
         want.sort();
         assert_eq!(unreadable, want);
-        assert_eq!(found.trash.len(), 1);
+        assert_eq!(found.trash.len(), 2);
 
         store.remove(&done).expect("remove");
         assert!(!store.space_dir(&done).exists());
         assert!(
-            store.load_all().expect("load").trash.len() == 1,
+            store.load_all().expect("load").trash.len() == 2,
             "only the old trash"
         );
     }

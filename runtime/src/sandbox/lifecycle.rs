@@ -378,5 +378,31 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
             }
         })?;
     }
+    if let Some(cg) = &req.cgroup {
+        remove_cgroup(cg)?;
+    }
     rootfs::unmount(&req.rootfs)
+}
+
+/// Kills whatever is left in the cgroup at absolute cgroup path `cg` and
+/// removes its directories: what a create cut off before libcontainer saved
+/// its state leaves behind (no state, so `delete` never saw it).
+fn remove_cgroup(cg: &Path) -> Res<()> {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    for dir in cgroup_paths(cg).all_dirs() {
+        loop {
+            match fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < end =>
+                {
+                    thaw_and_kill(cg);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("remove cgroup {}: {e}", dir.display()).into()),
+            }
+        }
+    }
+    Ok(())
 }

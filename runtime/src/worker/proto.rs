@@ -87,6 +87,10 @@ pub struct DestroyRequest {
     pub state_root: PathBuf,
     /// Mounted root filesystem to unmount.
     pub rootfs: PathBuf,
+    /// The space's cgroup (absolute cgroup path): emptied and removed even
+    /// when libcontainer has no state of the space.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What the runtime asks a worker to do.
