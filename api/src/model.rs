@@ -232,6 +232,23 @@ pub struct SystemInfo {
     pub docker: RuntimeCounters,
     /// GPU facts.
     pub capabilities: SystemCapabilities,
+    /// Spaces whose record could not be read, moved aside with all their
+    /// files instead of being deleted (extension; empty when none). See
+    /// docs/OPERATIONS.md for how to recover one.
+    pub quarantined: Vec<QuarantinedJson>,
+}
+
+/// A space directory moved aside because its record could not be read.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuarantinedJson {
+    /// Where it is now on the host (`<state>/quarantine/<id>-<time>`).
+    pub dir: String,
+    /// The space id (its directory name under `<state>/spaces`).
+    pub id: String,
+    /// Why its record could not be read.
+    pub reason: String,
+    /// When it was quarantined (ISO-8601).
+    pub at: String,
 }
 
 /// `GET /api/system/capabilities`.

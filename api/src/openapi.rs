@@ -22,7 +22,7 @@ use crate::routes;
         routes::system::capabilities,
     ),
     components(schemas(CreateSpaceBody, ExecBody, CommandSpec, SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
-        SystemInfo, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities,
+        SystemInfo, QuarantinedJson, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities,
         routes::stats::StatsEnvelope, routes::stats::SpaceStatsJson)),
     modifiers(&Security),
     security(("bearer" = []), ("key" = []))

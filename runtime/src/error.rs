@@ -46,6 +46,17 @@ pub enum Error {
     /// Setting up or removing a space's network failed (maps to 500).
     #[error("network: {0}")]
     Network(String),
+    /// A worker operation failed; its kind crossed the worker boundary.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// An operation failed and undoing it failed too (maps to 500).
+    #[error("{error}; rolling back also failed: {rollback}")]
+    RolledBack {
+        /// Why the operation failed.
+        error: Box<Error>,
+        /// Why undoing it failed.
+        rollback: Box<Error>,
+    },
 }
 
 /// Broad class of an [`Error`], for mapping to a protocol status.
@@ -76,6 +87,19 @@ impl Error {
             | Error::Network(_)
             | Error::Gpu(_) => ErrorKind::Internal,
             Error::Registry(_) => ErrorKind::Upstream,
+            Error::Sandbox(e) => e.kind(),
+            Error::RolledBack { .. } => ErrorKind::Internal,
+        }
+    }
+
+    /// `self`, or both errors when the rollback that followed it failed.
+    pub fn rolled_back(self, rollback: Result<()>) -> Error {
+        match rollback {
+            Ok(()) => self,
+            Err(r) => Error::RolledBack {
+                error: Box::new(self),
+                rollback: Box::new(r),
+            },
         }
     }
 

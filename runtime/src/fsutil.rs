@@ -10,7 +10,10 @@ use crate::error::{IoContext, Result};
 /// directory, optionally fsynced, then renamed over `path`. A crash leaves
 /// either the old or the new content, never a torn file.
 pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
@@ -24,11 +27,17 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> Result<()> {
     drop(f);
     fs::rename(&tmp, path).ctx(|| format!("rename to {}", path.display()))?;
     if durable {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        // The rename is durable only once the directory is.
+        sync_dir(dir)?;
     }
     Ok(())
+}
+
+/// fsyncs the directory `dir`, making renames and new entries in it durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync directory {}", dir.display()))
 }
 
 /// Removes a directory tree; a missing one is fine.

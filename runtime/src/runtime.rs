@@ -27,7 +27,7 @@ use crate::quota;
 use crate::sandbox::proc;
 use crate::seccomp;
 use crate::spec::{build_spec, capabilities_for, space_env};
-use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser, Store};
+use crate::store::{new_space_id, Quarantined, Space, SpaceStatus, SpaceUser, Store};
 use crate::worker::proto::{CreateRequest, DestroyRequest, Reply, Request, RootfsPlan};
 use crate::worker::WorkerPool;
 
@@ -478,6 +478,9 @@ impl Runtime {
             map.insert(req.name.clone(), entry.clone());
         }
         let started = async {
+            // First of all, so that a crash from here on leaves a directory
+            // known never to have held a record (removed at startup).
+            self.inner.store.begin(&space.id)?;
             if req.network == NetworkMode::Internet {
                 let id = space.id.clone();
                 let addr = self.net(move |n| n.allocate(&id)).await?;
@@ -492,9 +495,11 @@ impl Runtime {
             }
             Err(e) => {
                 tracing::warn!(space = %req.name, "create failed, rolling back: {e}");
-                if let Err(e2) = self.teardown(&space).await {
+                let rollback = self.teardown(&space).await;
+                if let Err(e2) = &rollback {
                     tracing::error!(space = %req.name, "rollback failed: {e2}");
                 }
+                let e = e.rolled_back(rollback);
                 self.inner
                     .spaces
                     .write()
@@ -566,7 +571,7 @@ impl Runtime {
         });
         let (pid, start_time) = match self.inner.pool.call(&req, &[]).await?.0 {
             Reply::Created { pid, start_time } => (pid, start_time),
-            Reply::Failed { message } => return Err(Error::Container(message)),
+            Reply::Failed { error } => return Err(error.into()),
             other => {
                 return Err(Error::Container(format!(
                     "unexpected worker reply {other:?}"
@@ -592,14 +597,16 @@ impl Runtime {
     /// files.
     async fn teardown(&self, space: &Space) -> Result<()> {
         let dir = self.inner.store.space_dir(&space.id);
+        let space_id = space.id.clone();
         let req = Request::Destroy(DestroyRequest {
             id: space.id.clone(),
             state_root: self.inner.state_root.clone(),
             rootfs: dir.join("rootfs"),
+            cgroup: Some(PathBuf::from(self.cgroups_path(&space.id))),
         });
         match self.inner.pool.call(&req, &[]).await?.0 {
             Reply::Done => {}
-            Reply::Failed { message } => return Err(Error::Container(message)),
+            Reply::Failed { error } => return Err(error.into()),
             other => {
                 return Err(Error::Container(format!(
                     "unexpected worker reply {other:?}"
@@ -610,9 +617,10 @@ impl Runtime {
         let id = space.id.clone();
         self.net(move |n| n.release(&id)).await?;
         // An upper dir can hold gigabytes: delete it off the async threads.
+        let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || {
             quota::release(&dir.join("upper"));
-            remove_dir_all_if_exists(&dir)
+            store.remove(&space_id)
         })
         .await
         .map_err(|e| Error::Container(format!("removing space files: {e}")))?
@@ -648,7 +656,7 @@ impl Runtime {
     async fn simple(&self, req: Request) -> Result<()> {
         match self.inner.pool.call(&req, &[]).await?.0 {
             Reply::Done => Ok(()),
-            Reply::Failed { message } => Err(Error::Container(message)),
+            Reply::Failed { error } => Err(error.into()),
             other => Err(Error::Container(format!(
                 "unexpected worker reply {other:?}"
             ))),
@@ -765,8 +773,12 @@ impl Runtime {
                 r.init_pid = None;
                 let snap = r.clone();
                 drop(r);
-                let _ = self.inner.store.save(&snap, true);
                 tracing::error!(space = %s.name, "could not start init: {e}");
+                if let Err(se) = self.inner.store.save(&snap, true) {
+                    tracing::error!(space = %s.name,
+                        "recording it as stopped failed too (its record still says {}): {se}",
+                        s.status.as_str());
+                }
                 Err(e)
             }
         }
@@ -1017,12 +1029,23 @@ impl Runtime {
             return;
         }
         tracing::warn!(space = %name, "init exited; starting it again");
+        // A failure is logged (error level) and recorded as stopped by
+        // restart_locked.
         let _ = self.restart_locked(&entry).await;
     }
 
-    /// Brings recorded spaces back at startup.
+    /// Brings recorded spaces back at startup. A space whose record cannot
+    /// be read is quarantined, never deleted; only directories that provably
+    /// never held a record (and interrupted deletions) are removed.
     async fn restore(&self) -> Result<()> {
-        let (spaces, orphans) = self.inner.store.load_all()?;
+        let store = self.inner.store.clone();
+        let loaded = tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .map_err(|e| Error::State(format!("loading records: {e}")))??;
+        for (id, reason) in loaded.unreadable {
+            self.quarantine(&id, &reason).await;
+        }
+        let (spaces, unrecorded, trash) = (loaded.spaces, loaded.unrecorded, loaded.trash);
         let kept: Vec<Space> = spaces
             .iter()
             .filter(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
@@ -1033,8 +1056,15 @@ impl Runtime {
             // the network can be set up.
             tracing::error!("restoring the network: {e}");
         }
-        for id in orphans {
-            tracing::warn!(id = %id, "removing leftovers of an unrecorded space");
+        for dir in trash {
+            tracing::info!(dir = %dir.display(), "finishing an interrupted deletion");
+            let removed = tokio::task::spawn_blocking(move || remove_dir_all_if_exists(&dir)).await;
+            if let Ok(Err(e)) = removed {
+                tracing::error!("finishing an interrupted deletion: {e}");
+            }
+        }
+        for id in unrecorded {
+            tracing::warn!(id = %id, "removing what a create that crashed before its first record left");
             let stub = Space {
                 id,
                 ..placeholder()
@@ -1086,10 +1116,40 @@ impl Runtime {
             } else {
                 tracing::info!(space = %s.name, "init gone (crash or reboot); starting it again");
                 let _op = entry.op.lock().await;
+                // A failure is logged (error level) and recorded as stopped
+                // by restart_locked; the space stays listed.
                 let _ = self.restart_locked(&entry).await;
             }
         }
         Ok(())
+    }
+
+    /// Moves the directory of space `id`, whose record cannot be read, into
+    /// the quarantine. Its processes keep running and its files and mounts
+    /// are left as they are (they move with the directory); only its network
+    /// link goes, since its address, unknown without the record, may be
+    /// given to a new space.
+    async fn quarantine(&self, id: &str, reason: &str) {
+        tracing::error!(id = %id, reason = %reason,
+            "SPACE RECORD UNREADABLE: quarantining the space (nothing is deleted; see GET /api/system and docs/OPERATIONS.md)");
+        let cut = id.to_string();
+        if let Err(e) = self.net(move |n| n.cut(&cut)).await {
+            tracing::error!(id = %id, "cutting the quarantined space's network: {e}");
+        }
+        let (store, i, r) = (self.inner.store.clone(), id.to_string(), reason.to_string());
+        match tokio::task::spawn_blocking(move || store.quarantine(&i, &r)).await {
+            Ok(Ok(q)) => tracing::error!(id = %id, dir = %q.dir.display(), "space quarantined"),
+            Ok(Err(e)) => {
+                tracing::error!(id = %id, "quarantining failed (the space is left where it is): {e}")
+            }
+            Err(e) => tracing::error!(id = %id, "quarantine task: {e}"),
+        }
+    }
+
+    /// Spaces moved aside because their record could not be read (see
+    /// docs/OPERATIONS.md for how to recover one).
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        self.inner.store.quarantined()
     }
 
     /// Whether a space's rootfs is mounted (for tests and diagnostics).
@@ -1155,7 +1215,7 @@ fn spawned(
             pid,
             exit.ok_or_else(|| Error::Container("no exit channel for exec".into()))?,
         )),
-        Reply::Failed { message } => Err(Error::Container(message)),
+        Reply::Failed { error } => Err(error.into()),
         other => Err(Error::Container(format!(
             "unexpected worker reply {other:?}"
         ))),

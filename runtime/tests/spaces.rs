@@ -383,7 +383,9 @@ async fn failed_create_leaves_nothing_and_the_name_stays_free() {
         .import_rootfs("bad:1", &bad, Default::default())
         .expect("import");
     let err = rt.create(req("bad:1")).await.expect_err("create must fail");
-    assert!(matches!(err, Error::Container(_)), "{err}");
+    // The image's fault: a 400 that says what is wrong with it.
+    assert_eq!(err.kind(), clawdspace_runtime::ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("/dev is not a directory"), "{err}");
     assert!(rt.list().is_empty());
     let spaces = env.dir.join("state/spaces");
     assert_eq!(

@@ -9,10 +9,10 @@ use clawdspace_runtime::SpaceStatus;
 
 use crate::body::Json;
 use crate::error::{ApiError, ApiResult};
-use crate::format::{df_human, format_bytes, node_arch, uptime};
+use crate::format::{df_human, format_bytes, iso_millis, node_arch, uptime};
 use crate::model::{
-    Capabilities, DiskInfo, ErrorJson, GpuJson, MemoryInfo, RuntimeCounters, SystemCapabilities,
-    SystemInfo,
+    Capabilities, DiskInfo, ErrorJson, GpuJson, MemoryInfo, QuarantinedJson, RuntimeCounters,
+    SystemCapabilities, SystemInfo,
 };
 use crate::AppState;
 
@@ -110,6 +110,17 @@ fn system_info(st: &AppState) -> ApiResult<SystemInfo> {
             images: st.rt.images().list()?.len(),
         },
         capabilities,
+        quarantined: st
+            .rt
+            .quarantined()?
+            .into_iter()
+            .map(|q| QuarantinedJson {
+                dir: q.dir.display().to_string(),
+                id: q.id,
+                reason: q.reason,
+                at: iso_millis(&q.at),
+            })
+            .collect(),
     })
 }
 

@@ -294,6 +294,13 @@ impl Network {
         Ok(net)
     }
 
+    /// Cuts space `id` off the network without touching its processes:
+    /// its veth (both ends) and its namespace's name go. For a space whose
+    /// record, and so its address, cannot be read.
+    pub fn cut(&self, id: &str) -> Result<()> {
+        netns::cut(id)
+    }
+
     /// Removes the namespace and veth of space `id` (if any), frees its
     /// address, and takes the bridge down after the last networked space.
     pub fn release(&self, id: &str) -> Result<()> {

@@ -100,6 +100,16 @@ pub fn remove(id: &str) -> Result<()> {
     }
 }
 
+/// Deletes the veth of space `id` (which takes its inside end, and so the
+/// network of processes still running in the namespace) and the
+/// namespace's name.
+pub fn cut(id: &str) -> Result<()> {
+    if link_exists(&host_link(id)) {
+        ip_batch(&[format!("link del {}", host_link(id))])?;
+    }
+    remove(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,21 +14,22 @@ use libcontainer::syscall::syscall::SyscallType;
 use super::executor::SpaceExecutor;
 use super::proc;
 use super::rootfs;
+use super::SandboxError;
 use crate::cgroups::{CgroupMode, CgroupPaths};
 use crate::worker::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
 
-type Res<T> = Result<T, String>;
+type Res<T> = Result<T, SandboxError>;
 
 fn devnull() -> Res<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|e| format!("open /dev/null: {e}"))
+        .map_err(|e| format!("open /dev/null: {e}").into())
 }
 
-fn lc<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn lc<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
+    move |e| SandboxError::Runtime(format!("{what}: {e}"))
 }
 
 /// Removes whatever libcontainer left for `id` (after a crash or reboot).
@@ -57,8 +58,9 @@ fn ensure_workdir(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Res<()> {
         .recursive(true)
         .mode(0o755)
         .create(&path)
-        .map_err(lc("create working directory"))?;
-    chown(&path, Some(uid), Some(gid)).map_err(lc("chown working directory"))
+        .map_err(|e| SandboxError::image_io(&format!("create working directory {dir}"), e))?;
+    chown(&path, Some(uid), Some(gid))
+        .map_err(|e| SandboxError::image_io(&format!("chown working directory {dir}"), e))
 }
 
 /// Mounts the rootfs and starts the init; returns its pid and start time.
@@ -71,14 +73,43 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
         rootfs::mount_overlay(&req.rootfs)?;
         true
     };
-    let result = start_init(req);
-    if result.is_err() {
+    start_init(req).map_err(|e| {
+        let e = match e {
+            SandboxError::Runtime(_) => blocked_mount(req).unwrap_or(e),
+            e => e,
+        };
         remove_stale(&req.state_root, &req.id);
-        if mounted {
-            let _ = rootfs::unmount(&req.rootfs.target);
+        let undo = if mounted {
+            rootfs::unmount(&req.rootfs.target)
+        } else {
+            Ok(())
+        };
+        e.rolled_back(undo)
+    })
+}
+
+/// A file of the image where the space mounts a file system (say `/dev` a
+/// regular file): why a create failed, told as the image's problem.
+fn blocked_mount(req: &CreateRequest) -> Option<SandboxError> {
+    use crate::inroot::{Resolve, Root};
+    let spec = libcontainer::oci_spec::runtime::Spec::load(req.bundle.join("config.json")).ok()?;
+    let root = Root::open(&req.rootfs.target).ok()?;
+    spec.mounts().as_ref()?.iter().find_map(|m| {
+        let file_bind =
+            m.typ().as_deref() == Some("bind") && m.source().as_ref().is_some_and(|s| !s.is_dir());
+        if file_bind {
+            return None;
         }
-    }
-    result
+        match root.dir(m.destination(), Resolve::InRoot) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                Some(SandboxError::Image(format!(
+                    "{} is not a directory in the image, but a space mounts a file system there",
+                    m.destination().display()
+                )))
+            }
+            _ => None,
+        }
+    })
 }
 
 fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
@@ -127,7 +158,7 @@ pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
         .with_process(Some(&tty.process_json))
         .with_detach(true)
         .build()
-        .map_err(lc("exec"))?;
+        .map_err(|e| exec_failed(req, e))?;
     remove_old_sockets(&req.state_root.join(&req.id));
     Ok(pid.as_raw())
 }
@@ -159,9 +190,25 @@ pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
         .with_no_new_privs(true)
         .with_detach(false)
         .build()
-        .map_err(lc("exec"))?;
+        .map_err(|e| exec_failed(req, e))?;
     remove_old_sockets(&req.state_root.join(&req.id));
     Ok(pid.as_raw())
+}
+
+/// Why an exec failed: its working directory is not a directory inside the
+/// space (it may have gone since the daemon checked it), or libcontainer's
+/// own error.
+fn exec_failed(req: &ExecRequest, e: impl std::fmt::Display) -> SandboxError {
+    let root = match crate::inroot::Root::open(&req.bundle.join("rootfs")) {
+        Ok(r) => r,
+        Err(re) => return format!("exec: {e} (the space's root: {re})").into(),
+    };
+    match root.dir(Path::new(&req.cwd), crate::inroot::Resolve::InRoot) {
+        Err(de) if matches!(de.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            SandboxError::working_dir(&req.cwd, &de)
+        }
+        _ => format!("exec: {e}").into(),
+    }
 }
 
 /// libcontainer leaves a socket per exec in the container's state dir; only
@@ -209,10 +256,10 @@ pub fn pause(state_root: &Path, id: &str) -> Res<()> {
     let mut c = load(state_root, id)?;
     c.refresh_status().map_err(lc("container status"))?;
     if !c.can_pause() {
-        return Err(format!(
-            "cannot pause a container in state {:?}",
+        return Err(SandboxError::State(format!(
+            "cannot pause a space whose container is {:?}",
             c.status()
-        ));
+        )));
     }
     let dir = freezer_dir(&c)?;
     if CgroupMode::detect() == CgroupMode::Unified {
@@ -260,10 +307,10 @@ pub fn resume(state_root: &Path, id: &str) -> Res<()> {
     let mut c = load(state_root, id)?;
     c.refresh_status().map_err(lc("container status"))?;
     if !c.can_resume() {
-        return Err(format!(
-            "cannot resume a container in state {:?}",
+        return Err(SandboxError::State(format!(
+            "cannot resume a space whose container is {:?}",
             c.status()
-        ));
+        )));
     }
     let dir = freezer_dir(&c)?;
     let (file, off) = if CgroupMode::detect() == CgroupMode::Unified {
@@ -325,9 +372,37 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Ok(())
             } else {
-                Err(format!("remove container state: {e}"))
+                Err(SandboxError::Runtime(format!(
+                    "remove container state: {e}"
+                )))
             }
         })?;
     }
+    if let Some(cg) = &req.cgroup {
+        remove_cgroup(cg)?;
+    }
     rootfs::unmount(&req.rootfs)
+}
+
+/// Kills whatever is left in the cgroup at absolute cgroup path `cg` and
+/// removes its directories: what a create cut off before libcontainer saved
+/// its state leaves behind (no state, so `delete` never saw it).
+fn remove_cgroup(cg: &Path) -> Res<()> {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    for dir in cgroup_paths(cg).all_dirs() {
+        loop {
+            match fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY) && std::time::Instant::now() < end =>
+                {
+                    thaw_and_kill(cg);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(format!("remove cgroup {}: {e}", dir.display()).into()),
+            }
+        }
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::SandboxError;
 use crate::worker::proto::RootfsPlan;
 
 /// The overlayfs mount options for `plan`.
@@ -33,12 +34,12 @@ pub fn is_mounted(target: &Path) -> bool {
 }
 
 /// Mounts the overlay described by `plan`, creating its directories.
-pub fn mount_overlay(plan: &RootfsPlan) -> Result<(), String> {
+pub fn mount_overlay(plan: &RootfsPlan) -> Result<(), SandboxError> {
     for d in [&plan.upper, &plan.work, &plan.target] {
         fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
     }
     if plan.lowers.is_empty() {
-        return Err("image has no layers".into());
+        return Err(SandboxError::Image("it has no layers".into()));
     }
     let opts = overlay_options(plan);
     mount(
@@ -48,11 +49,11 @@ pub fn mount_overlay(plan: &RootfsPlan) -> Result<(), String> {
         MsFlags::empty(),
         Some(opts.as_str()),
     )
-    .map_err(|e| format!("mount overlay at {}: {e}", plan.target.display()))
+    .map_err(|e| format!("mount overlay at {}: {e}", plan.target.display()).into())
 }
 
 /// Unmounts `target` if mounted (lazily when busy).
-pub fn unmount(target: &Path) -> Result<(), String> {
+pub fn unmount(target: &Path) -> Result<(), SandboxError> {
     while is_mounted(target) {
         if let Err(e) = umount2(target, MntFlags::empty()) {
             umount2(target, MntFlags::MNT_DETACH)

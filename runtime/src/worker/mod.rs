@@ -204,7 +204,7 @@ impl Conn {
         if let Some(tx) = lock(&conn.pending).take() {
             let _ = tx.send((
                 Reply::Failed {
-                    message: "worker process died".into(),
+                    error: "worker process died".into(),
                 },
                 None,
             ));

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::SandboxError;
+
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
@@ -85,6 +87,10 @@ pub struct DestroyRequest {
     pub state_root: PathBuf,
     /// Mounted root filesystem to unmount.
     pub rootfs: PathBuf,
+    /// The space's cgroup (absolute cgroup path): emptied and removed even
+    /// when libcontainer has no state of the space.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// What the runtime asks a worker to do.
@@ -131,8 +137,8 @@ pub enum Reply {
     },
     /// The request failed.
     Failed {
-        /// What went wrong.
-        message: String,
+        /// What went wrong, and of which kind.
+        error: SandboxError,
     },
 }
 

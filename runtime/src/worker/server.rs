@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 
 use super::fdpass;
 use super::proto::{Message, Reply, Request, MAX_MESSAGE};
-use crate::sandbox::{lifecycle, proc};
+use crate::sandbox::{lifecycle, proc, SandboxError};
 
 struct Child {
     pidfd: OwnedFd,
@@ -97,7 +97,7 @@ pub fn serve(sock: OwnedFd) {
         let reply = match serde_json::from_slice::<Request>(&buf[..n]) {
             Ok(req) => handle(req, fds, &mut children),
             Err(e) => Reply::Failed {
-                message: format!("bad request: {e}"),
+                error: format!("bad request: {e}").into(),
             },
         };
         send(fd, &Message::Reply(reply));
@@ -122,14 +122,14 @@ fn reap_unwatched(children: &HashMap<i32, Child>) {
     }
 }
 
-fn watch(children: &mut HashMap<i32, Child>, pid: i32, report: bool) -> Result<(), String> {
+fn watch(children: &mut HashMap<i32, Child>, pid: i32, report: bool) -> Result<(), SandboxError> {
     let pidfd = proc::pidfd_open(pid).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
     children.insert(pid, Child { pidfd, report });
     Ok(())
 }
 
 fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut HashMap<i32, Child>) -> Reply {
-    let failed = |message: String| Reply::Failed { message };
+    let failed = |error: SandboxError| Reply::Failed { error };
     match req {
         Request::Create(r) => match lifecycle::create(&r) {
             Ok((pid, start_time)) => {
@@ -144,7 +144,7 @@ fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut HashMap<i32, Child>) -
             let result = r
                 .tty
                 .as_ref()
-                .map_or(Err("no tty".to_string()), |t| lifecycle::exec_tty(&r, t));
+                .map_or(Err("no tty".into()), |t| lifecycle::exec_tty(&r, t));
             match result {
                 Ok(pid) => match watch(children, pid, true) {
                     Ok(()) => Reply::Spawned { pid },
@@ -172,9 +172,9 @@ fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut HashMap<i32, Child>) -
     }
 }
 
-fn done(r: Result<(), String>) -> Reply {
+fn done(r: Result<(), SandboxError>) -> Reply {
     match r {
         Ok(()) => Reply::Done,
-        Err(message) => Reply::Failed { message },
+        Err(error) => Reply::Failed { error },
     }
 }
