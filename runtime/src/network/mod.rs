@@ -4,9 +4,11 @@
 //! from the configured subnet, a default route, and its own
 //! `/etc/resolv.conf` and `/etc/hosts`; egress is NATed by our nftables
 //! table, which also keeps it from other spaces, the host and private
-//! ranges. Links are made with the `ip` tool and rules with `nft`, run on
-//! blocking threads (see docs/ARCHITECTURE.md, "Network").
+//! ranges; a `bridge` table binds each space's port to its MAC and address.
+//! Links are made with the `ip` tool and rules with `nft`, run on blocking
+//! threads (see docs/ARCHITECTURE.md, "Network").
 
+mod binding;
 mod bridge;
 mod cmd;
 pub mod config;
@@ -143,11 +145,17 @@ pub struct Network {
     bridge: Mutex<BridgeState>,
 }
 
-/// Whether our bridge and table are up, and since when nobody uses them.
+/// Whether our bridge and tables are up, since when nobody uses them, and
+/// which ports are still bound though their spaces are gone.
 #[derive(Debug, Default)]
 struct BridgeState {
     up: bool,
     idle_since: Option<std::time::Instant>,
+    /// Destroyed spaces (id, address) whose bindings the next bind removes
+    /// in its own `nft` transaction, so that destroy runs no process for
+    /// them (their port is gone with their namespace; the table's removal
+    /// takes them too).
+    unbound: Vec<(String, Ipv4Addr)>,
 }
 
 impl Network {
@@ -187,12 +195,18 @@ impl Network {
         self.bridge.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Brings the bridge and table up (caller holds the pool lock).
-    fn up(&self) -> Result<()> {
-        bridge::up(&self.cfg, &self.resolvers.servers, &self.state_dir)?;
+    /// Brings the bridge and tables up, with every port of `pool` bound
+    /// (caller holds the pool lock).
+    fn up(&self, pool: &Pool) -> Result<()> {
+        let ports: Vec<binding::Port> = pool
+            .held()
+            .iter()
+            .map(|(a, id)| (id.as_str(), *a))
+            .collect();
+        bridge::up(&self.cfg, &self.resolvers.servers, &ports, &self.state_dir)?;
         *self.bridge_state() = BridgeState {
             up: true,
-            idle_since: None,
+            ..Default::default()
         };
         Ok(())
     }
@@ -234,8 +248,23 @@ impl Network {
         if pool.is_empty() {
             return self.down();
         }
-        self.up()?;
-        netns::attach(&ids, &self.cfg.bridge)
+        // Namespaces made before MACs derived from addresses take theirs
+        // now; the host forgets the old ones.
+        let mut changed = false;
+        for (a, id) in pool.held() {
+            if netns::exists(id) {
+                match inside::set_mac(&netns::netns_path(id), binding::mac_of(*a)) {
+                    Ok(c) => changed |= c,
+                    Err(e) => tracing::warn!(id = %id, "setting the MAC of a space: {e}"),
+                }
+            }
+        }
+        self.up(&pool)?;
+        netns::attach(&ids, &self.cfg.bridge)?;
+        if changed {
+            cmd::ip_batch(&[format!("neigh flush dev {}", self.cfg.bridge)])?;
+        }
+        Ok(())
     }
 
     /// Takes an address for space `id`, bringing the bridge up for the
@@ -256,7 +285,7 @@ impl Network {
             return Ok(addr);
         }
         drop(b);
-        if let Err(e) = self.up() {
+        if let Err(e) = self.up(&pool) {
             pool.release(id);
             if pool.is_empty() {
                 let _ = self.down();
@@ -266,8 +295,9 @@ impl Network {
         Ok(addr)
     }
 
-    /// Makes sure the namespace and veth of `space` exist (creating them
-    /// after a reboot) and writes its resolv.conf and hosts into `dir`.
+    /// Makes sure the namespace and veth of `space` exist (creating them,
+    /// and binding its port, on create and after a reboot) and writes its
+    /// resolv.conf and hosts into `dir`.
     pub fn prepare(&self, space: &Space, dir: &Path) -> Result<SpaceNet> {
         let addr = space
             .network
@@ -275,8 +305,12 @@ impl Network {
             .ok_or_else(|| Error::Network(format!("space {} has no address", space.name)))?;
         let id = &space.id;
         if !netns::exists(id) {
-            netns::remove(id)?;
-            netns::create(id, &self.cfg, addr)?;
+            let unbound = std::mem::take(&mut self.bridge_state().unbound);
+            let made = self.create_bound(id, addr, &unbound);
+            if made.is_err() {
+                self.bridge_state().unbound.extend(unbound);
+            }
+            made?;
         } else if !netns::attached(id, &self.cfg.bridge) {
             netns::attach(&[id], &self.cfg.bridge)?;
         }
@@ -294,17 +328,36 @@ impl Network {
         Ok(net)
     }
 
+    /// Makes the namespace and veth of space `id` with `addr` while `nft`
+    /// binds its port (and unbinds the `unbound` ones): the two processes
+    /// run side by side.
+    fn create_bound(&self, id: &str, addr: Ipv4Addr, unbound: &[(String, Ipv4Addr)]) -> Result<()> {
+        let gone: Vec<binding::Port> = unbound.iter().map(|(i, a)| (i.as_str(), *a)).collect();
+        let script = binding::update(self.cfg.table(), &gone, &[(id, addr)]);
+        let bound = cmd::nft_start(&script)?;
+        let made = netns::remove(id).and_then(|()| netns::create(id, &self.cfg, addr));
+        let bound = bound.wait();
+        made.and(bound)
+    }
+
     /// Removes the namespace and veth of space `id` (if any), frees its
     /// address, and takes the bridge down after the last networked space.
     pub fn release(&self, id: &str) -> Result<()> {
         netns::remove(id)?;
         let mut pool = self.pool();
-        if pool.release(id) && pool.is_empty() {
-            if self.cfg.linger.is_zero() {
-                self.down()?;
-            } else {
-                self.bridge_state().idle_since = Some(std::time::Instant::now());
-            }
+        let addr = pool.address_of(id);
+        if !pool.release(id) {
+            return Ok(());
+        }
+        if pool.is_empty() && self.cfg.linger.is_zero() {
+            return self.down();
+        }
+        let mut b = self.bridge_state();
+        if let (true, Some(a)) = (b.up, addr) {
+            b.unbound.push((id.to_string(), a));
+        }
+        if pool.is_empty() {
+            b.idle_since = Some(std::time::Instant::now());
         }
         Ok(())
     }
