@@ -590,6 +590,13 @@ async fn the_bridge_lingers_after_the_last_space_then_goes() {
     );
     env.rt().destroy("b").await.expect("destroy");
     assert!(settled().await, "{:?}", snapshot(&t));
+    // The bindings of destroyed spaces go within a second or so.
+    let ports = [&a, &b].map(|s| format!("\"cs{}\"", s.short_id()));
+    let unbound = || {
+        let set = run(&["nft", "list", "set", "bridge", br, "ports"]);
+        set.contains("type ifname") && !ports.iter().any(|p| set.contains(p.as_str()))
+    };
+    assert!(wait_until(Duration::from_secs(3), unbound).await);
     // Then, idle, they go (checked every second).
     let gone = wait_until(Duration::from_secs(8), || snapshot(&t).is_empty()).await;
     assert!(gone, "still there: {:?}", snapshot(&t));

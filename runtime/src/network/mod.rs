@@ -151,10 +151,11 @@ pub struct Network {
 struct BridgeState {
     up: bool,
     idle_since: Option<std::time::Instant>,
-    /// Destroyed spaces (id, address) whose bindings the next bind removes
-    /// in its own `nft` transaction, so that destroy runs no process for
-    /// them (their port is gone with their namespace; the table's removal
-    /// takes them too).
+    /// Destroyed spaces (id, address) whose bindings [`Network::tidy`]
+    /// removes, all in one `nft` transaction, off the create and destroy
+    /// paths: a transaction that deletes set elements waits for an RCU
+    /// grace period (≈10 ms on a loaded 2-core host). Their ports are gone
+    /// with their namespaces; the tables' removal takes them too.
     unbound: Vec<(String, Ipv4Addr)>,
 }
 
@@ -217,20 +218,37 @@ impl Network {
         bridge::down(&self.state_dir)
     }
 
-    /// Takes the bridge and table down once no networked space has used
-    /// them for [`NetworkConfig::linger`] (the runtime calls this every
-    /// second).
-    pub fn down_if_idle(&self) -> Result<()> {
+    /// Housekeeping (the runtime calls this every second): takes the
+    /// bridge and tables down once no networked space has used them for
+    /// [`NetworkConfig::linger`]; otherwise removes the bindings of spaces
+    /// destroyed since the last call.
+    pub fn tidy(&self) -> Result<()> {
         let pool = self.pool();
-        let idle = {
-            let b = self.bridge_state();
-            b.up && b.idle_since.is_some_and(|t| t.elapsed() >= self.cfg.linger)
+        let (idle, gone) = {
+            let mut b = self.bridge_state();
+            let idle = b.up && b.idle_since.is_some_and(|t| t.elapsed() >= self.cfg.linger);
+            (idle, std::mem::take(&mut b.unbound))
         };
         if idle && pool.is_empty() {
-            tracing::debug!(bridge = %self.cfg.bridge, "network idle: bridge and table removed");
-            self.down()?;
+            tracing::debug!(bridge = %self.cfg.bridge, "network idle: bridge and tables removed");
+            return self.down();
         }
-        Ok(())
+        drop(pool);
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let ports: Vec<binding::Port> = gone.iter().map(|(i, a)| (i.as_str(), *a)).collect();
+        let r = cmd::nft(&binding::update(self.cfg.table(), &ports, &[]));
+        let mut b = self.bridge_state();
+        match r {
+            // Gone with the tables meanwhile: nothing left to remove.
+            Err(_) if !b.up => Ok(()),
+            Err(e) => {
+                b.unbound.extend(gone);
+                Err(e)
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     /// At startup, from the records of existing spaces: fills the pool,
@@ -305,12 +323,7 @@ impl Network {
             .ok_or_else(|| Error::Network(format!("space {} has no address", space.name)))?;
         let id = &space.id;
         if !netns::exists(id) {
-            let unbound = std::mem::take(&mut self.bridge_state().unbound);
-            let made = self.create_bound(id, addr, &unbound);
-            if made.is_err() {
-                self.bridge_state().unbound.extend(unbound);
-            }
-            made?;
+            self.create_bound(id, addr)?;
         } else if !netns::attached(id, &self.cfg.bridge) {
             netns::attach(&[id], &self.cfg.bridge)?;
         }
@@ -329,11 +342,10 @@ impl Network {
     }
 
     /// Makes the namespace and veth of space `id` with `addr` while `nft`
-    /// binds its port (and unbinds the `unbound` ones): the two processes
-    /// run side by side.
-    fn create_bound(&self, id: &str, addr: Ipv4Addr, unbound: &[(String, Ipv4Addr)]) -> Result<()> {
-        let gone: Vec<binding::Port> = unbound.iter().map(|(i, a)| (i.as_str(), *a)).collect();
-        let script = binding::update(self.cfg.table(), &gone, &[(id, addr)]);
+    /// binds its port: the two processes run side by side, and the space
+    /// starts only once both are done.
+    fn create_bound(&self, id: &str, addr: Ipv4Addr) -> Result<()> {
+        let script = binding::update(self.cfg.table(), &[], &[(id, addr)]);
         let bound = cmd::nft_start(&script)?;
         let made = netns::remove(id).and_then(|()| netns::create(id, &self.cfg, addr));
         let bound = bound.wait();
