@@ -355,8 +355,8 @@ impl Runtime {
                 let rt = Runtime { inner };
                 let _ = tokio::task::spawn_blocking(move || {
                     rt.flush();
-                    if let Err(e) = rt.inner.net.down_if_idle() {
-                        tracing::warn!("taking the idle bridge down: {e}");
+                    if let Err(e) = rt.inner.net.tidy() {
+                        tracing::warn!("network housekeeping: {e}");
                     }
                 })
                 .await;

@@ -3,62 +3,17 @@
 //! Needs root; skipped otherwise.
 //!
 //! Syscalls busybox has no applet for are made by a tiny static probe
-//! (`tests/probe/probe.rs`), compiled here and put into a test image only.
+//! (`tests/probe/probe.rs`), compiled once per run by common::probe and put into a test image only.
 
 mod common;
 
 use std::process::Command as HostCommand;
 
 use clawdspace_runtime::{CreateSpace, ExecOutput};
+use common::probe::import_probe_image;
 use common::TestEnv;
 
 const EPERM: &str = "errno=1";
-
-/// The static probe, compiled once per test run into cargo's temporary
-/// directory for integration tests.
-fn probe_binary() -> &'static std::path::Path {
-    static PROBE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    PROBE.get_or_init(|| {
-        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("probe");
-        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-        let status = HostCommand::new(rustc)
-            .args([
-                "--edition",
-                "2021",
-                "-C",
-                "opt-level=1",
-                "-C",
-                "panic=abort",
-            ])
-            .args(["-C", "target-feature=+crt-static", "-o"])
-            .arg(&out)
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/probe/probe.rs"))
-            .status()
-            .expect("run rustc");
-        assert!(status.success(), "building the probe failed");
-        out
-    })
-}
-
-/// Imports an image of busybox plus `/bin/probe` into `env` as `tag`. With
-/// `root`, the image's `sandbox` user is uid 0, so its spaces run as root
-/// with Docker's capabilities, as GPU spaces do (this host has no GPU).
-fn import_probe_image(env: &TestEnv, tag: &str, root: bool) {
-    let rootfs = env.dir.join(format!("probe-rootfs-{root}"));
-    common::busybox_rootfs(&rootfs);
-    if root {
-        std::fs::write(
-            rootfs.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nsandbox:x:0:0:root:/home/sandbox:/bin/sh\n",
-        )
-        .expect("passwd");
-    }
-    std::fs::copy(probe_binary(), rootfs.join("bin/probe")).expect("copy the probe");
-    env.rt()
-        .images()
-        .import_rootfs(tag, &rootfs, Default::default())
-        .expect("import probe image");
-}
 
 /// A test env with a probe image and one space: uid 1000 without
 /// capabilities or, with `root`, uid 0 with Docker's default set.

@@ -1,6 +1,8 @@
 //! Networking of spaces: NAT to "the internet", isolation from other
-//! spaces, the host and private ranges, mode `none`, restart and reboot, and
-//! a host left as it was. Needs root; skipped otherwise.
+//! spaces, the host and private ranges, ports bound to their space's MAC
+//! and address (no ARP or IP spoofing from a root space), mode `none`,
+//! restart and reboot, and a host left as it was. Needs root; skipped
+//! otherwise.
 //!
 //! All traffic stays between namespaces the test makes: "the internet" is a
 //! network namespace joined to the host by a veth, with a benchmark-range
@@ -11,14 +13,14 @@ mod common;
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command as Proc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use clawdspace_runtime::{NetworkMode, Space, SpaceStatus};
+use clawdspace_runtime::{CreateSpace, NetworkMode, Space, SpaceStatus};
 use common::{wait_until, TestEnv};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -146,23 +148,31 @@ impl Drop for World {
     }
 }
 
+/// The stdout of a host command.
+fn run(cmd: &[&str]) -> String {
+    let o = Proc::new(cmd[0]).args(&cmd[1..]).output().expect("run");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// What of the host's network belongs to this test: links, namespaces and
-/// nftables tables whose names carry its tags, IPv4 forwarding.
+/// nftables tables (`inet` and `bridge`) whose names carry its tags.
 fn snapshot(tags: &[String]) -> Vec<String> {
-    let run = |cmd: &[&str]| {
-        let o = Proc::new(cmd[0]).args(&cmd[1..]).output().expect("run");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let mut lines: Vec<String> = [
-        run(&["ip", "-o", "link"]),
-        run(&["ip", "netns", "list"]),
-        run(&["nft", "list", "tables"]),
-    ]
-    .iter()
-    .flat_map(|t| t.split_whitespace().map(String::from).collect::<Vec<_>>())
-    // Names only: link indexes and state flags are not compared.
-    .filter(|w| tags.iter().any(|t| w.contains(t.as_str())))
-    .collect();
+    let ours = |w: &str| tags.iter().any(|t| w.contains(t.as_str()));
+    let mut lines: Vec<String> = [run(&["ip", "-o", "link"]), run(&["ip", "netns", "list"])]
+        .iter()
+        .flat_map(|t| t.split_whitespace().map(String::from).collect::<Vec<_>>())
+        // Names only: link indexes and state flags are not compared.
+        .filter(|w| ours(w))
+        .collect();
+    // "table <family> <name>": the family matters.
+    let tables = run(&["nft", "list", "tables"]);
+    lines.extend(
+        tables
+            .lines()
+            .filter_map(|l| l.strip_prefix("table "))
+            .filter(|t| ours(t))
+            .map(|t| format!("table {t}")),
+    );
     lines.sort();
     lines
 }
@@ -201,6 +211,26 @@ async fn reach(env: &TestEnv, space: &str, target: &str) -> Option<String> {
 
 fn addr(s: &Space) -> Ipv4Addr {
     s.network.address.expect("address")
+}
+
+/// The MAC every space with address `a` has: `02:63` and the address.
+fn mac_of(a: Ipv4Addr) -> [u8; 6] {
+    let [w, x, y, z] = a.octets();
+    [0x02, 0x63, w, x, y, z]
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// The MAC of `eth0` in `space`.
+async fn mac_in(env: &TestEnv, space: &str) -> [u8; 6] {
+    let text = env.out(space, "cat /sys/class/net/eth0/address").await;
+    let mut m = [0u8; 6];
+    for (b, h) in m.iter_mut().zip(text.split(':')) {
+        *b = u8::from_str_radix(h, 16).expect("hex");
+    }
+    m
 }
 
 #[tokio::test]
@@ -389,8 +419,15 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
     let a = env.space_net("a", NetworkMode::Internet).await;
     let nat = Some(world.host_ip.to_string());
     assert_eq!(reach(&env, "a", &internet.target()).await, nat);
+    assert_eq!(mac_in(&env, "a").await, mac_of(addr(&a)));
 
     // Daemon restart: the running space keeps its namespace and address.
+    // A namespace made before MACs derived from addresses (here: its MAC
+    // changed behind the runtime's back) gets its MAC back.
+    ip(&format!(
+        "-n cs-{} link set eth0 address 02:00:00:00:00:01",
+        &a.id[..12]
+    ));
     env.rt.take();
     env.rt = Some(env.open().await);
     let a2 = env.rt().get("a").expect("a");
@@ -398,6 +435,7 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         (a2.init_pid, a2.network.clone()),
         (a.init_pid, a.network.clone())
     );
+    assert_eq!(mac_in(&env, "a").await, mac_of(addr(&a)));
     assert_eq!(reach(&env, "a", &internet.target()).await, nat);
     let b = env.space_net("b", NetworkMode::Internet).await;
     assert_ne!(addr(&b), addr(&a), "a's address stays held");
@@ -426,11 +464,13 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         ip(&format!("netns del cs-{id}"));
     }
     ip(&format!("link del {}", env.network.bridge));
-    let del = Proc::new("nft")
-        .args(["delete", "table", "inet", &env.network.bridge])
-        .status()
-        .expect("nft");
-    assert!(del.success());
+    for family in ["inet", "bridge"] {
+        let del = Proc::new("nft")
+            .args(["delete", "table", family, &env.network.bridge])
+            .status()
+            .expect("nft");
+        assert!(del.success());
+    }
 
     env.rt = Some(env.open().await);
     for s in &spaces {
@@ -438,6 +478,7 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         assert_eq!(back.status, SpaceStatus::Running);
         assert_ne!(back.init_pid, s.init_pid);
         assert_eq!(back.network, s.network, "same address after the reboot");
+        assert_eq!(mac_in(&env, &s.name).await, mac_of(addr(s)), "and MAC");
         assert_eq!(reach(&env, &s.name, &internet.target()).await, nat);
     }
     destroy_all(&env, &[&spaces[0], &spaces[1]], &[]).await;
@@ -523,24 +564,324 @@ async fn the_bridge_lingers_after_the_last_space_then_goes() {
     env.network.linger = Duration::from_secs(4);
     env.rt = Some(env.open().await);
     let t = tags(&env, &[]);
-    // Bridge and table only, once the namespace has taken its veth along.
-    let settled = |want: Option<Vec<String>>| {
-        let t = t.clone();
-        wait_until(Duration::from_secs(2), move || {
-            let now = snapshot(&t);
-            want.as_ref().map_or(now.len() == 2, |w| &now == w)
-        })
+    let br = &env.network.bridge;
+    // Bridge and tables only, once the namespace has taken its veth along.
+    let bridge_and_tables = vec![
+        format!("{br}:"),
+        format!("table bridge {br}"),
+        format!("table inet {br}"),
+    ];
+    let settled = || {
+        let (t, want) = (t.clone(), bridge_and_tables.clone());
+        wait_until(Duration::from_secs(2), move || snapshot(&t) == want)
     };
+    let world = World::new(rand::random());
+    let internet = Listener::start(Some(&world.ns), world.ip);
     let a = env.space_net("a", NetworkMode::Internet).await;
     env.rt().destroy("a").await.expect("destroy");
-    assert!(settled(None).await, "{:?}", snapshot(&t));
-    let bridge_and_table = snapshot(&t);
-    // A space created meanwhile uses them as they are.
+    assert!(settled().await, "{:?}", snapshot(&t));
+    // A space created meanwhile uses them as they are, its port bound to
+    // the address a held.
     let b = env.space_net("b", NetworkMode::Internet).await;
     assert_eq!(addr(&b), addr(&a), "the address was released");
+    assert_eq!(
+        reach(&env, "b", &internet.target()).await,
+        Some(world.host_ip.to_string())
+    );
     env.rt().destroy("b").await.expect("destroy");
-    assert!(settled(Some(bridge_and_table)).await, "{:?}", snapshot(&t));
+    assert!(settled().await, "{:?}", snapshot(&t));
+    // The bindings of destroyed spaces go within a second or so.
+    let ports = [&a, &b].map(|s| format!("\"cs{}\"", s.short_id()));
+    let unbound = || {
+        let set = run(&["nft", "list", "set", "bridge", br, "ports"]);
+        set.contains("type ifname") && !ports.iter().any(|p| set.contains(p.as_str()))
+    };
+    assert!(wait_until(Duration::from_secs(3), unbound).await);
     // Then, idle, they go (checked every second).
     let gone = wait_until(Duration::from_secs(8), || snapshot(&t).is_empty()).await;
     assert!(gone, "still there: {:?}", snapshot(&t));
+}
+
+/// Raw Ethernet frames a space with CAP_NET_RAW can send, built here and
+/// sent from inside the space by the test probe (`probe frame eth0 <hex>…`).
+mod frame {
+    use std::net::Ipv4Addr;
+
+    pub const BROADCAST: [u8; 6] = [0xff; 6];
+    /// A source MAC no space has.
+    pub const FORGED: [u8; 6] = [0x02, 0x00, 0xde, 0xad, 0xbe, 0xef];
+    const ARP: u16 = 0x0806;
+    const IPV4: u16 = 0x0800;
+
+    /// An Ethernet frame (padded to the 60-byte minimum), as hex.
+    pub fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> String {
+        let mut f = [&dst[..], &src[..], &ethertype.to_be_bytes(), payload].concat();
+        f.resize(f.len().max(60), 0);
+        f.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// An ARP packet (`op` 1 request, 2 reply) in a broadcast frame from
+    /// `src`: "`spa` is at `sha`", about target `tpa`.
+    pub fn arp(src: [u8; 6], op: u16, sha: [u8; 6], spa: Ipv4Addr, tpa: Ipv4Addr) -> String {
+        let tha = if op == 2 { BROADCAST } else { [0; 6] };
+        let body = [
+            &[0, 1, 8, 0, 6, 4][..],
+            &op.to_be_bytes(),
+            &sha,
+            &spa.octets(),
+            &tha,
+            &tpa.octets(),
+        ]
+        .concat();
+        ethernet(BROADCAST, src, ARP, &body)
+    }
+
+    /// A UDP datagram from `from` to `to:port` in a frame from `src` to
+    /// `dst` (the gateway's MAC).
+    pub fn udp(
+        dst: [u8; 6],
+        src: [u8; 6],
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+        port: u16,
+        data: &[u8],
+    ) -> String {
+        let len = 20 + 8 + data.len() as u16;
+        let mut ip = [
+            &[0x45, 0][..],
+            &len.to_be_bytes(),
+            &[0, 0, 0x40, 0, 64, 17, 0, 0],
+            &from.octets(),
+            &to.octets(),
+        ]
+        .concat();
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let folded = (sum & 0xffff) + (sum >> 16);
+        let check = !((folded & 0xffff) + (folded >> 16)) as u16;
+        ip[10..12].copy_from_slice(&check.to_be_bytes());
+        // No UDP checksum (0 is allowed over IPv4).
+        let udp = [
+            &40000u16.to_be_bytes()[..],
+            &port.to_be_bytes(),
+            &(8 + data.len() as u16).to_be_bytes(),
+            &[0, 0],
+            data,
+        ]
+        .concat();
+        ethernet(dst, src, IPV4, &[ip, udp].concat())
+    }
+}
+
+/// A UDP socket in network namespace `netns` that keeps every datagram it
+/// gets (payload and source), until dropped.
+struct UdpSink {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<(String, Ipv4Addr)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpSink {
+    fn start(netns: &str, ip: Ipv4Addr) -> UdpSink {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (keep, halt) = (got.clone(), stop.clone());
+        let ns = format!("/var/run/netns/{netns}");
+        let thread = std::thread::spawn(move || {
+            let f = File::open(&ns).expect("open netns");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let s = UdpSocket::bind((ip, 0)).expect("bind");
+            s.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            tx.send(s.local_addr().expect("addr")).expect("send");
+            let mut buf = [0u8; 1500];
+            while !halt.load(Ordering::Acquire) {
+                if let Ok((n, SocketAddr::V4(from))) = s.recv_from(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    keep.lock().expect("lock").push((text, *from.ip()));
+                }
+            }
+        });
+        UdpSink {
+            addr: rx.recv().expect("bound"),
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn got(&self) -> Vec<(String, Ipv4Addr)> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for UdpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A test env with space `a` (the test image, no capabilities) and space
+/// `b` whose user is root with Docker's capabilities (CAP_NET_RAW: raw
+/// frames), both networked; `b` has the probe.
+async fn victim_and_attacker() -> Option<(TestEnv, Space, Space)> {
+    let env = TestEnv::new().await?;
+    common::probe::import_probe_image(&env, "probe-root:latest", true);
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    let b = env
+        .create(CreateSpace {
+            image: "probe-root:latest".into(),
+            network: NetworkMode::Internet,
+            ..common::request("b")
+        })
+        .await;
+    assert_eq!(env.out("b", "id -u").await, "0");
+    Some((env, a, b))
+}
+
+/// Sends `frames` from inside `space` on its eth0.
+async fn send_frames(env: &TestEnv, space: &str, frames: &[String]) {
+    let out = env
+        .out(space, &format!("probe frame eth0 {}", frames.join(" ")))
+        .await;
+    assert_eq!(out, "ok", "sending raw frames from {space}");
+}
+
+/// The host's neighbour entry for `ip` on `bridge` (`ip neigh`).
+fn neighbour(bridge: &str, ip: Ipv4Addr) -> String {
+    run(&["ip", "neigh", "show", &ip.to_string(), "dev", bridge])
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_root_space_cannot_take_another_spaces_address_or_mac() {
+    let Some((env, a, b)) = victim_and_attacker().await else {
+        return;
+    };
+    let br = env.network.bridge.clone();
+    let gw = env.network.gateway();
+    let (a_ip, b_ip) = (addr(&a), addr(&b));
+    let (a_mac, b_mac) = (mac_of(a_ip), mac_of(b_ip));
+    assert_eq!(mac_in(&env, "a").await, a_mac, "MACs derive from addresses");
+    assert_eq!(mac_in(&env, "b").await, b_mac);
+
+    // The host talks to a: it has a neighbour entry with a's MAC.
+    env.sh(
+        "a",
+        "nc -ll -p 7000 -e echo from-a </dev/null >/dev/null 2>&1 &",
+    )
+    .await;
+    let a_port = SocketAddr::from((a_ip, 7000));
+    let hello = || {
+        let mut s = TcpStream::connect_timeout(&a_port, Duration::from_millis(500)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        let mut got = String::new();
+        s.read_to_string(&mut got).ok()?;
+        Some(got)
+    };
+    let answers = || hello().is_some_and(|g| g.contains("from-a"));
+    assert!(
+        wait_until(Duration::from_secs(5), answers).await,
+        "a listens"
+    );
+    assert!(neighbour(&br, a_ip).contains(&mac_str(a_mac)));
+
+    // b claims a's address (gratuitous ARP request and reply, a request to
+    // the gateway "from" a), then a's MAC, then a MAC nobody has; last, a
+    // request of its own, which must get through.
+    send_frames(
+        &env,
+        "b",
+        &[
+            frame::arp(b_mac, 1, b_mac, a_ip, a_ip),
+            frame::arp(b_mac, 2, b_mac, a_ip, a_ip),
+            frame::arp(b_mac, 1, b_mac, a_ip, gw),
+            frame::arp(a_mac, 1, a_mac, a_ip, gw),
+            frame::arp(frame::FORGED, 1, frame::FORGED, b_ip, gw),
+            frame::arp(b_mac, 1, b_mac, b_ip, gw),
+        ],
+    )
+    .await;
+    let b_known = || neighbour(&br, b_ip).contains(&mac_str(b_mac));
+    assert!(
+        wait_until(Duration::from_secs(2), b_known).await,
+        "b's own ARP gets through: {}",
+        neighbour(&br, b_ip)
+    );
+
+    // The host still sends a's traffic to a: its neighbour entry and the
+    // bridge's forwarding table keep a's MAC on a's port, and the forged
+    // MAC was never learnt.
+    let entry = neighbour(&br, a_ip);
+    assert!(entry.contains(&mac_str(a_mac)), "{entry}");
+    assert!(hello().is_some_and(|g| g.contains("from-a")), "a answers");
+    let fdb = run(&["bridge", "fdb", "show", "br", &br]);
+    let a_link = format!("cs{}", a.short_id());
+    for line in fdb.lines().filter(|l| l.starts_with(&mac_str(a_mac))) {
+        assert!(line.contains(&format!("dev {a_link} ")), "{line}");
+    }
+    assert!(!fdb.contains(&mac_str(frame::FORGED)), "{fdb}");
+    assert!(!neighbour(&br, b_ip).contains(&mac_str(frame::FORGED)));
+
+    destroy_all(&env, &[&a, &b], &[]).await;
+}
+
+#[tokio::test]
+async fn a_root_space_cannot_send_from_another_address_or_mac() {
+    let Some((env, a, b)) = victim_and_attacker().await else {
+        return;
+    };
+    let world = World::new(rand::random());
+    let sink = UdpSink::start(&world.ns, world.ip);
+    let port = sink.addr.port();
+    let gw_mac = std::fs::read_to_string(format!("/sys/class/net/{}/address", env.network.bridge))
+        .expect("bridge MAC");
+    let mut gw = [0u8; 6];
+    for (m, h) in gw.iter_mut().zip(gw_mac.trim().split(':')) {
+        *m = u8::from_str_radix(h, 16).expect("hex");
+    }
+    let (a_ip, b_ip) = (addr(&a), addr(&b));
+    let (a_mac, b_mac) = (mac_of(a_ip), mac_of(b_ip));
+    let outside = Ipv4Addr::new(198, 51, 100, 7);
+    let udp = |src, from, data: &str| frame::udp(gw, src, from, world.ip, port, data.as_bytes());
+    // Forged ones first, then one of b's own: once that one arrives, any
+    // forged one that got through would have arrived before it.
+    send_frames(
+        &env,
+        "b",
+        &[
+            udp(b_mac, a_ip, "a's address"),
+            udp(b_mac, outside, "an outside address"),
+            udp(a_mac, b_ip, "a's MAC"),
+            udp(frame::FORGED, b_ip, "a forged MAC"),
+            udp(b_mac, b_ip, "b itself"),
+        ],
+    )
+    .await;
+    let own = || sink.got().iter().any(|(d, _)| d == "b itself");
+    assert!(
+        wait_until(Duration::from_secs(3), own).await,
+        "b's own datagram arrives"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        sink.got(),
+        vec![("b itself".to_string(), world.host_ip)],
+        "only b's own datagram passes (NATed)"
+    );
+    // And a's ordinary traffic still flows.
+    let internet = Listener::start(Some(&world.ns), world.ip);
+    assert_eq!(
+        reach(&env, "a", &internet.target()).await,
+        Some(world.host_ip.to_string())
+    );
+    destroy_all(&env, &[&a, &b], &[]).await;
 }

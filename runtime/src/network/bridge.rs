@@ -1,5 +1,5 @@
 //! The host side shared by all networked spaces of a runtime: the bridge
-//! (with the gateway address), our nftables table and IPv4 forwarding.
+//! (with the gateway address), our nftables tables and IPv4 forwarding.
 //! Brought up with the first networked space, removed with the last one.
 //! What is up is recorded in `<state>/network.json`, so that a later start
 //! or a purge removes exactly what we added.
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
+use super::binding::Port;
 use super::cmd::{ip_batch, link_exists, nft, sysctl};
 use super::config::{Ipv4Net, NetworkConfig};
 use super::{forward, nft as rules};
@@ -22,7 +23,7 @@ use super::{forward, nft as rules};
 pub struct HostRecord {
     /// Our bridge.
     pub bridge: String,
-    /// Our nftables table (family `inet`).
+    /// Our nftables tables (families `inet` and `bridge`).
     pub table: String,
     /// The subnet on the bridge.
     pub subnet: String,
@@ -58,9 +59,15 @@ fn other_routes(bridge: &str) -> Vec<(String, Ipv4Net)> {
         .collect()
 }
 
-/// Brings the bridge, the table and forwarding up (idempotent; the table
-/// is replaced atomically, so a changed configuration applies).
-pub fn up(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], state_dir: &Path) -> Result<()> {
+/// Brings the bridge, the tables and forwarding up (idempotent; the tables
+/// are replaced atomically, so a changed configuration applies), with
+/// `ports` bound to their addresses.
+pub fn up(
+    cfg: &NetworkConfig,
+    resolvers: &[Ipv4Addr],
+    ports: &[Port],
+    state_dir: &Path,
+) -> Result<()> {
     let br = &cfg.bridge;
     let ours = match read_record(state_dir) {
         Some(r) if &r.bridge != br => {
@@ -101,7 +108,7 @@ pub fn up(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], state_dir: &Path) -> Resu
         // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
         sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
     }
-    nft(&rules::ruleset(cfg, resolvers))?;
+    nft(&rules::ruleset(cfg, resolvers, ports))?;
     forward::acquire(br)
 }
 

@@ -7,33 +7,61 @@ use std::process::{Command, Stdio};
 
 use crate::error::{Error, Result};
 
-/// Runs `prog args…` with `script` on stdin; fails with its stderr.
-pub fn run(prog: &str, args: &[&str], script: &str) -> Result<()> {
-    let what = || format!("{prog} {}", args.join(" "));
+/// A started `prog args…` that was given its script; [`Running::wait`]
+/// collects its verdict. Lets one tool run while the caller does other work.
+pub struct Running {
+    child: std::process::Child,
+    what: String,
+    script: String,
+}
+
+impl Running {
+    /// Waits for the process; fails with its stderr.
+    pub fn wait(self) -> Result<()> {
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| Error::Network(format!("{}: {e}", self.what)))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::Network(format!(
+            "{} failed ({}): {}; script:\n{}",
+            self.what,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            self.script
+        )))
+    }
+}
+
+/// Starts `prog args…` and writes `script` to its stdin (closed after).
+pub fn start(prog: &str, args: &[&str], script: &str) -> Result<Running> {
+    let what = format!("{prog} {}", args.join(" "));
     let mut child = Command::new(prog)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Network(format!("{}: {e} (is {prog} installed?)", what())))?;
+        .map_err(|e| Error::Network(format!("{what}: {e} (is {prog} installed?)")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| Error::Network(format!("{}: writing the script: {e}", what())))?;
+        if let Err(e) = stdin.write_all(script.as_bytes()) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::Network(format!("{what}: writing the script: {e}")));
+        }
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Network(format!("{}: {e}", what())))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::Network(format!(
-        "{} failed ({}): {}; script:\n{script}",
-        what(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    Ok(Running {
+        child,
+        what,
+        script: script.to_string(),
+    })
+}
+
+/// Runs `prog args…` with `script` on stdin; fails with its stderr.
+pub fn run(prog: &str, args: &[&str], script: &str) -> Result<()> {
+    start(prog, args, script)?.wait()
 }
 
 /// `ip -batch -` with one command per line (nothing for no lines).
@@ -46,7 +74,12 @@ pub fn ip_batch(lines: &[String]) -> Result<()> {
 
 /// `nft -f -`: applies `script` atomically.
 pub fn nft(script: &str) -> Result<()> {
-    run("nft", &["-f", "-"], script)
+    nft_start(script)?.wait()
+}
+
+/// Starts `nft -f -` with `script`; the caller waits for it.
+pub fn nft_start(script: &str) -> Result<Running> {
+    start("nft", &["-f", "-"], script)
 }
 
 /// The sysfs directory of network interface `name` (host namespace).

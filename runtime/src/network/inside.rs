@@ -1,5 +1,5 @@
 //! Configuring the inside of a space's namespace in-process: loopback and
-//! `eth0` up, the address, the default route. A short-lived thread joins
+//! `eth0` up, its MAC, the address, the default route. A short-lived thread joins
 //! the namespace (`setns` changes only the calling thread) and uses the
 //! classic interface ioctls, which saves the `ip -n … -batch` process a
 //! create would otherwise start (~5 ms on a small host).
@@ -77,7 +77,7 @@ fn up(sock: &OwnedFd, dev: &str) -> Result<()> {
     ioctl(sock, libc::SIOCSIFFLAGS, &mut r, &format!("set {dev} up"))
 }
 
-fn configure(addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<()> {
+fn socket() -> Result<OwnedFd> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -87,8 +87,32 @@ fn configure(addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<()> {
         )));
     }
     // SAFETY: fd is a new descriptor nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets the MAC of `eth0` (a veth takes it while up); returns whether it
+/// had another one.
+fn set_eth0_mac(sock: &OwnedFd, mac: [u8; 6]) -> Result<bool> {
+    let mut r = ifreq("eth0");
+    ioctl(sock, libc::SIOCGIFHWADDR, &mut r, "read the MAC of eth0")?;
+    // SAFETY: ifru_hwaddr is the sockaddr member of the ifreq union, which
+    // SIOCGIFHWADDR just filled.
+    let hw = unsafe { &mut r.ifr_ifru.ifru_hwaddr };
+    if hw.sa_data.iter().zip(mac).all(|(d, s)| *d == s as c_char) {
+        return Ok(false);
+    }
+    hw.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in hw.sa_data.iter_mut().zip(mac) {
+        *d = s as c_char;
+    }
+    ioctl(sock, libc::SIOCSIFHWADDR, &mut r, "set the MAC of eth0")?;
+    Ok(true)
+}
+
+fn configure(mac: [u8; 6], addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<()> {
+    let sock = socket()?;
     up(&sock, "lo")?;
+    set_eth0_mac(&sock, mac)?;
     let mut r = ifreq("eth0");
     r.ifr_ifru.ifru_addr = sockaddr_of(addr);
     ioctl(&sock, libc::SIOCSIFADDR, &mut r, "set the address of eth0")?;
@@ -119,18 +143,35 @@ fn configure(addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<()> {
     ioctl(&sock, libc::SIOCADDRT, &mut route, "add the default route")
 }
 
-/// In namespace `netns`: lo and eth0 up, `addr` on eth0 with the netmask
-/// of `subnet`, default route via `gateway`.
-pub fn setup(netns: &Path, addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -> Result<()> {
+/// Runs `f` on a short-lived thread inside namespace `netns`.
+fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let ns =
         File::open(netns).map_err(|e| Error::Network(format!("open {}: {e}", netns.display())))?;
     std::thread::scope(|s| {
         s.spawn(|| {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| Error::Network(format!("join {}: {e}", netns.display())))?;
-            configure(addr, subnet, gateway)
+            f()
         })
         .join()
         .map_err(|_| Error::Network("namespace setup thread panicked".into()))?
     })
+}
+
+/// In namespace `netns`: lo and eth0 up, `mac` on eth0, `addr` on it with
+/// the netmask of `subnet`, default route via `gateway`.
+pub fn setup(
+    netns: &Path,
+    mac: [u8; 6],
+    addr: Ipv4Addr,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<()> {
+    in_netns(netns, || configure(mac, addr, subnet, gateway))
+}
+
+/// In namespace `netns`: `mac` on eth0 (for namespaces made before MACs
+/// were derived from addresses); returns whether it had another one.
+pub fn set_mac(netns: &Path, mac: [u8; 6]) -> Result<bool> {
+    in_netns(netns, || set_eth0_mac(&socket()?, mac))
 }

@@ -54,9 +54,9 @@ fn attach_lines(id: &str, bridge: &str) -> [String; 2] {
     ]
 }
 
-/// Makes the namespace and veth of space `id` with address `addr` and a
-/// default route via the gateway: one `ip -batch` process for the host
-/// side, the inside in-process ([`super::inside`]).
+/// Makes the namespace and veth of space `id` with address `addr`, the MAC
+/// derived from it, and a default route via the gateway: one `ip -batch`
+/// process for the host side, the inside in-process ([`super::inside`]).
 pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
     let ns = netns_name(id);
     let mut host = vec![
@@ -68,7 +68,8 @@ pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
     ];
     host.extend(attach_lines(id, &cfg.bridge));
     ip_batch(&host)?;
-    super::inside::setup(&netns_path(id), addr, cfg.subnet, cfg.gateway())
+    let mac = super::binding::mac_of(addr);
+    super::inside::setup(&netns_path(id), mac, addr, cfg.subnet, cfg.gateway())
 }
 
 /// Puts the host ends of `ids` back on `bridge` (after it was re-created).

@@ -1,9 +1,11 @@
-//! Our nftables table (family `inet`, named after the bridge): NAT for the
-//! subnet, and the isolation rules. Built as text, applied with one
-//! `nft -f` (one transaction that replaces the whole table).
+//! Our nftables tables, named after the bridge: `inet` (NAT for the subnet
+//! and the isolation rules) and `bridge` (each port bound to its space's
+//! MAC and address, see [`super::binding`]). Built as text, applied with one
+//! `nft -f` (one transaction that replaces both tables).
 
 use std::net::Ipv4Addr;
 
+use super::binding::{self, Port};
 use super::config::NetworkConfig;
 
 /// Destinations spaces cannot reach unless allowed: "this" network,
@@ -33,10 +35,11 @@ fn set(name: &str, flags: &str, items: &[String]) -> String {
     )
 }
 
-/// The full script: creates (or atomically replaces) our table.
+/// The full script: creates (or atomically replaces) our tables.
 /// `resolvers` are the DNS servers written into the spaces' resolv.conf:
 /// port 53 on them stays reachable even in a blocked range or on the host.
-pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr]) -> String {
+/// `ports` are the spaces bound to their addresses.
+pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], ports: &[Port]) -> String {
     let t = cfg.table();
     let br = &cfg.bridge;
     let dns: Vec<String> = resolvers.iter().map(|r| r.to_string()).collect();
@@ -77,8 +80,10 @@ pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr]) -> String {
          \x20   type nat hook postrouting priority srcnat; policy accept;\n\
          \x20   ip saddr {subnet} oifname != \"{br}\" masquerade\n\
          \x20 }}\n\
-         }}\n",
+         }}\n\
+         {bridge}",
         delete = delete(t),
+        bridge = binding::table(t, ports),
         dns_set = set("dns", "", &dns),
         allow_set = set("allowed", " flags interval;", &allow),
         blocked = BLOCKED.join(", "),
@@ -86,9 +91,13 @@ pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr]) -> String {
     )
 }
 
-/// The script that removes table `t` (and succeeds when it is absent).
+/// The script that removes our tables `t` (and succeeds when they are
+/// absent).
 pub fn delete(t: &str) -> String {
-    format!("table inet {t} {{}}\ndelete table inet {t}\n")
+    format!(
+        "table inet {t} {{}}\ndelete table inet {t}\n{}",
+        binding::delete(t)
+    )
 }
 
 #[cfg(test)]
@@ -98,18 +107,22 @@ mod tests {
     #[test]
     fn rules_name_our_bridge_subnet_and_exceptions() {
         let mut cfg = NetworkConfig::default();
-        let r = ruleset(&cfg, &[]);
+        let r = ruleset(&cfg, &[], &[]);
         assert!(r.contains("table inet clawdspace0 {\n"));
         assert!(r.contains("ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade"));
         assert!(r.contains("iifname \"clawdspace0\" oifname \"clawdspace0\" drop"));
         assert!(!r.contains("@dns") && !r.contains("@allowed"));
         cfg.allow = vec!["192.168.1.0/24".parse().expect("net")];
-        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)]);
+        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)], &[]);
         assert!(r.contains("set dns { type ipv4_addr; elements = { 10.255.255.53 } }"));
         assert!(r.contains("flags interval; elements = { 192.168.1.0/24 }"));
         // Exceptions come before the drop of blocked ranges.
         let fwd = &r[r.find("chain forward").expect("forward")..];
         assert!(fwd.find("@allowed").expect("allow") < fwd.find("10.0.0.0/8").expect("blocked"));
         assert!(!r.contains(" fwd "), "fwd is reserved in nft");
+        // Both tables are replaced in the same transaction.
+        assert!(r.starts_with(&delete("clawdspace0")));
+        assert!(r.contains("delete table bridge clawdspace0\n"));
+        assert!(r.contains("table bridge clawdspace0 {\n"));
     }
 }

@@ -1,14 +1,26 @@
-//! Test-only probe that `tests/hardening.rs` compiles (static) and runs
-//! inside spaces: it makes one syscall and prints `ok`, or `errno=N`.
-//! It is never built into the daemon.
+//! Test-only probe that the runtime's tests compile (static, see
+//! `tests/common/probe.rs`) and run inside spaces: it makes one syscall and
+//! prints `ok`, or `errno=N`. It is never built into the daemon.
 //!
-//! Usage: `probe <what> [pid]`.
+//! Usage: `probe <what> [pid]`, or `probe frame <iface> <hex>…` to send
+//! each hex string as a raw Ethernet frame (an AF_PACKET socket, as a
+//! space with CAP_NET_RAW could).
 
 use std::ffi::{c_char, c_int, c_long, c_void};
 use std::os::fd::AsRawFd;
 
 extern "C" {
     fn syscall(n: c_long, ...) -> c_long;
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+    fn sendto(
+        fd: c_int,
+        buf: *const c_void,
+        len: usize,
+        flags: c_int,
+        addr: *const c_void,
+        addrlen: u32,
+    ) -> isize;
+    fn if_nametoindex(name: *const c_char) -> u32;
     fn waitpid(pid: c_int, status: *mut c_int, options: c_int) -> c_int;
     fn _exit(code: c_int) -> !;
 }
@@ -59,6 +71,68 @@ fn report(ret: c_long) {
     } else {
         println!("ok");
     }
+}
+
+/// `struct sockaddr_ll` of `<linux/if_packet.h>`.
+#[repr(C)]
+struct SockaddrLl {
+    family: u16,
+    protocol: u16,
+    ifindex: i32,
+    hatype: u16,
+    pkttype: u8,
+    halen: u8,
+    addr: [u8; 8],
+}
+
+/// Sends each of `frames` (hex: destination MAC, source MAC, ethertype,
+/// payload) on interface `iface` through an AF_PACKET raw socket.
+fn send_frames(iface: &str, frames: &[String]) -> c_long {
+    const AF_PACKET: c_int = 17;
+    const SOCK_RAW: c_int = 3;
+    const ETH_P_ALL: u16 = 0x0003;
+    let name = std::ffi::CString::new(iface).expect("interface name");
+    // SAFETY: a C string that lives for the call.
+    let ifindex = unsafe { if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return -1;
+    }
+    // SAFETY: plain socket(2).
+    let fd = unsafe { socket(AF_PACKET, SOCK_RAW, c_int::from(ETH_P_ALL.to_be())) };
+    if fd < 0 {
+        return -1;
+    }
+    for hex in frames {
+        let frame: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex frame"))
+            .collect();
+        let mut to = SockaddrLl {
+            family: AF_PACKET as u16,
+            protocol: ETH_P_ALL.to_be(),
+            ifindex: ifindex as i32,
+            hatype: 0,
+            pkttype: 0,
+            halen: 6,
+            addr: [0; 8],
+        };
+        to.addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: the frame and the address live for the call; the length
+        // is the address's size.
+        let n = unsafe {
+            sendto(
+                fd,
+                frame.as_ptr() as *const c_void,
+                frame.len(),
+                0,
+                &to as *const SockaddrLl as *const c_void,
+                std::mem::size_of::<SockaddrLl>() as u32,
+            )
+        };
+        if n < 0 {
+            return -1;
+        }
+    }
+    0
 }
 
 /// clone(2) with `flags` like fork: the child exits at once.
@@ -128,6 +202,10 @@ fn main() {
             "chroot" => syscall(nr::CHROOT, c"/".as_ptr()),
             "personality_query" => syscall(nr::PERSONALITY, 0xffff_ffffu64),
             "personality_no_aslr" => syscall(nr::PERSONALITY, 0x0040000u64),
+            "frame" => send_frames(
+                args.get(2).map(String::as_str).unwrap_or("eth0"),
+                args.get(3..).unwrap_or(&[]),
+            ),
             _ => {
                 eprintln!("probe: unknown check {what:?}");
                 std::process::exit(2)
