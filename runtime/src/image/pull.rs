@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -272,13 +272,30 @@ impl Puller {
             jobs.push((layer.clone(), blob, diff));
         }
         let image_cap = self.store.limits().image_cap();
-        stream::iter(jobs)
+        // Every layer job runs to its end (each removes its own staging
+        // directory); after a failure the others stop early. The first error
+        // to complete is the cause.
+        let abort = AtomicBool::new(false);
+        let results: Vec<Result<()>> = stream::iter(jobs)
             .map(|(layer, blob, diff_id)| {
-                self.fetch_layer(r, layer, blob, diff_id, &image_cap, progress.clone())
+                let job = Job {
+                    blob,
+                    diff_id,
+                    image_cap: &image_cap,
+                    abort: &abort,
+                };
+                async {
+                    let r = self.fetch_layer(r, layer, job, progress.clone()).await;
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    r
+                }
             })
             .buffer_unordered(PARALLEL_LAYERS)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
         let c = cfg.config.unwrap_or_default();
         let image = Image {
             reference: reference.to_string(),
@@ -346,11 +363,19 @@ impl Puller {
         &self,
         r: &Reference,
         layer: OciDescriptor,
-        blob_digest: Digest,
-        diff_id: Digest,
-        image_cap: &Arc<SizeCap>,
+        job: Job<'_>,
         progress: Option<ProgressFn>,
     ) -> Result<()> {
+        let Job {
+            blob: blob_digest,
+            diff_id,
+            image_cap,
+            abort,
+        } = job;
+        let aborted = || Error::Registry(format!("layer {blob_digest}: stopped, another layer failed"));
+        if abort.load(Ordering::Relaxed) {
+            return Err(aborted());
+        }
         let report = |done: u64| {
             if let Some(p) = &progress {
                 p(PullProgress {
@@ -410,6 +435,10 @@ impl Puller {
             _ => limits.max_layer_bytes,
         };
         while let Some(chunk) = blob.next().await {
+            if abort.load(Ordering::Relaxed) {
+                failure = Some(aborted());
+                break;
+            }
             match chunk {
                 Ok(bytes) => {
                     hasher.update(&bytes);
@@ -487,6 +516,14 @@ impl Puller {
         remove_dir_all_if_exists(&staging)?;
         result
     }
+}
+
+/// One layer of a pull: its digests and what it shares with the others.
+struct Job<'a> {
+    blob: Digest,
+    diff_id: Digest,
+    image_cap: &'a Arc<SizeCap>,
+    abort: &'a AtomicBool,
 }
 
 /// Maps registry errors to ours: missing or forbidden images are the
