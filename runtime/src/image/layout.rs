@@ -72,12 +72,8 @@ struct Layout {
 
 impl Layout {
     fn open(dir: &Path, max_small: u64) -> Result<Layout> {
-        let root = Root::open(dir).ctx(|| {
-            format!(
-                "{} is not an OCI image layout directory",
-                dir.display()
-            )
-        })?;
+        let root = Root::open(dir)
+            .ctx(|| format!("{} is not an OCI image layout directory", dir.display()))?;
         Ok(Layout { root, max_small })
     }
 
@@ -113,7 +109,9 @@ impl Layout {
             .root
             .open_at(&path, OFlag::O_RDONLY, Mode::empty(), Resolve::NoSymlinks)
             .ctx(|| format!("OCI layout: open {}", path.display()))?;
-        let st = fstat(fd.as_raw_fd()).map_err(io::Error::from).ctx(|| format!("stat {}", path.display()))?;
+        let st = fstat(fd.as_raw_fd())
+            .map_err(io::Error::from)
+            .ctx(|| format!("stat {}", path.display()))?;
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return Err(Error::InvalidInput(format!(
                 "OCI layout: blob {digest} is not a regular file"
@@ -202,7 +200,8 @@ pub fn import(store: &ImageStore, src: &Path, reference: &str, tag: Option<&str>
     let mut layers = Vec::with_capacity(manifest.layers.len());
     for (layer, diff_id) in manifest.layers.iter().zip(&cfg.rootfs.diff_ids) {
         let blob = parse_digest(&layer.digest)?;
-        let diff = parse_digest(diff_id).map_err(|e| Error::InvalidInput(format!("diff_id: {e}")))?;
+        let diff =
+            parse_digest(diff_id).map_err(|e| Error::InvalidInput(format!("diff_id: {e}")))?;
         layers.push((layer, blob, diff));
     }
     let image_cap = store.limits().image_cap();

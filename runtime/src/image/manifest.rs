@@ -95,9 +95,12 @@ impl ManifestFetcher {
                 })?;
                 let entry = index.manifests.iter().find(|e| e.digest == chosen);
                 if let Some(e) = entry.filter(|e| e.size.max(0) as u64 > self.max_bytes) {
-                    return Err(self.too_big(&format!("{name}: manifest {}", e.digest)).into());
+                    return Err(self
+                        .too_big(&format!("{name}: manifest {}", e.digest))
+                        .into());
                 }
-                let d = Digest::parse(&chosen).map_err(|e| registry(name, &format!("index: {e}")))?;
+                let d =
+                    Digest::parse(&chosen).map_err(|e| registry(name, &format!("index: {e}")))?;
                 let (body, digest) = self.get(r, name, d.as_str(), authz.as_ref()).await?;
                 match parse(&body)? {
                     OciManifest::Image(m) => Ok((m, digest)),

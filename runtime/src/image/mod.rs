@@ -249,7 +249,10 @@ impl ImageStore {
             .flatten()
         {
             if e.path().extension().is_some_and(|x| x == "json") {
-                match fs::read(e.path()).map_err(|e| e.to_string()).and_then(|d| read_record(&d)) {
+                match fs::read(e.path())
+                    .map_err(|e| e.to_string())
+                    .and_then(|d| read_record(&d))
+                {
                     Ok(img) => out.push(img),
                     Err(why) => tracing::warn!(
                         record = %e.path().display(),

@@ -16,13 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{stream, StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{ImageIndexEntry, OciDescriptor};
-use oci_client::{Client, Reference};
-use serde::Deserialize;
 use super::auth::Credentials;
 use super::digest::{Digest, Hasher};
 use super::layer::{compression_of, decompressor, CappedReader, HashingReader, SizeCap};
@@ -30,6 +23,13 @@ use super::manifest::{FetchError, ManifestFetcher};
 use super::{unpack, validate_reference, Image, ImageConfig, ImageLimits, ImageStore};
 use crate::error::{Error, Result};
 use crate::fsutil::remove_dir_all_if_exists;
+use bytes::Bytes;
+use futures_util::{stream, StreamExt};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor};
+use oci_client::{Client, Reference};
+use serde::Deserialize;
 
 /// Layers downloaded at once per pull.
 const PARALLEL_LAYERS: usize = 3;
@@ -342,8 +342,8 @@ impl Puller {
             .map_err(|e| map_err(reference, e))?;
         let mut body = Vec::new();
         while let Some(chunk) = blob.next().await {
-            let chunk = chunk
-                .map_err(|e| Error::Registry(format!("{reference}: image config: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| Error::Registry(format!("{reference}: image config: {e}")))?;
             if (body.len() + chunk.len()) as u64 > max {
                 return Err(too_big());
             }
@@ -372,7 +372,11 @@ impl Puller {
             image_cap,
             abort,
         } = job;
-        let aborted = || Error::Registry(format!("layer {blob_digest}: stopped, another layer failed"));
+        let aborted = || {
+            Error::Registry(format!(
+                "layer {blob_digest}: stopped, another layer failed"
+            ))
+        };
         if abort.load(Ordering::Relaxed) {
             return Err(aborted());
         }
@@ -462,9 +466,7 @@ impl Puller {
                     }
                 }
                 Err(e) => {
-                    failure = Some(Error::Registry(format!(
-                        "downloading {blob_digest}: {e}"
-                    )));
+                    failure = Some(Error::Registry(format!("downloading {blob_digest}: {e}")));
                     break;
                 }
             }

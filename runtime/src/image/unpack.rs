@@ -170,8 +170,7 @@ impl Unpacker {
                 }
                 let d = reopen_dir(dir, Path::new(name)).map_err(io_why)?;
                 apply_meta_no_time(d.as_fd(), &meta).map_err(io_why)?;
-                self.dir_times
-                    .push((parent_path.join(name), meta.mtime));
+                self.dir_times.push((parent_path.join(name), meta.mtime));
                 Ok(())
             }
             T::Symlink => {
@@ -198,9 +197,9 @@ impl Unpacker {
                     .link_name_bytes()
                     .ok_or("a hardlink without a target")?
                     .into_owned();
-                let (tdir, tname) = self.existing_parent(&target).map_err(|why| {
-                    format!("hardlink target {}: {why}", show(&target))
-                })?;
+                let (tdir, tname) = self
+                    .existing_parent(&target)
+                    .map_err(|why| format!("hardlink target {}: {why}", show(&target)))?;
                 remove(dir, name).map_err(io_why)?;
                 linkat(
                     Some(tdir.as_raw_fd()),
@@ -378,7 +377,11 @@ fn remove(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
             for n in names {
                 remove(sub.as_fd(), &n)?;
             }
-            Ok(unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::RemoveDir)?)
+            Ok(unlinkat(
+                Some(dir.as_raw_fd()),
+                name,
+                UnlinkatFlags::RemoveDir,
+            )?)
         }
         Ok(_) => Ok(unlinkat(
             Some(dir.as_raw_fd()),
