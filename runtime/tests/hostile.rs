@@ -683,7 +683,15 @@ async fn a_diff_id_naming_a_host_directory_is_refused() {
     {
         let (blob, _) = layer(evil_tar(&[E::File("f", b"fine")]), Comp::Gzip);
         let reference = format!("{}/evil/diffid:{i}", reg.host);
-        push_raw(&reg, &reference, vec![blob], &[bad.clone()], &[], None).await;
+        push_raw(
+            &reg,
+            &reference,
+            vec![blob],
+            std::slice::from_ref(bad),
+            &[],
+            None,
+        )
+        .await;
         let err = env
             .rt()
             .pull(&reference, None)
@@ -714,7 +722,7 @@ async fn oversized_manifests_and_configs_are_refused() {
         &reg,
         &reference,
         vec![blob.clone()],
-        &[diff.clone()],
+        std::slice::from_ref(&diff),
         &[],
         Some(big),
     )
@@ -736,7 +744,7 @@ async fn oversized_manifests_and_configs_are_refused() {
         &reg,
         &reference,
         vec![blob.clone()],
-        &[diff.clone()],
+        std::slice::from_ref(&diff),
         &env_vars,
         None,
     )
@@ -798,7 +806,7 @@ async fn decompression_bombs_stop_at_the_layer_and_image_caps() {
         &reg,
         &reference,
         vec![bomb.clone()],
-        &[diff.clone()],
+        std::slice::from_ref(&diff),
         &[],
         None,
     )
@@ -866,7 +874,15 @@ async fn a_layer_whose_digest_does_not_match_leaves_nothing_unpacked() {
     let (blob, diff) = layer(evil_tar(&[E::File("content", &data)]), Comp::Plain);
     let reference = format!("{}/evil/mismatch:1", reg.host);
     let digest = blob.sha256_digest();
-    push_raw(&reg, &reference, vec![blob], &[diff.clone()], &[], None).await;
+    push_raw(
+        &reg,
+        &reference,
+        vec![blob],
+        std::slice::from_ref(&diff),
+        &[],
+        None,
+    )
+    .await;
     let file = reg.blob_file(&digest);
     let mut stored = fs::read(&file).expect("blob");
     stored[4096] ^= 1;

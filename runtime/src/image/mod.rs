@@ -453,3 +453,19 @@ fn tempdir_in(parent: &Path) -> Result<PathBuf> {
     fs::create_dir(&p).ctx(|| format!("create {}", p.display()))?;
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_bytes("123"), Some(123));
+        assert_eq!(parse_bytes("4K"), Some(4096));
+        assert_eq!(parse_bytes(" 16g "), Some(16 << 30));
+        assert_eq!(parse_bytes("1T"), Some(1 << 40));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1"), None);
+        assert_eq!(parse_bytes("99999999999T"), None);
+    }
+}
