@@ -146,7 +146,7 @@ impl Runtime {
         let lock = lock_state_dir(state)?;
         let cgroup_mode = CgroupMode::detect();
         tracing::info!(mode = cgroup_mode.describe(), "cgroups");
-        let images = ImageStore::open(state)?;
+        let images = ImageStore::open(state)?.with_limits(config.registries.limits);
         let rt = Runtime {
             inner: Arc::new(Inner {
                 store: Store::open(state)?,

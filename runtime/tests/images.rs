@@ -178,7 +178,7 @@ async fn an_index_resolves_to_this_hosts_platform_and_zstd_layers_work() {
         .expect("push index");
     let img = env.rt().pull(&index_ref, None).await.expect("pull index");
     assert_eq!(img.layers.len(), 2);
-    let top = env.rt().images().layer_dir(&img.layers[1]);
+    let top = env.rt().images().layer_dir(&img.layers[1]).expect("digest");
     assert_eq!(
         fs::read_to_string(top.join("arch")).expect("marker"),
         host_arch
@@ -249,7 +249,11 @@ async fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
         "{err}"
     );
     assert!(
-        !env.rt().images().layer_dir(&diff_id).exists(),
+        !env.rt()
+            .images()
+            .layer_dir(&diff_id)
+            .expect("digest")
+            .exists(),
         "no layer stored"
     );
     assert!(
@@ -524,6 +528,11 @@ async fn an_oci_layout_or_archive_imports_and_a_corrupt_one_is_refused() {
         .import_oci(&bad, "bad:1", None)
         .expect_err("corrupt layout");
     assert!(err.to_string().contains("corrupt"), "{err}");
-    assert!(!env.rt().images().layer_dir(&diff_id).exists());
+    assert!(!env
+        .rt()
+        .images()
+        .layer_dir(&diff_id)
+        .expect("digest")
+        .exists());
     assert!(env.rt().images().get("bad:1").expect("get").is_none());
 }

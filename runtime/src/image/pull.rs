@@ -2,31 +2,34 @@
 //! rules, platform selection from image indexes, anonymous bearer tokens or
 //! basic credentials, plain HTTP only for listed registries, an optional
 //! docker.io mirror. Layers download in parallel (bounded) and unpack while
-//! they stream; every blob's digest and size, and every layer's uncompressed
-//! digest, are verified before the layer is renamed into the store.
-//! Concurrent pulls of one image or one layer share a single download.
+//! they stream into a private staging directory; every blob's digest and
+//! size, and every layer's uncompressed digest, are verified before the layer
+//! is renamed into the store, and nothing of a failed pull stays. Every
+//! digest is parsed strictly before use; manifests, configs and layers are
+//! capped in size ([`ImageLimits`]). Concurrent pulls of one image or one
+//! layer share a single download.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::auth::Credentials;
+use super::digest::{Digest, Hasher};
+use super::layer::{compression_of, decompressor, CappedReader, HashingReader, SizeCap};
+use super::manifest::{FetchError, ManifestFetcher};
+use super::{unpack, validate_reference, Image, ImageConfig, ImageLimits, ImageStore};
+use crate::error::{Error, Result};
+use crate::fsutil::remove_dir_all_if_exists;
 use bytes::Bytes;
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor};
 use oci_client::{Client, Reference};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-
-use super::auth::Credentials;
-use super::layer::{compression_of, decompressor, HashingReader};
-use super::{unpack, validate_reference, Image, ImageConfig, ImageStore};
-use crate::error::{Error, Result};
-use crate::fsutil::remove_dir_all_if_exists;
 
 /// Layers downloaded at once per pull.
 const PARALLEL_LAYERS: usize = 3;
@@ -54,6 +57,8 @@ pub struct RegistryConfig {
     pub docker_mirror: Option<String>,
     /// Credential files, first wins.
     pub auth_files: Vec<PathBuf>,
+    /// Caps on what a registry (or an imported layout) may make us unpack.
+    pub limits: ImageLimits,
 }
 
 impl RegistryConfig {
@@ -72,6 +77,7 @@ impl RegistryConfig {
             insecure: list("CLAWDSPACE_INSECURE_REGISTRIES"),
             docker_mirror: list("CLAWDSPACE_DOCKER_MIRROR").into_iter().next(),
             auth_files: Credentials::default_files(state_dir),
+            limits: ImageLimits::from_env(),
         }
     }
 }
@@ -136,6 +142,7 @@ pub struct Puller {
     creds: Credentials,
     config: RegistryConfig,
     store: ImageStore,
+    manifests: ManifestFetcher,
     /// Per reference: when its last pull finished (single flight).
     images: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
     /// Per layer digest: held while it downloads.
@@ -148,8 +155,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Puller {
-    /// A puller for `store` with `config`.
+    /// A puller for `store` with `config` (whose limits it applies).
     pub fn new(store: ImageStore, config: RegistryConfig) -> Self {
+        let store = store.with_limits(config.limits);
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(config.insecure.clone()),
             platform_resolver: Some(Box::new(host_platform)),
@@ -160,6 +168,10 @@ impl Puller {
         Puller {
             client,
             creds: Credentials::load(&config.auth_files),
+            manifests: ManifestFetcher::new(
+                config.insecure.clone(),
+                config.limits.max_manifest_bytes,
+            ),
             config,
             store,
             images: Mutex::new(HashMap::new()),
@@ -222,12 +234,21 @@ impl Puller {
     ) -> Result<Image> {
         let auth = self.creds.for_registry(r.registry());
         let t = Instant::now();
-        let (manifest, _digest, config_json) = self
-            .client
-            .pull_manifest_and_config(r, &auth)
+        let (manifest, _digest) = self
+            .manifests
+            .image_manifest(&self.client, r, reference, &auth, host_platform)
             .await
-            .map_err(|e| map_err(reference, e))?;
-        let cfg: ConfigFile = serde_json::from_str(&config_json)
+            .map_err(|e| match e {
+                FetchError::Oci(e) => map_err(reference, e),
+                FetchError::Ours(e) => e,
+            })?;
+        let bad = |what: &str, e: Error| Error::InvalidInput(format!("{reference}: {what}: {e}"));
+        let config_digest =
+            Digest::parse(&manifest.config.digest).map_err(|e| bad("image config", e))?;
+        let config_json = self
+            .fetch_config(r, reference, &manifest.config, &config_digest)
+            .await?;
+        let cfg: ConfigFile = serde_json::from_slice(&config_json)
             .map_err(|e| Error::Registry(format!("{reference}: bad image config: {e}")))?;
         let diff_ids = cfg.rootfs.map(|r| r.diff_ids).unwrap_or_default();
         if diff_ids.len() != manifest.layers.len() {
@@ -237,16 +258,44 @@ impl Puller {
                 diff_ids.len()
             )));
         }
-        let jobs = manifest
-            .layers
-            .iter()
-            .cloned()
-            .zip(diff_ids.iter().cloned());
-        stream::iter(jobs)
-            .map(|(layer, diff_id)| self.fetch_layer(r, layer, diff_id, progress.clone()))
+        // Every digest is checked, and every size, before anything is fetched.
+        let max_layer = self.store.limits().max_layer_bytes;
+        let mut jobs = Vec::with_capacity(diff_ids.len());
+        for (layer, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+            let blob = Digest::parse(&layer.digest).map_err(|e| bad("layer", e))?;
+            let diff = Digest::parse(diff_id).map_err(|e| bad("diff_id", e))?;
+            if layer.size.max(0) as u64 > max_layer {
+                return Err(Error::InvalidInput(format!(
+                    "{reference}: layer {blob} is larger than the limit of {max_layer} bytes"
+                )));
+            }
+            jobs.push((layer.clone(), blob, diff));
+        }
+        let image_cap = self.store.limits().image_cap();
+        // Every layer job runs to its end (each removes its own staging
+        // directory); after a failure the others stop early. The first error
+        // to complete is the cause.
+        let abort = AtomicBool::new(false);
+        let results: Vec<Result<()>> = stream::iter(jobs)
+            .map(|(layer, blob, diff_id)| {
+                let job = Job {
+                    blob,
+                    diff_id,
+                    image_cap: &image_cap,
+                    abort: &abort,
+                };
+                async {
+                    let r = self.fetch_layer(r, layer, job, progress.clone()).await;
+                    if r.is_err() {
+                        abort.store(true, Ordering::Relaxed);
+                    }
+                    r
+                }
+            })
             .buffer_unordered(PARALLEL_LAYERS)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
         let c = cfg.config.unwrap_or_default();
         let image = Image {
             reference: reference.to_string(),
@@ -269,13 +318,68 @@ impl Puller {
         Ok(image)
     }
 
+    /// The image config blob, capped and verified.
+    async fn fetch_config(
+        &self,
+        r: &Reference,
+        reference: &str,
+        desc: &OciDescriptor,
+        digest: &Digest,
+    ) -> Result<Vec<u8>> {
+        let max = self.store.limits().max_manifest_bytes;
+        let too_big = || {
+            Error::InvalidInput(format!(
+                "{reference}: image config is larger than the limit of {max} bytes"
+            ))
+        };
+        if desc.size.max(0) as u64 > max {
+            return Err(too_big());
+        }
+        let mut blob = self
+            .client
+            .pull_blob_stream(r, desc)
+            .await
+            .map_err(|e| map_err(reference, e))?;
+        let mut body = Vec::new();
+        while let Some(chunk) = blob.next().await {
+            let chunk =
+                chunk.map_err(|e| Error::Registry(format!("{reference}: image config: {e}")))?;
+            if (body.len() + chunk.len()) as u64 > max {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let mut h = Hasher::new(digest.algorithm());
+        h.update(&body);
+        if h.digest() != *digest {
+            return Err(Error::Registry(format!(
+                "{reference}: image config {digest} is corrupt"
+            )));
+        }
+        Ok(body)
+    }
+
     async fn fetch_layer(
         &self,
         r: &Reference,
         layer: OciDescriptor,
-        diff_id: String,
+        job: Job<'_>,
         progress: Option<ProgressFn>,
     ) -> Result<()> {
+        let Job {
+            blob: blob_digest,
+            diff_id,
+            image_cap,
+            abort,
+        } = job;
+        let aborted = || {
+            Error::Registry(format!(
+                "layer {blob_digest}: stopped, another layer failed"
+            ))
+        };
+        if abort.load(Ordering::Relaxed) {
+            return Err(aborted());
+        }
         let report = |done: u64| {
             if let Some(p) = &progress {
                 p(PullProgress {
@@ -285,17 +389,12 @@ impl Puller {
                 });
             }
         };
-        if !diff_id.starts_with("sha256:") || diff_id.len() != 71 {
-            return Err(Error::Registry(format!(
-                "unsupported layer diff_id {diff_id}"
-            )));
-        }
         let slot = lock(&self.layers)
-            .entry(diff_id.clone())
+            .entry(diff_id.to_string())
             .or_default()
             .clone();
         let _held = slot.lock().await;
-        if self.store.layer_dir(&diff_id).is_dir() {
+        if self.store.layer_path(&diff_id).is_dir() {
             report(layer.size.max(0) as u64);
             return Ok(());
         }
@@ -309,32 +408,65 @@ impl Puller {
         let staging = self.store.staging_dir()?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
         let dest = staging.join("rootfs");
-        let unpacker = tokio::task::spawn_blocking(move || -> Result<String> {
+        let limits = self.store.limits();
+        let layer_cap = limits.layer_cap();
+        let caps = vec![layer_cap.clone(), image_cap.clone()];
+        let diff_algorithm = diff_id.algorithm();
+        let unpacker = tokio::task::spawn_blocking(move || -> Result<Digest> {
             std::fs::create_dir(&dest).map_err(|e| Error::io("create staging dir", e))?;
-            let mut reader = HashingReader::new(decompressor(ChannelReader::new(rx), compression)?);
-            unpack::unpack_layer(&mut reader, &dest)?;
-            // Hash what follows the tar end marker too.
-            io::copy(&mut reader, &mut io::sink()).map_err(|e| Error::io("read layer", e))?;
-            Ok(reader.digest())
+            let r = (|| {
+                let plain = CappedReader::new(
+                    decompressor(ChannelReader::new(rx), compression)?,
+                    caps.clone(),
+                );
+                let mut reader = HashingReader::new(plain, diff_algorithm);
+                unpack::unpack_layer(&mut reader, &dest, limits.max_layer_bytes)?;
+                // Hash what follows the tar end marker too.
+                io::copy(&mut reader, &mut io::sink()).map_err(|e| Error::io("read layer", e))?;
+                Ok(reader.digest())
+            })();
+            r.map_err(|e| {
+                let refs: Vec<&Arc<SizeCap>> = caps.iter().collect();
+                SizeCap::check(&refs).err().unwrap_or(e)
+            })
         });
-        let mut hasher = Sha256::new();
+        let mut hasher = Hasher::new(blob_digest.algorithm());
         let mut received: u64 = 0;
         let mut failure = None;
+        let mut unpacker_stopped = false;
+        let limit = match u64::try_from(layer.size) {
+            Ok(n) if n > 0 => n.min(limits.max_layer_bytes),
+            _ => limits.max_layer_bytes,
+        };
         while let Some(chunk) = blob.next().await {
+            if abort.load(Ordering::Relaxed) {
+                failure = Some(aborted());
+                break;
+            }
             match chunk {
                 Ok(bytes) => {
                     hasher.update(&bytes);
                     received += bytes.len() as u64;
+                    if received > limit {
+                        failure = Some(if limit < limits.max_layer_bytes {
+                            Error::Registry(format!(
+                                "layer {blob_digest} is corrupt: more than the {limit} bytes the manifest says"
+                            ))
+                        } else {
+                            Error::InvalidInput(format!(
+                                "layer {blob_digest} is larger than the limit of {limit} bytes"
+                            ))
+                        });
+                        break;
+                    }
                     report(received);
                     if tx.send(bytes).await.is_err() {
-                        break; // the unpacker failed; its error says why
+                        unpacker_stopped = true; // it failed; its error says why
+                        break;
                     }
                 }
                 Err(e) => {
-                    failure = Some(Error::Registry(format!(
-                        "downloading {}: {e}",
-                        layer.digest
-                    )));
+                    failure = Some(Error::Registry(format!("downloading {blob_digest}: {e}")));
                     break;
                 }
             }
@@ -343,28 +475,38 @@ impl Puller {
         let unpacked = unpacker
             .await
             .map_err(|e| Error::Container(format!("unpack task: {e}")))?;
-        let blob_digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        let got = hasher.digest();
+        // A layer refused for what it holds is the image's fault (400);
+        // anything else while unpacking, the registry's or ours.
+        let unpack_failed = |e: Error| {
+            Err(match e {
+                Error::InvalidInput(why) => {
+                    Error::InvalidInput(format!("layer {blob_digest} refused: {why}"))
+                }
+                e => Error::Registry(format!("layer {blob_digest} could not be unpacked: {e}")),
+            })
+        };
         let verdict = if let Some(f) = failure {
             Err(f)
-        } else if blob_digest != layer.digest {
+        } else if unpacker_stopped {
+            match unpacked {
+                Err(e) => unpack_failed(e),
+                Ok(_) => Err(Error::Container("layer unpacker stopped early".into())),
+            }
+        } else if got != blob_digest {
             Err(Error::Registry(format!(
-                "layer {} is corrupt: content has digest {blob_digest}",
-                layer.digest
+                "layer {blob_digest} is corrupt: content has digest {got}"
             )))
         } else if layer.size > 0 && received != layer.size as u64 {
             Err(Error::Registry(format!(
-                "layer {} is corrupt: {received} bytes, manifest says {}",
-                layer.digest, layer.size
+                "layer {blob_digest} is corrupt: {received} bytes, manifest says {}",
+                layer.size
             )))
         } else {
             match unpacked {
-                Err(e) => Err(Error::Registry(format!(
-                    "layer {} could not be unpacked: {e}",
-                    layer.digest
-                ))),
+                Err(e) => unpack_failed(e),
                 Ok(d) if d != diff_id => Err(Error::Registry(format!(
-                    "layer {} is corrupt: uncompressed digest {d}, config says {diff_id}",
-                    layer.digest
+                    "layer {blob_digest} is corrupt: uncompressed digest {d}, config says {diff_id}"
                 ))),
                 Ok(_) => Ok(()),
             }
@@ -376,6 +518,14 @@ impl Puller {
         remove_dir_all_if_exists(&staging)?;
         result
     }
+}
+
+/// One layer of a pull: its digests and what it shares with the others.
+struct Job<'a> {
+    blob: Digest,
+    diff_id: Digest,
+    image_cap: &'a Arc<SizeCap>,
+    abort: &'a AtomicBool,
 }
 
 /// Maps registry errors to ours: missing or forbidden images are the
@@ -460,6 +610,7 @@ mod tests {
         let p = Puller::new(
             ImageStore {
                 root: PathBuf::from("/nonexistent"),
+                limits: ImageLimits::default(),
             },
             RegistryConfig::default(),
         );
@@ -476,6 +627,7 @@ mod tests {
         let mirrored = Puller::new(
             ImageStore {
                 root: PathBuf::from("/nonexistent"),
+                limits: ImageLimits::default(),
             },
             RegistryConfig {
                 docker_mirror: Some("mirror.local:5000".into()),
