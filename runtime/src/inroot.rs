@@ -159,6 +159,37 @@ impl Root {
         Ok((fd, cstr(last)?))
     }
 
+    /// The first symlink on `path` (a prefix of it, relative to the root)
+    /// and its target, without following any; None when the path has none
+    /// up to the first missing component.
+    pub fn first_symlink(&self, path: &Path) -> io::Result<Option<(PathBuf, PathBuf)>> {
+        let mut sofar = PathBuf::new();
+        for c in normal_components(path)? {
+            sofar.push(c);
+            let (dir, name) = self.parent_of(&sofar, Resolve::NoSymlinks)?;
+            let mut buf = vec![0u8; libc::PATH_MAX as usize];
+            // SAFETY: valid descriptor, NUL-terminated name, buffer of buf.len() bytes.
+            let n = unsafe {
+                libc::readlinkat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n >= 0 {
+                buf.truncate(n as usize);
+                return Ok(Some((sofar, PathBuf::from(OsStr::from_bytes(&buf)))));
+            }
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINVAL) => continue, // not a symlink
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => return Ok(None),
+                _ => return Err(io::Error::last_os_error()),
+            }
+        }
+        Ok(None)
+    }
+
     /// Reads the regular file `path` whole, refusing anything else (FIFOs,
     /// devices, directories) and anything over `cap` bytes. Never blocks on a
     /// FIFO: it is opened non-blocking and refused by type.

@@ -94,21 +94,59 @@ fn blocked_mount(req: &CreateRequest) -> Option<SandboxError> {
     use crate::inroot::{Resolve, Root};
     let spec = libcontainer::oci_spec::runtime::Spec::load(req.bundle.join("config.json")).ok()?;
     let root = Root::open(&req.rootfs.target).ok()?;
-    spec.mounts().as_ref()?.iter().find_map(|m| {
-        let file_bind =
-            m.typ().as_deref() == Some("bind") && m.source().as_ref().is_some_and(|s| !s.is_dir());
-        if file_bind {
-            return None;
-        }
-        match root.dir(m.destination(), Resolve::InRoot) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
-                Some(SandboxError::Image(format!(
+    spec.mounts()
+        .as_ref()?
+        .iter()
+        .find_map(|m| {
+            let file_bind = m.typ().as_deref() == Some("bind")
+                && m.source().as_ref().is_some_and(|s| !s.is_dir());
+            if file_bind {
+                return None;
+            }
+            match root.dir(m.destination(), Resolve::InRoot) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    Some(SandboxError::Image(format!(
                     "{} is not a directory in the image, but a space mounts a file system there",
                     m.destination().display()
                 )))
+                }
+                _ => None,
             }
-            _ => None,
+        })
+        .or_else(|| dangling_destination(&root, spec.mounts().as_ref()?))
+}
+
+/// A mount destination that passes through a symlink leading nowhere inside
+/// the image (say `/etc/resolv.conf -> /run/systemd/…`, or to a host path):
+/// the space's mounts are made inside its own root only, so such an image
+/// cannot be started; say which link is at fault.
+fn dangling_destination(
+    root: &crate::inroot::Root,
+    mounts: &[libcontainer::oci_spec::runtime::Mount],
+) -> Option<SandboxError> {
+    use crate::inroot::Resolve;
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    mounts.iter().find_map(|m| {
+        let dest = m.destination();
+        let parent = dest.parent().unwrap_or(Path::new("/"));
+        // The destination itself may be missing (it is created), but what
+        // leads to it must resolve; a symlink as the last part must too.
+        let (link, target) = root.first_symlink(dest).ok()??;
+        let resolves = |p: &Path| {
+            root.open_at(p, OFlag::O_PATH, Mode::empty(), Resolve::InRoot)
+                .is_ok()
+        };
+        if resolves(&link) && resolves(parent) {
+            return None;
         }
+        Some(SandboxError::Image(format!(
+            "{} is mounted by the space, but /{} in the image is a symlink to {} that does not \
+             exist inside the image",
+            dest.display(),
+            link.display(),
+            target.display()
+        )))
     })
 }
 

@@ -1,0 +1,229 @@
+//! Images whose mount destinations are symlinks to host paths: the files the
+//! runtime mounts into a space (`/etc/resolv.conf`, `/etc/hosts`, `/dev`,
+//! `/proc`, our init at `/dev/init`) land inside the space's own root or the
+//! space is refused; no host file is ever created, replaced or mounted over.
+//! (libcontainer resolves destinations with libpathrs; these tests keep it so.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use std::time::Duration;
+
+use clawdspace_runtime::{CreateSpace, ErrorKind, NetworkMode, SpaceStatus};
+use common::{busybox_rootfs, request, wait_until, TestEnv};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A host directory the images point at, with files to watch.
+struct Decoy {
+    dir: PathBuf,
+}
+
+impl Decoy {
+    fn new(tag: &str) -> Decoy {
+        let dir = PathBuf::from(format!(
+            "/var/tmp/clawdspace-decoy-{tag}-{:08x}",
+            rand::random::<u32>()
+        ));
+        fs::create_dir_all(dir.join("etc")).expect("decoy");
+        fs::write(dir.join("etc/resolv.conf"), "host resolv\n").expect("decoy");
+        fs::write(dir.join("etc/hosts"), "host hosts\n").expect("decoy");
+        fs::create_dir_all(dir.join("dev")).expect("decoy");
+        fs::write(dir.join("dev/init"), "host init\n").expect("decoy");
+        Decoy { dir }
+    }
+
+    /// Every path under the decoy with its type, size, mode and content.
+    fn snapshot(&self) -> BTreeMap<PathBuf, String> {
+        fn walk(p: &Path, out: &mut BTreeMap<PathBuf, String>) {
+            let Ok(m) = fs::symlink_metadata(p) else {
+                return;
+            };
+            let content = if m.is_file() {
+                fs::read_to_string(p).unwrap_or_default()
+            } else {
+                String::new()
+            };
+            out.insert(
+                p.to_path_buf(),
+                format!("{:o} {} {} {content}", m.mode(), m.size(), m.ino()),
+            );
+            if m.is_dir() {
+                for e in fs::read_dir(p).expect("read decoy").flatten() {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(&self.dir, &mut out);
+        out
+    }
+
+    /// Mount points at or under the decoy (there must be none).
+    fn mounts(&self) -> Vec<String> {
+        let table = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let prefix = self.dir.to_string_lossy().to_string();
+        table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Imports a busybox image as `reference` after `plant` has changed its tree.
+fn import(env: &TestEnv, reference: &str, plant: impl FnOnce(&Path)) {
+    let root = env
+        .dir
+        .join(format!("rootfs-{}", reference.replace(':', "-")));
+    busybox_rootfs(&root);
+    plant(&root);
+    env.rt()
+        .images()
+        .import_rootfs(reference, &root, Default::default())
+        .expect("import image");
+}
+
+fn replace_with_symlink(root: &Path, rel: &str, target: &Path) {
+    let p = root.join(rel);
+    if fs::symlink_metadata(&p)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        fs::remove_dir_all(&p).expect("remove dir");
+    } else {
+        let _ = fs::remove_file(&p);
+    }
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).expect("parent");
+    }
+    symlink(target, &p).expect("symlink");
+}
+
+/// Creates, restarts and destroys a networked space of `image`; the decoy
+/// must not change and nothing may be mounted on it at any point. Returns
+/// whether the create succeeded (a clear refusal is also fine).
+async fn exercise(env: &TestEnv, decoy: &Decoy, name: &str, image: &str) -> bool {
+    let before = decoy.snapshot();
+    let created = env
+        .rt()
+        .create(CreateSpace {
+            image: image.into(),
+            network: NetworkMode::Internet,
+            ..request(name)
+        })
+        .await;
+    let ok = match created {
+        Ok(space) => {
+            assert!(
+                decoy.mounts().is_empty(),
+                "{name}: mounted on the host: {:?}",
+                decoy.mounts()
+            );
+            // The space sees its own resolver file, wherever it landed.
+            let o = env.out(name, "cat /etc/resolv.conf").await;
+            assert!(
+                !o.contains("host resolv"),
+                "{name}: the space reads the host's file"
+            );
+            // A dead init is started again: the mounts are made anew.
+            let pid = space.init_pid.expect("init pid");
+            kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill init");
+            let rt = env.rt().clone();
+            assert!(
+                wait_until(Duration::from_secs(10), || {
+                    rt.get(name).is_ok_and(|n| {
+                        n.init_pid.is_some_and(|p| p != pid) && n.status == SpaceStatus::Running
+                    })
+                })
+                .await,
+                "{name}: not restarted"
+            );
+            assert!(
+                decoy.mounts().is_empty(),
+                "{name}: mounted on the host after restart"
+            );
+            env.rt().destroy(name).await.expect("destroy");
+            true
+        }
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Invalid, "{name}: refused with {e}");
+            assert!(
+                e.to_string().contains("symlink"),
+                "{name}: unclear refusal: {e}"
+            );
+            assert!(
+                env.rt().get(name).is_err(),
+                "{name}: a refused space is listed"
+            );
+            false
+        }
+    };
+    assert!(decoy.mounts().is_empty(), "{name}: mounts left on the host");
+    assert_eq!(
+        before,
+        decoy.snapshot(),
+        "{name}: the host's decoy tree changed"
+    );
+    ok
+}
+
+#[tokio::test]
+async fn mount_destinations_through_symlinks_stay_in_the_space() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let decoy = Decoy::new("mounts");
+    let d = decoy.dir.clone();
+    let rel = PathBuf::from("../../../../../../..").join(d.strip_prefix("/").expect("abs"));
+
+    // Files the runtime bind-mounts, as absolute and relative symlinks.
+    import(&env, "evil-files:1", |r| {
+        replace_with_symlink(r, "etc/resolv.conf", &d.join("etc/resolv.conf"));
+        replace_with_symlink(r, "etc/hosts", &rel.join("etc/hosts"));
+    });
+    // The directory holding them, through a chain of two symlinks.
+    import(&env, "evil-etc:1", |r| {
+        replace_with_symlink(r, "hop", &d.join("etc"));
+        replace_with_symlink(r, "etc", Path::new("/hop"));
+    });
+    // /dev (a tmpfs and our init's bind mount) and /proc.
+    import(&env, "evil-dev:1", |r| {
+        replace_with_symlink(r, "dev", &d.join("dev"));
+        replace_with_symlink(r, "proc", &rel.join("etc"));
+    });
+
+    // Each of these leads outside the image: refused, the host untouched.
+    for (name, image) in [
+        ("files", "evil-files:1"),
+        ("etcdir", "evil-etc:1"),
+        ("devdir", "evil-dev:1"),
+    ] {
+        assert!(
+            !exercise(&env, &decoy, name, image).await,
+            "{name}: started"
+        );
+    }
+    // A symlink that stays inside the image is followed there: the space
+    // starts and reads the runtime's file.
+    import(&env, "inside:1", |r| {
+        fs::create_dir_all(r.join("run")).expect("run");
+        fs::write(r.join("run/resolv.conf"), "image resolv\n").expect("file");
+        replace_with_symlink(r, "etc/resolv.conf", Path::new("../run/resolv.conf"));
+    });
+    assert!(
+        exercise(&env, &decoy, "inside", "inside:1").await,
+        "inside: refused"
+    );
+}
