@@ -19,6 +19,10 @@ fn bridge(s: &str) -> Result<String, String> {
     c.validate().map(|()| c.bridge)
 }
 
+fn default_disk(s: &str) -> Result<u64, String> {
+    crate::input::disk_size(s).map_err(|e| format!("{e} (e.g. \"10g\", \"512m\")"))
+}
+
 fn list<T: FromStr>(s: &str) -> Result<List<T>, String>
 where
     T::Err: std::fmt::Display,
@@ -110,6 +114,11 @@ pub struct Config {
     /// networked space is destroyed; 0: removed at once.
     #[arg(long, env = "CLAWDSPACE_NETWORK_LINGER_MS", default_value_t = 60_000)]
     pub network_linger_ms: u64,
+    /// Disk limit of spaces created without `disk`, written like `disk`
+    /// (`"10g"`); unset: none. Ignored, with a warning at start, when the
+    /// state directory's filesystem does not enforce project quotas.
+    #[arg(long, env = "CLAWDSPACE_DEFAULT_DISK", value_parser = default_disk)]
+    pub default_disk: Option<u64>,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -148,6 +157,7 @@ impl Config {
             dns: self.dns.0.clone(),
             linger: std::time::Duration::from_millis(self.network_linger_ms),
         };
+        c.default_disk = self.default_disk;
         c
     }
 }

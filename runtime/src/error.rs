@@ -46,6 +46,10 @@ pub enum Error {
     /// Setting up or removing a space's network failed (maps to 500).
     #[error("network: {0}")]
     Network(String),
+    /// A space's disk limit cannot be applied, so it is not started
+    /// (maps to 500).
+    #[error("disk limit: {0}")]
+    DiskLimit(String),
 }
 
 /// Broad class of an [`Error`], for mapping to a protocol status.
@@ -74,6 +78,7 @@ impl Error {
             | Error::Container(_)
             | Error::State(_)
             | Error::Network(_)
+            | Error::DiskLimit(_)
             | Error::Gpu(_) => ErrorKind::Internal,
             Error::Registry(_) => ErrorKind::Upstream,
         }

@@ -1,7 +1,21 @@
-//! Resolving a user name against an image's `/etc/passwd` and `/etc/group`.
+//! Resolving a user name against an image's (or a space's) `/etc/passwd`
+//! and `/etc/group`.
+//!
+//! Both files are tenant data: they are read inside their root (symlinks
+//! resolve as in the space, never to host files), only when regular files,
+//! and at most [`MAX_FILE`] bytes each (a FIFO or `/dev/zero` there is an
+//! error, not a hang).
 
-use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, Mode, SFlag};
+
+use crate::error::{Error, Result};
+use crate::inroot::{Resolve, Root};
+
+/// Largest `/etc/passwd` or `/etc/group` read.
+pub const MAX_FILE: u64 = 1 << 20;
 
 /// One line of `/etc/passwd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,18 +32,62 @@ pub struct PasswdEntry {
     pub groups: Vec<u32>,
 }
 
-/// Finds `name` in the image whose layers are `layers` (topmost first): the
-/// topmost layer holding `etc/passwd` wins, as in the merged view.
-pub fn resolve_user(layers: &[PathBuf], name: &str) -> Option<PasswdEntry> {
-    let read = |rel: &str| {
-        layers
-            .iter()
-            .find_map(|l| fs::read_to_string(l.join(rel)).ok())
-            .unwrap_or_default()
+/// What one directory holds at a path.
+enum Found {
+    Text(String),
+    Absent,
+    /// A whiteout (character device 0/0 in a layer): deleted in this layer,
+    /// so lower layers do not count either.
+    Deleted,
+}
+
+/// Reads `rel` inside `dir` (see the module doc).
+fn read_in(dir: &Path, rel: &str) -> Result<Found> {
+    let bad = |e: std::io::Error| Error::InvalidInput(format!("/{rel}: {e}"));
+    let root = Root::open(dir).map_err(|e| Error::io(format!("open {}", dir.display()), e))?;
+    let path = Path::new(rel);
+    let fd = match root.open_at(path, OFlag::O_PATH, Mode::empty(), Resolve::InRoot) {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            return Ok(Found::Absent)
+        }
+        Err(e) => return Err(bad(e)),
     };
-    let mut entry = parse_passwd(&read("etc/passwd"), name)?;
-    entry.groups = parse_groups(&read("etc/group"), name, entry.gid);
-    Some(entry)
+    let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|e| bad(e.into()))?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0 {
+        return Ok(Found::Deleted);
+    }
+    let bytes = root
+        .read_regular(path, MAX_FILE, Resolve::InRoot)
+        .map_err(bad)?;
+    Ok(Found::Text(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// The file `rel` as the stack of `dirs` (topmost first) shows it: the
+/// topmost one holding it wins; empty when none does.
+fn read_merged(dirs: &[PathBuf], rel: &str) -> Result<String> {
+    for d in dirs {
+        match read_in(d, rel)? {
+            Found::Text(t) => return Ok(t),
+            Found::Deleted => break,
+            Found::Absent => {}
+        }
+    }
+    Ok(String::new())
+}
+
+/// Finds `name` in the image whose layers are `layers` (topmost first): the
+/// topmost layer holding `etc/passwd` wins, as in the merged view. A space's
+/// mounted root filesystem is one such "layer". `Ok(None)`: no such user.
+/// An `/etc/passwd` or `/etc/group` that is not a regular file, or too
+/// large, is an [`Error::InvalidInput`] naming it. Blocking: call it off
+/// the async threads.
+pub fn resolve_user(layers: &[PathBuf], name: &str) -> Result<Option<PasswdEntry>> {
+    let Some(mut entry) = parse_passwd(&read_merged(layers, "etc/passwd")?, name) else {
+        return Ok(None);
+    };
+    entry.groups = parse_groups(&read_merged(layers, "etc/group")?, name, entry.gid);
+    Ok(Some(entry))
 }
 
 fn parse_passwd(text: &str, name: &str) -> Option<PasswdEntry> {
