@@ -325,8 +325,8 @@ mod tests {
             // root in a non-root space: nothing, on a terminal or not.
             let p = exec_process(&exec_req(1000, 0, tty)).expect("process");
             assert_eq!(caps(&p), [0, 0, 0]);
-            assert_eq!(p.terminal(), &Some(tty));
-            assert_eq!(p.no_new_privileges(), &Some(true));
+            assert_eq!(p.terminal(), Some(tty));
+            assert_eq!(p.no_new_privileges(), Some(true));
             // root in a root space: the space's set.
             let n = DOCKER_DEFAULT_CAPS.len();
             let p = exec_process(&exec_req(0, 0, tty)).expect("process");
@@ -349,7 +349,7 @@ mod tests {
             p.env().as_deref(),
             Some(&["PATH=/usr/bin".to_string(), "A=1".to_string()][..])
         );
-        let size = p.console_size().as_ref().expect("console size");
+        let size = p.console_size().expect("console size");
         assert_eq!((size.width(), size.height()), (80, 24));
         let p = exec_process(&exec_req(1000, 1000, false)).expect("process");
         assert!(p.console_size().is_none());

@@ -121,6 +121,67 @@ fn parse_groups(text: &str, name: &str, primary: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+
+    const PASSWD: &str = "root:x:0:0::/root:/bin/sh\nu:x:1001:1001::/home/u:/bin/sh\n";
+
+    fn layer(root: &Path, name: &str, passwd: Option<&str>) -> PathBuf {
+        let l = root.join(name);
+        fs::create_dir_all(l.join("etc")).expect("mkdir");
+        if let Some(p) = passwd {
+            fs::write(l.join("etc/passwd"), p).expect("write");
+        }
+        l
+    }
+
+    #[test]
+    fn the_topmost_layer_wins_and_a_whiteout_hides_lower_ones() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (top, base) = (
+            layer(t.path(), "top", None),
+            layer(t.path(), "base", Some(PASSWD)),
+        );
+        let found = resolve_user(&[top.clone(), base.clone()], "u").expect("read");
+        assert_eq!(found.map(|e| e.uid), Some(1001));
+        fs::write(top.join("etc/passwd"), "u:x:7:7::/:/bin/sh\n").expect("write");
+        let found = resolve_user(&[top.clone(), base.clone()], "u").expect("read");
+        assert_eq!(found.map(|e| e.uid), Some(7));
+        if nix::unistd::geteuid().is_root() {
+            fs::remove_file(top.join("etc/passwd")).expect("rm");
+            nix::sys::stat::mknod(
+                &top.join("etc/passwd"),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o600),
+                0,
+            )
+            .expect("whiteout");
+            assert_eq!(resolve_user(&[top, base], "u").expect("read"), None);
+        }
+    }
+
+    #[test]
+    fn hostile_files_are_refused_or_stay_inside_the_root() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let host = t.path().join("host-passwd");
+        fs::write(&host, PASSWD).expect("write");
+        let l = layer(t.path(), "l", None);
+        // A symlink to a host file resolves inside the layer: nothing there.
+        std::os::unix::fs::symlink(&host, l.join("etc/passwd")).expect("symlink");
+        assert_eq!(resolve_user(&[l.clone()], "u").expect("read"), None);
+        fs::remove_file(l.join("etc/passwd")).expect("rm");
+        nix::unistd::mkfifo(&l.join("etc/passwd"), Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let e = resolve_user(&[l.clone()], "u").expect_err("a FIFO");
+        assert!(
+            e.to_string().contains("/etc/passwd: not a regular file"),
+            "{e}"
+        );
+        fs::remove_file(l.join("etc/passwd")).expect("rm");
+        let big = format!("{}{PASSWD}", "#\n".repeat(MAX_FILE as usize));
+        fs::write(l.join("etc/passwd"), big).expect("write");
+        let e = resolve_user(&[l], "u").expect_err("too big");
+        assert!(e.to_string().contains("/etc/passwd: larger than"), "{e}");
+    }
 
     #[test]
     fn finds_user_and_groups() {
