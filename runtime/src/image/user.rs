@@ -54,8 +54,12 @@ fn read_in(dir: &Path, rel: &str) -> Result<Found> {
         Err(e) => return Err(bad(e)),
     };
     let st = fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(|e| bad(e.into()))?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR && st.st_rdev == 0 {
-        return Ok(Found::Deleted);
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFREG => {}
+        SFlag::S_IFCHR if st.st_rdev == 0 => return Ok(Found::Deleted),
+        // Refused by type before any open that could block or fail on a
+        // `nodev` mount.
+        _ => return Err(Error::InvalidInput(format!("/{rel}: not a regular file"))),
     }
     let bytes = root
         .read_regular(path, MAX_FILE, Resolve::InRoot)
