@@ -806,21 +806,26 @@ impl Runtime {
             }
         };
         let _ = self.touch(name);
-        // Both read the space's files: off the async threads.
-        let (rootfs, space, cwd, user) = (
-            self.rootfs_dir(&s),
-            s.clone(),
-            req.cwd.clone(),
-            req.user.clone(),
-        );
-        let (uid, gid, gids) = tokio::task::spawn_blocking(move || {
-            if let Some(cwd) = &cwd {
-                check_dir_in_space(&rootfs, cwd)?;
-            }
-            exec_user(&rootfs, &space, user.as_deref())
-        })
-        .await
-        .map_err(|e| Error::Container(format!("exec user lookup task: {e}")))??;
+        let (uid, gid, gids) = if req.cwd.is_none() && req.user.is_none() {
+            let u = &s.user;
+            (u.uid, u.gid, u.additional_gids.clone())
+        } else {
+            // Both read the space's files: off the async threads.
+            let (rootfs, space, cwd, user) = (
+                self.rootfs_dir(&s),
+                s.clone(),
+                req.cwd.clone(),
+                req.user.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                if let Some(cwd) = &cwd {
+                    check_dir_in_space(&rootfs, cwd)?;
+                }
+                exec_user(&rootfs, &space, user.as_deref())
+            })
+            .await
+            .map_err(|e| Error::Container(format!("exec user lookup task: {e}")))??
+        };
         let mut env = s.env.clone();
         env.extend(req.env.iter().cloned());
         let wreq = crate::worker::proto::ExecRequest {

@@ -171,11 +171,14 @@ mod tests {
         let l = layer(t.path(), "l", None);
         // A symlink to a host file resolves inside the layer: nothing there.
         std::os::unix::fs::symlink(&host, l.join("etc/passwd")).expect("symlink");
-        assert_eq!(resolve_user(&[l.clone()], "u").expect("read"), None);
+        assert_eq!(
+            resolve_user(std::slice::from_ref(&l), "u").expect("read"),
+            None
+        );
         fs::remove_file(l.join("etc/passwd")).expect("rm");
         nix::unistd::mkfifo(&l.join("etc/passwd"), Mode::from_bits_truncate(0o600))
             .expect("mkfifo");
-        let e = resolve_user(&[l.clone()], "u").expect_err("a FIFO");
+        let e = resolve_user(std::slice::from_ref(&l), "u").expect_err("a FIFO");
         assert!(
             e.to_string().contains("/etc/passwd: not a regular file"),
             "{e}"
