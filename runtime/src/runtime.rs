@@ -1050,6 +1050,20 @@ impl Runtime {
                 if let Err(e) = write_filter(&dir, &s).await {
                     tracing::error!(space = %s.name, "writing its seccomp filter: {e}");
                 }
+                // So may its rootfs mount lack nosuid,nodev.
+                let rootfs = self.rootfs_dir(&s);
+                let hardened = tokio::task::spawn_blocking(move || {
+                    use crate::sandbox::rootfs::{harden, is_mounted};
+                    if is_mounted(&rootfs) {
+                        harden(&rootfs)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+                if let Ok(Err(e)) = hardened {
+                    tracing::error!(space = %s.name, "{e}");
+                }
                 tracing::info!(space = %s.name, status = s.status.as_str(), "adopted running space");
                 self.watch_init(&s);
             } else {

@@ -348,11 +348,23 @@ async fn set_uid_files_and_devices_of_a_space_are_out_of_the_hosts_reach() {
     if host_suid {
         assert_eq!(id_as_nobody(&upper.join("suid-id")).as_deref(), Some("0"));
     }
-    // The next start makes it 0700 again (upgrades fix older installs).
+    // The next start makes it 0700 again, and the mount of a running space
+    // nosuid,nodev again (upgrades fix older installs).
     env.rt.take();
+    nix::mount::mount(
+        None::<&str>,
+        &rootfs,
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT | nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("remount as an older daemon mounted it");
+    assert!(!mount_options(&rootfs).contains("nosuid"));
     env.rt = Some(env.open().await);
     assert_eq!(mode(&state), 0o700, "state dir after a restart");
     assert_eq!(id_as_nobody(&suid), None);
+    let opts = mount_options(&rootfs);
+    assert!(opts.contains("nosuid") && opts.contains("nodev"), "{opts}");
 
     // Inside, the space works as before: whiteouts on the nodev mount.
     as_root(&env, "suid", "rm /etc/group && test ! -e /etc/group").await;

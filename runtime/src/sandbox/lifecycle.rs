@@ -64,6 +64,7 @@ fn ensure_workdir(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Res<()> {
 pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
     remove_stale(&req.state_root, &req.id);
     let mounted = if rootfs::is_mounted(&req.rootfs.target) {
+        rootfs::harden(&req.rootfs.target)?;
         false
     } else {
         rootfs::mount_overlay(&req.rootfs)?;

@@ -59,6 +59,21 @@ pub fn mount_overlay(plan: &RootfsPlan) -> Result<(), String> {
     .map_err(|e| format!("mount overlay at {}: {e}", plan.target.display()))
 }
 
+/// Gives the mount at `target` exactly the per-mount flags [`MOUNT_FLAGS`]
+/// (a bind remount: the overlay itself is untouched), for rootfs mounts an
+/// older daemon made without them. The host's view only: spaces keep the
+/// copy in their own mount namespace.
+pub fn harden(target: &Path) -> Result<(), String> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MOUNT_FLAGS,
+        None::<&str>,
+    )
+    .map_err(|e| format!("remount {} nosuid,nodev: {e}", target.display()))
+}
+
 /// Unmounts `target` if mounted (lazily when busy).
 pub fn unmount(target: &Path) -> Result<(), String> {
     while is_mounted(target) {
