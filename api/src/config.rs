@@ -19,6 +19,19 @@ fn bridge(s: &str) -> Result<String, String> {
     c.validate().map(|()| c.bridge)
 }
 
+/// A disk size; none when written empty.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionalDisk(pub Option<u64>);
+
+fn default_disk(s: &str) -> Result<OptionalDisk, String> {
+    if s.trim().is_empty() {
+        return Ok(OptionalDisk(None));
+    }
+    crate::input::disk_size(s)
+        .map(|b| OptionalDisk(Some(b)))
+        .map_err(|e| format!("{e} (e.g. \"10g\", \"512m\"; empty: none)"))
+}
+
 fn list<T: FromStr>(s: &str) -> Result<List<T>, String>
 where
     T::Err: std::fmt::Display,
@@ -114,6 +127,11 @@ pub struct Config {
     /// networked space is destroyed; 0: removed at once.
     #[arg(long, env = "CLAWDSPACE_NETWORK_LINGER_MS", default_value_t = 60_000)]
     pub network_linger_ms: u64,
+    /// Disk limit of spaces created without `disk`, written like `disk`
+    /// (`"10g"`); unset or empty: none. Ignored, with a warning at start,
+    /// when the state directory's filesystem does not enforce project quotas.
+    #[arg(long, env = "CLAWDSPACE_DEFAULT_DISK", value_parser = default_disk)]
+    pub default_disk: Option<OptionalDisk>,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -153,6 +171,28 @@ impl Config {
             dns: self.dns.0.clone(),
             linger: std::time::Duration::from_millis(self.network_linger_ms),
         };
+        c.default_disk = self.default_disk.and_then(|d| d.0);
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_disk_of(arg: &str) -> Result<Option<u64>, clap::Error> {
+        Config::try_parse_from(["clawdspaced", &format!("--default-disk={arg}")])
+            .map(|c| c.runtime().default_disk)
+    }
+
+    #[test]
+    fn the_default_disk_is_written_like_disk_and_empty_is_none() {
+        assert_eq!(default_disk_of("10g").ok(), Some(Some(10 << 30)));
+        assert_eq!(default_disk_of("512").ok(), Some(Some(512 << 20)));
+        assert_eq!(default_disk_of("").ok(), Some(None));
+        for bad in ["10x", "4k", "-1", "1.5g"] {
+            let e = default_disk_of(bad).expect_err(bad).to_string();
+            assert!(e.contains("Invalid disk"), "{bad}: {e}");
+        }
     }
 }

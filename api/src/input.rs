@@ -70,20 +70,24 @@ fn size_bytes(s: &str) -> Option<Option<u64>> {
 /// The disk limit (extension): absent/null = none; else a size written
 /// like `memory`, at least 1 MiB. Unlike `memory`, any other form is 400.
 pub fn disk(body: &Value) -> Result<Option<u64>, ApiError> {
-    let invalid = || ApiError::bad_request("Invalid disk");
-    let s = match body.get("disk") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(invalid()),
-    };
-    let bytes = size_bytes(s).flatten().ok_or_else(invalid)?;
+    match body.get("disk") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => disk_size(s).map(Some).map_err(ApiError::bad_request),
+        Some(_) => Err(ApiError::bad_request("Invalid disk")),
+    }
+}
+
+/// A disk limit in bytes, written like `memory` and at least 1 MiB: what
+/// `disk` and `CLAWDSPACE_DEFAULT_DISK` accept.
+pub fn disk_size(s: &str) -> Result<u64, &'static str> {
+    let bytes = size_bytes(s).flatten().ok_or("Invalid disk")?;
     if bytes < MIN_DISK {
-        return Err(ApiError::bad_request("Invalid disk: at least 1 MiB"));
+        return Err("Invalid disk: at least 1 MiB");
     }
     if bytes > i64::MAX as u64 {
-        return Err(invalid());
+        return Err("Invalid disk");
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 /// CPUs in nano-CPUs: a number (or numeric string) in [0.01, host cpus].

@@ -32,6 +32,9 @@ pub struct RuntimeConfig {
     pub gpu: GpuConfig,
     /// Bridge, subnet and destinations of networked spaces.
     pub network: crate::network::NetworkConfig,
+    /// Disk limit (bytes) of spaces created without one; none when the
+    /// state dir's filesystem has no project quotas (checked at open).
+    pub default_disk: Option<u64>,
 }
 
 impl RuntimeConfig {
@@ -51,6 +54,7 @@ impl RuntimeConfig {
             pids_limit: DEFAULT_PIDS_LIMIT,
             gpu: GpuConfig::default(),
             network: Default::default(),
+            default_disk: None,
         }
     }
 

@@ -57,6 +57,10 @@ pub enum Error {
         /// Why undoing it failed.
         rollback: Box<Error>,
     },
+    /// A space's disk limit cannot be applied, so it is not started
+    /// (maps to 500).
+    #[error("disk limit: {0}")]
+    DiskLimit(String),
 }
 
 /// Broad class of an [`Error`], for mapping to a protocol status.
@@ -85,6 +89,7 @@ impl Error {
             | Error::Container(_)
             | Error::State(_)
             | Error::Network(_)
+            | Error::DiskLimit(_)
             | Error::Gpu(_) => ErrorKind::Internal,
             Error::Registry(_) => ErrorKind::Upstream,
             Error::Sandbox(e) => e.kind(),

@@ -145,8 +145,9 @@ fn free_project(f: &File, space_id: &str) -> Result<u32> {
 
 /// Limits what the space writes into `upper` (and overlayfs' `work`, on
 /// the same filesystem) to `bytes`. Idempotent: a space that already has a
-/// project keeps it.
+/// project keeps it. Fails unless the filesystem enforces the limit.
 pub fn apply(upper: &Path, work: &Path, space_id: &str, bytes: u64) -> Result<()> {
+    check_available(upper)?;
     let f = open_dir(upper)?;
     let current = get_xattr(&f)?.projid;
     let id = if current >= FIRST_PROJECT {
@@ -157,6 +158,40 @@ pub fn apply(upper: &Path, work: &Path, space_id: &str, bytes: u64) -> Result<()
     set_project(upper, id)?;
     set_project(work, id)?;
     set_limit(&f, id, bytes)
+}
+
+/// The error of a space (`name`, limit `bytes`) that is not started because
+/// its disk limit could not be applied (`e`).
+pub fn not_applied(name: &str, bytes: u64, e: Error) -> Error {
+    let e = match e {
+        Error::InvalidInput(m) => m,
+        e => e.to_string(),
+    };
+    Error::DiskLimit(format!(
+        "space {name} has a disk limit of {} MiB that cannot be applied, so it is not \
+         started without it: {e}",
+        bytes.div_ceil(1 << 20)
+    ))
+}
+
+/// The server's default disk limit (`CLAWDSPACE_DEFAULT_DISK`) as it
+/// applies to spaces in `dir`: `default` when its filesystem enforces
+/// project quotas; otherwise none, with a warning saying so.
+pub fn usable_default(default: Option<u64>, dir: &Path) -> Option<u64> {
+    let bytes = default?;
+    match check_available(dir) {
+        Ok(()) => {
+            tracing::info!(bytes, "default disk limit of new spaces");
+            Some(bytes)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "CLAWDSPACE_DEFAULT_DISK ignored: new spaces get no disk limit unless they ask \
+                 for one: {e}"
+            );
+            None
+        }
+    }
 }
 
 /// Drops the limit of the project of `upper`, if it has one (destroy).
@@ -199,6 +234,25 @@ mod tests {
         let f = File::open(dir.path()).expect("open");
         assert_eq!(get_xattr(&f).expect("FS_IOC_FSGETXATTR").projid, 0);
         release(dir.path());
+    }
+
+    #[test]
+    fn the_default_limit_applies_only_where_quotas_are_enforced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let enforced = check_available(dir.path()).is_ok();
+        assert_eq!(usable_default(None, dir.path()), None);
+        assert_eq!(
+            usable_default(Some(1 << 30), dir.path()),
+            enforced.then_some(1 << 30)
+        );
+        if !enforced {
+            // And a limit is never "applied" where it would not hold.
+            let e = apply(dir.path(), dir.path(), &"a".repeat(64), 1 << 30)
+                .expect_err("no enforcement");
+            let e = not_applied("dev", 10 << 20, e).to_string();
+            assert!(e.contains("space dev has a disk limit of 10 MiB"), "{e}");
+            assert!(e.contains("disk quotas are not available"), "{e}");
+        }
     }
 
     #[test]

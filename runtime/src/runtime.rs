@@ -38,6 +38,8 @@ static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 /// Smallest disk limit in bytes (1 MiB).
 pub const MIN_DISK: u64 = 1 << 20;
+/// Mode of the state directory: root only.
+pub const STATE_DIR_MODE: u32 = 0o700;
 /// Smallest CPU limit, in nano-CPUs (0.01 core).
 pub const MIN_NANO_CPUS: u64 = 10_000_000;
 
@@ -131,9 +133,17 @@ impl Runtime {
     /// init is gone (daemon crash, host reboot) are started again on their
     /// preserved files, half-created ones are rolled back. Must run inside
     /// a tokio runtime.
-    pub async fn open(config: RuntimeConfig) -> Result<Runtime> {
-        let state = &config.state_dir;
+    pub async fn open(mut config: RuntimeConfig) -> Result<Runtime> {
+        let state = &config.state_dir.clone();
         fs::create_dir_all(state).ctx(|| format!("create state dir {}", state.display()))?;
+        // Root only, and made so at every start (an upgrade fixes older
+        // installs): layers and upper dirs hold whatever images and spaces
+        // put there, set-uid binaries included.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(state, fs::Permissions::from_mode(STATE_DIR_MODE))
+                .ctx(|| format!("chmod {}", state.display()))?;
+        }
         let bin = state.join("bin");
         fs::create_dir_all(&bin).ctx(|| format!("create {}", bin.display()))?;
         let init_path = bin.join("clawdspace-init");
@@ -147,9 +157,11 @@ impl Runtime {
         let cgroup_mode = CgroupMode::detect();
         tracing::info!(mode = cgroup_mode.describe(), "cgroups");
         let images = ImageStore::open(state)?.with_limits(config.registries.limits);
+        let store = Store::open(state)?;
+        config.default_disk = quota::usable_default(config.default_disk, store.dir());
         let rt = Runtime {
             inner: Arc::new(Inner {
-                store: Store::open(state)?,
+                store,
                 puller: Puller::new(images.clone(), config.registries.clone()),
                 images,
                 pool: WorkerPool::start(&config.worker_exe, config.workers)?,
@@ -391,6 +403,8 @@ impl Runtime {
             }
             quota::check_available(self.inner.store.dir())?;
         }
+        // No limit asked for: the server's default, if quotas allow one.
+        let disk = req.disk.or(self.inner.config.default_disk);
         if self.entry(&req.name).is_ok() {
             return Err(Error::SpaceExists);
         }
@@ -427,7 +441,11 @@ impl Runtime {
         } else {
             // An image without a `sandbox` user still works: uid/gid 1000,
             // as `docker run --user 1000:1000` would.
-            let pw = resolve_user(&image.layer_dirs, "sandbox");
+            let layers = image.layer_dirs.clone();
+            let pw = tokio::task::spawn_blocking(move || resolve_user(&layers, "sandbox"))
+                .await
+                .map_err(|e| Error::Container(format!("user lookup task: {e}")))?
+                .map_err(|e| Error::InvalidInput(format!("image {}: {e}", req.image)))?;
             SpaceUser {
                 name: "sandbox".into(),
                 uid: pw.as_ref().map_or(1000, |p| p.uid),
@@ -460,7 +478,7 @@ impl Runtime {
                 mode: req.network,
                 address: None,
             },
-            disk: req.disk,
+            disk,
         };
         // Reserve the name: a concurrent create of the same name sees it.
         let entry = Arc::new(Entry {
@@ -517,20 +535,14 @@ impl Runtime {
         let dir = self.inner.store.space_dir(&space.id);
         fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
         if let Some(bytes) = space.disk {
+            // Never without its limit: a space whose limit cannot be applied
+            // (say a reboot lost `prjquota`) stays stopped until it can.
             let (upper, work) = (dir.join("upper"), dir.join("work"));
-            let applied = [&upper, &work]
+            [&upper, &work]
                 .iter()
                 .try_for_each(|d| fs::create_dir_all(d).ctx(|| format!("create {}", d.display())))
-                .and_then(|()| quota::apply(&upper, &work, &space.id, bytes));
-            match applied {
-                Err(e) if space.status != SpaceStatus::Creating => {
-                    // A restart (e.g. after a reboot that lost `prjquota`)
-                    // brings the space back without its limit rather than
-                    // not at all.
-                    tracing::warn!(space = %space.name, "disk limit not applied: {e}");
-                }
-                r => r?,
-            }
+                .and_then(|()| quota::apply(&upper, &work, &space.id, bytes))
+                .map_err(|e| quota::not_applied(&space.name, bytes, e))?;
         }
         write_filter(&dir, &space).await?;
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
@@ -810,10 +822,26 @@ impl Runtime {
             }
         };
         let _ = self.touch(name);
-        if let Some(cwd) = &req.cwd {
-            self.check_dir_in_space(&s, cwd)?;
-        }
-        let (uid, gid, gids) = self.exec_user(&s, req.user.as_deref())?;
+        let (uid, gid, gids) = if req.cwd.is_none() && req.user.is_none() {
+            let u = &s.user;
+            (u.uid, u.gid, u.additional_gids.clone())
+        } else {
+            // Both read the space's files: off the async threads.
+            let (rootfs, space, cwd, user) = (
+                self.rootfs_dir(&s),
+                s.clone(),
+                req.cwd.clone(),
+                req.user.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                if let Some(cwd) = &cwd {
+                    check_dir_in_space(&rootfs, cwd)?;
+                }
+                exec_user(&rootfs, &space, user.as_deref())
+            })
+            .await
+            .map_err(|e| Error::Container(format!("exec user lookup task: {e}")))??
+        };
         let mut env = s.env.clone();
         env.extend(req.env.iter().cloned());
         let wreq = crate::worker::proto::ExecRequest {
@@ -826,6 +854,7 @@ impl Runtime {
             uid,
             gid,
             additional_gids: gids,
+            space_uid: s.user.uid,
             tty: None,
         };
         let handle = match req.tty {
@@ -868,7 +897,8 @@ impl Runtime {
     }
 
     /// Starts a process on a PTY: libcontainer sends the master to a unix
-    /// socket we listen on.
+    /// socket we listen on. The process itself is the one a piped exec
+    /// would start ([`crate::spec::exec_process`]), on a terminal.
     async fn spawn_tty(
         &self,
         mut wreq: crate::worker::proto::ExecRequest,
@@ -879,24 +909,12 @@ impl Runtime {
         fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
         let tag = &new_space_id()[..16];
         let sock_path = dir.join(format!("{tag}.sock"));
-        let json_path = dir.join(format!("{tag}.json"));
-        let caps = crate::spec::capabilities_for(wreq.uid);
-        let process = serde_json::json!({
-            "terminal": true,
-            "consoleSize": { "height": rows, "width": cols },
-            "user": { "uid": wreq.uid, "gid": wreq.gid, "additionalGids": wreq.additional_gids },
-            "args": wreq.args,
-            "env": wreq.env,
-            "cwd": wreq.cwd,
-            "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
-            "noNewPrivileges": true
-        });
-        write_atomic(&json_path, process.to_string().as_bytes(), false)?;
         let listener = tokio::net::UnixListener::bind(&sock_path)
             .ctx(|| format!("bind {}", sock_path.display()))?;
         wreq.tty = Some(crate::worker::proto::TtyRequest {
-            process_json: json_path.clone(),
             console_socket: sock_path.clone(),
+            cols,
+            rows,
         });
         let accept = async {
             let (stream, _) = listener
@@ -916,7 +934,6 @@ impl Runtime {
         }
         .await;
         let _ = fs::remove_file(&sock_path);
-        let _ = fs::remove_file(&json_path);
         let (pid, exit, master) = result?;
         exec::set_winsize(&master, cols, rows);
         let (stdout, stdin) = exec::pty_ends(&master)?;
@@ -939,50 +956,6 @@ impl Runtime {
         let out = exec::collect(handle, req.stdin, req.output_limit, req.timeout).await;
         drop(activity);
         Ok(out)
-    }
-
-    /// Refuses a working directory that is not a directory inside the space,
-    /// resolving it as the space would (symlinks stay inside its root).
-    fn check_dir_in_space(&self, s: &Space, dir: &str) -> Result<()> {
-        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-        let bad = |why: &str| Error::InvalidInput(format!("working directory {dir}: {why}"));
-        if !dir.starts_with('/') {
-            return Err(bad("must be an absolute path"));
-        }
-        let root = fs::File::open(self.rootfs_dir(s)).ctx(|| "open the space's root".into())?;
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT);
-        match openat2(root.as_raw_fd(), dir, how) {
-            Ok(fd) => {
-                // SAFETY: openat2 returned a new descriptor we own.
-                drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-                Ok(())
-            }
-            Err(nix::errno::Errno::ENOENT) => Err(bad("no such directory in the space")),
-            Err(nix::errno::Errno::ENOTDIR) => Err(bad("not a directory")),
-            Err(e) => Err(bad(e.desc())),
-        }
-    }
-
-    fn exec_user(&self, s: &Space, user: Option<&str>) -> Result<(u32, u32, Vec<u32>)> {
-        let Some(u) = user.filter(|u| !u.is_empty()) else {
-            return Ok((s.user.uid, s.user.gid, s.user.additional_gids.clone()));
-        };
-        if let Ok(uid) = u.parse::<u32>() {
-            return Ok((uid, uid, Vec::new()));
-        }
-        if u == "root" {
-            return Ok((0, 0, Vec::new()));
-        }
-        // Users added inside the space live in its upper dir; the merged
-        // view is the mounted rootfs.
-        let rootfs = self.rootfs_dir(s);
-        let mut layers = vec![rootfs];
-        layers.extend(s.layers.iter().cloned());
-        resolve_user(&layers, u)
-            .map(|p| (p.uid, p.gid, p.groups))
-            .ok_or_else(|| Error::InvalidInput(format!("unknown user '{u}' in space {}", s.name)))
     }
 
     /// Resource use of a space.
@@ -1111,6 +1084,20 @@ impl Runtime {
                 if let Err(e) = write_filter(&dir, &s).await {
                     tracing::error!(space = %s.name, "writing its seccomp filter: {e}");
                 }
+                // So may its rootfs mount lack nosuid,nodev.
+                let rootfs = self.rootfs_dir(&s);
+                let hardened = tokio::task::spawn_blocking(move || {
+                    use crate::sandbox::rootfs::{harden, is_mounted};
+                    if is_mounted(&rootfs) {
+                        harden(&rootfs)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+                if let Ok(Err(e)) = hardened {
+                    tracing::error!(space = %s.name, "{e}");
+                }
                 tracing::info!(space = %s.name, status = s.status.as_str(), "adopted running space");
                 self.watch_init(&s);
             } else {
@@ -1203,6 +1190,53 @@ fn lock_state_dir(state: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
             state.display()
         ))
     })
+}
+
+/// Refuses a working directory that is not a directory inside the space
+/// whose root is `rootfs`, resolving it as the space would (symlinks stay
+/// inside its root). Blocking.
+fn check_dir_in_space(rootfs: &Path, dir: &str) -> Result<()> {
+    use crate::inroot::{Resolve, Root};
+    let bad = |why: &str| Error::InvalidInput(format!("working directory {dir}: {why}"));
+    if !dir.starts_with('/') {
+        return Err(bad("must be an absolute path"));
+    }
+    let root = Root::open(rootfs).ctx(|| "open the space's root".into())?;
+    match root.dir(Path::new(dir), Resolve::InRoot) {
+        Ok(_) => Ok(()),
+        Err(e) => match nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+            nix::errno::Errno::ENOENT => Err(bad("no such directory in the space")),
+            nix::errno::Errno::ENOTDIR => Err(bad("not a directory")),
+            _ => Err(bad(&e.to_string())),
+        },
+    }
+}
+
+/// uid, gid and groups of an exec as `user` (a name from the space's own
+/// `/etc/passwd`, `root`, or a number; none: the space's user) in `space`,
+/// whose mounted root is `rootfs`. Blocking.
+fn exec_user(rootfs: &Path, space: &Space, user: Option<&str>) -> Result<(u32, u32, Vec<u32>)> {
+    let Some(u) = user.filter(|u| !u.is_empty()) else {
+        let su = &space.user;
+        return Ok((su.uid, su.gid, su.additional_gids.clone()));
+    };
+    if let Ok(uid) = u.parse::<u32>() {
+        return Ok((uid, uid, Vec::new()));
+    }
+    if u == "root" {
+        return Ok((0, 0, Vec::new()));
+    }
+    // The merged view, with users added inside the space; nothing else.
+    let unknown = || Error::InvalidInput(format!("unknown user '{u}' in space {}", space.name));
+    match resolve_user(&[rootfs.to_path_buf()], u) {
+        Ok(Some(p)) => Ok((p.uid, p.gid, p.groups)),
+        Ok(None) => Err(unknown()),
+        Err(Error::InvalidInput(why)) => Err(Error::InvalidInput(format!(
+            "user '{u}' in space {}: cannot read {why}",
+            space.name
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// The pid and exit channel of a `Spawned` reply.

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::oci_spec::runtime::{Process, Spec};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::store::Space;
+use crate::worker::proto::ExecRequest;
 
 /// Where the init binary appears inside every space.
 pub const INIT_PATH_IN_SPACE: &str = "/dev/init";
@@ -68,6 +69,61 @@ pub fn capabilities_for(uid: u32) -> Vec<String> {
     } else {
         Vec::new()
     }
+}
+
+/// Capabilities of a process exec'd as `uid` in a space whose init runs as
+/// `space_uid`. The space decides the set, not the exec path or user: its
+/// bounding set is the init's ([`capabilities_for`]), root gets it as
+/// effective and permitted, other users none (as Docker's `exec -u`). So
+/// `root` in a non-GPU space has no capabilities at all.
+pub fn exec_capabilities(space_uid: u32, uid: u32) -> Value {
+    let bounding = capabilities_for(space_uid);
+    let held = if uid == 0 {
+        bounding.clone()
+    } else {
+        Vec::new()
+    };
+    json!({ "bounding": bounding, "effective": held, "permitted": held })
+}
+
+/// `env` with later entries replacing earlier ones of the same name, each
+/// name kept at its first position (a process must not see a name twice).
+fn dedup_env(env: &[String]) -> Vec<String> {
+    let name = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+    let mut out: Vec<String> = Vec::with_capacity(env.len());
+    let mut index = std::collections::HashMap::new();
+    for e in env {
+        match index.get(&name(e)) {
+            Some(&i) => out[i] = e.clone(),
+            None => {
+                index.insert(name(e), out.len());
+                out.push(e.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The OCI process of an exec, piped or on a terminal alike: argv, the
+/// environment, working directory, user and groups, the space's
+/// capabilities for that user, `noNewPrivileges`, and a terminal of the
+/// requested size when `req.tty` is set. Both exec paths start exactly this.
+pub fn exec_process(req: &ExecRequest) -> Result<Process> {
+    let mut gids = req.additional_gids.clone();
+    gids.retain(|g| *g != req.gid);
+    let mut p = json!({
+        "terminal": req.tty.is_some(),
+        "user": { "uid": req.uid, "gid": req.gid, "additionalGids": gids },
+        "args": req.args,
+        "env": dedup_env(&req.env),
+        "cwd": req.cwd,
+        "capabilities": exec_capabilities(req.space_uid, req.uid),
+        "noNewPrivileges": true
+    });
+    if let Some(t) = &req.tty {
+        p["consoleSize"] = json!({ "height": t.rows, "width": t.cols });
+    }
+    serde_json::from_value(p).map_err(|e| Error::Container(format!("building exec process: {e}")))
 }
 
 /// The spec as JSON (what goes into the bundle's `config.json`).
@@ -232,6 +288,71 @@ mod tests {
             caps.bounding().as_ref().map(|b| b.len()),
             Some(DOCKER_DEFAULT_CAPS.len())
         );
+    }
+
+    fn exec_req(space_uid: u32, uid: u32, tty: bool) -> ExecRequest {
+        ExecRequest {
+            id: "a".repeat(64),
+            state_root: "/s/run".into(),
+            bundle: "/s/spaces/a".into(),
+            args: vec!["sh".into()],
+            env: vec!["PATH=/bin".into(), "A=1".into(), "PATH=/usr/bin".into()],
+            cwd: "/tmp".into(),
+            uid,
+            gid: uid,
+            additional_gids: vec![uid, 27],
+            space_uid,
+            tty: tty.then(|| crate::worker::proto::TtyRequest {
+                console_socket: "/s/tty/x.sock".into(),
+                cols: 80,
+                rows: 24,
+            }),
+        }
+    }
+
+    fn caps(p: &Process) -> [usize; 3] {
+        let c = p.capabilities().as_ref().expect("capabilities");
+        let n = |s: &Option<_>| {
+            s.as_ref()
+                .map_or(usize::MAX, |s: &std::collections::HashSet<_>| s.len())
+        };
+        [n(c.bounding()), n(c.effective()), n(c.permitted())]
+    }
+
+    #[test]
+    fn exec_capabilities_follow_the_space_not_the_path() {
+        for tty in [false, true] {
+            // root in a non-root space: nothing, on a terminal or not.
+            let p = exec_process(&exec_req(1000, 0, tty)).expect("process");
+            assert_eq!(caps(&p), [0, 0, 0]);
+            assert_eq!(p.terminal(), Some(tty));
+            assert_eq!(p.no_new_privileges(), Some(true));
+            // root in a root space: the space's set.
+            let n = DOCKER_DEFAULT_CAPS.len();
+            let p = exec_process(&exec_req(0, 0, tty)).expect("process");
+            assert_eq!(caps(&p), [n, n, n]);
+            // another user in a root space: bounded, none held.
+            let p = exec_process(&exec_req(0, 1000, tty)).expect("process");
+            assert_eq!(caps(&p), [n, 0, 0]);
+            let c = p.capabilities().as_ref().expect("caps");
+            assert!(c.inheritable().is_none() && c.ambient().is_none());
+        }
+    }
+
+    #[test]
+    fn exec_process_has_identity_env_and_terminal() {
+        let p = exec_process(&exec_req(1000, 1000, true)).expect("process");
+        assert_eq!(p.user().uid(), 1000);
+        assert_eq!(p.user().additional_gids().as_deref(), Some(&[27][..]));
+        assert_eq!(p.cwd().to_str(), Some("/tmp"));
+        assert_eq!(
+            p.env().as_deref(),
+            Some(&["PATH=/usr/bin".to_string(), "A=1".to_string()][..])
+        );
+        let size = p.console_size().expect("console size");
+        assert_eq!((size.width(), size.height()), (80, 24));
+        let p = exec_process(&exec_req(1000, 1000, false)).expect("process");
+        assert!(p.console_size().is_none());
     }
 
     #[test]

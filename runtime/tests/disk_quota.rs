@@ -121,3 +121,101 @@ async fn writes_past_the_disk_limit_fail_inside_the_space_only() {
     env.rt().destroy("small").await.expect("destroy small");
     assert!(env.rt().list().is_empty());
 }
+
+/// Whether the state dir of `env` enforces project quotas (a create with
+/// a limit is refused with 400 when it does not).
+async fn quotas_enforced(env: &TestEnv) -> bool {
+    match env
+        .rt()
+        .create(request("probe-quota", Some(64 << 20)))
+        .await
+    {
+        Ok(_) => {
+            env.rt()
+                .destroy("probe-quota")
+                .await
+                .expect("destroy probe");
+            true
+        }
+        Err(Error::InvalidInput(_)) => false,
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_server_default_disk_limit_applies_only_where_quotas_hold() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let enforced = quotas_enforced(&env).await;
+    env.rt.take();
+    let mut config = env.config();
+    config.default_disk = Some(64 << 20);
+    env.rt = Some(
+        clawdspace_runtime::Runtime::open(config)
+            .await
+            .expect("open with a default disk limit"),
+    );
+    let want = enforced.then_some(64 << 20);
+    // Without quotas the default is off (and the runtime warned at open).
+    assert_eq!(env.rt().config().default_disk, want);
+    let s = env.create(request("d", None)).await;
+    assert_eq!(s.disk, want, "a space without `disk` gets the default");
+    if enforced {
+        let own = env.create(request("own", Some(32 << 20))).await;
+        assert_eq!(own.disk, Some(32 << 20), "its own limit wins");
+    }
+}
+
+#[tokio::test]
+async fn a_space_whose_disk_limit_cannot_be_applied_is_not_started_without_it() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    if quotas_enforced(&env).await {
+        eprintln!("skipped: this state dir enforces project quotas");
+        return;
+    }
+    // A space created with a limit on a filesystem that enforced it, after
+    // a reboot that lost `prjquota`: its record has the limit, quotas are
+    // gone, its init is dead.
+    let s = env.space("lim").await;
+    env.rt.take();
+    let pid = s.init_pid.expect("pid");
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill init");
+    let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(common::wait_until(std::time::Duration::from_secs(5), gone).await);
+    let record = env.dir.join("state/spaces").join(&s.id).join("space.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fs::read(&record).expect("read record")).expect("record");
+    v["disk"] = serde_json::json!(64u64 << 20);
+    fs::write(&record, serde_json::to_vec(&v).expect("json")).expect("write record");
+
+    env.rt = Some(env.open().await);
+    let back = env.rt().get("lim").expect("still listed");
+    assert_eq!(back.status, clawdspace_runtime::SpaceStatus::Stopped);
+    assert_eq!(back.disk, Some(64 << 20), "its limit is kept");
+    assert!(back.init_pid.is_none());
+    match env.rt().start("lim").await {
+        Err(e @ Error::DiskLimit(_)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("disk limit of 64 MiB"), "{msg}");
+            assert!(msg.contains("not started without it"), "{msg}");
+            assert!(msg.contains("disk quotas are not available"), "{msg}");
+        }
+        other => panic!("started without its limit or failed otherwise: {other:?}"),
+    }
+    assert!(matches!(
+        env.rt()
+            .exec(
+                "lim",
+                clawdspace_runtime::ExecRequest::new(clawdspace_runtime::Command::Shell(
+                    "true".into()
+                ))
+            )
+            .await,
+        Err(Error::NotRunning)
+    ));
+}

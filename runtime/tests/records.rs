@@ -231,6 +231,7 @@ async fn worker_exec(pool: &WorkerPool, env: &TestEnv, s: &Space, cwd: &str) -> 
         cwd: cwd.into(),
         uid: s.user.uid,
         gid: s.user.gid,
+        space_uid: s.user.uid,
         additional_gids: Vec::new(),
         tty: None,
     });

@@ -504,6 +504,7 @@ async fn worker_exec(
         uid: space.user.uid,
         gid: space.user.gid,
         additional_gids: space.user.additional_gids.clone(),
+        space_uid: space.user.uid,
         tty: None,
     });
     let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];

@@ -1,9 +1,11 @@
 //! Create, exec, pause, resume and destroy with libcontainer. Worker-only.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{chown, DirBuilderExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use libcontainer::container::builder::ContainerBuilder;
@@ -45,22 +47,19 @@ fn remove_stale(state_root: &Path, id: &str) {
 }
 
 /// Creates `dir` inside the mounted rootfs if missing, owned by uid:gid.
+/// Resolved inside the rootfs (`RESOLVE_IN_ROOT`): a symlink the image or
+/// the space planted (`home -> /etc`) never reaches a host directory.
 fn ensure_workdir(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Res<()> {
-    let rel = dir.trim_start_matches('/');
-    if rel.is_empty() || rel.split('/').any(|s| s == "..") {
+    use crate::inroot::{Resolve, Root};
+    if dir.trim_start_matches('/').is_empty() || dir.split('/').any(|s| s == "..") {
         return Ok(());
     }
-    let path = rootfs.join(rel);
-    if fs::symlink_metadata(&path).is_ok() {
-        return Ok(());
-    }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&path)
-        .map_err(|e| SandboxError::image_io(&format!("create working directory {dir}"), e))?;
-    chown(&path, Some(uid), Some(gid))
-        .map_err(|e| SandboxError::image_io(&format!("chown working directory {dir}"), e))
+    let root = Root::open(rootfs).map_err(lc("open the space's root"))?;
+    root.create_dir_all(Path::new(dir), 0o755, Some((uid, gid)), Resolve::InRoot)
+        .map(drop)
+        .map_err(|e| {
+            SandboxError::image_io(&format!("create working directory {dir} in the space"), e)
+        })
 }
 
 /// Mounts the rootfs and starts the init; returns its pid and start time.
@@ -68,6 +67,7 @@ fn ensure_workdir(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Res<()> {
 pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
     remove_stale(&req.state_root, &req.id);
     let mounted = if rootfs::is_mounted(&req.rootfs.target) {
+        rootfs::harden(&req.rootfs.target)?;
         false
     } else {
         rootfs::mount_overlay(&req.rootfs)?;
@@ -184,16 +184,56 @@ fn executor(bundle: &Path) -> Res<SpaceExecutor> {
     Ok(SpaceExecutor { filter })
 }
 
+/// The OCI process of an exec ([`crate::spec::exec_process`], the same for
+/// piped and TTY execs) in a file of the container's state dir, for
+/// libcontainer's `with_process`; removed on drop.
+struct ProcessFile(PathBuf);
+
+impl ProcessFile {
+    fn write(req: &ExecRequest) -> Res<ProcessFile> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let process = crate::spec::exec_process(req).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec(&process).map_err(lc("exec process"))?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = req
+            .state_root
+            .join(&req.id)
+            .join(format!("exec-{}-{n}.json", std::process::id()));
+        let file = ProcessFile(path);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file.0)
+            .and_then(|mut f| f.write_all(&json))
+            .map_err(lc("write the exec process"))?;
+        Ok(file)
+    }
+}
+
+impl Drop for ProcessFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// A builder for the space's container with its state root.
+fn builder(req: &ExecRequest) -> Res<ContainerBuilder> {
+    ContainerBuilder::new(req.id.clone(), SyscallType::default())
+        .with_root_path(&req.state_root)
+        .map_err(lc("state root"))
+}
+
 /// Starts a process on a new PTY in a running space; its master goes to
 /// the request's console socket. Returns the pid.
 pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
-    let pid = ContainerBuilder::new(req.id.clone(), SyscallType::default())
-        .with_root_path(&req.state_root)
-        .map_err(lc("state root"))?
+    let process = ProcessFile::write(req)?;
+    let pid = builder(req)?
         .with_console_socket(Some(&tty.console_socket))
         .with_executor(executor(&req.bundle)?)
         .as_tenant()
-        .with_process(Some(&tty.process_json))
+        .with_process(Some(&process.0))
         .with_detach(true)
         .build()
         .map_err(|e| exec_failed(req, e))?;
@@ -203,29 +243,14 @@ pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
 
 /// Starts a process in a running space with the given stdio; returns its pid.
 pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Res<i32> {
-    let env = req
-        .env
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    let pid = ContainerBuilder::new(req.id.clone(), SyscallType::default())
-        .with_root_path(&req.state_root)
-        .map_err(lc("state root"))?
+    let process = ProcessFile::write(req)?;
+    let pid = builder(req)?
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
         .with_executor(executor(&req.bundle)?)
         .as_tenant()
-        .with_container_args(req.args.clone())
-        .with_env(env)
-        .with_cwd(Some(PathBuf::from(&req.cwd)))
-        .with_user(Some(req.uid))
-        .with_group(Some(req.gid))
-        .with_additional_gids(req.additional_gids.clone())
-        .with_no_new_privs(true)
+        .with_process(Some(&process.0))
         .with_detach(false)
         .build()
         .map_err(|e| exec_failed(req, e))?;

@@ -33,7 +33,15 @@ pub fn is_mounted(target: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(&t))
 }
 
-/// Mounts the overlay described by `plan`, creating its directories.
+/// Flags of every space's overlay mount: a set-uid file or a device node
+/// in an image or written by a space is inert through the mount the host
+/// sees. Inside the space nothing changes: its processes already run with
+/// `no_new_privs`, its devices live on its own `/dev` tmpfs, and overlayfs
+/// makes whiteouts on the upper dir's own filesystem.
+pub const MOUNT_FLAGS: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV);
+
+/// Mounts the overlay described by `plan` (`nosuid,nodev`), creating its
+/// directories.
 pub fn mount_overlay(plan: &RootfsPlan) -> Result<(), SandboxError> {
     for d in [&plan.upper, &plan.work, &plan.target] {
         fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
@@ -46,10 +54,25 @@ pub fn mount_overlay(plan: &RootfsPlan) -> Result<(), SandboxError> {
         Some("overlay"),
         &plan.target,
         Some("overlay"),
-        MsFlags::empty(),
+        MOUNT_FLAGS,
         Some(opts.as_str()),
     )
     .map_err(|e| format!("mount overlay at {}: {e}", plan.target.display()).into())
+}
+
+/// Gives the mount at `target` exactly the per-mount flags [`MOUNT_FLAGS`]
+/// (a bind remount: the overlay itself is untouched), for rootfs mounts an
+/// older daemon made without them. The host's view only: spaces keep the
+/// copy in their own mount namespace.
+pub fn harden(target: &Path) -> Result<(), String> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MOUNT_FLAGS,
+        None::<&str>,
+    )
+    .map_err(|e| format!("remount {} nosuid,nodev: {e}", target.display()))
 }
 
 /// Unmounts `target` if mounted (lazily when busy).

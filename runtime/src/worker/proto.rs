@@ -54,7 +54,7 @@ pub struct ExecRequest {
     pub bundle: PathBuf,
     /// argv.
     pub args: Vec<String>,
-    /// Environment (`KEY=value`), merged over the space's.
+    /// The whole environment (`KEY=value`; a later entry of a name wins).
     pub env: Vec<String>,
     /// Working directory.
     pub cwd: String,
@@ -64,18 +64,23 @@ pub struct ExecRequest {
     pub gid: u32,
     /// Supplementary groups.
     pub additional_gids: Vec<u32>,
+    /// The uid of the space's init: the space's capability set follows it
+    /// (see [`crate::spec::exec_capabilities`]).
+    pub space_uid: u32,
     /// Run on a new pseudo-terminal instead of the passed stdio.
     #[serde(default)]
     pub tty: Option<TtyRequest>,
 }
 
-/// Where a TTY exec's process description is and where its PTY master goes.
+/// Where a TTY exec's PTY master goes, and the terminal's size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TtyRequest {
-    /// OCI `process.json` (terminal: true, args, env, user, cwd, caps).
-    pub process_json: PathBuf,
     /// Listening unix socket that receives the PTY master.
     pub console_socket: PathBuf,
+    /// Columns.
+    pub cols: u16,
+    /// Rows.
+    pub rows: u16,
 }
 
 /// Kill a space and remove its container, mounts and cgroup.
