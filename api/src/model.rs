@@ -171,6 +171,19 @@ pub struct RuntimeCounters {
     pub images: usize,
 }
 
+/// The runtime's worker pool inside `/api/system` (extension).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkersJson {
+    /// Worker processes (slots) in the pool.
+    pub size: usize,
+    /// Slots with no request in flight; equals `size` when the runtime is
+    /// quiet.
+    pub idle: usize,
+    /// Runtime operations (create, destroy, pause, resume, start, exec
+    /// start, pull) running now, including those whose client went away.
+    pub operations: usize,
+}
+
 /// GPU facts inside `/api/system`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SystemCapabilities {
@@ -232,6 +245,8 @@ pub struct SystemInfo {
     pub docker: RuntimeCounters,
     /// GPU facts.
     pub capabilities: SystemCapabilities,
+    /// Worker pool (extension).
+    pub workers: WorkersJson,
 }
 
 /// `GET /api/system/capabilities`.

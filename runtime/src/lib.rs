@@ -10,10 +10,10 @@ pub mod config;
 pub mod error;
 pub mod exec;
 mod fsutil;
-pub mod inroot;
 pub mod gpu;
 pub mod host;
 pub mod image;
+pub mod inroot;
 pub mod network;
 pub mod purge;
 mod quota;
@@ -33,3 +33,4 @@ pub use runtime::{
     is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};
+pub use worker::PoolStats;

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +30,7 @@ use crate::seccomp;
 use crate::spec::{build_spec, capabilities_for, space_env};
 use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser, Store};
 use crate::worker::proto::{CreateRequest, DestroyRequest, Reply, Request, RootfsPlan};
-use crate::worker::WorkerPool;
+use crate::worker::{PoolStats, WorkerPool};
 
 /// The static init binary bind-mounted into every space.
 static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace-init"));
@@ -106,6 +107,9 @@ struct Inner {
     init_path: PathBuf,
     state_root: PathBuf,
     spaces: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Detached operations running now, and a wake-up when one ends.
+    ops: AtomicUsize,
+    ops_done: tokio::sync::Notify,
     /// Exclusive lock on the state dir: one runtime per state dir.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -125,7 +129,71 @@ impl Drop for ExecGuard {
     }
 }
 
+/// Counts a detached operation while it runs.
+struct OpGuard(Arc<Inner>);
+
+impl OpGuard {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.ops.fetch_add(1, Ordering::AcqRel);
+        OpGuard(inner.clone())
+    }
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        self.0.ops.fetch_sub(1, Ordering::AcqRel);
+        self.0.ops_done.notify_waiters();
+    }
+}
+
 impl Runtime {
+    /// Runs `op` on a task of its own and awaits its result. The operation
+    /// runs to completion (or rolls back) whatever the caller does:
+    /// dropping the returned future (an HTTP client that hung up, a
+    /// timeout) cancels nothing.
+    async fn detached<T, F>(&self, op: impl FnOnce(Runtime) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let guard = OpGuard::new(&self.inner);
+        let task = op(self.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            task.await
+        })
+        .await
+        .map_err(|e| Error::Container(format!("runtime operation failed: {e}")))?
+    }
+
+    /// Mutating operations (create, destroy, pause, resume, start, exec
+    /// start, pull) running now.
+    pub fn operations_in_flight(&self) -> usize {
+        self.inner.ops.load(Ordering::Acquire)
+    }
+
+    /// Waits until no operation runs, at most `limit`; returns whether
+    /// none does (for a clean shutdown).
+    pub async fn wait_operations(&self, limit: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.inner.ops_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.operations_in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(end, done).await.is_err() {
+                return self.operations_in_flight() == 0;
+            }
+        }
+    }
+
+    /// Size and idle slots of the worker pool.
+    pub fn workers(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
     /// Opens the state directory, starts the worker processes and brings
     /// every recorded space back: running spaces are adopted, spaces whose
     /// init is gone (daemon crash, host reboot) are started again on their
@@ -159,6 +227,8 @@ impl Runtime {
                 init_path,
                 state_root: state.join("run"),
                 spaces: RwLock::new(BTreeMap::new()),
+                ops: AtomicUsize::new(0),
+                ops_done: tokio::sync::Notify::new(),
                 config,
                 _lock: lock,
             }),
@@ -207,7 +277,9 @@ impl Runtime {
     /// Pulls an image from its registry into the store (always asks the
     /// registry; layers already stored are not downloaded again).
     pub async fn pull(&self, reference: &str, progress: Option<ProgressFn>) -> Result<Image> {
-        self.inner.puller.pull(reference, progress).await
+        let reference = reference.to_string();
+        self.detached(move |rt| async move { rt.inner.puller.pull(&reference, progress).await })
+            .await
     }
 
     /// The stored image `reference`, pulled first if it is not stored.
@@ -365,8 +437,14 @@ impl Runtime {
     }
 
     /// Creates and starts a space. All or nothing: on any failure nothing of
-    /// it remains (no record, mount, cgroup, process or directory).
+    /// it remains (no record, mount, cgroup, process or directory). Runs to
+    /// the end even if the caller goes away.
     pub async fn create(&self, req: CreateSpace) -> Result<Space> {
+        self.detached(move |rt| async move { rt.create_now(req).await })
+            .await
+    }
+
+    async fn create_now(&self, req: CreateSpace) -> Result<Space> {
         if !is_valid_name(&req.name) {
             return Err(Error::InvalidInput(
                 "Invalid name (alphanumeric, _, - only)".into(),
@@ -614,8 +692,15 @@ impl Runtime {
         .map_err(|e| Error::Container(format!("removing space files: {e}")))?
     }
 
-    /// Destroys a space whatever its state. Nothing of it remains.
+    /// Destroys a space whatever its state. Nothing of it remains. Runs to
+    /// the end even if the caller goes away.
     pub async fn destroy(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.destroy_now(&name).await })
+            .await
+    }
+
+    async fn destroy_now(&self, name: &str) -> Result<()> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let snap = {
@@ -667,6 +752,12 @@ impl Runtime {
     /// Freezes every process of a running space. Paused: no-op. Stopped:
     /// [`Error::NotRunning`].
     pub async fn pause(&self, name: &str) -> Result<Space> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.pause_now(&name).await })
+            .await
+    }
+
+    async fn pause_now(&self, name: &str) -> Result<Space> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let s = entry.snapshot();
@@ -688,6 +779,12 @@ impl Runtime {
     /// and no exec is in flight (the auto-sleep rule); returns whether it
     /// paused it.
     pub async fn pause_if_idle(&self, name: &str, idle: std::time::Duration) -> Result<bool> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.pause_if_idle_now(&name, idle).await })
+            .await
+    }
+
+    async fn pause_if_idle_now(&self, name: &str, idle: std::time::Duration) -> Result<bool> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let s = entry.snapshot();
@@ -709,9 +806,13 @@ impl Runtime {
 
     /// Thaws a paused space. Running: no-op. Stopped: [`Error::NotRunning`].
     pub async fn resume(&self, name: &str) -> Result<Space> {
-        let entry = self.entry(name)?;
-        let _op = entry.op.lock().await;
-        self.resume_locked(&entry).await
+        let name = name.to_string();
+        self.detached(move |rt| async move {
+            let entry = rt.entry(&name)?;
+            let _op = entry.op.lock().await;
+            rt.resume_locked(&entry).await
+        })
+        .await
     }
 
     async fn resume_locked(&self, entry: &Arc<Entry>) -> Result<Space> {
@@ -734,6 +835,12 @@ impl Runtime {
     /// one again (files kept), does nothing to a running one. Counts as
     /// activity.
     pub async fn start(&self, name: &str) -> Result<Space> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.start_now(&name).await })
+            .await
+    }
+
+    async fn start_now(&self, name: &str) -> Result<Space> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let s = entry.snapshot();
@@ -769,8 +876,31 @@ impl Runtime {
     }
 
     /// Starts a command in a space and returns its pipes. A paused space is
-    /// thawed first; a stopped one gives [`Error::NotRunning`].
+    /// thawed first; a stopped one gives [`Error::NotRunning`]. The start
+    /// runs to the end even if the caller goes away; the process is then
+    /// killed with its dropped handle (see [`crate::worker::ExitReceiver`]).
     pub async fn exec_spawn(
+        &self,
+        name: &str,
+        req: &ExecRequest,
+    ) -> Result<(ExecHandle, ExecActivity)> {
+        let name = name.to_string();
+        // What the start needs: stdin's bytes stay with the caller.
+        let req = ExecRequest {
+            command: req.command.clone(),
+            cwd: req.cwd.clone(),
+            env: req.env.clone(),
+            user: req.user.clone(),
+            timeout: req.timeout,
+            stdin: req.stdin.as_ref().map(|_| Vec::new()),
+            output_limit: req.output_limit,
+            tty: req.tty,
+        };
+        self.detached(move |rt| async move { rt.exec_spawn_now(&name, &req).await })
+            .await
+    }
+
+    async fn exec_spawn_now(
         &self,
         name: &str,
         req: &ExecRequest,

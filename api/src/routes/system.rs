@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::format::{df_human, format_bytes, node_arch, uptime};
 use crate::model::{
     Capabilities, DiskInfo, ErrorJson, GpuJson, MemoryInfo, RuntimeCounters, SystemCapabilities,
-    SystemInfo,
+    SystemInfo, WorkersJson,
 };
 use crate::AppState;
 
@@ -110,6 +110,14 @@ fn system_info(st: &AppState) -> ApiResult<SystemInfo> {
             images: st.rt.images().list()?.len(),
         },
         capabilities,
+        workers: {
+            let w = st.rt.workers();
+            WorkersJson {
+                size: w.size,
+                idle: w.idle,
+                operations: st.rt.operations_in_flight(),
+            }
+        },
     })
 }
 

@@ -14,11 +14,15 @@ mod server;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
@@ -26,7 +30,7 @@ use tokio::io::Interest;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::{Error, Result};
-use proto::{Message, Reply, Request, MAX_MESSAGE};
+use proto::{Call, Message, Reply, Request, MAX_MESSAGE};
 
 /// First argument that turns an executable into a worker.
 pub const WORKER_ARG: &str = "__clawdspace-worker";
@@ -89,23 +93,83 @@ pub fn log_to_stderr(filter: &str) {
         .try_init();
 }
 
-/// Receiver of an exec'd process's exit code.
-pub type ExitReceiver = oneshot::Receiver<i32>;
+/// The exit code of an exec'd process, to await. The holder owns the
+/// process: dropping it before the exit was seen (a caller that went away,
+/// a worker that died) SIGKILLs the process's group; the worker reaps it.
+pub struct ExitReceiver {
+    pid: i32,
+    rx: oneshot::Receiver<i32>,
+    seen: bool,
+}
 
-type Pending = oneshot::Sender<(Reply, Option<ExitReceiver>)>;
+impl ExitReceiver {
+    fn new(pid: i32) -> (oneshot::Sender<i32>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (
+            tx,
+            ExitReceiver {
+                pid,
+                rx,
+                seen: false,
+            },
+        )
+    }
+}
+
+impl Future for ExitReceiver {
+    type Output = std::result::Result<i32, oneshot::error::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        self.seen = r.is_ok();
+        Poll::Ready(r)
+    }
+}
+
+impl Drop for ExitReceiver {
+    fn drop(&mut self) {
+        if !self.seen && self.rx.try_recv().is_err() {
+            crate::exec::kill_group(self.pid);
+        }
+    }
+}
+
+/// A worker's reply and, for `Spawned`, the exit of the started process.
+pub type Answer = (Reply, Option<ExitReceiver>);
+
+/// Idle list and free count of a pool, shared with its connections: a
+/// slot goes back only when its worker answered (or died).
+struct Slots {
+    idle: Mutex<Vec<usize>>,
+    free: Semaphore,
+}
+
+impl Slots {
+    fn release(&self, idx: usize) {
+        lock(&self.idle).push(idx);
+        self.free.add_permits(1);
+    }
+}
+
+/// The request a worker is running: its id and who waits for the answer.
+type Pending = (u64, oneshot::Sender<Answer>);
 
 struct Conn {
     sock: AsyncFd<OwnedFd>,
+    /// Pool slot this worker fills.
+    idx: usize,
+    slots: Arc<Slots>,
+    /// Whoever takes the pending request out of here returns the slot.
     pending: Mutex<Option<Pending>>,
     exits: Mutex<HashMap<i32, oneshot::Sender<i32>>>,
-    alive: std::sync::atomic::AtomicBool,
+    alive: AtomicBool,
     /// Set when the pool closes the worker on purpose.
-    closing: std::sync::atomic::AtomicBool,
+    closing: AtomicBool,
     child: Mutex<std::process::Child>,
 }
 
 impl Conn {
-    fn spawn(exe: &Path) -> Result<Arc<Conn>> {
+    fn spawn(exe: &Path, idx: usize, slots: Arc<Slots>) -> Result<Arc<Conn>> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -144,10 +208,12 @@ impl Conn {
         .map_err(|e| Error::io("register worker socket", e.into()))?;
         let conn = Arc::new(Conn {
             sock,
+            idx,
+            slots,
             pending: Mutex::new(None),
             exits: Mutex::new(HashMap::new()),
-            alive: std::sync::atomic::AtomicBool::new(true),
-            closing: std::sync::atomic::AtomicBool::new(false),
+            alive: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
             child: Mutex::new(child),
         });
         tokio::spawn(Conn::read_loop(conn.clone()));
@@ -155,7 +221,17 @@ impl Conn {
     }
 
     fn is_alive(&self) -> bool {
-        self.alive.load(std::sync::atomic::Ordering::Acquire)
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Takes the pending request if it is `id` (any id: `None`); the taker
+    /// returns the slot.
+    fn take_pending(&self, id: Option<u64>) -> Option<oneshot::Sender<Answer>> {
+        let mut p = lock(&self.pending);
+        match &*p {
+            Some((pid, _)) if id.is_none_or(|id| id == *pid) => p.take().map(|(_, tx)| tx),
+            _ => None,
+        }
     }
 
     async fn read_loop(conn: Arc<Conn>) {
@@ -178,17 +254,24 @@ impl Conn {
                 break;
             }
             match serde_json::from_slice::<Message>(&buf[..n]) {
-                Ok(Message::Reply(reply)) => {
-                    let exit_rx = if let Reply::Spawned { pid } = reply {
-                        let (tx, rx) = oneshot::channel();
+                Ok(Message::Reply { id, reply }) => {
+                    let exit = if let Reply::Spawned { pid } = reply {
+                        let (tx, rx) = ExitReceiver::new(pid);
                         lock(&conn.exits).insert(pid, tx);
                         Some(rx)
                     } else {
                         None
                     };
-                    if let Some(tx) = lock(&conn.pending).take() {
-                        let _ = tx.send((reply, exit_rx));
-                    }
+                    let Some(tx) = conn.take_pending(Some(id)) else {
+                        // Dropping `exit` kills what nobody asked for.
+                        tracing::warn!(id, "worker reply to no pending request; ignored");
+                        continue;
+                    };
+                    // Free first: the caller may send its next request at once.
+                    conn.slots.release(conn.idx);
+                    // A caller that went away drops the answer; an exec'd
+                    // process is then killed with its `ExitReceiver`.
+                    let _ = tx.send((reply, exit));
                 }
                 Ok(Message::Exited { pid, code }) => {
                     if let Some(tx) = lock(&conn.exits).remove(&pid) {
@@ -198,10 +281,11 @@ impl Conn {
                 Err(e) => tracing::error!("bad message from worker: {e}"),
             }
         }
-        // The worker is gone: fail what waits on it.
-        conn.alive
-            .store(false, std::sync::atomic::Ordering::Release);
-        if let Some(tx) = lock(&conn.pending).take() {
+        // The worker is gone: fail what waits on it and free its slot (the
+        // next request there starts a new worker).
+        conn.alive.store(false, Ordering::Release);
+        if let Some(tx) = conn.take_pending(None) {
+            conn.slots.release(conn.idx);
             let _ = tx.send((
                 Reply::Failed {
                     message: "worker process died".into(),
@@ -213,35 +297,29 @@ impl Conn {
         let mut child = lock(&conn.child);
         let _ = child.kill();
         let _ = child.wait();
-        if conn.closing.load(std::sync::atomic::Ordering::Acquire) {
+        if conn.closing.load(Ordering::Acquire) {
             tracing::debug!("worker process exited");
         } else {
             tracing::warn!("worker process exited unexpectedly; a new one starts on demand");
         }
     }
 
-    async fn call(&self, data: &[u8], fds: &[RawFd]) -> Result<(Reply, Option<ExitReceiver>)> {
-        let (tx, rx) = oneshot::channel();
-        *lock(&self.pending) = Some(tx);
+    async fn send(&self, data: &[u8], fds: &[RawFd]) -> Result<()> {
         loop {
             let mut guard = self
                 .sock
                 .writable()
                 .await
                 .map_err(|e| Error::io("worker socket", e))?;
+            // One datagram: sent whole or not at all.
             match guard
                 .try_io(|s| fdpass::send(s.get_ref().as_raw_fd(), data, fds).map_err(Into::into))
             {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    lock(&self.pending).take();
-                    return Err(Error::Container(format!("send to worker: {e}")));
-                }
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => return Err(Error::Container(format!("send to worker: {e}"))),
                 Err(_would_block) => continue,
             }
         }
-        rx.await
-            .map_err(|_| Error::Container("worker process died".into()))
     }
 }
 
@@ -249,72 +327,143 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A slot taken for one request until the request reaches its worker;
+/// dropped before that (an error, a cancelled caller), it frees the slot.
+struct Lease<'a> {
+    slots: &'a Slots,
+    idx: usize,
+    /// The worker and request id once the request is pending there.
+    pending: Option<(Arc<Conn>, u64)>,
+    sent: bool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
+        }
+        if let Some((conn, id)) = &self.pending {
+            if conn.take_pending(Some(*id)).is_none() {
+                // The read loop took it (the worker died) and freed the slot.
+                return;
+            }
+        }
+        self.slots.release(self.idx);
+    }
+}
+
+/// Sizes of a worker pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Worker slots.
+    pub size: usize,
+    /// Slots with no request in flight.
+    pub idle: usize,
+}
+
 /// A fixed-size pool of worker processes; each runs one request at a time.
+/// Cancel-safe: a slot returns to the idle list only when its worker's
+/// reply to the request (matched by id) or the worker's death is seen,
+/// whatever happens to the caller.
 pub struct WorkerPool {
     exe: PathBuf,
-    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
-    idle: Mutex<Vec<usize>>,
-    free: Semaphore,
+    conns: Vec<Mutex<Option<Arc<Conn>>>>,
+    slots: Arc<Slots>,
+    next_id: AtomicU64,
 }
 
 impl WorkerPool {
     /// Starts `n` workers running `exe`. Must be called inside a tokio runtime.
     pub fn start(exe: &Path, n: usize) -> Result<Self> {
         let n = n.max(1);
-        let mut slots = Vec::with_capacity(n);
-        for _ in 0..n {
-            slots.push(tokio::sync::Mutex::new(Some(Conn::spawn(exe)?)));
+        let slots = Arc::new(Slots {
+            idle: Mutex::new((0..n).collect()),
+            free: Semaphore::new(n),
+        });
+        let mut conns = Vec::with_capacity(n);
+        for idx in 0..n {
+            conns.push(Mutex::new(Some(Conn::spawn(exe, idx, slots.clone())?)));
         }
         Ok(WorkerPool {
             exe: exe.to_path_buf(),
+            conns,
             slots,
-            idle: Mutex::new((0..n).collect()),
-            free: Semaphore::new(n),
+            next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Pool size and idle slots now.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.conns.len(),
+            idle: lock(&self.slots.idle).len(),
+        }
+    }
+
+    /// The worker of slot `idx`, started anew if it died.
+    fn conn(&self, idx: usize) -> Result<Arc<Conn>> {
+        let mut slot = lock(&self.conns[idx]);
+        match &*slot {
+            Some(c) if c.is_alive() => Ok(c.clone()),
+            _ => {
+                let c = Conn::spawn(&self.exe, idx, self.slots.clone())?;
+                *slot = Some(c.clone());
+                Ok(c)
+            }
+        }
     }
 
     /// Sends `req` (with `fds`) to an idle worker and waits for its reply.
     /// The descriptors are duplicated into the worker; the caller keeps and
-    /// should close its own copies.
-    pub async fn call(
-        &self,
-        req: &Request,
-        fds: &[RawFd],
-    ) -> Result<(Reply, Option<ExitReceiver>)> {
-        let data = serde_json::to_vec(req).map_err(|e| Error::Container(e.to_string()))?;
-        let _permit = self
+    /// should close its own copies. Dropping the returned future never
+    /// loses the worker: its slot is freed when the reply arrives.
+    pub async fn call(&self, req: &Request, fds: &[RawFd]) -> Result<Answer> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = serde_json::to_vec(&Call {
+            id,
+            request: req.clone(),
+        })
+        .map_err(|e| Error::Container(e.to_string()))?;
+        self.slots
             .free
             .acquire()
             .await
-            .map_err(|_| Error::Container("worker pool closed".into()))?;
-        let idx = lock(&self.idle)
-            .pop()
-            .ok_or_else(|| Error::Container("no idle worker".into()))?;
-        let result = async {
-            let mut slot = self.slots[idx].lock().await;
-            if !slot.as_ref().is_some_and(|c| c.is_alive()) {
-                *slot = Some(Conn::spawn(&self.exe)?);
-            }
-            let conn = slot
-                .as_ref()
-                .cloned()
-                .ok_or_else(|| Error::Container("no worker".into()))?;
-            drop(slot);
-            conn.call(&data, fds).await
+            .map_err(|_| Error::Container("worker pool closed".into()))?
+            .forget();
+        let Some(idx) = lock(&self.slots.idle).pop() else {
+            self.slots.free.add_permits(1);
+            return Err(Error::Container("no idle worker".into()));
+        };
+        let mut lease = Lease {
+            slots: &self.slots,
+            idx,
+            pending: None,
+            sent: false,
+        };
+        let conn = self.conn(idx)?;
+        let (tx, rx) = oneshot::channel();
+        *lock(&conn.pending) = Some((id, tx));
+        lease.pending = Some((conn.clone(), id));
+        // The read loop marks a worker dead before it takes what is pending:
+        // if it is dead now, nobody answers this request.
+        if !conn.is_alive() {
+            return Err(Error::Container("worker process died".into()));
         }
-        .await;
-        lock(&self.idle).push(idx);
-        result
+        conn.send(&data, fds).await?;
+        lease.sent = true;
+        drop(lease);
+        rx.await
+            .map_err(|_| Error::Container("worker process died".into()))
     }
 }
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
         // Closing our socket ends each worker; reap them.
-        for slot in &mut self.slots {
-            if let Some(conn) = slot.get_mut().take() {
-                conn.closing
-                    .store(true, std::sync::atomic::Ordering::Release);
+        for slot in &mut self.conns {
+            let conn = slot.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(conn) = conn {
+                conn.closing.store(true, Ordering::Release);
                 let mut child = lock(&conn.child);
                 // SAFETY: shutting down our end of a socket we own.
                 unsafe { libc::shutdown(conn.sock.get_ref().as_raw_fd(), libc::SHUT_RDWR) };
