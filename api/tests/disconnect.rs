@@ -345,3 +345,119 @@ async fn clients_that_hang_up_leave_no_orphan_ghost_or_lost_worker() {
     assert_host_matches_api(&d, &netns_before).await;
     assert!(listed(&d).await.0.is_empty());
 }
+
+/// The daemon's worker processes.
+fn workers(daemon: u32) -> Vec<u32> {
+    children(daemon)
+        .into_iter()
+        .filter(|p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"__clawdspace-worker"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_killed_mid_call_are_replaced_and_their_calls_fail_cleanly() {
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    let netns_before: BTreeSet<String> = dir_names(Path::new("/var/run/netns"))
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("cs-").map(String::from))
+        .collect();
+    let daemon = d.pid().expect("daemon runs");
+    let d = Arc::new(d);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // SIGKILL a random worker every 100 ms while spaces come and go.
+    let killer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut kills = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let w = workers(daemon);
+                if w.is_empty() {
+                    continue;
+                }
+                let pid = w[rand::thread_rng().gen_range(0..w.len())];
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                kills += 1;
+            }
+            kills
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..3 {
+        let d = d.clone();
+        tasks.spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..12 {
+                let name = format!("w{t}-{i}");
+                let net = if i % 6 == 0 { "internet" } else { "none" };
+                let (s, v) = d
+                    .post(
+                        "/api/spaces",
+                        json!({"name": name, "memory": "64m", "network": net}),
+                    )
+                    .await;
+                assert!(
+                    s == StatusCode::CREATED || s == StatusCode::INTERNAL_SERVER_ERROR,
+                    "{s} {v}"
+                );
+                statuses.push(s);
+                if s == StatusCode::CREATED {
+                    let (s, v) = d.post(&format!("/api/spaces/{name}/stop"), json!({})).await;
+                    assert!(s.is_success() || s.is_server_error(), "{s} {v}");
+                    if i % 2 == 0 {
+                        let (s, v) = d
+                            .call(
+                                reqwest::Method::DELETE,
+                                &format!("/api/spaces/{name}"),
+                                None,
+                            )
+                            .await;
+                        assert!(s.is_success() || s.is_server_error(), "{s} {v}");
+                    }
+                }
+            }
+            statuses
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        statuses.extend(r.expect("client task"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let kills = killer.await.expect("killer");
+    let failed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::INTERNAL_SERVER_ERROR)
+        .count();
+    eprintln!(
+        "{kills} workers killed; {} creates: {failed} failed",
+        statuses.len()
+    );
+    assert!(kills > 5, "only {kills} kills");
+    assert_host_matches_api(&d, &netns_before).await;
+    // The pool is whole again and serves everything.
+    let (names, _, _) = listed(&d).await;
+    for name in &names {
+        let v = d.exec(name, json!(["echo", "ok"])).await;
+        assert_eq!(v["stdout"], "ok", "{name}: {v}");
+        let (s, v) = d
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/spaces/{name}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{name}: {v}");
+    }
+    d.create("after").await;
+    assert_eq!(d.exec("after", json!("echo hi")).await["stdout"], "hi");
+    assert_host_matches_api(&d, &netns_before).await;
+}

@@ -671,15 +671,13 @@ impl Runtime {
             state_root: self.inner.state_root.clone(),
             rootfs: dir.join("rootfs"),
         });
-        match self.inner.pool.call(&req, &[]).await?.0 {
-            Reply::Done => {}
-            Reply::Failed { message } => return Err(Error::Container(message)),
-            other => {
-                return Err(Error::Container(format!(
-                    "unexpected worker reply {other:?}"
-                )))
-            }
-        }
+        self.simple(req).await?;
+        // Without container state (a worker killed half-way through the
+        // create) the worker cannot find the cgroup: remove it by path.
+        let cgroup = self.cgroups_path(&space.id);
+        tokio::task::spawn_blocking(move || remove_cgroup(&cgroup))
+            .await
+            .map_err(|e| Error::Container(format!("removing the cgroup: {e}")))??;
         // By id: also what a create that crashed half-way left.
         let id = space.id.clone();
         self.net(move |n| n.release(&id)).await?;
@@ -726,8 +724,38 @@ impl Runtime {
         map.get(name).is_some_and(|e| Arc::ptr_eq(e, entry))
     }
 
+    /// Runs an idempotent request (destroy, pause, resume) that answers
+    /// `Done`. A worker that dies on it is replaced and asked again, so a
+    /// rollback or destroy does not leave leftovers behind.
     async fn simple(&self, req: Request) -> Result<()> {
-        match self.inner.pool.call(&req, &[]).await?.0 {
+        // libcontainer rewrites its state file in place (truncate, write)
+        // on pause and resume: a worker killed in between leaves it torn.
+        // Keep the old one to put back before asking again.
+        let state_file = match &req {
+            Request::Pause { id, state_root } | Request::Resume { id, state_root } => {
+                Some(state_root.join(id).join("state.json"))
+            }
+            _ => None,
+        };
+        let saved = match &state_file {
+            Some(f) => tokio::fs::read(f).await.ok(),
+            None => None,
+        };
+        let mut attempt = 0;
+        let answer = loop {
+            match self.inner.pool.call(&req, &[]).await {
+                Err(e) if crate::worker::is_worker_death(&e) && attempt < 10 => {
+                    attempt += 1;
+                    tracing::warn!("worker died during {req:?}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                    if let (Some(f), Some(old)) = (&state_file, &saved) {
+                        restore_if_torn(f, old).await?;
+                    }
+                }
+                r => break r?,
+            }
+        };
+        match answer.0 {
             Reply::Done => Ok(()),
             Reply::Failed { message } => Err(Error::Container(message)),
             other => Err(Error::Container(format!(
@@ -1286,6 +1314,43 @@ fn spawned(
             "unexpected worker reply {other:?}"
         ))),
     }
+}
+
+/// Puts `old` back into libcontainer's state file `path` if what is there
+/// now is not JSON.
+async fn restore_if_torn(path: &Path, old: &[u8]) -> Result<()> {
+    let now = tokio::fs::read(path).await.unwrap_or_default();
+    if serde_json::from_slice::<serde_json::Value>(&now).is_ok() {
+        return Ok(());
+    }
+    tracing::warn!(path = %path.display(), "restoring a torn container state file");
+    let (path, old) = (path.to_path_buf(), old.to_vec());
+    tokio::task::spawn_blocking(move || write_atomic(&path, &old, true))
+        .await
+        .map_err(|e| Error::Container(format!("restoring the container state: {e}")))?
+}
+
+/// Kills what is left in cgroup `path` (e.g. processes libcontainer cloned
+/// for a create whose worker died) and removes its directory in every
+/// hierarchy. Blocking.
+fn remove_cgroup(path: &str) -> Result<()> {
+    let dirs = crate::purge::parent_dirs(path);
+    for d in &dirs {
+        crate::purge::thaw_and_kill(d);
+    }
+    for _ in 0..100 {
+        let gone = dirs.iter().all(|d| match fs::remove_dir(d) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        });
+        if gone {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(Error::Container(format!(
+        "cgroup {path} still has processes after SIGKILL"
+    )))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

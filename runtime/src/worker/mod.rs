@@ -134,6 +134,19 @@ impl Drop for ExitReceiver {
     }
 }
 
+const WORKER_DIED: &str = "worker process died";
+
+/// The error of a call whose worker died before answering.
+fn died() -> Error {
+    Error::Container(WORKER_DIED.into())
+}
+
+/// Whether `e` says the worker died before answering: the request may or
+/// may not have been carried out, and a new worker serves the next one.
+pub fn is_worker_death(e: &Error) -> bool {
+    matches!(e, Error::Container(m) if m == WORKER_DIED)
+}
+
 /// A worker's reply and, for `Spawned`, the exit of the started process.
 pub type Answer = (Reply, Option<ExitReceiver>);
 
@@ -200,6 +213,7 @@ impl Conn {
             .spawn()
             .map_err(|e| Error::Container(format!("start worker {}: {e}", exe.display())))?;
         drop(theirs);
+        let child_pid = child.id() as i32;
         // SAFETY: `ours` is an owned socket that stays open, unshared, for
         // as long as the AsyncFd that owns it.
         let sock = unsafe {
@@ -216,7 +230,16 @@ impl Conn {
             closing: AtomicBool::new(false),
             child: Mutex::new(child),
         });
-        tokio::spawn(Conn::read_loop(conn.clone()));
+        // A worker whose pidfd cannot be had is still seen dying at EOF.
+        let pidfd = crate::sandbox::proc::pidfd_open(child_pid)
+            // SAFETY: the pidfd is owned by the AsyncFd for its whole life.
+            .and_then(|fd| {
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(Into::into)
+            })
+            .map_err(|e| tracing::warn!("pidfd of a worker: {e}"))
+            .ok();
+        tokio::spawn(Conn::read_loop(conn.clone(), pidfd));
         Ok(conn)
     }
 
@@ -234,51 +257,77 @@ impl Conn {
         }
     }
 
-    async fn read_loop(conn: Arc<Conn>) {
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        loop {
-            let res = match conn.sock.readable().await {
-                Ok(mut guard) => guard.try_io(|s| {
-                    fdpass::recv(s.get_ref().as_raw_fd(), &mut buf)
-                        .map(|(n, _)| n)
-                        .map_err(std::io::Error::from)
-                }),
-                Err(_) => Ok(Ok(0)),
-            };
-            let n = match res {
-                Err(_would_block) => continue,
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => 0,
-            };
-            if n == 0 {
-                break;
+    /// Receives one message without waiting: `Some(0)` at EOF, `None`
+    /// when there is none now.
+    fn try_recv(&self, buf: &mut [u8]) -> Option<usize> {
+        match fdpass::recv(self.sock.get_ref().as_raw_fd(), buf) {
+            Ok((n, _)) => Some(n),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => None,
+            Err(_) => Some(0),
+        }
+    }
+
+    /// Hands a reply to the request it answers (by id) and frees the slot;
+    /// passes exit codes on.
+    fn on_message(&self, data: &[u8]) {
+        match serde_json::from_slice::<Message>(data) {
+            Ok(Message::Reply { id, reply }) => {
+                let exit = if let Reply::Spawned { pid } = reply {
+                    let (tx, rx) = ExitReceiver::new(pid);
+                    lock(&self.exits).insert(pid, tx);
+                    Some(rx)
+                } else {
+                    None
+                };
+                let Some(tx) = self.take_pending(Some(id)) else {
+                    // Dropping `exit` kills what nobody asked for.
+                    tracing::warn!(id, "worker reply to no pending request; ignored");
+                    return;
+                };
+                // Free first: the caller may send its next request at once.
+                self.slots.release(self.idx);
+                // A caller that went away drops the answer; an exec'd
+                // process is then killed with its `ExitReceiver`.
+                let _ = tx.send((reply, exit));
             }
-            match serde_json::from_slice::<Message>(&buf[..n]) {
-                Ok(Message::Reply { id, reply }) => {
-                    let exit = if let Reply::Spawned { pid } = reply {
-                        let (tx, rx) = ExitReceiver::new(pid);
-                        lock(&conn.exits).insert(pid, tx);
-                        Some(rx)
-                    } else {
-                        None
-                    };
-                    let Some(tx) = conn.take_pending(Some(id)) else {
-                        // Dropping `exit` kills what nobody asked for.
-                        tracing::warn!(id, "worker reply to no pending request; ignored");
-                        continue;
-                    };
-                    // Free first: the caller may send its next request at once.
-                    conn.slots.release(conn.idx);
-                    // A caller that went away drops the answer; an exec'd
-                    // process is then killed with its `ExitReceiver`.
-                    let _ = tx.send((reply, exit));
+            Ok(Message::Exited { pid, code }) => {
+                if let Some(tx) = lock(&self.exits).remove(&pid) {
+                    let _ = tx.send(code);
                 }
-                Ok(Message::Exited { pid, code }) => {
-                    if let Some(tx) = lock(&conn.exits).remove(&pid) {
-                        let _ = tx.send(code);
+            }
+            Err(e) => tracing::error!("bad message from worker: {e}"),
+        }
+    }
+
+    /// Reads the worker's messages until it dies. Death is seen on its
+    /// pidfd, not only as EOF: processes libcontainer cloned from the
+    /// worker (stuck half-way when it was killed) may hold its socket open.
+    async fn read_loop(conn: Arc<Conn>, pidfd: Option<AsyncFd<OwnedFd>>) {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let exited = async {
+            match &pidfd {
+                Some(p) => drop(p.readable().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(exited);
+        'serve: loop {
+            tokio::select! {
+                ready = conn.sock.readable() => {
+                    let Ok(mut guard) = ready else { break 'serve };
+                    match conn.try_recv(&mut buf) {
+                        None => guard.clear_ready(),
+                        Some(0) => break 'serve,
+                        Some(n) => conn.on_message(&buf[..n]),
                     }
                 }
-                Err(e) => tracing::error!("bad message from worker: {e}"),
+                () = &mut exited => {
+                    // Take what it sent before it died, then give up.
+                    while let Some(n) = conn.try_recv(&mut buf).filter(|n| *n > 0) {
+                        conn.on_message(&buf[..n]);
+                    }
+                    break 'serve;
+                }
             }
         }
         // The worker is gone: fail what waits on it and free its slot (the
@@ -286,12 +335,8 @@ impl Conn {
         conn.alive.store(false, Ordering::Release);
         if let Some(tx) = conn.take_pending(None) {
             conn.slots.release(conn.idx);
-            let _ = tx.send((
-                Reply::Failed {
-                    message: "worker process died".into(),
-                },
-                None,
-            ));
+            // The caller sees the closed channel: `died()`.
+            drop(tx);
         }
         lock(&conn.exits).clear();
         let mut child = lock(&conn.child);
@@ -447,13 +492,12 @@ impl WorkerPool {
         // The read loop marks a worker dead before it takes what is pending:
         // if it is dead now, nobody answers this request.
         if !conn.is_alive() {
-            return Err(Error::Container("worker process died".into()));
+            return Err(died());
         }
         conn.send(&data, fds).await?;
         lease.sent = true;
         drop(lease);
-        rx.await
-            .map_err(|_| Error::Container("worker process died".into()))
+        rx.await.map_err(|_| died())
     }
 }
 
