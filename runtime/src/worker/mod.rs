@@ -232,8 +232,8 @@ impl Conn {
         });
         // A worker whose pidfd cannot be had is still seen dying at EOF.
         let pidfd = crate::sandbox::proc::pidfd_open(child_pid)
-            // SAFETY: the pidfd is owned by the AsyncFd for its whole life.
             .and_then(|fd| {
+                // SAFETY: the pidfd is owned by the AsyncFd for its whole life.
                 unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
                     .map_err(Into::into)
             })
