@@ -272,11 +272,8 @@ mod tests {
     fn tree() -> tempfile::TempDir {
         let t = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(t.path().join("root/etc")).expect("mkdir");
-        std::fs::write(
-            t.path().join("root/etc/passwd"),
-            "root:x:0:0::/root:/bin/sh\n",
-        )
-        .expect("write");
+        std::fs::write(t.path().join("root/etc/passwd"), "root:x:0:0::/root:/bin/sh\n")
+            .expect("write");
         std::fs::create_dir_all(t.path().join("host")).expect("mkdir");
         std::fs::write(t.path().join("host/secret"), "host secret").expect("write");
         t
@@ -290,11 +287,7 @@ mod tests {
         symlink("../../../host/secret", t.path().join("root/rel")).expect("symlink");
         let root = Root::open(&t.path().join("root")).expect("open");
         // In the root, "escape" points at <root><host path>, which is absent.
-        let r = root.read_regular(
-            &Path::new("/escape").join("secret"),
-            1 << 20,
-            Resolve::InRoot,
-        );
+        let r = root.read_regular(&Path::new("/escape").join("secret"), 1 << 20, Resolve::InRoot);
         assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::ENOENT));
         let r = root.read_regular(Path::new("/rel"), 1 << 20, Resolve::InRoot);
         assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::ENOENT));
@@ -333,26 +326,15 @@ mod tests {
         symlink("/etc", t.path().join("root/home")).expect("symlink");
         symlink(t.path().join("host"), t.path().join("root/dangling")).expect("symlink");
         let root = Root::open(&t.path().join("root")).expect("open");
-        root.create_dir_all(
-            Path::new("/home/clawdspace-test-u/work"),
-            0o755,
-            None,
-            Resolve::InRoot,
-        )
-        .expect("mkdir in root");
+        root.create_dir_all(Path::new("/home/clawdspace-test-u/work"), 0o755, None, Resolve::InRoot)
+            .expect("mkdir in root");
         assert!(t.path().join("root/etc/clawdspace-test-u/work").is_dir());
-        assert!(
-            !Path::new("/etc/clawdspace-test-u").exists(),
-            "a host directory was created"
-        );
+        assert!(!Path::new("/etc/clawdspace-test-u").exists(), "a host directory was created");
         // A symlink to a host directory is dangling inside the root: no host dir.
         assert!(root
             .create_dir_all(Path::new("/dangling/u"), 0o755, None, Resolve::InRoot)
             .is_err());
-        assert!(
-            !t.path().join("host/u").exists(),
-            "a host directory was created"
-        );
+        assert!(!t.path().join("host/u").exists(), "a host directory was created");
         let e = root
             .create_dir_all(Path::new("home/v"), 0o755, None, Resolve::NoSymlinks)
             .expect_err("symlink refused");
