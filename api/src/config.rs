@@ -132,6 +132,23 @@ pub struct Config {
     /// when the state directory's filesystem does not enforce project quotas.
     #[arg(long, env = "CLAWDSPACE_DEFAULT_DISK", value_parser = default_disk)]
     pub default_disk: Option<OptionalDisk>,
+    /// Time a client has to send a complete request head (ms), counted
+    /// from connecting, or from the first byte of a later request on a
+    /// kept-alive connection. Slower or silent connections are closed.
+    #[arg(long, env = "CLAWDSPACE_HEADER_TIMEOUT_MS", default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// How long a kept-alive HTTP connection may wait for its next request
+    /// (ms). Requests being handled (long execs) and WebSocket sessions are
+    /// never cut.
+    #[arg(long, env = "CLAWDSPACE_KEEPALIVE_TIMEOUT_MS", default_value_t = 60_000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_timeout_ms: u64,
+    /// Open HTTP connections at most, WebSocket sessions included; further
+    /// clients wait in the listen backlog until one closes.
+    #[arg(long, env = "CLAWDSPACE_MAX_CONNECTIONS", default_value_t = 1024,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -141,6 +158,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// Limits of the HTTP server.
+    pub fn limits(&self) -> crate::server::Limits {
+        crate::server::Limits {
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.keepalive_timeout_ms),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+
     /// The runtime configuration this daemon configuration implies.
     pub fn runtime(&self) -> clawdspace_runtime::RuntimeConfig {
         let mut c = clawdspace_runtime::RuntimeConfig::new(&self.state_dir);

@@ -9,6 +9,7 @@ mod input;
 mod model;
 mod openapi;
 mod routes;
+mod server;
 mod sleep;
 
 use std::net::SocketAddr;
@@ -102,13 +103,17 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         config: Arc::new(config),
         key: key.into(),
     };
+    let limits = state.config.limits();
     let app = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
         .layer(routes::router(state));
-    let svc = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-    axum::serve(listener, svc)
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving")?;
+    server::serve(listener, app, limits, shutdown()).await;
+    // Operations whose clients went away still run: let them finish.
+    if !runtime.wait_operations(Duration::from_secs(30)).await {
+        tracing::warn!(
+            operations = runtime.operations_in_flight(),
+            "shutting down with operations still running; the next start cleans up after them"
+        );
+    }
     runtime.flush();
     tracing::info!("shutting down; spaces keep running");
     Ok(())

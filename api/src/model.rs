@@ -171,6 +171,19 @@ pub struct RuntimeCounters {
     pub images: usize,
 }
 
+/// The runtime's worker pool inside `/api/system` (extension).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkersJson {
+    /// Worker processes (slots) in the pool.
+    pub size: usize,
+    /// Slots with no request in flight; equals `size` when the runtime is
+    /// quiet.
+    pub idle: usize,
+    /// Runtime operations (create, destroy, pause, resume, start, exec
+    /// start, pull) running now, including those whose client went away.
+    pub operations: usize,
+}
+
 /// GPU facts inside `/api/system`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SystemCapabilities {
@@ -236,6 +249,8 @@ pub struct SystemInfo {
     /// files instead of being deleted (extension; empty when none). See
     /// docs/OPERATIONS.md for how to recover one.
     pub quarantined: Vec<QuarantinedJson>,
+    /// Worker pool (extension).
+    pub workers: WorkersJson,
 }
 
 /// A space directory moved aside because its record could not be read.

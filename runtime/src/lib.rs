@@ -33,3 +33,4 @@ pub use runtime::{
     is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};
+pub use worker::PoolStats;

@@ -15,7 +15,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The directories of cgroup `parent` (absolute cgroup path) on this host:
 /// one per v1 controller, or the unified one.
-fn parent_dirs(parent: &str) -> Vec<PathBuf> {
+pub(crate) fn parent_dirs(parent: &str) -> Vec<PathBuf> {
     let rel = parent.trim_start_matches('/');
     let root = Path::new(CGROUP_ROOT);
     let mut dirs: Vec<PathBuf> = fs::read_dir(root)

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::future::Future;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +30,7 @@ use crate::seccomp;
 use crate::spec::{build_spec, capabilities_for, space_env};
 use crate::store::{new_space_id, Quarantined, Space, SpaceStatus, SpaceUser, Store};
 use crate::worker::proto::{CreateRequest, DestroyRequest, Reply, Request, RootfsPlan};
-use crate::worker::WorkerPool;
+use crate::worker::{PoolStats, WorkerPool};
 
 /// The static init binary bind-mounted into every space.
 static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace-init"));
@@ -108,6 +109,9 @@ struct Inner {
     init_path: PathBuf,
     state_root: PathBuf,
     spaces: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Detached operations running now, and a wake-up when one ends.
+    ops: AtomicUsize,
+    ops_done: tokio::sync::Notify,
     /// Exclusive lock on the state dir: one runtime per state dir.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -127,7 +131,71 @@ impl Drop for ExecGuard {
     }
 }
 
+/// Counts a detached operation while it runs.
+struct OpGuard(Arc<Inner>);
+
+impl OpGuard {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.ops.fetch_add(1, Ordering::AcqRel);
+        OpGuard(inner.clone())
+    }
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        self.0.ops.fetch_sub(1, Ordering::AcqRel);
+        self.0.ops_done.notify_waiters();
+    }
+}
+
 impl Runtime {
+    /// Runs `op` on a task of its own and awaits its result. The operation
+    /// runs to completion (or rolls back) whatever the caller does:
+    /// dropping the returned future (an HTTP client that hung up, a
+    /// timeout) cancels nothing.
+    async fn detached<T, F>(&self, op: impl FnOnce(Runtime) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let guard = OpGuard::new(&self.inner);
+        let task = op(self.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            task.await
+        })
+        .await
+        .map_err(|e| Error::Container(format!("runtime operation failed: {e}")))?
+    }
+
+    /// Mutating operations (create, destroy, pause, resume, start, exec
+    /// start, pull) running now.
+    pub fn operations_in_flight(&self) -> usize {
+        self.inner.ops.load(Ordering::Acquire)
+    }
+
+    /// Waits until no operation runs, at most `limit`; returns whether
+    /// none does (for a clean shutdown).
+    pub async fn wait_operations(&self, limit: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.inner.ops_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.operations_in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(end, done).await.is_err() {
+                return self.operations_in_flight() == 0;
+            }
+        }
+    }
+
+    /// Size and idle slots of the worker pool.
+    pub fn workers(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
     /// Opens the state directory, starts the worker processes and brings
     /// every recorded space back: running spaces are adopted, spaces whose
     /// init is gone (daemon crash, host reboot) are started again on their
@@ -171,6 +239,8 @@ impl Runtime {
                 init_path,
                 state_root: state.join("run"),
                 spaces: RwLock::new(BTreeMap::new()),
+                ops: AtomicUsize::new(0),
+                ops_done: tokio::sync::Notify::new(),
                 config,
                 _lock: lock,
             }),
@@ -219,7 +289,9 @@ impl Runtime {
     /// Pulls an image from its registry into the store (always asks the
     /// registry; layers already stored are not downloaded again).
     pub async fn pull(&self, reference: &str, progress: Option<ProgressFn>) -> Result<Image> {
-        self.inner.puller.pull(reference, progress).await
+        let reference = reference.to_string();
+        self.detached(move |rt| async move { rt.inner.puller.pull(&reference, progress).await })
+            .await
     }
 
     /// The stored image `reference`, pulled first if it is not stored.
@@ -377,8 +449,14 @@ impl Runtime {
     }
 
     /// Creates and starts a space. All or nothing: on any failure nothing of
-    /// it remains (no record, mount, cgroup, process or directory).
+    /// it remains (no record, mount, cgroup, process or directory). Runs to
+    /// the end even if the caller goes away.
     pub async fn create(&self, req: CreateSpace) -> Result<Space> {
+        self.detached(move |rt| async move { rt.create_now(req).await })
+            .await
+    }
+
+    async fn create_now(&self, req: CreateSpace) -> Result<Space> {
         if !is_valid_name(&req.name) {
             return Err(Error::InvalidInput(
                 "Invalid name (alphanumeric, _, - only)".into(),
@@ -616,15 +694,13 @@ impl Runtime {
             rootfs: dir.join("rootfs"),
             cgroup: Some(PathBuf::from(self.cgroups_path(&space.id))),
         });
-        match self.inner.pool.call(&req, &[]).await?.0 {
-            Reply::Done => {}
-            Reply::Failed { error } => return Err(error.into()),
-            other => {
-                return Err(Error::Container(format!(
-                    "unexpected worker reply {other:?}"
-                )))
-            }
-        }
+        self.simple(req).await?;
+        // Without container state (a worker killed half-way through the
+        // create) the worker cannot find the cgroup: remove it by path.
+        let cgroup = self.cgroups_path(&space.id);
+        tokio::task::spawn_blocking(move || remove_cgroup(&cgroup))
+            .await
+            .map_err(|e| Error::Container(format!("removing the cgroup: {e}")))??;
         // By id: also what a create that crashed half-way left.
         let id = space.id.clone();
         self.net(move |n| n.release(&id)).await?;
@@ -638,8 +714,15 @@ impl Runtime {
         .map_err(|e| Error::Container(format!("removing space files: {e}")))?
     }
 
-    /// Destroys a space whatever its state. Nothing of it remains.
+    /// Destroys a space whatever its state. Nothing of it remains. Runs to
+    /// the end even if the caller goes away.
     pub async fn destroy(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.destroy_now(&name).await })
+            .await
+    }
+
+    async fn destroy_now(&self, name: &str) -> Result<()> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let snap = {
@@ -665,8 +748,38 @@ impl Runtime {
         map.get(name).is_some_and(|e| Arc::ptr_eq(e, entry))
     }
 
+    /// Runs an idempotent request (destroy, pause, resume) that answers
+    /// `Done`. A worker that dies on it is replaced and asked again, so a
+    /// rollback or destroy does not leave leftovers behind.
     async fn simple(&self, req: Request) -> Result<()> {
-        match self.inner.pool.call(&req, &[]).await?.0 {
+        // libcontainer rewrites its state file in place (truncate, write)
+        // on pause and resume: a worker killed in between leaves it torn.
+        // Keep the old one to put back before asking again.
+        let state_file = match &req {
+            Request::Pause { id, state_root } | Request::Resume { id, state_root } => {
+                Some(state_root.join(id).join("state.json"))
+            }
+            _ => None,
+        };
+        let saved = match &state_file {
+            Some(f) => tokio::fs::read(f).await.ok(),
+            None => None,
+        };
+        let mut attempt = 0;
+        let answer = loop {
+            match self.inner.pool.call(&req, &[]).await {
+                Err(e) if crate::worker::is_worker_death(&e) && attempt < 10 => {
+                    attempt += 1;
+                    tracing::warn!("worker died during {req:?}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                    if let (Some(f), Some(old)) = (&state_file, &saved) {
+                        restore_if_torn(f, old).await?;
+                    }
+                }
+                r => break r?,
+            }
+        };
+        match answer.0 {
             Reply::Done => Ok(()),
             Reply::Failed { error } => Err(error.into()),
             other => Err(Error::Container(format!(
@@ -691,6 +804,12 @@ impl Runtime {
     /// Freezes every process of a running space. Paused: no-op. Stopped:
     /// [`Error::NotRunning`].
     pub async fn pause(&self, name: &str) -> Result<Space> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.pause_now(&name).await })
+            .await
+    }
+
+    async fn pause_now(&self, name: &str) -> Result<Space> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let s = entry.snapshot();
@@ -712,6 +831,12 @@ impl Runtime {
     /// and no exec is in flight (the auto-sleep rule); returns whether it
     /// paused it.
     pub async fn pause_if_idle(&self, name: &str, idle: std::time::Duration) -> Result<bool> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.pause_if_idle_now(&name, idle).await })
+            .await
+    }
+
+    async fn pause_if_idle_now(&self, name: &str, idle: std::time::Duration) -> Result<bool> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let s = entry.snapshot();
@@ -733,9 +858,13 @@ impl Runtime {
 
     /// Thaws a paused space. Running: no-op. Stopped: [`Error::NotRunning`].
     pub async fn resume(&self, name: &str) -> Result<Space> {
-        let entry = self.entry(name)?;
-        let _op = entry.op.lock().await;
-        self.resume_locked(&entry).await
+        let name = name.to_string();
+        self.detached(move |rt| async move {
+            let entry = rt.entry(&name)?;
+            let _op = entry.op.lock().await;
+            rt.resume_locked(&entry).await
+        })
+        .await
     }
 
     async fn resume_locked(&self, entry: &Arc<Entry>) -> Result<Space> {
@@ -758,6 +887,12 @@ impl Runtime {
     /// one again (files kept), does nothing to a running one. Counts as
     /// activity.
     pub async fn start(&self, name: &str) -> Result<Space> {
+        let name = name.to_string();
+        self.detached(move |rt| async move { rt.start_now(&name).await })
+            .await
+    }
+
+    async fn start_now(&self, name: &str) -> Result<Space> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let s = entry.snapshot();
@@ -797,8 +932,31 @@ impl Runtime {
     }
 
     /// Starts a command in a space and returns its pipes. A paused space is
-    /// thawed first; a stopped one gives [`Error::NotRunning`].
+    /// thawed first; a stopped one gives [`Error::NotRunning`]. The start
+    /// runs to the end even if the caller goes away; the process is then
+    /// killed with its dropped handle (see [`crate::worker::ExitReceiver`]).
     pub async fn exec_spawn(
+        &self,
+        name: &str,
+        req: &ExecRequest,
+    ) -> Result<(ExecHandle, ExecActivity)> {
+        let name = name.to_string();
+        // What the start needs: stdin's bytes stay with the caller.
+        let req = ExecRequest {
+            command: req.command.clone(),
+            cwd: req.cwd.clone(),
+            env: req.env.clone(),
+            user: req.user.clone(),
+            timeout: req.timeout,
+            stdin: req.stdin.as_ref().map(|_| Vec::new()),
+            output_limit: req.output_limit,
+            tty: req.tty,
+        };
+        self.detached(move |rt| async move { rt.exec_spawn_now(&name, &req).await })
+            .await
+    }
+
+    async fn exec_spawn_now(
         &self,
         name: &str,
         req: &ExecRequest,
@@ -1254,6 +1412,43 @@ fn spawned(
             "unexpected worker reply {other:?}"
         ))),
     }
+}
+
+/// Puts `old` back into libcontainer's state file `path` if what is there
+/// now is not JSON.
+async fn restore_if_torn(path: &Path, old: &[u8]) -> Result<()> {
+    let now = tokio::fs::read(path).await.unwrap_or_default();
+    if serde_json::from_slice::<serde_json::Value>(&now).is_ok() {
+        return Ok(());
+    }
+    tracing::warn!(path = %path.display(), "restoring a torn container state file");
+    let (path, old) = (path.to_path_buf(), old.to_vec());
+    tokio::task::spawn_blocking(move || write_atomic(&path, &old, true))
+        .await
+        .map_err(|e| Error::Container(format!("restoring the container state: {e}")))?
+}
+
+/// Kills what is left in cgroup `path` (e.g. processes libcontainer cloned
+/// for a create whose worker died) and removes its directory in every
+/// hierarchy. Blocking.
+fn remove_cgroup(path: &str) -> Result<()> {
+    let dirs = crate::purge::parent_dirs(path);
+    for d in &dirs {
+        crate::purge::thaw_and_kill(d);
+    }
+    for _ in 0..100 {
+        let gone = dirs.iter().all(|d| match fs::remove_dir(d) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        });
+        if gone {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(Error::Container(format!(
+        "cgroup {path} still has processes after SIGKILL"
+    )))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::format::{df_human, format_bytes, iso_millis, node_arch, uptime};
 use crate::model::{
     Capabilities, DiskInfo, ErrorJson, GpuJson, MemoryInfo, QuarantinedJson, RuntimeCounters,
-    SystemCapabilities, SystemInfo,
+    SystemCapabilities, SystemInfo, WorkersJson,
 };
 use crate::AppState;
 
@@ -121,6 +121,14 @@ fn system_info(st: &AppState) -> ApiResult<SystemInfo> {
                 at: iso_millis(&q.at),
             })
             .collect(),
+        workers: {
+            let w = st.rt.workers();
+            WorkersJson {
+                size: w.size,
+                idle: w.idle,
+                operations: st.rt.operations_in_flight(),
+            }
+        },
     })
 }
 

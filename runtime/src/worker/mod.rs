@@ -14,11 +14,15 @@ mod server;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
@@ -26,7 +30,7 @@ use tokio::io::Interest;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::{Error, Result};
-use proto::{Message, Reply, Request, MAX_MESSAGE};
+use proto::{Call, Message, Reply, Request, MAX_MESSAGE};
 
 /// First argument that turns an executable into a worker.
 pub const WORKER_ARG: &str = "__clawdspace-worker";
@@ -89,23 +93,96 @@ pub fn log_to_stderr(filter: &str) {
         .try_init();
 }
 
-/// Receiver of an exec'd process's exit code.
-pub type ExitReceiver = oneshot::Receiver<i32>;
+/// The exit code of an exec'd process, to await. The holder owns the
+/// process: dropping it before the exit was seen (a caller that went away,
+/// a worker that died) SIGKILLs the process's group; the worker reaps it.
+pub struct ExitReceiver {
+    pid: i32,
+    rx: oneshot::Receiver<i32>,
+    seen: bool,
+}
 
-type Pending = oneshot::Sender<(Reply, Option<ExitReceiver>)>;
+impl ExitReceiver {
+    fn new(pid: i32) -> (oneshot::Sender<i32>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (
+            tx,
+            ExitReceiver {
+                pid,
+                rx,
+                seen: false,
+            },
+        )
+    }
+}
+
+impl Future for ExitReceiver {
+    type Output = std::result::Result<i32, oneshot::error::RecvError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        self.seen = r.is_ok();
+        Poll::Ready(r)
+    }
+}
+
+impl Drop for ExitReceiver {
+    fn drop(&mut self) {
+        if !self.seen && self.rx.try_recv().is_err() {
+            crate::exec::kill_group(self.pid);
+        }
+    }
+}
+
+const WORKER_DIED: &str = "worker process died";
+
+/// The error of a call whose worker died before answering.
+fn died() -> Error {
+    Error::Container(WORKER_DIED.into())
+}
+
+/// Whether `e` says the worker died before answering: the request may or
+/// may not have been carried out, and a new worker serves the next one.
+pub fn is_worker_death(e: &Error) -> bool {
+    matches!(e, Error::Container(m) if m == WORKER_DIED)
+}
+
+/// A worker's reply and, for `Spawned`, the exit of the started process.
+pub type Answer = (Reply, Option<ExitReceiver>);
+
+/// Idle list and free count of a pool, shared with its connections: a
+/// slot goes back only when its worker answered (or died).
+struct Slots {
+    idle: Mutex<Vec<usize>>,
+    free: Semaphore,
+}
+
+impl Slots {
+    fn release(&self, idx: usize) {
+        lock(&self.idle).push(idx);
+        self.free.add_permits(1);
+    }
+}
+
+/// The request a worker is running: its id and who waits for the answer.
+type Pending = (u64, oneshot::Sender<Answer>);
 
 struct Conn {
     sock: AsyncFd<OwnedFd>,
+    /// Pool slot this worker fills.
+    idx: usize,
+    slots: Arc<Slots>,
+    /// Whoever takes the pending request out of here returns the slot.
     pending: Mutex<Option<Pending>>,
     exits: Mutex<HashMap<i32, oneshot::Sender<i32>>>,
-    alive: std::sync::atomic::AtomicBool,
+    alive: AtomicBool,
     /// Set when the pool closes the worker on purpose.
-    closing: std::sync::atomic::AtomicBool,
+    closing: AtomicBool,
     child: Mutex<std::process::Child>,
 }
 
 impl Conn {
-    fn spawn(exe: &Path) -> Result<Arc<Conn>> {
+    fn spawn(exe: &Path, idx: usize, slots: Arc<Slots>) -> Result<Arc<Conn>> {
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -136,6 +213,7 @@ impl Conn {
             .spawn()
             .map_err(|e| Error::Container(format!("start worker {}: {e}", exe.display())))?;
         drop(theirs);
+        let child_pid = child.id() as i32;
         // SAFETY: `ours` is an owned socket that stays open, unshared, for
         // as long as the AsyncFd that owns it.
         let sock = unsafe {
@@ -144,104 +222,149 @@ impl Conn {
         .map_err(|e| Error::io("register worker socket", e.into()))?;
         let conn = Arc::new(Conn {
             sock,
+            idx,
+            slots,
             pending: Mutex::new(None),
             exits: Mutex::new(HashMap::new()),
-            alive: std::sync::atomic::AtomicBool::new(true),
-            closing: std::sync::atomic::AtomicBool::new(false),
+            alive: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
             child: Mutex::new(child),
         });
-        tokio::spawn(Conn::read_loop(conn.clone()));
+        // A worker whose pidfd cannot be had is still seen dying at EOF.
+        let pidfd = crate::sandbox::proc::pidfd_open(child_pid)
+            .and_then(|fd| {
+                // SAFETY: the pidfd is owned by the AsyncFd for its whole life.
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(Into::into)
+            })
+            .map_err(|e| tracing::warn!("pidfd of a worker: {e}"))
+            .ok();
+        tokio::spawn(Conn::read_loop(conn.clone(), pidfd));
         Ok(conn)
     }
 
     fn is_alive(&self) -> bool {
-        self.alive.load(std::sync::atomic::Ordering::Acquire)
+        self.alive.load(Ordering::Acquire)
     }
 
-    async fn read_loop(conn: Arc<Conn>) {
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        loop {
-            let res = match conn.sock.readable().await {
-                Ok(mut guard) => guard.try_io(|s| {
-                    fdpass::recv(s.get_ref().as_raw_fd(), &mut buf)
-                        .map(|(n, _)| n)
-                        .map_err(std::io::Error::from)
-                }),
-                Err(_) => Ok(Ok(0)),
-            };
-            let n = match res {
-                Err(_would_block) => continue,
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => 0,
-            };
-            if n == 0 {
-                break;
+    /// Takes the pending request if it is `id` (any id: `None`); the taker
+    /// returns the slot.
+    fn take_pending(&self, id: Option<u64>) -> Option<oneshot::Sender<Answer>> {
+        let mut p = lock(&self.pending);
+        match &*p {
+            Some((pid, _)) if id.is_none_or(|id| id == *pid) => p.take().map(|(_, tx)| tx),
+            _ => None,
+        }
+    }
+
+    /// Receives one message without waiting: `Some(0)` at EOF, `None`
+    /// when there is none now.
+    fn try_recv(&self, buf: &mut [u8]) -> Option<usize> {
+        match fdpass::recv(self.sock.get_ref().as_raw_fd(), buf) {
+            Ok((n, _)) => Some(n),
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => None,
+            Err(_) => Some(0),
+        }
+    }
+
+    /// Hands a reply to the request it answers (by id) and frees the slot;
+    /// passes exit codes on.
+    fn on_message(&self, data: &[u8]) {
+        match serde_json::from_slice::<Message>(data) {
+            Ok(Message::Reply { id, reply }) => {
+                let exit = if let Reply::Spawned { pid } = reply {
+                    let (tx, rx) = ExitReceiver::new(pid);
+                    lock(&self.exits).insert(pid, tx);
+                    Some(rx)
+                } else {
+                    None
+                };
+                let Some(tx) = self.take_pending(Some(id)) else {
+                    // Dropping `exit` kills what nobody asked for.
+                    tracing::warn!(id, "worker reply to no pending request; ignored");
+                    return;
+                };
+                // Free first: the caller may send its next request at once.
+                self.slots.release(self.idx);
+                // A caller that went away drops the answer; an exec'd
+                // process is then killed with its `ExitReceiver`.
+                let _ = tx.send((reply, exit));
             }
-            match serde_json::from_slice::<Message>(&buf[..n]) {
-                Ok(Message::Reply(reply)) => {
-                    let exit_rx = if let Reply::Spawned { pid } = reply {
-                        let (tx, rx) = oneshot::channel();
-                        lock(&conn.exits).insert(pid, tx);
-                        Some(rx)
-                    } else {
-                        None
-                    };
-                    if let Some(tx) = lock(&conn.pending).take() {
-                        let _ = tx.send((reply, exit_rx));
+            Ok(Message::Exited { pid, code }) => {
+                if let Some(tx) = lock(&self.exits).remove(&pid) {
+                    let _ = tx.send(code);
+                }
+            }
+            Err(e) => tracing::error!("bad message from worker: {e}"),
+        }
+    }
+
+    /// Reads the worker's messages until it dies. Death is seen on its
+    /// pidfd, not only as EOF: processes libcontainer cloned from the
+    /// worker (stuck half-way when it was killed) may hold its socket open.
+    async fn read_loop(conn: Arc<Conn>, pidfd: Option<AsyncFd<OwnedFd>>) {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let exited = async {
+            match &pidfd {
+                Some(p) => drop(p.readable().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(exited);
+        'serve: loop {
+            tokio::select! {
+                ready = conn.sock.readable() => {
+                    let Ok(mut guard) = ready else { break 'serve };
+                    match conn.try_recv(&mut buf) {
+                        None => guard.clear_ready(),
+                        Some(0) => break 'serve,
+                        Some(n) => conn.on_message(&buf[..n]),
                     }
                 }
-                Ok(Message::Exited { pid, code }) => {
-                    if let Some(tx) = lock(&conn.exits).remove(&pid) {
-                        let _ = tx.send(code);
+                () = &mut exited => {
+                    // Take what it sent before it died, then give up.
+                    while let Some(n) = conn.try_recv(&mut buf).filter(|n| *n > 0) {
+                        conn.on_message(&buf[..n]);
                     }
+                    break 'serve;
                 }
-                Err(e) => tracing::error!("bad message from worker: {e}"),
             }
         }
-        // The worker is gone: fail what waits on it.
-        conn.alive
-            .store(false, std::sync::atomic::Ordering::Release);
-        if let Some(tx) = lock(&conn.pending).take() {
-            let _ = tx.send((
-                Reply::Failed {
-                    error: "worker process died".into(),
-                },
-                None,
-            ));
+        // The worker is gone: fail what waits on it and free its slot (the
+        // next request there starts a new worker).
+        conn.alive.store(false, Ordering::Release);
+        if let Some(tx) = conn.take_pending(None) {
+            conn.slots.release(conn.idx);
+            // The caller sees the closed channel: `died()`.
+            drop(tx);
         }
         lock(&conn.exits).clear();
         let mut child = lock(&conn.child);
         let _ = child.kill();
         let _ = child.wait();
-        if conn.closing.load(std::sync::atomic::Ordering::Acquire) {
+        if conn.closing.load(Ordering::Acquire) {
             tracing::debug!("worker process exited");
         } else {
             tracing::warn!("worker process exited unexpectedly; a new one starts on demand");
         }
     }
 
-    async fn call(&self, data: &[u8], fds: &[RawFd]) -> Result<(Reply, Option<ExitReceiver>)> {
-        let (tx, rx) = oneshot::channel();
-        *lock(&self.pending) = Some(tx);
+    async fn send(&self, data: &[u8], fds: &[RawFd]) -> Result<()> {
         loop {
             let mut guard = self
                 .sock
                 .writable()
                 .await
                 .map_err(|e| Error::io("worker socket", e))?;
+            // One datagram: sent whole or not at all.
             match guard
                 .try_io(|s| fdpass::send(s.get_ref().as_raw_fd(), data, fds).map_err(Into::into))
             {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => {
-                    lock(&self.pending).take();
-                    return Err(Error::Container(format!("send to worker: {e}")));
-                }
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => return Err(Error::Container(format!("send to worker: {e}"))),
                 Err(_would_block) => continue,
             }
         }
-        rx.await
-            .map_err(|_| Error::Container("worker process died".into()))
     }
 }
 
@@ -249,72 +372,142 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A slot taken for one request until the request reaches its worker;
+/// dropped before that (an error, a cancelled caller), it frees the slot.
+struct Lease<'a> {
+    slots: &'a Slots,
+    idx: usize,
+    /// The worker and request id once the request is pending there.
+    pending: Option<(Arc<Conn>, u64)>,
+    sent: bool,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
+        }
+        if let Some((conn, id)) = &self.pending {
+            if conn.take_pending(Some(*id)).is_none() {
+                // The read loop took it (the worker died) and freed the slot.
+                return;
+            }
+        }
+        self.slots.release(self.idx);
+    }
+}
+
+/// Sizes of a worker pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Worker slots.
+    pub size: usize,
+    /// Slots with no request in flight.
+    pub idle: usize,
+}
+
 /// A fixed-size pool of worker processes; each runs one request at a time.
+/// Cancel-safe: a slot returns to the idle list only when its worker's
+/// reply to the request (matched by id) or the worker's death is seen,
+/// whatever happens to the caller.
 pub struct WorkerPool {
     exe: PathBuf,
-    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
-    idle: Mutex<Vec<usize>>,
-    free: Semaphore,
+    conns: Vec<Mutex<Option<Arc<Conn>>>>,
+    slots: Arc<Slots>,
+    next_id: AtomicU64,
 }
 
 impl WorkerPool {
     /// Starts `n` workers running `exe`. Must be called inside a tokio runtime.
     pub fn start(exe: &Path, n: usize) -> Result<Self> {
         let n = n.max(1);
-        let mut slots = Vec::with_capacity(n);
-        for _ in 0..n {
-            slots.push(tokio::sync::Mutex::new(Some(Conn::spawn(exe)?)));
+        let slots = Arc::new(Slots {
+            idle: Mutex::new((0..n).collect()),
+            free: Semaphore::new(n),
+        });
+        let mut conns = Vec::with_capacity(n);
+        for idx in 0..n {
+            conns.push(Mutex::new(Some(Conn::spawn(exe, idx, slots.clone())?)));
         }
         Ok(WorkerPool {
             exe: exe.to_path_buf(),
+            conns,
             slots,
-            idle: Mutex::new((0..n).collect()),
-            free: Semaphore::new(n),
+            next_id: AtomicU64::new(1),
         })
+    }
+
+    /// Pool size and idle slots now.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.conns.len(),
+            idle: lock(&self.slots.idle).len(),
+        }
+    }
+
+    /// The worker of slot `idx`, started anew if it died.
+    fn conn(&self, idx: usize) -> Result<Arc<Conn>> {
+        let mut slot = lock(&self.conns[idx]);
+        match &*slot {
+            Some(c) if c.is_alive() => Ok(c.clone()),
+            _ => {
+                let c = Conn::spawn(&self.exe, idx, self.slots.clone())?;
+                *slot = Some(c.clone());
+                Ok(c)
+            }
+        }
     }
 
     /// Sends `req` (with `fds`) to an idle worker and waits for its reply.
     /// The descriptors are duplicated into the worker; the caller keeps and
-    /// should close its own copies.
-    pub async fn call(
-        &self,
-        req: &Request,
-        fds: &[RawFd],
-    ) -> Result<(Reply, Option<ExitReceiver>)> {
-        let data = serde_json::to_vec(req).map_err(|e| Error::Container(e.to_string()))?;
-        let _permit = self
+    /// should close its own copies. Dropping the returned future never
+    /// loses the worker: its slot is freed when the reply arrives.
+    pub async fn call(&self, req: &Request, fds: &[RawFd]) -> Result<Answer> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = serde_json::to_vec(&Call {
+            id,
+            request: req.clone(),
+        })
+        .map_err(|e| Error::Container(e.to_string()))?;
+        self.slots
             .free
             .acquire()
             .await
-            .map_err(|_| Error::Container("worker pool closed".into()))?;
-        let idx = lock(&self.idle)
-            .pop()
-            .ok_or_else(|| Error::Container("no idle worker".into()))?;
-        let result = async {
-            let mut slot = self.slots[idx].lock().await;
-            if !slot.as_ref().is_some_and(|c| c.is_alive()) {
-                *slot = Some(Conn::spawn(&self.exe)?);
-            }
-            let conn = slot
-                .as_ref()
-                .cloned()
-                .ok_or_else(|| Error::Container("no worker".into()))?;
-            drop(slot);
-            conn.call(&data, fds).await
+            .map_err(|_| Error::Container("worker pool closed".into()))?
+            .forget();
+        let Some(idx) = lock(&self.slots.idle).pop() else {
+            self.slots.free.add_permits(1);
+            return Err(Error::Container("no idle worker".into()));
+        };
+        let mut lease = Lease {
+            slots: &self.slots,
+            idx,
+            pending: None,
+            sent: false,
+        };
+        let conn = self.conn(idx)?;
+        let (tx, rx) = oneshot::channel();
+        *lock(&conn.pending) = Some((id, tx));
+        lease.pending = Some((conn.clone(), id));
+        // The read loop marks a worker dead before it takes what is pending:
+        // if it is dead now, nobody answers this request.
+        if !conn.is_alive() {
+            return Err(died());
         }
-        .await;
-        lock(&self.idle).push(idx);
-        result
+        conn.send(&data, fds).await?;
+        lease.sent = true;
+        drop(lease);
+        rx.await.map_err(|_| died())
     }
 }
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
         // Closing our socket ends each worker; reap them.
-        for slot in &mut self.slots {
-            if let Some(conn) = slot.get_mut().take() {
-                conn.closing
-                    .store(true, std::sync::atomic::Ordering::Release);
+        for slot in &mut self.conns {
+            let conn = slot.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(conn) = conn {
+                conn.closing.store(true, Ordering::Release);
                 let mut child = lock(&conn.child);
                 // SAFETY: shutting down our end of a socket we own.
                 unsafe { libc::shutdown(conn.sock.get_ref().as_raw_fd(), libc::SHUT_RDWR) };

@@ -1,6 +1,7 @@
 //! Messages between the runtime (in the daemon) and its worker processes.
 //! One JSON message per SOCK_SEQPACKET datagram; file descriptors travel
-//! alongside with SCM_RIGHTS.
+//! alongside with SCM_RIGHTS. Every request carries an id that its reply
+//! repeats, so a reply is only ever matched to the request it answers.
 
 use std::path::PathBuf;
 
@@ -123,6 +124,22 @@ pub enum Request {
     Destroy(DestroyRequest),
 }
 
+/// A request and the id its reply carries (unique per pool).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Call {
+    /// Request id.
+    pub id: u64,
+    /// What to do.
+    pub request: Request,
+}
+
+/// The id of a [`Call`] whose request could not be parsed.
+#[derive(Debug, Deserialize)]
+pub struct CallId {
+    /// Request id.
+    pub id: u64,
+}
+
 /// A worker's answer to one request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
@@ -150,8 +167,13 @@ pub enum Reply {
 /// Everything a worker sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Message {
-    /// Answer to the request in flight.
-    Reply(Reply),
+    /// Answer to the request with this id.
+    Reply {
+        /// Id of the [`Call`] answered.
+        id: u64,
+        /// The answer.
+        reply: Reply,
+    },
     /// A process started by `Exec` ended (128+N when killed by signal N).
     Exited {
         /// Host pid.

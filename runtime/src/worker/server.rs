@@ -11,7 +11,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::fdpass;
-use super::proto::{Message, Reply, Request, MAX_MESSAGE};
+use super::proto::{Call, CallId, Message, Reply, Request, MAX_MESSAGE};
 use crate::sandbox::{lifecycle, proc, SandboxError};
 
 struct Child {
@@ -94,13 +94,18 @@ pub fn serve(sock: OwnedFd) {
             Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
             Err(_) => return,
         };
-        let reply = match serde_json::from_slice::<Request>(&buf[..n]) {
-            Ok(req) => handle(req, fds, &mut children),
-            Err(e) => Reply::Failed {
-                error: format!("bad request: {e}").into(),
-            },
+        let (id, reply) = match serde_json::from_slice::<Call>(&buf[..n]) {
+            Ok(call) => (call.id, handle(call.request, fds, &mut children)),
+            Err(e) => (
+                // Answer under the id if there is one, so the runtime
+                // frees the slot instead of waiting forever.
+                serde_json::from_slice::<CallId>(&buf[..n]).map_or(0, |c| c.id),
+                Reply::Failed {
+                    error: format!("bad request: {e}").into(),
+                },
+            ),
         };
-        send(fd, &Message::Reply(reply));
+        send(fd, &Message::Reply { id, reply });
     }
 }
 
