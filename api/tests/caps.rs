@@ -94,6 +94,7 @@ fn line<'a>(caps: &'a str, name: &str) -> &'a str {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn root_gets_the_spaces_capabilities_on_every_exec_path() {
     let Some(d) = Daemon::start(&[]).await else {
         return;

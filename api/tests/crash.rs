@@ -168,6 +168,7 @@ fn strays(d: &Daemon) -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn kill_9_during_creates_and_destroys_loses_nothing_and_leaks_nothing() {
     let Some(mut d) = Daemon::start(&[]).await else {
         return;
@@ -281,6 +282,7 @@ async fn kill_9_during_creates_and_destroys_loses_nothing_and_leaks_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_corrupt_record_is_reported_and_its_files_survive_a_restart() {
     let Some(mut d) = Daemon::start(&[]).await else {
         return;

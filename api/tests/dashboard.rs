@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn dashboard_is_served_without_a_key_and_the_api_still_needs_one() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -71,6 +72,7 @@ async fn dashboard_is_served_without_a_key_and_the_api_still_needs_one() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn stats_report_a_busy_space_and_404_for_a_missing_one() {
     let Some(d) = Daemon::start(&[]).await else {
         return;

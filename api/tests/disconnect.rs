@@ -231,6 +231,7 @@ async fn assert_host_matches_api(d: &Daemon, netns_before: &BTreeSet<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
 async fn clients_that_hang_up_leave_no_orphan_ghost_or_lost_worker() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -358,6 +359,7 @@ fn workers(daemon: u32) -> Vec<u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
 async fn workers_killed_mid_call_are_replaced_and_their_calls_fail_cleanly() {
     let Some(d) = Daemon::start(&[]).await else {
         return;

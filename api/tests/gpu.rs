@@ -20,6 +20,7 @@ fn bad(msg: &str) -> (reqwest::StatusCode, Value) {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn gpu_spaces_get_the_cdi_devices_they_ask_for() {
     let dir = std::env::temp_dir().join(format!("clawdspace-cdi-{:08x}", rand::random::<u32>()));
     let _rm = RmDir(dir.clone());
@@ -109,6 +110,7 @@ async fn gpu_spaces_get_the_cdi_devices_they_ask_for() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn with_only_the_driver_gpu_runtime_is_driver() {
     let dir = std::env::temp_dir().join(format!("clawdspace-drv-{:08x}", rand::random::<u32>()));
     let _rm = RmDir(dir.clone());

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn auth_cors_and_unknown_paths_follow_the_contract() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -95,6 +96,7 @@ async fn auth_cors_and_unknown_paths_follow_the_contract() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn create_validates_input_in_the_contract_order() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -219,6 +221,7 @@ async fn create_validates_input_in_the_contract_order() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_space_lives_through_the_whole_api() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -373,6 +376,7 @@ async fn a_space_lives_through_the_whole_api() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn concurrent_requests_are_served_and_one_name_wins_once() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -414,6 +418,7 @@ async fn concurrent_requests_are_served_and_one_name_wins_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn system_and_capabilities_report_the_host_and_the_spaces() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -456,6 +461,7 @@ async fn system_and_capabilities_report_the_host_and_the_spaces() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn idle_spaces_fall_asleep_but_not_during_an_exec() {
     let Some(d) = Daemon::start(&[
         ("IDLE_TIMEOUT_MS", "700"),
@@ -486,6 +492,7 @@ async fn idle_spaces_fall_asleep_but_not_during_an_exec() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn spaces_survive_daemon_restarts() {
     let Some(mut d) = Daemon::start(&[]).await else {
         return;
@@ -515,6 +522,7 @@ async fn spaces_survive_daemon_restarts() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn bad_configuration_stops_the_daemon_at_startup() {
     if !nix::unistd::geteuid().is_root() {
         return;
@@ -562,6 +570,7 @@ async fn bad_configuration_stops_the_daemon_at_startup() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn the_network_is_chosen_on_create() {
     let Some(d) = Daemon::start(&[]).await else {
         return;

@@ -41,6 +41,7 @@ async fn connect(d: &Daemon) -> TcpStream {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs root"]
 async fn slow_and_idle_connections_are_closed_but_long_work_is_not() {
     let header = HEADER_MS.to_string();
     let keepalive = KEEPALIVE_MS.to_string();
@@ -176,6 +177,7 @@ async fn slow_and_idle_connections_are_closed_but_long_work_is_not() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn connections_over_the_cap_wait_for_a_free_slot() {
     let header = HEADER_MS.to_string();
     let Some(d) = Daemon::start(&[

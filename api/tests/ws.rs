@@ -74,6 +74,7 @@ async fn read_until(
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn streams_stdout_and_stderr_separately_then_the_exit_code() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -95,6 +96,7 @@ async fn streams_stdout_and_stderr_separately_then_the_exit_code() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_tty_session_echoes_typing_and_resizes() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -121,6 +123,7 @@ async fn a_tty_session_echoes_typing_and_resizes() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn closing_the_socket_kills_the_process_and_auth_is_required() {
     let Some(d) = Daemon::start(&[]).await else {
         return;
@@ -151,6 +154,7 @@ async fn closing_the_socket_kills_the_process_and_auth_is_required() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_session_timeout_kills_the_command_and_bad_requests_are_refused_cleanly() {
     let Some(d) = Daemon::start(&[]).await else {
         return;

@@ -18,6 +18,7 @@ fn refs(v: &[String]) -> Vec<&str> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn discovery_list_and_a_stopped_server() {
     let _serial = serial();
     let Some(mut c) = Cluster::start(2) else {
@@ -101,6 +102,7 @@ fn discovery_list_and_a_stopped_server() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn space_lifecycle_and_exec() {
     let _serial = serial();
     let Some(c) = Cluster::start(2) else {
@@ -315,6 +317,7 @@ impl Pty {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn shell_through_a_pseudo_terminal() {
     let _serial = serial();
     let Some(c) = Cluster::start(2) else {

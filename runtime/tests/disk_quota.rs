@@ -19,6 +19,7 @@ fn request(name: &str, disk: Option<u64>) -> CreateSpace {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_disk_limit_without_project_quotas_is_refused_and_leaves_nothing() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -55,6 +56,7 @@ fn run(cmd: &str, args: &[&str]) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn writes_past_the_disk_limit_fail_inside_the_space_only() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -143,6 +145,7 @@ async fn quotas_enforced(env: &TestEnv) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn the_server_default_disk_limit_applies_only_where_quotas_hold() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -168,6 +171,7 @@ async fn the_server_default_disk_limit_applies_only_where_quotas_hold() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_space_whose_disk_limit_cannot_be_applied_is_not_started_without_it() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;

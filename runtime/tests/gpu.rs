@@ -51,6 +51,7 @@ async fn code(env: &TestEnv, name: &str, cmd: &str) -> i32 {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn cdi_devices_env_mounts_and_hooks_reach_only_spaces_that_ask() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -204,6 +205,7 @@ async fn cdi_devices_env_mounts_and_hooks_reach_only_spaces_that_ask() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_failing_gpu_hook_leaves_nothing_behind() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -224,6 +226,7 @@ async fn a_failing_gpu_hook_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn nvidia_hook_runs_as_prestart_hook_with_the_container_state() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -283,6 +286,7 @@ async fn nvidia_hook_runs_as_prestart_hook_with_the_container_state() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn without_a_gpu_runtime_gpu_spaces_are_refused_with_what_to_install() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -328,6 +332,7 @@ fn mounts_of(spec: &serde_json::Value) -> Vec<(String, String, String)> {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn driver_edits_name_the_nodes_libraries_programs_and_environment() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -460,6 +465,7 @@ async fn driver_edits_name_the_nodes_libraries_programs_and_environment() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn driver_only_gpu_spaces_see_the_driver_and_follow_its_upgrades() {
     let Some(mut env) = TestEnv::new().await else {
         return;

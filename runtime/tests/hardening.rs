@@ -96,6 +96,7 @@ async fn assert_no_kernel_reach(env: &TestEnv, name: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn sandbox_space_cannot_reach_the_kernel() {
     let Some(env) = env_with_space("jail", false).await else {
         return;
@@ -121,6 +122,7 @@ async fn sandbox_space_cannot_reach_the_kernel() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn root_space_has_only_dockers_capabilities() {
     let Some(env) = env_with_space("rooty", true).await else {
         return;
@@ -161,6 +163,7 @@ impl Drop for HostChild {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn processes_outside_the_space_cannot_be_seen_or_traced() {
     let Some(env) = env_with_space("peek", false).await else {
         return;
@@ -201,6 +204,7 @@ async fn processes_outside_the_space_cannot_be_seen_or_traced() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn terminal_sessions_run_under_the_same_filter() {
     use tokio::io::AsyncReadExt;
     let Some(env) = env_with_space("tty", false).await else {

@@ -323,6 +323,7 @@ fn refused(env: &TestEnv, decoy: &Decoy, case: &str, entries: &[E], needle: &str
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn layers_never_write_through_symlinks_to_the_host() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -402,6 +403,7 @@ async fn layers_never_write_through_symlinks_to_the_host() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn hardlinks_and_names_cannot_leave_the_layer() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -447,6 +449,7 @@ async fn hardlinks_and_names_cannot_leave_the_layer() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn devices_are_skipped_setuid_and_user_xattrs_kept_trusted_xattrs_dropped() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -508,6 +511,7 @@ async fn devices_are_skipped_setuid_and_user_xattrs_kept_trusted_xattrs_dropped(
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn malformed_digests_in_a_layout_are_refused() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -556,6 +560,7 @@ async fn malformed_digests_in_a_layout_are_refused() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn records_naming_bad_digests_are_refused() {
     if !common::is_root() {
         return;
@@ -641,6 +646,7 @@ async fn push_raw(
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_pulled_layer_through_a_symlink_is_refused_naming_the_entry() {
     let Some((reg, env)) = registry_env(ImageLimits::default()).await else {
         return;
@@ -666,6 +672,7 @@ async fn a_pulled_layer_through_a_symlink_is_refused_naming_the_entry() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_diff_id_naming_a_host_directory_is_refused() {
     let Some((reg, env)) = registry_env(ImageLimits::default()).await else {
         return;
@@ -705,6 +712,7 @@ async fn a_diff_id_naming_a_host_directory_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn oversized_manifests_and_configs_are_refused() {
     let limits = ImageLimits {
         max_manifest_bytes: 4096,
@@ -787,6 +795,7 @@ fn zeros_layer(name: &str, size: usize) -> (ImageLayer, String) {
 use std::io::Read as _;
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn decompression_bombs_stop_at_the_layer_and_image_caps() {
     let limits = ImageLimits {
         max_layer_bytes: 8 << 20,
@@ -862,6 +871,7 @@ async fn decompression_bombs_stop_at_the_layer_and_image_caps() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_layer_whose_digest_does_not_match_leaves_nothing_unpacked() {
     let Some((reg, env)) = registry_env(ImageLimits::default()).await else {
         return;

@@ -49,6 +49,7 @@ fn busybox_layer(env: &TestEnv) -> (oci_client::client::ImageLayer, String) {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_space_from_a_pulled_image_sees_files_env_user_and_whiteouts() {
     let Some((reg, env)) = registry_env().await else {
         return;
@@ -111,6 +112,7 @@ async fn a_space_from_a_pulled_image_sees_files_env_user_and_whiteouts() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn an_index_resolves_to_this_hosts_platform_and_zstd_layers_work() {
     let Some((reg, env)) = registry_env().await else {
         return;
@@ -186,6 +188,7 @@ async fn an_index_resolves_to_this_hosts_platform_and_zstd_layers_work() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn missing_tags_and_unreachable_registries_are_clear_errors() {
     let Some((reg, env)) = registry_env().await else {
         return;
@@ -221,6 +224,7 @@ async fn missing_tags_and_unreachable_registries_are_clear_errors() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
     let Some((reg, env)) = registry_env().await else {
         return;
@@ -269,6 +273,7 @@ async fn a_corrupt_blob_is_refused_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn concurrent_pulls_share_one_download_and_shared_layers_are_stored_once() {
     let Some((reg, env)) = registry_env().await else {
         return;
@@ -329,6 +334,7 @@ async fn concurrent_pulls_share_one_download_and_shared_layers_are_stored_once()
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn registry_credentials_are_used_and_wrong_ones_are_refused() {
     if !common::is_root() || !have_registry() {
         return;
@@ -396,6 +402,7 @@ async fn registry_credentials_are_used_and_wrong_ones_are_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn images_in_use_cannot_be_removed_and_gc_keeps_what_is_used() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -460,6 +467,7 @@ fn write_layout(
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn an_oci_layout_or_archive_imports_and_a_corrupt_one_is_refused() {
     let Some(env) = TestEnv::new().await else {
         return;

@@ -234,6 +234,7 @@ async fn mac_in(env: &TestEnv, space: &str) -> [u8; 6] {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -339,6 +340,7 @@ async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn allowed_private_ranges_are_reachable() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -364,6 +366,7 @@ async fn allowed_private_ranges_are_reachable() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn dns_servers_in_private_ranges_are_reachable_on_port_53_only() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -388,6 +391,7 @@ async fn dns_servers_in_private_ranges_are_reachable_on_port_53_only() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_renamed_bridge_replaces_the_old_one_at_restart() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -410,6 +414,7 @@ async fn a_renamed_bridge_replaces_the_old_one_at_restart() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -515,6 +520,7 @@ fn someone_elses(prefix: &str) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_failed_create_leaves_no_network_behind() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -554,6 +560,7 @@ async fn a_failed_create_leaves_no_network_behind() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn the_bridge_lingers_after_the_last_space_then_goes() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -762,6 +769,7 @@ fn neighbour(bridge: &str, ip: Ipv4Addr) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_root_space_cannot_take_another_spaces_address_or_mac() {
     let Some((env, a, b)) = victim_and_attacker().await else {
         return;
@@ -835,6 +843,7 @@ async fn a_root_space_cannot_take_another_spaces_address_or_mac() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_root_space_cannot_send_from_another_address_or_mac() {
     let Some((env, a, b)) = victim_and_attacker().await else {
         return;

@@ -18,6 +18,7 @@ fn alive(pid: i32) -> bool {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn spaces_survive_kill_9_of_the_daemon() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -57,6 +58,7 @@ async fn spaces_survive_kill_9_of_the_daemon() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_clean_restart_adopts_running_and_paused_spaces() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -74,6 +76,7 @@ async fn a_clean_restart_adopts_running_and_paused_spaces() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn after_a_simulated_reboot_spaces_come_back_with_their_files() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -114,6 +117,7 @@ async fn after_a_simulated_reboot_spaces_come_back_with_their_files() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_dead_init_is_started_again_with_files_intact() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -134,6 +138,7 @@ async fn a_dead_init_is_started_again_with_files_intact() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_second_runtime_on_the_same_state_dir_is_refused() {
     let Some(env) = TestEnv::new().await else {
         return;

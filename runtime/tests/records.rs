@@ -28,6 +28,7 @@ fn record_path(env: &TestEnv, s: &Space) -> std::path::PathBuf {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -114,6 +115,7 @@ async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_record_without_a_format_version_loads() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -142,6 +144,7 @@ async fn a_record_without_a_format_version_loads() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn only_a_directory_that_never_held_a_record_is_removed_at_startup() {
     let Some(mut env) = TestEnv::new().await else {
         return;
@@ -171,6 +174,7 @@ async fn only_a_directory_that_never_held_a_record_is_removed_at_startup() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn an_image_that_blocks_the_working_directory_is_a_bad_request() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -240,6 +244,7 @@ async fn worker_exec(pool: &WorkerPool, env: &TestEnv, s: &Space, cwd: &str) -> 
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_bad_working_directory_keeps_its_kind_across_the_worker_boundary() {
     let Some(env) = TestEnv::new().await else {
         return;

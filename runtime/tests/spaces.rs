@@ -10,6 +10,7 @@ use clawdspace_runtime::{Command, CreateSpace, Error, ExecRequest, SpaceStatus};
 use common::{wait_until, TestEnv, IMAGE};
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn limits_are_written_to_the_cgroup_and_visible_inside() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -35,6 +36,7 @@ async fn limits_are_written_to_the_cgroup_and_visible_inside() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn memory_hog_is_oom_killed_inside_its_space_only() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -53,6 +55,7 @@ async fn memory_hog_is_oom_killed_inside_its_space_only() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn fork_bomb_stops_at_the_pids_limit() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -94,6 +97,7 @@ async fn fork_bomb_stops_at_the_pids_limit() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn exec_separates_streams_and_reports_exit_codes() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -144,6 +148,7 @@ async fn exec_separates_streams_and_reports_exit_codes() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn exec_captures_a_mebibyte_and_caps_noisy_output() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -165,6 +170,7 @@ async fn exec_captures_a_mebibyte_and_caps_noisy_output() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn exec_timeout_kills_the_whole_process_group() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -180,6 +186,7 @@ async fn exec_timeout_kills_the_whole_process_group() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn exec_takes_stdin_cwd_env_and_user() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -198,6 +205,7 @@ async fn exec_takes_stdin_cwd_env_and_user() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn many_execs_run_at_once_in_one_space() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -241,6 +249,7 @@ where
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn paused_space_makes_no_progress_and_resumes_where_it_was() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -279,6 +288,7 @@ async fn paused_space_makes_no_progress_and_resumes_where_it_was() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn exec_wakes_a_paused_space() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -293,6 +303,7 @@ async fn exec_wakes_a_paused_space() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn init_reaps_orphans_so_no_zombies_remain() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -319,6 +330,7 @@ async fn init_reaps_orphans_so_no_zombies_remain() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn destroy_leaves_nothing_behind_and_is_idempotent() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -355,6 +367,7 @@ async fn destroy_leaves_nothing_behind_and_is_idempotent() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn failed_create_leaves_nothing_and_the_name_stays_free() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -404,6 +417,7 @@ async fn failed_create_leaves_nothing_and_the_name_stays_free() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn concurrent_creates_of_one_name_give_exactly_one_space() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -435,6 +449,7 @@ async fn concurrent_creates_of_one_name_give_exactly_one_space() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn invalid_requests_are_refused_before_anything_is_made() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -468,6 +483,7 @@ async fn invalid_requests_are_refused_before_anything_is_made() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn a_tty_exec_gets_a_terminal_that_resizes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(env) = TestEnv::new().await else {

@@ -91,6 +91,7 @@ async fn kill_init_until_stopped(env: &TestEnv, name: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn an_image_whose_home_leads_to_the_host_creates_nothing_there() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -117,6 +118,7 @@ async fn an_image_whose_home_leads_to_the_host_creates_nothing_there() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn root_in_a_space_cannot_make_a_restart_create_host_directories() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -170,6 +172,7 @@ async fn refused_as(env: &TestEnv, name: &str, user: &str, what: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn exec_user_names_resolve_only_in_the_spaces_own_files() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -232,6 +235,7 @@ async fn exec_user_names_resolve_only_in_the_spaces_own_files() {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn an_images_passwd_is_read_inside_the_image_only() {
     let Some(env) = TestEnv::new().await else {
         return;
@@ -304,6 +308,7 @@ fn mount_options(target: &Path) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs root"]
 async fn set_uid_files_and_devices_of_a_space_are_out_of_the_hosts_reach() {
     let Some(mut env) = TestEnv::new().await else {
         return;
