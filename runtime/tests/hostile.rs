@@ -17,95 +17,13 @@ use std::path::{Path, PathBuf};
 
 use clawdspace_runtime::image::{ImageLimits, RegistryConfig};
 use clawdspace_runtime::{Error, ErrorKind};
+use common::decoy::{snapshot, Decoy};
 use common::registry::{layer, Comp, Registry};
 use common::TestEnv;
 use oci_client::client::{Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use sha2::Digest as _;
-
-// ---------------------------------------------------------------- decoy
-
-/// A host directory tree the evil layers aim at; removed on drop.
-struct Decoy {
-    dir: PathBuf,
-}
-
-impl Decoy {
-    fn new() -> Decoy {
-        let dir = PathBuf::from(format!(
-            "/var/tmp/clawdspace-decoy-{:08x}",
-            rand::random::<u32>()
-        ));
-        fs::create_dir_all(dir.join("sub/deeper")).expect("decoy");
-        fs::write(dir.join("victim"), "host file").expect("decoy");
-        fs::write(dir.join("sub/secret"), "host secret").expect("decoy");
-        fs::write(dir.join("sub/deeper/x"), "x").expect("decoy");
-        Decoy { dir }
-    }
-
-    /// The decoy's path without its leading `/`, for `../../..` targets.
-    fn relative(&self) -> String {
-        let ups = "../".repeat(12);
-        format!(
-            "{ups}{}",
-            self.dir.display().to_string().trim_start_matches('/')
-        )
-    }
-}
-
-impl Drop for Decoy {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Everything about a tree that an attack could change: each entry's type,
-/// mode, owner, content hash or link target, and xattr names.
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(md) = fs::symlink_metadata(&p) else {
-            continue;
-        };
-        let ft = md.file_type();
-        let what = if ft.is_symlink() {
-            format!("link {:?}", fs::read_link(&p).ok())
-        } else if ft.is_file() {
-            let data = fs::read(&p).unwrap_or_default();
-            format!("file {}", hex::encode(sha2::Sha256::digest(&data)))
-        } else if ft.is_dir() {
-            for e in fs::read_dir(&p).expect("read_dir").flatten() {
-                stack.push(e.path());
-            }
-            "dir".into()
-        } else {
-            format!("special {:?} rdev {}", ft, md.rdev())
-        };
-        let rel = p.strip_prefix(root).unwrap_or(&p).to_path_buf();
-        out.insert(
-            rel,
-            format!(
-                "{what} mode {:o} owner {}:{} xattrs {:?}",
-                md.mode(),
-                md.uid(),
-                md.gid(),
-                xattr_names(&p)
-            ),
-        );
-    }
-    out
-}
-
-fn xattr_names(p: &Path) -> Vec<u8> {
-    let c = CString::new(p.as_os_str().as_bytes()).expect("path");
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: a NUL-terminated path and a buffer of the given size.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    buf.truncate(n.max(0) as usize);
-    buf
-}
 
 fn xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
     let c = CString::new(p.as_os_str().as_bytes()).expect("path");

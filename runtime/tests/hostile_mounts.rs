@@ -6,81 +6,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
 use clawdspace_runtime::{CreateSpace, ErrorKind, NetworkMode, SpaceStatus};
+use common::decoy::{snapshot, Decoy};
 use common::{busybox_rootfs, request, wait_until, TestEnv};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-/// A host directory the images point at, with files to watch.
-struct Decoy {
-    dir: PathBuf,
-}
-
-impl Decoy {
-    fn new(tag: &str) -> Decoy {
-        let dir = PathBuf::from(format!(
-            "/var/tmp/clawdspace-decoy-{tag}-{:08x}",
-            rand::random::<u32>()
-        ));
-        fs::create_dir_all(dir.join("etc")).expect("decoy");
-        fs::write(dir.join("etc/resolv.conf"), "host resolv\n").expect("decoy");
-        fs::write(dir.join("etc/hosts"), "host hosts\n").expect("decoy");
-        fs::create_dir_all(dir.join("dev")).expect("decoy");
-        fs::write(dir.join("dev/init"), "host init\n").expect("decoy");
-        Decoy { dir }
-    }
-
-    /// Every path under the decoy with its type, size, mode and content.
-    fn snapshot(&self) -> BTreeMap<PathBuf, String> {
-        fn walk(p: &Path, out: &mut BTreeMap<PathBuf, String>) {
-            let Ok(m) = fs::symlink_metadata(p) else {
-                return;
-            };
-            let content = if m.is_file() {
-                fs::read_to_string(p).unwrap_or_default()
-            } else {
-                String::new()
-            };
-            out.insert(
-                p.to_path_buf(),
-                format!("{:o} {} {} {content}", m.mode(), m.size(), m.ino()),
-            );
-            if m.is_dir() {
-                for e in fs::read_dir(p).expect("read decoy").flatten() {
-                    walk(&e.path(), out);
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        walk(&self.dir, &mut out);
-        out
-    }
-
-    /// Mount points at or under the decoy (there must be none).
-    fn mounts(&self) -> Vec<String> {
-        let table = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-        let prefix = self.dir.to_string_lossy().to_string();
-        table
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&prefix))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Decoy {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// Imports a busybox image as `reference` after `plant` has changed its tree.
 fn import(env: &TestEnv, reference: &str, plant: impl FnOnce(&Path)) {
@@ -115,7 +51,7 @@ fn replace_with_symlink(root: &Path, rel: &str, target: &Path) {
 /// must not change and nothing may be mounted on it at any point. Returns
 /// whether the create succeeded (a clear refusal is also fine).
 async fn exercise(env: &TestEnv, decoy: &Decoy, name: &str, image: &str) -> bool {
-    let before = decoy.snapshot();
+    let before = snapshot(&decoy.dir);
     let created = env
         .rt()
         .create(CreateSpace {
@@ -173,7 +109,7 @@ async fn exercise(env: &TestEnv, decoy: &Decoy, name: &str, image: &str) -> bool
     assert!(decoy.mounts().is_empty(), "{name}: mounts left on the host");
     assert_eq!(
         before,
-        decoy.snapshot(),
+        snapshot(&decoy.dir),
         "{name}: the host's decoy tree changed"
     );
     ok
@@ -185,7 +121,7 @@ async fn mount_destinations_through_symlinks_stay_in_the_space() {
     let Some(env) = TestEnv::new().await else {
         return;
     };
-    let decoy = Decoy::new("mounts");
+    let decoy = Decoy::new();
     let d = decoy.dir.clone();
     let rel = PathBuf::from("../../../../../../..").join(d.strip_prefix("/").expect("abs"));
 

@@ -16,6 +16,7 @@ use clawdspace_runtime::{
 };
 
 pub mod cdi;
+pub mod decoy;
 pub mod probe;
 pub mod registry;
 
