@@ -834,3 +834,84 @@ async fn a_layer_whose_digest_does_not_match_leaves_nothing_unpacked() {
     assert!(err.to_string().contains("corrupt"), "{err}");
     watch.unchanged(&env, &decoy, "diff_id mismatch");
 }
+
+/// A registry whose token service answers with `token_bytes` bytes (no
+/// Content-Length: the cap must hold while the body streams). Serves until
+/// dropped; counts the token requests.
+struct HostileTokenService {
+    host: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HostileTokenService {
+    async fn start(token_bytes: usize) -> HostileTokenService {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let host = listener.local_addr().expect("addr").to_string();
+        let realm = format!("http://{host}/token");
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let realm = realm.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    if head.starts_with("GET /token") {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"token\":\"")
+                            .await;
+                        let _ = s.write_all(&vec![b'a'; token_bytes]).await;
+                        let _ = s.write_all(b"\"}").await;
+                    } else {
+                        let msg = format!(
+                            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"evil\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = s.write_all(msg.as_bytes()).await;
+                    }
+                });
+            }
+        });
+        HostileTokenService { host, task }
+    }
+}
+
+impl Drop for HostileTokenService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn oversized_token_responses_are_refused() {
+    let svc = HostileTokenService::start(64 << 10).await;
+    let Some(env) = TestEnv::with_registries(RegistryConfig {
+        insecure: vec![svc.host.clone()],
+        limits: ImageLimits {
+            max_manifest_bytes: 4096,
+            ..ImageLimits::default()
+        },
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let decoy = Decoy::new();
+    let watch = Watch::new(&env, &decoy);
+    let err = env
+        .rt()
+        .pull(&format!("{}/evil/token:1", svc.host), None)
+        .await
+        .expect_err("a 64 KiB token");
+    assert!(
+        err.to_string().contains("token response for")
+            && err
+                .to_string()
+                .contains("larger than the limit of 4096 bytes"),
+        "{err}"
+    );
+    watch.unchanged(&env, &decoy, "token");
+}

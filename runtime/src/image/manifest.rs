@@ -1,8 +1,9 @@
 //! Manifests and image indexes fetched with a size cap. oci-client reads
 //! them whole, so a hostile registry could answer with gigabytes; here the
 //! body is refused once it passes the cap (from `Content-Length` when sent,
-//! else while it streams). Authentication still goes through oci-client
-//! (its token cache then serves the blob downloads).
+//! else while it streams). Bearer tokens are fetched here too, with the same
+//! cap (oci-client would read a token response whole), and handed to
+//! oci-client's token cache, which then serves the blob downloads.
 
 use std::time::Duration;
 
@@ -74,6 +75,12 @@ impl ManifestFetcher {
         auth: &RegistryAuth,
         pick: impl Fn(&[ImageIndexEntry]) -> Option<String>,
     ) -> std::result::Result<(OciImageManifest, Digest), FetchError> {
+        // A bearer token fetched here is cached by oci-client for the blob
+        // downloads (no request made for it there).
+        let auth = match self.bearer_token(r, name, auth).await? {
+            Some(t) => &RegistryAuth::Bearer(t),
+            None => auth,
+        };
         let token = client
             .auth(r, auth, RegistryOperation::Pull)
             .await
@@ -112,6 +119,78 @@ impl ManifestFetcher {
         }
     }
 
+    /// A bearer token to pull `r`, when the registry asks for one (a `401`
+    /// with a `Bearer` challenge on `/v2/`): fetched from the challenge's
+    /// realm with `auth`'s credentials, the response capped like manifests.
+    /// None when the registry wants no token (anonymous or Basic).
+    async fn bearer_token(
+        &self,
+        r: &Reference,
+        name: &str,
+        auth: &RegistryAuth,
+    ) -> Result<Option<String>> {
+        let host = r.resolve_registry();
+        let url = format!("{}://{host}/v2/", self.scheme(host));
+        let resp = self
+            .http()?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| registry(name, &format!("registry unreachable: {e}")))?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(None);
+        }
+        let Some(challenge) = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .and_then(bearer_challenge)
+        else {
+            return Ok(None);
+        };
+        let Some(realm) = challenge.get("realm") else {
+            return Err(registry(name, "a bearer challenge without a realm"));
+        };
+        let mut query = vec![("scope", format!("repository:{}:pull", r.repository()))];
+        if let Some(service) = challenge.get("service") {
+            query.push(("service", service.clone()));
+        }
+        let mut req = self.http()?.get(realm).query(&query);
+        if let RegistryAuth::Basic(u, p) = auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| registry(name, &format!("token service unreachable: {e}")))?;
+        let status = resp.status();
+        let what = format!("the token response for {name}");
+        let body = self.read_capped(&mut resp, name, &what).await?;
+        if !status.is_success() {
+            return Err(status_error(name, status, &body));
+        }
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: Token = serde_json::from_slice(&body)
+            .map_err(|e| registry(name, &format!("bad token response: {e}")))?;
+        t.token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .map(Some)
+            .ok_or_else(|| registry(name, "the token response has no token"))
+    }
+
+    fn scheme(&self, host: &str) -> &'static str {
+        if self.insecure.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
     /// GETs the manifest `what` (a tag or a digest) of `r`, verified when
     /// `what` is a digest; returns the body and its digest.
     async fn get(
@@ -122,11 +201,7 @@ impl ManifestFetcher {
         authz: Option<&Authz>,
     ) -> Result<(Vec<u8>, Digest)> {
         let host = r.resolve_registry();
-        let scheme = if self.insecure.iter().any(|h| h == host) {
-            "http"
-        } else {
-            "https"
-        };
+        let scheme = self.scheme(host);
         let mut url = format!("{scheme}://{host}/v2/{}/manifests/{what}", r.repository());
         if let Some(ns) = r.namespace() {
             url.push_str(&format!("?ns={ns}"));
@@ -152,10 +227,15 @@ impl ManifestFetcher {
             .map_err(|e| registry(name, &format!("registry unreachable: {e}")))?;
         let status = resp.status();
         if !status.is_success() {
-            let body = self.read_capped(&mut resp, name).await.unwrap_or_default();
+            let body = self
+                .read_capped(&mut resp, name, &format!("the manifest of {name}"))
+                .await
+                .unwrap_or_default();
             return Err(status_error(name, status, &body));
         }
-        let body = self.read_capped(&mut resp, name).await?;
+        let body = self
+            .read_capped(&mut resp, name, &format!("the manifest of {name}"))
+            .await?;
         let digest = match Digest::parse(what) {
             Ok(want) => {
                 let mut h = Hasher::new(want.algorithm());
@@ -174,18 +254,24 @@ impl ManifestFetcher {
         Ok((body, digest))
     }
 
-    async fn read_capped(&self, resp: &mut reqwest::Response, name: &str) -> Result<Vec<u8>> {
+    /// The body of `resp` (`what`, for messages), refused past the cap.
+    async fn read_capped(
+        &self,
+        resp: &mut reqwest::Response,
+        name: &str,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         if resp.content_length().is_some_and(|n| n > self.max_bytes) {
-            return Err(self.too_big(&format!("the manifest of {name}")));
+            return Err(self.too_big(what));
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| registry(name, &format!("reading the manifest: {e}")))?
+            .map_err(|e| registry(name, &format!("reading {what}: {e}")))?
         {
             if (body.len() + chunk.len()) as u64 > self.max_bytes {
-                return Err(self.too_big(&format!("the manifest of {name}")));
+                return Err(self.too_big(what));
             }
             body.extend_from_slice(&chunk);
         }
@@ -207,6 +293,31 @@ enum Authz {
 
 fn registry(name: &str, why: &str) -> Error {
     Error::Registry(format!("{name}: {why}"))
+}
+
+/// The parameters of a `Bearer` `WWW-Authenticate` challenge
+/// (`Bearer realm="…",service="…",scope="…"`); None for other schemes.
+fn bearer_challenge(h: &str) -> Option<std::collections::HashMap<String, String>> {
+    let (scheme, rest) = h.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut out = std::collections::HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (value, tail) = match after.strip_prefix('"') {
+            Some(q) => {
+                let end = q.find('"')?;
+                (&q[..end], &q[end + 1..])
+            }
+            None => after.split_once(',').map_or((after, ""), |(v, t)| (v, t)),
+        };
+        out.insert(key.trim().to_ascii_lowercase(), value.to_string());
+        rest = tail.trim_start_matches([',', ' ']);
+    }
+    Some(out)
 }
 
 fn parse(body: &[u8]) -> Result<OciManifest> {
@@ -245,5 +356,26 @@ fn status_error(name: &str, status: reqwest::StatusCode, body: &[u8]) -> Error {
         Error::ImageNotFound(format!("{name}: {}", why.trim()))
     } else {
         registry(name, why.trim())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenges_are_parsed() {
+        let c = bearer_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .expect("bearer");
+        assert_eq!(c["realm"], "https://auth.docker.io/token");
+        assert_eq!(c["service"], "registry.docker.io");
+        assert_eq!(c["scope"], "repository:library/busybox:pull");
+        let c = bearer_challenge("bearer realm=http://x/t, service=s").expect("bearer");
+        assert_eq!(c["realm"], "http://x/t");
+        assert_eq!(c["service"], "s");
+        assert!(bearer_challenge(r#"Basic realm="registry""#).is_none());
+        assert!(bearer_challenge(r#"Bearer realm="unterminated"#).is_none());
     }
 }
