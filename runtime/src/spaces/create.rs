@@ -1,8 +1,7 @@
 //! Creating a space: validation of the request, then all or nothing (a
 //! failed create is rolled back completely).
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
 
@@ -170,12 +169,7 @@ impl Runtime {
             disk,
         };
         // Reserve the name: a concurrent create of the same name sees it.
-        let entry = Arc::new(Entry {
-            op: tokio::sync::Mutex::new(()),
-            rec: Mutex::new(space.clone()),
-            execs: AtomicUsize::new(0),
-            dirty: Default::default(),
-        });
+        let entry = Arc::new(Entry::new(space.clone()));
         let _op = entry.op.lock().await;
         {
             let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());

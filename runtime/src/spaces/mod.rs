@@ -8,7 +8,8 @@
 //! [`create`] (validation, create and rollback), [`bundle`] (bundle and init
 //! start), [`lifecycle`] (destroy, pause, resume, start), [`exec`] (piped and
 //! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`images`]
-//! (image wrappers). This module holds the handle, `open` and accessors.
+//! (image wrappers), [`cpu`] (CPU% samples). This module holds the handle,
+//! `open` and accessors.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -31,6 +32,7 @@ use crate::store::{Space, Store};
 use crate::worker::{PoolStats, WorkerPool};
 
 mod bundle;
+mod cpu;
 mod create;
 mod exec;
 mod images;
@@ -63,6 +65,8 @@ struct Inner {
     /// Detached operations running now, and a wake-up when one ends.
     ops: AtomicUsize,
     ops_done: tokio::sync::Notify,
+    /// Previous CPU samples of each space (for CPU%).
+    cpu: cpu::CpuSamples,
     /// Exclusive lock on the state dir: one runtime per state dir.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -183,6 +187,7 @@ impl Runtime {
                 spaces: RwLock::new(BTreeMap::new()),
                 ops: AtomicUsize::new(0),
                 ops_done: tokio::sync::Notify::new(),
+                cpu: Default::default(),
                 config,
                 _lock: lock,
             }),

@@ -1,8 +1,7 @@
 //! Keeping spaces alive across crashes: the init watcher, restore at
 //! startup and the quarantine of unreadable records.
 
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::io::unix::AsyncFd;
@@ -119,12 +118,7 @@ impl Runtime {
                     SpaceStatus::Running
                 };
             }
-            let entry = Arc::new(Entry {
-                op: tokio::sync::Mutex::new(()),
-                rec: Mutex::new(s.clone()),
-                execs: AtomicUsize::new(0),
-                dirty: Default::default(),
-            });
+            let entry = Arc::new(Entry::new(s.clone()));
             self.inner
                 .spaces
                 .write()

@@ -22,6 +22,16 @@ pub(super) struct Entry {
 }
 
 impl Entry {
+    /// A new entry holding record `space`, unlocked, with no exec.
+    pub(super) fn new(space: Space) -> Self {
+        Entry {
+            op: tokio::sync::Mutex::new(()),
+            rec: Mutex::new(space),
+            execs: AtomicUsize::new(0),
+            dirty: Default::default(),
+        }
+    }
+
     pub(super) fn snapshot(&self) -> Space {
         lock(&self.rec).clone()
     }
