@@ -17,9 +17,9 @@ pub mod inroot;
 pub mod network;
 pub mod purge;
 mod quota;
-mod runtime;
 pub mod sandbox;
 pub mod seccomp;
+mod spaces;
 pub mod spec;
 pub mod store;
 pub mod worker;
@@ -29,7 +29,7 @@ pub use config::RuntimeConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
-pub use runtime::{
+pub use spaces::{
     is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};

@@ -1,0 +1,234 @@
+//! Creating a space: validation of the request, then all or nothing (a
+//! failed create is rolled back completely).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+use crate::gpu::GpuRequest;
+use crate::image::resolve_user;
+use crate::network::{NetworkMode, SpaceNetwork};
+use crate::quota;
+use crate::spec::space_env;
+use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser};
+
+use super::registry::{lock, Entry};
+use super::Runtime;
+
+/// Smallest memory limit a space may have.
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+/// Smallest disk limit in bytes (1 MiB).
+pub const MIN_DISK: u64 = 1 << 20;
+
+/// Smallest CPU limit, in nano-CPUs (0.01 core).
+pub const MIN_NANO_CPUS: u64 = 10_000_000;
+
+/// What a new space should be.
+#[derive(Debug, Clone, Default)]
+pub struct CreateSpace {
+    /// Unique name (`^[a-zA-Z0-9_-]{1,63}$`).
+    pub name: String,
+    /// Image reference in the local store.
+    pub image: String,
+    /// Memory limit in bytes.
+    pub memory: u64,
+    /// CPU limit in nano-CPUs.
+    pub nano_cpus: u64,
+    /// pids limit (default from the config).
+    pub pids_limit: Option<i64>,
+    /// GPU space: runs as root in `/workspace`, with GPUs.
+    pub gpu: bool,
+    /// Which GPUs a GPU space gets (default: all).
+    pub gpus: Option<GpuRequest>,
+    /// How the space is connected (default here: `none`; the API's
+    /// default is `internet`).
+    pub network: NetworkMode,
+    /// Disk limit in bytes (needs project quotas on the state dir).
+    pub disk: Option<u64>,
+}
+
+/// Whether `name` is a valid space name (SPEC 6.1).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Runtime {
+    /// Creates and starts a space. All or nothing: on any failure nothing of
+    /// it remains (no record, mount, cgroup, process or directory). Runs to
+    /// the end even if the caller goes away.
+    pub async fn create(&self, req: CreateSpace) -> Result<Space> {
+        self.detached(move |rt| async move { rt.create_now(req).await })
+            .await
+    }
+
+    async fn create_now(&self, req: CreateSpace) -> Result<Space> {
+        if !is_valid_name(&req.name) {
+            return Err(Error::InvalidInput(
+                "Invalid name (alphanumeric, _, - only)".into(),
+            ));
+        }
+        if req.memory < MIN_MEMORY {
+            return Err(Error::InvalidInput(format!(
+                "Invalid memory: at least {} MiB",
+                MIN_MEMORY >> 20
+            )));
+        }
+        if req.nano_cpus < MIN_NANO_CPUS {
+            return Err(Error::InvalidInput("Invalid cpus: at least 0.01".into()));
+        }
+        let pids_limit = req.pids_limit.unwrap_or(self.inner.config.pids_limit);
+        if pids_limit < 1 {
+            return Err(Error::InvalidInput("Invalid pids limit: at least 1".into()));
+        }
+        if let Some(d) = req.disk {
+            if d < MIN_DISK {
+                return Err(Error::InvalidInput("Invalid disk: at least 1 MiB".into()));
+            }
+            quota::check_available(self.inner.store.dir())?;
+        }
+        // No limit asked for: the server's default, if quotas allow one.
+        let disk = req.disk.or(self.inner.config.default_disk);
+        if self.entry(&req.name).is_ok() {
+            return Err(Error::SpaceExists);
+        }
+        let gpus = match (req.gpu, &req.gpus) {
+            (true, r) => {
+                let r = r.clone().unwrap_or(GpuRequest::All);
+                // Reads CDI specs or the driver's files: off the async threads.
+                let rt = self.clone();
+                let assignment = tokio::task::spawn_blocking(move || rt.inner.gpu.assign(&r))
+                    .await
+                    .map_err(|e| Error::Gpu(format!("GPU task: {e}")))??;
+                tracing::info!(space = %req.name, backend = assignment.backend.as_str(),
+                    devices = ?assignment.devices, "GPUs assigned");
+                Some(assignment)
+            }
+            (false, Some(_)) => {
+                return Err(Error::InvalidInput(
+                    "Invalid gpus: only GPU spaces get GPUs".into(),
+                ))
+            }
+            (false, None) => None,
+        };
+        self.ensure_image(&req.image).await?;
+        let image = self.inner.images.resolve(&req.image)?;
+        let user = if req.gpu {
+            SpaceUser {
+                name: "root".into(),
+                uid: 0,
+                gid: 0,
+                additional_gids: Vec::new(),
+                home: "/root".into(),
+                workdir: "/workspace".into(),
+            }
+        } else {
+            // An image without a `sandbox` user still works: uid/gid 1000,
+            // as `docker run --user 1000:1000` would.
+            let layers = image.layer_dirs.clone();
+            let pw = tokio::task::spawn_blocking(move || resolve_user(&layers, "sandbox"))
+                .await
+                .map_err(|e| Error::Container(format!("user lookup task: {e}")))?
+                .map_err(|e| Error::InvalidInput(format!("image {}: {e}", req.image)))?;
+            SpaceUser {
+                name: "sandbox".into(),
+                uid: pw.as_ref().map_or(1000, |p| p.uid),
+                gid: pw.as_ref().map_or(1000, |p| p.gid),
+                additional_gids: pw.as_ref().map(|p| p.groups.clone()).unwrap_or_default(),
+                home: "/home/sandbox".into(),
+                workdir: "/home/sandbox".into(),
+            }
+        };
+        let now = Utc::now();
+        let space = Space {
+            name: req.name.clone(),
+            id: new_space_id(),
+            image: req.image.clone(),
+            memory: req.memory,
+            nano_cpus: req.nano_cpus,
+            pids_limit,
+            gpu: req.gpu,
+            gpus,
+            created: now,
+            started: now,
+            last_activity: now,
+            status: SpaceStatus::Creating,
+            init_pid: None,
+            init_start_time: None,
+            env: space_env(&image.image.config.env, &req.name, &user.home),
+            user,
+            layers: image.layer_dirs,
+            network: SpaceNetwork {
+                mode: req.network,
+                address: None,
+            },
+            disk,
+        };
+        // Reserve the name: a concurrent create of the same name sees it.
+        let entry = Arc::new(Entry::new(space.clone()));
+        let _op = entry.op.lock().await;
+        {
+            let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());
+            if map.contains_key(&req.name) {
+                return Err(Error::SpaceExists);
+            }
+            map.insert(req.name.clone(), entry.clone());
+        }
+        let started = async {
+            // First of all, so that a crash from here on leaves a directory
+            // known never to have held a record (removed at startup).
+            self.inner.store.begin(&space.id)?;
+            if req.network == NetworkMode::Internet {
+                let id = space.id.clone();
+                let addr = self.net(move |n| n.allocate(&id)).await?;
+                lock(&entry.rec).network.address = Some(addr);
+            }
+            self.start_init(&entry).await
+        };
+        match started.await {
+            Ok(s) => {
+                tracing::info!(space = %s.name, id = %s.short_id(), "created");
+                Ok(s)
+            }
+            Err(e) => {
+                tracing::warn!(space = %req.name, "create failed, rolling back: {e}");
+                let rollback = self.teardown(&space).await;
+                if let Err(e2) = &rollback {
+                    tracing::error!(space = %req.name, "rollback failed: {e2}");
+                }
+                let e = e.rolled_back(rollback);
+                self.inner
+                    .spaces
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&req.name);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_spec() {
+        for ok in [
+            "my-space",
+            "my_space",
+            "MySpace123",
+            "test-123_abc",
+            &"a".repeat(63),
+        ] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "invalid name!", "a.b", "a/b", "é", &"a".repeat(64)] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+}

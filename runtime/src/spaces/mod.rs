@@ -1,0 +1,307 @@
+//! The runtime: the life of every space, from the daemon's point of view.
+//!
+//! Async and thread-safe; libcontainer itself runs in worker processes
+//! ([`crate::worker`]). Operations on one space are serialised by a per-space
+//! lock; operations on different spaces run in parallel across workers.
+//!
+//! One home per operation: [`registry`] (entries, locks, activity),
+//! [`create`] (validation, create and rollback), [`bundle`] (bundle and init
+//! start), [`lifecycle`] (destroy, pause, resume, start), [`exec`] (piped and
+//! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`images`]
+//! (image wrappers), [`cpu`] (CPU% samples). This module holds the handle,
+//! `open` and accessors.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::cgroups::{CgroupMode, CgroupPaths, SpaceStats};
+use crate::config::RuntimeConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::write_atomic;
+use crate::gpu::Passthrough;
+use crate::image::{ImageStore, Puller};
+use crate::network::Network;
+use crate::quota;
+use crate::seccomp;
+use crate::spec::capabilities_for;
+use crate::store::{Space, Store};
+use crate::worker::{PoolStats, WorkerPool};
+
+mod bundle;
+mod cpu;
+mod create;
+mod exec;
+mod images;
+mod lifecycle;
+mod recovery;
+mod registry;
+
+pub use create::{is_valid_name, CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
+pub use exec::ExecActivity;
+use registry::Entry;
+
+/// The static init binary bind-mounted into every space.
+static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace-init"));
+
+/// Mode of the state directory: root only.
+pub const STATE_DIR_MODE: u32 = 0o700;
+
+struct Inner {
+    config: RuntimeConfig,
+    store: Store,
+    images: ImageStore,
+    puller: Puller,
+    pool: WorkerPool,
+    gpu: Passthrough,
+    net: Network,
+    cgroup_mode: CgroupMode,
+    init_path: PathBuf,
+    state_root: PathBuf,
+    spaces: RwLock<BTreeMap<String, Arc<Entry>>>,
+    /// Detached operations running now, and a wake-up when one ends.
+    ops: AtomicUsize,
+    ops_done: tokio::sync::Notify,
+    /// Previous CPU samples of each space (for CPU%).
+    cpu: cpu::CpuSamples,
+    /// Exclusive lock on the state dir: one runtime per state dir.
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+/// Handle to the runtime; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+/// Counts a detached operation while it runs.
+struct OpGuard(Arc<Inner>);
+
+impl OpGuard {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.ops.fetch_add(1, Ordering::AcqRel);
+        OpGuard(inner.clone())
+    }
+}
+
+impl Drop for OpGuard {
+    fn drop(&mut self) {
+        self.0.ops.fetch_sub(1, Ordering::AcqRel);
+        self.0.ops_done.notify_waiters();
+    }
+}
+
+impl Runtime {
+    /// Runs `op` on a task of its own and awaits its result. The operation
+    /// runs to completion (or rolls back) whatever the caller does:
+    /// dropping the returned future (an HTTP client that hung up, a
+    /// timeout) cancels nothing.
+    async fn detached<T, F>(&self, op: impl FnOnce(Runtime) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let guard = OpGuard::new(&self.inner);
+        let task = op(self.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            task.await
+        })
+        .await
+        .map_err(|e| Error::Container(format!("runtime operation failed: {e}")))?
+    }
+
+    /// Mutating operations (create, destroy, pause, resume, start, exec
+    /// start, pull) running now.
+    pub fn operations_in_flight(&self) -> usize {
+        self.inner.ops.load(Ordering::Acquire)
+    }
+
+    /// Waits until no operation runs, at most `limit`; returns whether
+    /// none does (for a clean shutdown).
+    pub async fn wait_operations(&self, limit: std::time::Duration) -> bool {
+        let end = tokio::time::Instant::now() + limit;
+        loop {
+            let done = self.inner.ops_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.operations_in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(end, done).await.is_err() {
+                return self.operations_in_flight() == 0;
+            }
+        }
+    }
+
+    /// Size and idle slots of the worker pool.
+    pub fn workers(&self) -> PoolStats {
+        self.inner.pool.stats()
+    }
+
+    /// Opens the state directory, starts the worker processes and brings
+    /// every recorded space back: running spaces are adopted, spaces whose
+    /// init is gone (daemon crash, host reboot) are started again on their
+    /// preserved files, half-created ones are rolled back. Must run inside
+    /// a tokio runtime.
+    pub async fn open(mut config: RuntimeConfig) -> Result<Runtime> {
+        let state = &config.state_dir.clone();
+        fs::create_dir_all(state).ctx(|| format!("create state dir {}", state.display()))?;
+        // Root only, and made so at every start (an upgrade fixes older
+        // installs): layers and upper dirs hold whatever images and spaces
+        // put there, set-uid binaries included.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(state, fs::Permissions::from_mode(STATE_DIR_MODE))
+                .ctx(|| format!("chmod {}", state.display()))?;
+        }
+        let bin = state.join("bin");
+        fs::create_dir_all(&bin).ctx(|| format!("create {}", bin.display()))?;
+        let init_path = bin.join("clawdspace-init");
+        if fs::read(&init_path).ok().as_deref() != Some(INIT_BINARY) {
+            write_atomic(&init_path, INIT_BINARY, true)?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))
+                .ctx(|| format!("chmod {}", init_path.display()))?;
+        }
+        let lock = lock_state_dir(state)?;
+        let cgroup_mode = CgroupMode::detect();
+        tracing::info!(mode = cgroup_mode.describe(), "cgroups");
+        let images = ImageStore::open(state)?.with_limits(config.registries.limits);
+        let store = Store::open(state)?;
+        config.default_disk = quota::usable_default(config.default_disk, store.dir());
+        let rt = Runtime {
+            inner: Arc::new(Inner {
+                store,
+                puller: Puller::new(images.clone(), config.registries.clone()),
+                images,
+                pool: WorkerPool::start(&config.worker_exe, config.workers)?,
+                gpu: Passthrough::new(config.gpu.clone()),
+                net: Network::new(config.network.clone(), state)?,
+                cgroup_mode,
+                init_path,
+                state_root: state.join("run"),
+                spaces: RwLock::new(BTreeMap::new()),
+                ops: AtomicUsize::new(0),
+                ops_done: tokio::sync::Notify::new(),
+                cpu: Default::default(),
+                config,
+                _lock: lock,
+            }),
+        };
+        rt.inner.gpu.log();
+        // Compile the seccomp filters (~10 ms each) off the async threads
+        // before the first create needs one.
+        tokio::task::spawn_blocking(|| {
+            for uid in [1000, 0] {
+                if let Err(e) = seccomp::filter(&capabilities_for(uid)) {
+                    tracing::error!("compiling the seccomp filter: {e}");
+                }
+            }
+        });
+        rt.restore().await?;
+        rt.start_flusher();
+        Ok(rt)
+    }
+
+    /// The network of this runtime (configuration, address pool).
+    pub fn network(&self) -> &Network {
+        &self.inner.net
+    }
+
+    /// Runs a network operation on a blocking thread (it runs `ip`/`nft`).
+    async fn net<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Network) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || f(&rt.inner.net))
+            .await
+            .map_err(|e| Error::Network(format!("network task: {e}")))?
+    }
+
+    /// GPU passthrough of this runtime.
+    pub fn gpu(&self) -> &Passthrough {
+        &self.inner.gpu
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The host's cgroup layout.
+    pub fn cgroup_mode(&self) -> CgroupMode {
+        self.inner.cgroup_mode
+    }
+
+    fn cgroups_path(&self, id: &str) -> String {
+        format!(
+            "{}/{}",
+            self.inner.config.cgroup_parent.trim_end_matches('/'),
+            id
+        )
+    }
+
+    /// The cgroup of a space (to read its files).
+    pub fn cgroup(&self, space: &Space) -> CgroupPaths {
+        CgroupPaths::new(self.inner.cgroup_mode, &self.cgroups_path(&space.id))
+    }
+
+    /// Where a space's writable layer lives on the host.
+    pub fn upper_dir(&self, space: &Space) -> PathBuf {
+        self.inner.store.space_dir(&space.id).join("upper")
+    }
+
+    /// Where a space's root filesystem is mounted on the host.
+    pub fn rootfs_dir(&self, space: &Space) -> PathBuf {
+        self.inner.store.space_dir(&space.id).join("rootfs")
+    }
+
+    /// Resource use of a space.
+    pub fn stats(&self, name: &str) -> Result<SpaceStats> {
+        let s = self.get(name)?;
+        Ok(self.cgroup(&s).stats())
+    }
+
+    /// Whether a space's rootfs is mounted (for tests and diagnostics).
+    pub fn is_rootfs_mounted(&self, space: &Space) -> bool {
+        crate::sandbox::rootfs::is_mounted(&self.rootfs_dir(space))
+    }
+
+    /// The libcontainer state directory of a space.
+    pub fn container_state_dir(&self, space: &Space) -> PathBuf {
+        self.inner.state_root.join(&space.id)
+    }
+
+    /// The directory holding everything of a space on the host.
+    pub fn space_dir(&self, space: &Space) -> PathBuf {
+        self.inner.store.space_dir(&space.id)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.config.state_dir
+    }
+}
+
+/// Takes an exclusive lock on `<state>/lock`, so that two daemons never
+/// manage the same spaces.
+fn lock_state_dir(state: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
+    let path = state.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        Error::State(format!(
+            "{} is in use by another clawdspace runtime ({e}); stop it first",
+            state.display()
+        ))
+    })
+}

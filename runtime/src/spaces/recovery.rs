@@ -1,0 +1,220 @@
+//! Keeping spaces alive across crashes: the init watcher, restore at
+//! startup and the quarantine of unreadable records.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{Error, Result};
+use crate::fsutil::remove_dir_all_if_exists;
+use crate::sandbox::proc;
+use crate::store::{Quarantined, Space, SpaceStatus, SpaceUser};
+
+use super::bundle::write_filter;
+use super::registry::Entry;
+use super::Runtime;
+
+impl Runtime {
+    /// Watches the init of a running space; when it dies unexpectedly the
+    /// space is started again (restart policy `unless-stopped`).
+    pub(super) fn watch_init(&self, space: &Space) {
+        let Some(pid) = space.init_pid else { return };
+        let Ok(pidfd) = proc::pidfd_open(pid) else {
+            return;
+        };
+        // SAFETY: `pidfd` is owned by the AsyncFd for its whole life.
+        let Ok(afd) =
+            (unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) })
+        else {
+            return;
+        };
+        // Weak: a watcher must not keep the runtime (and its workers) alive.
+        let weak = Arc::downgrade(&self.inner);
+        let name = space.name.clone();
+        let id = space.id.clone();
+        tokio::spawn(async move {
+            let _ = afd.readable().await;
+            drop(afd);
+            if let Some(inner) = weak.upgrade() {
+                Runtime { inner }.on_init_exit(&name, &id, pid).await;
+            }
+        });
+    }
+
+    async fn on_init_exit(&self, name: &str, id: &str, pid: i32) {
+        let Ok(entry) = self.entry(name) else { return };
+        let _op = entry.op.lock().await;
+        let s = entry.snapshot();
+        // Destroyed, re-created, or restarted meanwhile: not ours to handle.
+        if s.id != id
+            || s.init_pid != Some(pid)
+            || !matches!(s.status, SpaceStatus::Running | SpaceStatus::Paused)
+        {
+            return;
+        }
+        tracing::warn!(space = %name, "init exited; starting it again");
+        // A failure is logged (error level) and recorded as stopped by
+        // restart_locked.
+        let _ = self.restart_locked(&entry).await;
+    }
+
+    /// Brings recorded spaces back at startup. A space whose record cannot
+    /// be read is quarantined, never deleted; only directories that provably
+    /// never held a record (and interrupted deletions) are removed.
+    pub(super) async fn restore(&self) -> Result<()> {
+        let store = self.inner.store.clone();
+        let loaded = tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .map_err(|e| Error::State(format!("loading records: {e}")))??;
+        for (id, reason) in loaded.unreadable {
+            self.quarantine(&id, &reason).await;
+        }
+        let (spaces, unrecorded, trash) = (loaded.spaces, loaded.unrecorded, loaded.trash);
+        let kept: Vec<Space> = spaces
+            .iter()
+            .filter(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
+            .cloned()
+            .collect();
+        if let Err(e) = self.net(move |n| n.restore(&kept)).await {
+            // Spaces still come back; networked ones fail to start until
+            // the network can be set up.
+            tracing::error!("restoring the network: {e}");
+        }
+        for dir in trash {
+            tracing::info!(dir = %dir.display(), "finishing an interrupted deletion");
+            let removed = tokio::task::spawn_blocking(move || remove_dir_all_if_exists(&dir)).await;
+            if let Ok(Err(e)) = removed {
+                tracing::error!("finishing an interrupted deletion: {e}");
+            }
+        }
+        for id in unrecorded {
+            tracing::warn!(id = %id, "removing what a create that crashed before its first record left");
+            let stub = Space {
+                id,
+                ..placeholder()
+            };
+            if let Err(e) = self.teardown(&stub).await {
+                tracing::error!("cleanup failed: {e}");
+            }
+        }
+        for s in spaces {
+            match s.status {
+                SpaceStatus::Creating | SpaceStatus::Destroying => {
+                    tracing::info!(space = %s.name, "finishing interrupted create/destroy");
+                    if let Err(e) = self.teardown(&s).await {
+                        tracing::error!(space = %s.name, "cleanup failed: {e}");
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let alive = matches!((s.init_pid, s.init_start_time), (Some(p), Some(t)) if proc::is_same_process(p, t));
+            let mut s = s;
+            if alive {
+                s.status = if self.cgroup(&s).is_frozen() {
+                    SpaceStatus::Paused
+                } else {
+                    SpaceStatus::Running
+                };
+            }
+            let entry = Arc::new(Entry::new(s.clone()));
+            self.inner
+                .spaces
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(s.name.clone(), entry.clone());
+            if alive {
+                // Execs need the filter in the bundle (a space started by
+                // an older daemon may lack it).
+                let dir = self.inner.store.space_dir(&s.id);
+                if let Err(e) = write_filter(&dir, &s).await {
+                    tracing::error!(space = %s.name, "writing its seccomp filter: {e}");
+                }
+                // So may its rootfs mount lack nosuid,nodev.
+                let rootfs = self.rootfs_dir(&s);
+                let hardened = tokio::task::spawn_blocking(move || {
+                    use crate::sandbox::rootfs::{harden, is_mounted};
+                    if is_mounted(&rootfs) {
+                        harden(&rootfs)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await;
+                if let Ok(Err(e)) = hardened {
+                    tracing::error!(space = %s.name, "{e}");
+                }
+                tracing::info!(space = %s.name, status = s.status.as_str(), "adopted running space");
+                self.watch_init(&s);
+            } else {
+                tracing::info!(space = %s.name, "init gone (crash or reboot); starting it again");
+                let _op = entry.op.lock().await;
+                // A failure is logged (error level) and recorded as stopped
+                // by restart_locked; the space stays listed.
+                let _ = self.restart_locked(&entry).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the directory of space `id`, whose record cannot be read, into
+    /// the quarantine. Its processes keep running and its files and mounts
+    /// are left as they are (they move with the directory); only its network
+    /// link goes, since its address, unknown without the record, may be
+    /// given to a new space.
+    async fn quarantine(&self, id: &str, reason: &str) {
+        tracing::error!(id = %id, reason = %reason,
+            "SPACE RECORD UNREADABLE: quarantining the space (nothing is deleted; see GET /api/system and docs/OPERATIONS.md)");
+        let cut = id.to_string();
+        if let Err(e) = self.net(move |n| n.cut(&cut)).await {
+            tracing::error!(id = %id, "cutting the quarantined space's network: {e}");
+        }
+        let (store, i, r) = (self.inner.store.clone(), id.to_string(), reason.to_string());
+        match tokio::task::spawn_blocking(move || store.quarantine(&i, &r)).await {
+            Ok(Ok(q)) => tracing::error!(id = %id, dir = %q.dir.display(), "space quarantined"),
+            Ok(Err(e)) => {
+                tracing::error!(id = %id, "quarantining failed (the space is left where it is): {e}")
+            }
+            Err(e) => tracing::error!(id = %id, "quarantine task: {e}"),
+        }
+    }
+
+    /// Spaces moved aside because their record could not be read (see
+    /// docs/OPERATIONS.md for how to recover one).
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        self.inner.store.quarantined()
+    }
+}
+
+fn placeholder() -> Space {
+    let now = Utc::now();
+    Space {
+        name: String::new(),
+        id: String::new(),
+        image: String::new(),
+        memory: 0,
+        nano_cpus: 0,
+        pids_limit: 0,
+        gpu: false,
+        gpus: None,
+        created: now,
+        started: now,
+        last_activity: now,
+        status: SpaceStatus::Destroying,
+        init_pid: None,
+        init_start_time: None,
+        user: SpaceUser {
+            name: String::new(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            home: String::new(),
+            workdir: String::new(),
+        },
+        env: Vec::new(),
+        layers: Vec::new(),
+        network: Default::default(),
+        disk: None,
+    }
+}
