@@ -10,7 +10,9 @@ use clawdspace_runtime::gpu::GpuRequest;
 use clawdspace_runtime::{is_valid_name, Command, ExecRequest, NetworkMode, MIN_DISK, MIN_MEMORY};
 
 use crate::error::ApiError;
-use crate::model::{CommandSpec, CreateSpaceBody, ExecBody, Field, GpuId, GpusSpec, NetworkName};
+use crate::model::{
+    CommandSpec, CpusSpec, CreateSpaceBody, ExecBody, Field, GpuId, GpusSpec, NetworkName,
+};
 
 /// The name error message of the contract.
 pub const INVALID_NAME: &str = "Invalid name (alphanumeric, _, - only)";
@@ -99,8 +101,8 @@ pub fn cpus(body: &CreateSpaceBody, host_cpus: u32) -> Result<u64, ApiError> {
     let invalid = || ApiError::bad_request("Invalid cpus");
     let v = match &body.cpus {
         None => 1.0,
-        Some(Field::Typed(n)) => *n,
-        Some(Field::Other(Value::String(s))) => s.trim().parse::<f64>().map_err(|_| invalid())?,
+        Some(Field::Typed(CpusSpec::Number(n))) => *n,
+        Some(Field::Typed(CpusSpec::Text(s))) => s.trim().parse::<f64>().map_err(|_| invalid())?,
         Some(Field::Other(_)) => return Err(invalid()),
     };
     if !v.is_finite() || v < 0.01 || v > f64::from(host_cpus) {

@@ -335,8 +335,8 @@ pub struct CreateSpaceBody {
     #[schema(value_type = Option<String>, example = "2g")]
     pub memory: Option<Field<String>>,
     /// Cores, 0.01 up to the host's CPU count; default 1.
-    #[schema(value_type = Option<f64>, example = 1, minimum = 0.01)]
-    pub cpus: Option<Field<f64>>,
+    #[schema(value_type = Option<CpusSpec>, example = 1)]
+    pub cpus: Option<Field<CpusSpec>>,
     /// GPU space (root, /workspace, all GPUs); default false.
     #[schema(value_type = Option<bool>)]
     pub gpu: Option<Field<bool>>,
@@ -357,6 +357,16 @@ pub struct CreateSpaceBody {
     /// Needs project quotas on the state directory's filesystem, else 400.
     #[schema(value_type = Option<String>, example = "10g")]
     pub disk: Option<Field<String>>,
+}
+
+/// `cpus` of a create body.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CpusSpec {
+    /// Cores, fractional allowed (at least 0.01).
+    Number(f64),
+    /// The same as a decimal string (compatibility).
+    Text(String),
 }
 
 /// Network mode of a space.
