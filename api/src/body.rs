@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,10 +16,11 @@ use crate::error::ApiError;
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// A request body as JSON (`{}` when not sent as JSON).
-pub struct JsonBody(pub Value);
+/// A request body deserialized into `T` (as `{}` when not sent as JSON or
+/// not a JSON object).
+pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -43,12 +45,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         if !is_json || bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonBody(Value::Object(Default::default())));
+            return Ok(JsonBody(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|_| ApiError::bad_request("Invalid JSON body"))
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::bad_request("Invalid JSON body"))?;
+        fields(value).map(JsonBody)
     }
+}
+
+/// `value`'s fields as a `T`; a JSON value that is not an object has none
+/// (every field absent), as the contract's `body.field` lookups had it.
+pub fn fields<T: DeserializeOwned + Default>(value: Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(value).map_err(|_| ApiError::bad_request("Invalid JSON body"))
 }
 
 /// A compact JSON response.

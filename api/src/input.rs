@@ -1,4 +1,6 @@
-//! Parsing and validating request bodies (SPEC section 6 and 5.8).
+//! The rules of request fields beyond their JSON type (SPEC section 6 and
+//! 5.8): defaults, ranges, size strings, and the contract's error messages.
+//! The bodies themselves are the `Deserialize` types of `model.rs`.
 
 use std::time::Duration;
 
@@ -8,6 +10,9 @@ use clawdspace_runtime::gpu::GpuRequest;
 use clawdspace_runtime::{is_valid_name, Command, ExecRequest, NetworkMode, MIN_DISK, MIN_MEMORY};
 
 use crate::error::ApiError;
+use crate::model::{
+    CommandSpec, CpusSpec, CreateSpaceBody, ExecBody, Field, GpuId, GpusSpec, NetworkName,
+};
 
 /// The name error message of the contract.
 pub const INVALID_NAME: &str = "Invalid name (alphanumeric, _, - only)";
@@ -16,21 +21,21 @@ pub const INVALID_NAME: &str = "Invalid name (alphanumeric, _, - only)";
 pub const DEFAULT_MEMORY: u64 = 2 << 30;
 
 /// The name of a create request, validated.
-pub fn name(body: &Value) -> Result<String, ApiError> {
-    match body.get("name") {
-        Some(Value::String(s)) if is_valid_name(s) => Ok(s.clone()),
+pub fn name(body: &CreateSpaceBody) -> Result<String, ApiError> {
+    match &body.name {
+        Some(Field::Typed(s)) if is_valid_name(s) => Ok(s.clone()),
         _ => Err(ApiError::bad_request(INVALID_NAME)),
     }
 }
 
 /// Memory in bytes: `^(\d+)([gmk])?$` case-insensitively (no suffix = MiB),
 /// any other string = 2 GiB; non-strings, < 6 MiB and overflow refused.
-pub fn memory(body: &Value) -> Result<u64, ApiError> {
+pub fn memory(body: &CreateSpaceBody) -> Result<u64, ApiError> {
     let invalid = || ApiError::bad_request("Invalid memory");
-    let s = match body.get("memory") {
-        None | Some(Value::Null) => return Ok(DEFAULT_MEMORY),
-        Some(Value::String(s)) => s,
-        Some(_) => return Err(invalid()),
+    let s = match &body.memory {
+        None => return Ok(DEFAULT_MEMORY),
+        Some(Field::Typed(s)) => s,
+        Some(Field::Other(_)) => return Err(invalid()),
     };
     let Some(bytes) = size_bytes(s) else {
         return Ok(DEFAULT_MEMORY);
@@ -69,11 +74,11 @@ fn size_bytes(s: &str) -> Option<Option<u64>> {
 
 /// The disk limit (extension): absent/null = none; else a size written
 /// like `memory`, at least 1 MiB. Unlike `memory`, any other form is 400.
-pub fn disk(body: &Value) -> Result<Option<u64>, ApiError> {
-    match body.get("disk") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => disk_size(s).map(Some).map_err(ApiError::bad_request),
-        Some(_) => Err(ApiError::bad_request("Invalid disk")),
+pub fn disk(body: &CreateSpaceBody) -> Result<Option<u64>, ApiError> {
+    match &body.disk {
+        None => Ok(None),
+        Some(Field::Typed(s)) => disk_size(s).map(Some).map_err(ApiError::bad_request),
+        Some(Field::Other(_)) => Err(ApiError::bad_request("Invalid disk")),
     }
 }
 
@@ -90,14 +95,15 @@ pub fn disk_size(s: &str) -> Result<u64, &'static str> {
     Ok(bytes)
 }
 
-/// CPUs in nano-CPUs: a number (or numeric string) in [0.01, host cpus].
-pub fn cpus(body: &Value, host_cpus: u32) -> Result<u64, ApiError> {
+/// CPUs in nano-CPUs: a number (or, for compatibility, a numeric string) in
+/// [0.01, host cpus].
+pub fn cpus(body: &CreateSpaceBody, host_cpus: u32) -> Result<u64, ApiError> {
     let invalid = || ApiError::bad_request("Invalid cpus");
-    let v = match body.get("cpus") {
-        None | Some(Value::Null) => 1.0,
-        Some(Value::Number(n)) => n.as_f64().ok_or_else(invalid)?,
-        Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| invalid())?,
-        Some(_) => return Err(invalid()),
+    let v = match &body.cpus {
+        None => 1.0,
+        Some(Field::Typed(CpusSpec::Number(n))) => *n,
+        Some(Field::Typed(CpusSpec::Text(s))) => s.trim().parse::<f64>().map_err(|_| invalid())?,
+        Some(Field::Other(_)) => return Err(invalid()),
     };
     if !v.is_finite() || v < 0.01 || v > f64::from(host_cpus) {
         return Err(invalid());
@@ -106,20 +112,22 @@ pub fn cpus(body: &Value, host_cpus: u32) -> Result<u64, ApiError> {
 }
 
 /// The gpu flag: a JSON boolean (or absent/null = false).
-pub fn gpu(body: &Value) -> Result<bool, ApiError> {
-    match body.get("gpu") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(ApiError::bad_request("Invalid gpu")),
+pub fn gpu(body: &CreateSpaceBody) -> Result<bool, ApiError> {
+    match &body.gpu {
+        None => Ok(false),
+        Some(Field::Typed(b)) => Ok(*b),
+        Some(Field::Other(_)) => Err(ApiError::bad_request("Invalid gpu")),
     }
 }
 
 /// The `network` extension: `"internet"` (default) or `"none"`.
-pub fn network(body: &Value) -> Result<NetworkMode, ApiError> {
-    match body.get("network") {
-        None | Some(Value::Null) => Ok(NetworkMode::Internet),
-        Some(Value::String(s)) => s.parse().map_err(ApiError::bad_request),
-        Some(_) => Err(ApiError::bad_request(
+pub fn network(body: &CreateSpaceBody) -> Result<NetworkMode, ApiError> {
+    match &body.network {
+        None | Some(Field::Typed(NetworkName::Internet)) => Ok(NetworkMode::Internet),
+        Some(Field::Typed(NetworkName::None)) => Ok(NetworkMode::None),
+        // The runtime's message names the value it does not know.
+        Some(Field::Other(Value::String(s))) => s.parse().map_err(ApiError::bad_request),
+        Some(Field::Other(_)) => Err(ApiError::bad_request(
             "Invalid network (expected \"internet\" or \"none\")",
         )),
     }
@@ -127,26 +135,23 @@ pub fn network(body: &Value) -> Result<NetworkMode, ApiError> {
 
 /// The `gpus` extension: a count (integer ≥ 1), or a non-empty list of
 /// GPU indexes (numbers or strings) or UUIDs. Absent or null: none given.
-pub fn gpus(body: &Value) -> Result<Option<GpuRequest>, ApiError> {
+pub fn gpus(body: &CreateSpaceBody) -> Result<Option<GpuRequest>, ApiError> {
     let invalid = || {
         ApiError::bad_request(
             "Invalid gpus (a count of at least 1, or a list of GPU indexes or UUIDs)",
         )
     };
-    match body.get("gpus") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_u64() {
-            Some(c) if c >= 1 => Ok(Some(GpuRequest::Count(
-                usize::try_from(c).map_err(|_| invalid())?,
-            ))),
-            _ => Err(invalid()),
-        },
-        Some(Value::Array(a)) if !a.is_empty() => a
+    match &body.gpus {
+        None => Ok(None),
+        Some(Field::Typed(GpusSpec::Count(c))) if *c >= 1 => Ok(Some(GpuRequest::Count(
+            usize::try_from(*c).map_err(|_| invalid())?,
+        ))),
+        Some(Field::Typed(GpusSpec::Devices(ids))) if !ids.is_empty() => ids
             .iter()
-            .map(|v| match v {
-                Value::Number(n) => n.as_u64().map(|i| i.to_string()),
-                Value::String(s) if !s.is_empty() && !s.contains('\0') => Some(s.clone()),
-                _ => None,
+            .map(|id| match id {
+                GpuId::Index(i) => Some(i.to_string()),
+                GpuId::Name(s) if !s.is_empty() && !s.contains('\0') => Some(s.clone()),
+                GpuId::Name(_) => None,
             })
             .collect::<Option<Vec<_>>>()
             .map(|ids| Some(GpuRequest::Devices(ids)))
@@ -157,92 +162,107 @@ pub fn gpus(body: &Value) -> Result<Option<GpuRequest>, ApiError> {
 
 /// The image: given, or the default for the kind of space.
 pub fn image(
-    body: &Value,
+    body: &CreateSpaceBody,
     gpu: bool,
     default: &str,
     gpu_default: &str,
 ) -> Result<String, ApiError> {
-    match body.get("image") {
-        None | Some(Value::Null) => Ok(if gpu { gpu_default } else { default }.to_string()),
-        Some(Value::String(s)) => {
+    match &body.image {
+        None => Ok(if gpu { gpu_default } else { default }.to_string()),
+        Some(Field::Typed(s)) => {
             clawdspace_runtime::image::validate_reference(s)?;
             Ok(s.clone())
         }
-        Some(_) => Err(ApiError::bad_request("Invalid image")),
+        Some(Field::Other(_)) => Err(ApiError::bad_request("Invalid image")),
     }
 }
 
 /// The command of an exec request: a non-empty string (run with `sh -c`)
 /// or a non-empty array of strings (argv).
-pub fn command(body: &Value) -> Result<Command, ApiError> {
-    let required = || ApiError::bad_request("Command required");
-    match body.get("command") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(Command::Shell(s.clone())),
-        Some(Value::Array(a)) if !a.is_empty() => a
-            .iter()
-            .map(|v| v.as_str().map(String::from))
-            .collect::<Option<Vec<_>>>()
-            .map(Command::Argv)
-            .ok_or_else(required),
-        _ => Err(required()),
+pub fn command(body: &ExecBody) -> Result<Command, ApiError> {
+    match &body.command {
+        Some(Field::Typed(CommandSpec::Shell(s))) if !s.is_empty() => Ok(Command::Shell(s.clone())),
+        Some(Field::Typed(CommandSpec::Argv(a))) if !a.is_empty() => Ok(Command::Argv(a.clone())),
+        _ => Err(ApiError::bad_request("Command required")),
+    }
+}
+
+/// A string extension field; other JSON types are ignored, as they always
+/// were.
+fn text(f: &Option<Field<String>>) -> Option<&str> {
+    match f {
+        Some(Field::Typed(s)) => Some(s),
+        _ => None,
     }
 }
 
 /// An exec request: the command plus the optional extensions `cwd`,
 /// `env` (object of strings), `user`, `stdin` (string) and `timeoutMs`.
-pub fn exec_request(body: &Value) -> Result<ExecRequest, ApiError> {
+pub fn exec_request(body: &ExecBody) -> Result<ExecRequest, ApiError> {
     let command = command(body)?;
     if command.argv().iter().any(|a| a.contains('\0')) {
         return Err(ApiError::bad_request("command contains a NUL byte"));
     }
     let mut req = ExecRequest::new(command);
-    if let Some(cwd) = body.get("cwd").and_then(Value::as_str) {
+    if let Some(cwd) = text(&body.cwd) {
         if !cwd.starts_with('/') || cwd.contains('\0') {
             return Err(ApiError::bad_request("cwd must be an absolute path"));
         }
         req.cwd = Some(cwd.to_string());
     }
-    match body.get("env") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                let Some(v) = v.as_str() else {
-                    return Err(ApiError::bad_request("env values must be strings"));
-                };
-                if v.contains('\0') {
-                    return Err(ApiError::bad_request(format!(
-                        "env value of '{k}' contains a NUL byte"
-                    )));
-                }
-                if k.is_empty() || k.contains('=') || k.contains('\0') {
-                    return Err(ApiError::bad_request(format!("invalid env name '{k}'")));
-                }
-                req.env.push(format!("{k}={v}"));
-            }
+    match &body.env {
+        None => {}
+        Some(Field::Typed(m)) => env(&mut req, m.iter().map(|(k, v)| (k, Some(v.as_str()))))?,
+        // An object with a value that is not a string: checked in key order
+        // like the others, so the first bad entry is the one reported.
+        Some(Field::Other(Value::Object(m))) => {
+            env(&mut req, m.iter().map(|(k, v)| (k, v.as_str())))?
         }
-        Some(_) => return Err(ApiError::bad_request("env must be an object of strings")),
+        Some(Field::Other(_)) => {
+            return Err(ApiError::bad_request("env must be an object of strings"))
+        }
     }
-    if let Some(u) = body.get("user").and_then(Value::as_str) {
+    if let Some(u) = text(&body.user) {
         if u.contains('\0') {
             return Err(ApiError::bad_request("user contains a NUL byte"));
         }
         req.user = Some(u.to_string());
     }
-    if let Some(s) = body.get("stdin").and_then(Value::as_str) {
+    if let Some(s) = text(&body.stdin) {
         req.stdin = Some(s.as_bytes().to_vec());
     }
-    match body.get("timeoutMs") {
-        None | Some(Value::Null) => {}
-        Some(v) => match v.as_u64() {
-            Some(ms) if ms > 0 => req.timeout = Some(Duration::from_millis(ms)),
-            _ => {
-                return Err(ApiError::bad_request(
-                    "timeoutMs must be a positive integer",
-                ))
-            }
-        },
+    match &body.timeout_ms {
+        None => {}
+        Some(Field::Typed(ms)) if *ms > 0 => req.timeout = Some(Duration::from_millis(*ms)),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "timeoutMs must be a positive integer",
+            ))
+        }
     }
     Ok(req)
+}
+
+/// Adds `env` entries (name, value if a string) to `req`, in order.
+fn env<'a>(
+    req: &mut ExecRequest,
+    entries: impl Iterator<Item = (&'a String, Option<&'a str>)>,
+) -> Result<(), ApiError> {
+    for (k, v) in entries {
+        let Some(v) = v else {
+            return Err(ApiError::bad_request("env values must be strings"));
+        };
+        if v.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "env value of '{k}' contains a NUL byte"
+            )));
+        }
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(ApiError::bad_request(format!("invalid env name '{k}'")));
+        }
+        req.env.push(format!("{k}={v}"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -250,13 +270,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn create(v: Value) -> CreateSpaceBody {
+        crate::body::fields(v).expect("fields")
+    }
+
+    fn exec(v: Value) -> ExecBody {
+        crate::body::fields(v).expect("fields")
+    }
+
     fn mem(v: Value) -> Result<u64, u16> {
-        memory(&json!({ "memory": v })).map_err(|e| e.status.as_u16())
+        memory(&create(json!({ "memory": v }))).map_err(|e| e.status.as_u16())
     }
 
     #[test]
     fn memory_follows_the_original_rules() {
-        assert_eq!(memory(&json!({})).ok(), Some(2147483648));
+        assert_eq!(memory(&create(json!({}))).ok(), Some(2147483648));
         assert_eq!(mem(json!("2g")), Ok(2147483648));
         assert_eq!(mem(json!("4G")), Ok(4294967296));
         assert_eq!(mem(json!("512m")), Ok(536870912));
@@ -274,8 +302,8 @@ mod tests {
 
     #[test]
     fn disk_is_written_like_memory_but_strictly() {
-        let d = |v: Value| disk(&json!({ "disk": v })).map_err(|e| e.status.as_u16());
-        assert_eq!(disk(&json!({})).ok(), Some(None));
+        let d = |v: Value| disk(&create(json!({ "disk": v }))).map_err(|e| e.status.as_u16());
+        assert_eq!(disk(&create(json!({}))).ok(), Some(None));
         assert_eq!(d(Value::Null), Ok(None));
         assert_eq!(d(json!("10g")), Ok(Some(10 << 30)));
         assert_eq!(d(json!("512")), Ok(Some(512 << 20)));
@@ -294,8 +322,8 @@ mod tests {
 
     #[test]
     fn cpus_are_bounded() {
-        let c = |v: Value| cpus(&json!({ "cpus": v }), 4).map_err(|e| e.status.as_u16());
-        assert_eq!(cpus(&json!({}), 4).ok(), Some(1_000_000_000));
+        let c = |v: Value| cpus(&create(json!({ "cpus": v })), 4).map_err(|e| e.status.as_u16());
+        assert_eq!(cpus(&create(json!({})), 4).ok(), Some(1_000_000_000));
         assert_eq!(c(json!(0.5)), Ok(500_000_000));
         assert_eq!(c(json!("2")), Ok(2_000_000_000));
         for bad in [
@@ -312,18 +340,18 @@ mod tests {
 
     #[test]
     fn names_gpu_and_commands() {
-        assert!(name(&json!({"name": "ok-1_x"})).is_ok());
+        assert!(name(&create(json!({"name": "ok-1_x"}))).is_ok());
         for bad in [json!(123), json!("a b"), json!(""), json!(null)] {
-            assert!(name(&json!({ "name": bad })).is_err());
+            assert!(name(&create(json!({ "name": bad }))).is_err());
         }
-        assert_eq!(gpu(&json!({"gpu": true})).ok(), Some(true));
-        assert!(gpu(&json!({"gpu": "false"})).is_err());
+        assert_eq!(gpu(&create(json!({"gpu": true}))).ok(), Some(true));
+        assert!(gpu(&create(json!({"gpu": "false"}))).is_err());
         assert_eq!(
-            command(&json!({"command": "ls"})).ok(),
+            command(&exec(json!({"command": "ls"}))).ok(),
             Some(Command::Shell("ls".into()))
         );
         assert_eq!(
-            command(&json!({"command": ["echo", "$HOME"]})).ok(),
+            command(&exec(json!({"command": ["echo", "$HOME"]}))).ok(),
             Some(Command::Argv(vec!["echo".into(), "$HOME".into()]))
         );
         for bad in [
@@ -335,10 +363,141 @@ mod tests {
             json!([1]),
             json!({}),
         ] {
-            assert!(command(&json!({ "command": bad })).is_err(), "{bad}");
+            assert!(command(&exec(json!({ "command": bad }))).is_err(), "{bad}");
         }
-        assert!(command(&json!({})).is_err());
-        assert!(exec_request(&json!({"command": "a\u{0}b"})).is_err());
-        assert!(exec_request(&json!({"command": "x", "env": {"A": "b\u{0}"}})).is_err());
+        assert!(command(&exec(json!({}))).is_err());
+        assert!(exec_request(&exec(json!({"command": "a\u{0}b"}))).is_err());
+        assert!(exec_request(&exec(json!({"command": "x", "env": {"A": "b\u{0}"}}))).is_err());
+    }
+
+    #[test]
+    fn bodies_that_are_not_objects_have_no_fields() {
+        for v in [json!([]), json!("x"), json!(5), json!(null)] {
+            assert_eq!(
+                name(&create(v.clone()))
+                    .map_err(|e| e.message)
+                    .err()
+                    .as_deref(),
+                Some(INVALID_NAME)
+            );
+            assert_eq!(
+                command(&exec(v)).map_err(|e| e.message).err().as_deref(),
+                Some("Command required")
+            );
+        }
+        // null is absent: the defaults apply.
+        let b =
+            create(json!({"name": "a", "memory": null, "cpus": null, "gpu": null, "disk": null}));
+        assert_eq!(memory(&b).ok(), Some(DEFAULT_MEMORY));
+        assert_eq!(cpus(&b, 4).ok(), Some(1_000_000_000));
+        assert_eq!(disk(&b).ok(), Some(None));
+    }
+
+    #[test]
+    fn messages_name_the_value_in_the_contracts_order() {
+        let msg = |r: Result<ExecRequest, ApiError>| r.err().map(|e| e.message);
+        // env entries are checked in key order, whatever their type.
+        assert_eq!(
+            msg(exec_request(&exec(
+                json!({"command": "x", "env": {"A": "a\u{0}", "B": 1}})
+            )))
+            .as_deref(),
+            Some("env value of 'A' contains a NUL byte")
+        );
+        assert_eq!(
+            msg(exec_request(&exec(
+                json!({"command": "x", "env": {"A": 1, "B": "b\u{0}"}})
+            )))
+            .as_deref(),
+            Some("env values must be strings")
+        );
+        assert_eq!(
+            msg(exec_request(&exec(json!({"command": "x", "env": ["A=b"]})))).as_deref(),
+            Some("env must be an object of strings")
+        );
+        // Other types of the string extensions are ignored, as before.
+        let r = exec_request(&exec(
+            json!({"command": "x", "cwd": 5, "user": false, "env": {"K": "v"}}),
+        ));
+        assert!(r
+            .as_ref()
+            .is_ok_and(|r| r.cwd.is_none() && r.user.is_none() && r.env == ["K=v"]));
+        assert_eq!(
+            msg(exec_request(&exec(
+                json!({"command": "x", "timeoutMs": 1.5})
+            )))
+            .as_deref(),
+            Some("timeoutMs must be a positive integer")
+        );
+        let net = |v: Value| network(&create(json!({ "network": v }))).map_err(|e| e.message);
+        assert_eq!(net(json!("none")), Ok(NetworkMode::None));
+        assert_eq!(net(json!("internet")), Ok(NetworkMode::Internet));
+        assert_eq!(
+            net(json!("lan")),
+            Err("Invalid network 'lan' (expected \"internet\" or \"none\")".into())
+        );
+        assert_eq!(
+            net(json!(1)),
+            Err("Invalid network (expected \"internet\" or \"none\")".into())
+        );
+        let g = |v: Value| gpus(&create(json!({ "gpus": v }))).map_err(|e| e.status.as_u16());
+        assert_eq!(g(json!(2)), Ok(Some(GpuRequest::Count(2))));
+        assert_eq!(
+            g(json!([0, "GPU-x"])),
+            Ok(Some(GpuRequest::Devices(vec!["0".into(), "GPU-x".into()])))
+        );
+        for bad in [
+            json!(0),
+            json!(1.5),
+            json!([]),
+            json!([-1]),
+            json!([""]),
+            json!("1"),
+        ] {
+            assert_eq!(g(bad.clone()), Err(400), "{bad}");
+        }
+    }
+
+    /// The document's request bodies list exactly the fields the handlers
+    /// read: each documented property, sent with a wrong type, reaches the
+    /// body type as that field, and there are no others.
+    #[test]
+    fn document_lists_exactly_the_fields_parsed() {
+        let doc = serde_json::to_value(crate::openapi::document()).expect("document");
+        let check = |schema: &str, debug: &dyn Fn(Value) -> String| {
+            let props = doc["components"]["schemas"][schema]["properties"]
+                .as_object()
+                .expect("properties");
+            let empty = debug(json!({}));
+            assert_eq!(
+                empty.matches(": None").count(),
+                props.len(),
+                "{schema}: {empty}"
+            );
+            for p in props.keys() {
+                let got = debug(json!({ p.as_str(): [[true]] }));
+                assert_eq!(
+                    got.matches("Other(Array [Array [Bool(true)]])").count(),
+                    1,
+                    "{schema}.{p}: {got}"
+                );
+            }
+        };
+        check("CreateSpaceBody", &|v| format!("{:?}", create(v)));
+        check("ExecBody", &|v| format!("{:?}", exec(v)));
+    }
+
+    #[test]
+    fn a_streaming_exec_start_is_an_exec_body_plus_a_terminal() {
+        let s: crate::model::ExecStart = crate::body::fields(json!({
+            "command": ["sh"], "env": {"A": "b"}, "timeoutMs": 5, "tty": true, "cols": 100, "rows": "x"
+        }))
+        .expect("fields");
+        assert_eq!(s.tty, Some(Field::Typed(true)));
+        assert_eq!(s.cols, Some(Field::Typed(100)));
+        assert_eq!(s.rows, Some(Field::Other(json!("x"))));
+        let r = exec_request(&s.exec).expect("exec request");
+        assert_eq!(r.env, ["A=b"]);
+        assert_eq!(r.timeout, Some(Duration::from_millis(5)));
     }
 }

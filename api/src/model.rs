@@ -1,6 +1,10 @@
 //! The JSON shapes of the contract (SPEC section 4), with OpenAPI schemas.
 
-use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use clawdspace_runtime::Space;
@@ -287,42 +291,86 @@ pub struct Capabilities {
     pub cuda_version: Option<String>,
 }
 
-/// `POST /api/spaces` body (documentation: bodies are parsed field by field,
-/// with the contract's defaults and error messages, see `input.rs`).
-#[allow(dead_code)]
-#[derive(Debug, ToSchema)]
+/// A request field as sent: its documented type when the JSON has that
+/// type, else the raw JSON, so the handler answers with the contract's own
+/// message and in the contract's order (SPEC section 6) instead of serde's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<T> {
+    /// The value has the documented type.
+    Typed(T),
+    /// Any other JSON value.
+    Other(Value),
+}
+
+impl<T> Field<T> {
+    /// The value, when it has the documented type.
+    pub fn typed(self) -> Option<T> {
+        match self {
+            Field::Typed(t) => Some(t),
+            Field::Other(_) => None,
+        }
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Ok(match T::deserialize(&v) {
+            Ok(t) => Field::Typed(t),
+            Err(_) => Field::Other(v),
+        })
+    }
+}
+
+/// `POST /api/spaces` body. Unknown fields are ignored; a field of another
+/// JSON type than shown is a 400 that names it.
+// The type the handler deserializes: each field's `value_type` is the `T`
+// of its `Field<T>`; the rules beyond the type are in `input.rs`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct CreateSpaceBody {
     /// `^[a-zA-Z0-9_-]{1,63}$`.
-    #[schema(pattern = "^[a-zA-Z0-9_-]{1,63}$", example = "dev")]
-    pub name: String,
+    #[schema(value_type = String, pattern = "^[a-zA-Z0-9_-]{1,63}$", example = "dev")]
+    pub name: Option<Field<String>>,
     /// `2g`, `512m`, `1024k`, `512` (MiB); default `2g`.
-    #[schema(example = "2g")]
-    pub memory: Option<String>,
+    #[schema(value_type = Option<String>, example = "2g")]
+    pub memory: Option<Field<String>>,
     /// Cores, 0.01 up to the host's CPU count; default 1.
-    #[schema(example = 1, minimum = 0.01)]
-    pub cpus: Option<f64>,
+    #[schema(value_type = Option<CpusSpec>, example = 1)]
+    pub cpus: Option<Field<CpusSpec>>,
     /// GPU space (root, /workspace, all GPUs); default false.
-    pub gpu: Option<bool>,
+    #[schema(value_type = Option<bool>)]
+    pub gpu: Option<Field<bool>>,
     /// Which GPUs (extension; implies `gpu`): a count, or a list of
     /// indexes / UUIDs. Default: all.
-    pub gpus: Option<GpusSpec>,
+    #[schema(value_type = Option<GpusSpec>)]
+    pub gpus: Option<Field<GpusSpec>>,
     /// Image reference; default CLAWDSPACE_IMAGE (or the GPU image).
-    pub image: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub image: Option<Field<String>>,
     /// Network (extension): `internet` (default: outbound through NAT,
     /// isolated from other spaces, the host and private ranges) or `none`
     /// (loopback only).
-    #[schema(example = "internet")]
-    pub network: Option<NetworkName>,
+    #[schema(value_type = Option<NetworkName>, example = "internet")]
+    pub network: Option<Field<NetworkName>>,
     /// Disk limit of the space's files (extension), written like `memory`
     /// (`10g`, `512m`, no suffix = MiB), at least 1 MiB; default: none.
     /// Needs project quotas on the state directory's filesystem, else 400.
-    #[schema(example = "10g")]
-    pub disk: Option<String>,
+    #[schema(value_type = Option<String>, example = "10g")]
+    pub disk: Option<Field<String>>,
+}
+
+/// `cpus` of a create body.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CpusSpec {
+    /// Cores, fractional allowed (at least 0.01).
+    Number(f64),
+    /// The same as a decimal string (compatibility).
+    Text(String),
 }
 
 /// Network mode of a space.
-#[allow(dead_code)]
-#[derive(Debug, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkName {
     /// Outbound access through NAT.
@@ -332,30 +380,27 @@ pub enum NetworkName {
 }
 
 /// `gpus` of a create body.
-#[allow(dead_code)]
-#[derive(Debug, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum GpusSpec {
     /// This many GPUs (at least 1), lowest indexes first.
-    Count(u32),
+    Count(u64),
     /// These GPUs: indexes (numbers or strings) or `GPU-…` UUIDs.
     Devices(Vec<GpuId>),
 }
 
 /// A GPU index or UUID.
-#[allow(dead_code)]
-#[derive(Debug, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum GpuId {
     /// NVML index.
-    Index(u32),
+    Index(u64),
     /// Index as a string, or a `GPU-…` UUID.
     Name(String),
 }
 
 /// A command: a string run with `sh -c`, or argv.
-#[allow(dead_code)]
-#[derive(Debug, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum CommandSpec {
     /// Run with `sh -c` (non-empty).
@@ -364,23 +409,43 @@ pub enum CommandSpec {
     Argv(Vec<String>),
 }
 
-/// `POST /api/spaces/{name}/exec` body (documentation, see `input.rs`).
-#[allow(dead_code)]
-#[derive(Debug, serde::Deserialize, ToSchema)]
+/// `POST /api/spaces/{name}/exec` body (also the first message of a
+/// streaming exec). Unknown fields are ignored.
+// Deserialized by the handlers as `CreateSpaceBody` is; rules: `input.rs`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ExecBody {
     /// The command.
-    #[schema(example = "echo hello")]
-    pub command: CommandSpec,
+    #[schema(value_type = CommandSpec, example = "echo hello")]
+    pub command: Option<Field<CommandSpec>>,
     /// Working directory (absolute; extension).
-    pub cwd: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub cwd: Option<Field<String>>,
     /// Extra environment (extension).
-    pub env: Option<std::collections::BTreeMap<String, String>>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub env: Option<Field<BTreeMap<String, String>>>,
     /// User name or uid (extension).
-    pub user: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub user: Option<Field<String>>,
     /// Bytes for stdin (extension; default: stdin at EOF).
-    pub stdin: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub stdin: Option<Field<String>>,
     /// Kill the command's process group after this many ms (extension).
     #[serde(rename = "timeoutMs")]
-    #[schema(minimum = 1)]
-    pub timeout_ms: Option<u64>,
+    #[schema(value_type = Option<u64>, minimum = 1)]
+    pub timeout_ms: Option<Field<u64>>,
+}
+
+/// The first message of `GET /api/spaces/{name}/exec/ws`: an exec body plus
+/// the terminal wanted (docs/API.md; not in the OpenAPI document).
+#[derive(Debug, Default, Deserialize)]
+pub struct ExecStart {
+    /// The command and its extensions.
+    #[serde(flatten)]
+    pub exec: ExecBody,
+    /// `true`: run under a pseudo-terminal.
+    pub tty: Option<Field<bool>>,
+    /// Terminal width (default 80, at most 500).
+    pub cols: Option<Field<u64>>,
+    /// Terminal height (default 24, at most 200).
+    pub rows: Option<Field<u64>>,
 }

@@ -11,7 +11,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::format::js_trim;
 use crate::input;
 use crate::model::{
-    CreateSpaceBody, ErrorJson, ExecBody, ExecResult, Message, SpaceEnvelope, SpaceJson, SpaceList,
+    CreateSpaceBody, ErrorJson, ExecBody, ExecResult, Field, Message, SpaceEnvelope, SpaceJson,
+    SpaceList,
 };
 use crate::AppState;
 
@@ -34,7 +35,10 @@ pub async fn list(State(st): State<AppState>) -> Json<SpaceList> {
     responses((status = 201, body = SpaceEnvelope), (status = 400, body = ErrorJson),
         (status = 401, body = ErrorJson), (status = 409, body = ErrorJson),
         (status = 500, body = ErrorJson), (status = 502, body = ErrorJson)))]
-pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
+pub async fn create(
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<CreateSpaceBody>,
+) -> ApiResult<Response> {
     let name = input::name(&body)?;
     if st.rt.get(&name).is_ok() {
         return Err(ApiError::new(StatusCode::CONFLICT, "Space already exists"));
@@ -43,7 +47,7 @@ pub async fn create(State(st): State<AppState>, JsonBody(body): JsonBody) -> Api
     let nano_cpus = input::cpus(&body, clawdspace_runtime::host::online_cpus())?;
     let gpus = input::gpus(&body)?;
     let gpu = input::gpu(&body)?;
-    if gpus.is_some() && body.get("gpu") == Some(&serde_json::Value::Bool(false)) {
+    if gpus.is_some() && body.gpu == Some(Field::Typed(false)) {
         return Err(ApiError::bad_request("Invalid gpus: gpu is false"));
     }
     let gpu = gpu || gpus.is_some();
@@ -144,7 +148,7 @@ pub async fn start(
 pub async fn exec(
     State(st): State<AppState>,
     Path(name): Path<String>,
-    JsonBody(body): JsonBody,
+    JsonBody(body): JsonBody<ExecBody>,
 ) -> ApiResult<Response> {
     let req = input::exec_request(&body)?;
     let out = st.rt.exec(&name, req).await?;

@@ -25,6 +25,7 @@ use clawdspace_runtime::ExecHandle;
 
 use crate::error::{ApiError, ApiResult};
 use crate::input;
+use crate::model::{ExecStart, Field};
 use crate::AppState;
 
 /// Stream ids of output frames.
@@ -80,7 +81,16 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
             return;
         }
     };
-    let mut req = match input::exec_request(&body) {
+    let start: ExecStart = match crate::body::fields(body) {
+        Ok(s) => s,
+        Err(e) => {
+            for m in refuse(e.message) {
+                let _ = tx.send(m).await;
+            }
+            return;
+        }
+    };
+    let mut req = match input::exec_request(&start.exec) {
         Ok(r) => r,
         Err(e) => {
             for m in refuse(e.message) {
@@ -89,9 +99,9 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
             return;
         }
     };
-    if body.get("tty").and_then(Value::as_bool) == Some(true) {
-        let cols = clamp(body.get("cols").and_then(Value::as_u64), 80, 500);
-        let rows = clamp(body.get("rows").and_then(Value::as_u64), 24, 200);
+    if start.tty == Some(Field::Typed(true)) {
+        let cols = clamp(start.cols.and_then(Field::typed), 80, 500);
+        let rows = clamp(start.rows.and_then(Field::typed), 24, 200);
         req.tty = Some((cols, rows));
     }
     // A session always has a stdin pipe: the client streams into it.
