@@ -1,6 +1,6 @@
-//! Running `ip` and `nft`. Both take a whole script on stdin (`ip -batch -`,
-//! `nft -f -`), so one operation costs one process, and nft applies its
-//! script as one transaction.
+//! Running `nft`, with a whole script on stdin (`nft -f -`): one operation
+//! costs one process, and nft applies its script as one transaction. Links
+//! need no program ([`super::rtnl`]).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -57,19 +57,6 @@ pub fn start(prog: &str, args: &[&str], script: &str) -> Result<Running> {
         what,
         script: script.to_string(),
     })
-}
-
-/// Runs `prog args…` with `script` on stdin; fails with its stderr.
-pub fn run(prog: &str, args: &[&str], script: &str) -> Result<()> {
-    start(prog, args, script)?.wait()
-}
-
-/// `ip -batch -` with one command per line (nothing for no lines).
-pub fn ip_batch(lines: &[String]) -> Result<()> {
-    if lines.is_empty() {
-        return Ok(());
-    }
-    run("ip", &["-batch", "-"], &(lines.join("\n") + "\n"))
 }
 
 /// `nft -f -`: applies `script` atomically.

@@ -5,8 +5,9 @@
 //! `/etc/resolv.conf` and `/etc/hosts`; egress is NATed by our nftables
 //! table, which also keeps it from other spaces, the host and private
 //! ranges; a `bridge` table binds each space's port to its MAC and address.
-//! Links are made with the `ip` tool and rules with `nft`, run on blocking
-//! threads (see docs/ARCHITECTURE.md, "Network").
+//! Links and namespaces are made in-process over rtnetlink; rules with
+//! `nft`; all of it on blocking threads (see docs/ARCHITECTURE.md,
+//! "Network").
 
 mod binding;
 mod bridge;
@@ -18,6 +19,7 @@ mod inside;
 pub mod netns;
 pub mod nft;
 pub mod pool;
+mod rtnl;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -131,8 +133,8 @@ impl SpaceNet {
 }
 
 /// The runtime's network: configuration, DNS servers and the address pool.
-/// Operations are blocking (they run `ip` and `nft`): call them off the
-/// async threads.
+/// Operations are blocking (netlink round trips, `nft` processes): call
+/// them off the async threads.
 pub struct Network {
     cfg: NetworkConfig,
     resolvers: dns::Resolvers,
@@ -281,7 +283,7 @@ impl Network {
         self.up(&pool)?;
         netns::attach(&ids, &self.cfg.bridge)?;
         if changed {
-            cmd::ip_batch(&[format!("neigh flush dev {}", self.cfg.bridge)])?;
+            rtnl::Rtnl::open()?.flush_neighbours(&self.cfg.bridge)?;
         }
         Ok(())
     }
