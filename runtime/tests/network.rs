@@ -514,6 +514,138 @@ fn someone_elses(prefix: &str) -> bool {
     .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
 }
 
+/// Set in the child of [`networked_spaces_need_no_ip_program`]: what the
+/// child reads its world from and writes its tags to.
+const NO_IP: &str = "CLAWDSPACE_TEST_NO_IP";
+
+/// Where an `ip` program may be.
+const IP_PATHS: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip", "/usr/bin/ip"];
+
+/// The runtime makes networked spaces on a host without iproute2: this test
+/// runs again as a child process in a private mount namespace where every
+/// `ip` is a file that cannot be executed; the child creates a networked
+/// space, reaches "the internet" through NAT, destroys it; then nothing of
+/// it is left on the host.
+#[tokio::test]
+async fn networked_spaces_need_no_ip_program() {
+    if let Ok(v) = std::env::var(NO_IP) {
+        return without_ip(&v).await;
+    }
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let world = World::new(rand::random());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stub = dir.path().join("not-ip");
+    std::fs::write(&stub, "#!/bin/sh\nexit 1\n").expect("stub");
+    let report = dir.path().join("tags");
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path")
+    };
+    let (stub_c, root) = (c(&stub), c("/".as_ref()));
+    let hide: Vec<std::ffi::CString> = IP_PATHS
+        .iter()
+        .map(std::path::Path::new)
+        .filter(|p| p.exists())
+        .map(c)
+        .collect();
+    assert!(!hide.is_empty(), "the test itself needs ip");
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"));
+    child
+        .args([
+            "networked_spaces_need_no_ip_program",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            NO_IP,
+            format!(
+                "{} {} {} {}",
+                world.ns,
+                world.ip,
+                world.host_ip,
+                report.display()
+            ),
+        )
+        .kill_on_drop(true);
+    // SAFETY: between fork and exec only async-signal-safe calls on
+    // strings made before the fork.
+    unsafe {
+        child.pre_exec(move || {
+            let mount = |src: *const libc::c_char, dst: &std::ffi::CString, flags| {
+                let r = libc::mount(src, dst.as_ptr(), std::ptr::null(), flags, std::ptr::null());
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing mounted here reaches the host's mount namespace.
+            mount(std::ptr::null(), &root, libc::MS_REC | libc::MS_PRIVATE)?;
+            for p in &hide {
+                mount(stub_c.as_ptr(), p, libc::MS_BIND)?;
+            }
+            Ok(())
+        });
+    }
+    let out = tokio::time::timeout(Duration::from_secs(240), child.output())
+        .await
+        .expect("the child finishes")
+        .expect("run the child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the child failed");
+    assert!(text.contains("1 passed"), "the child ran the test");
+    let tags: Vec<String> = std::fs::read_to_string(&report)
+        .expect("tags")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert!(tags.len() == 2, "bridge and space: {tags:?}");
+    back_to(&tags, &[]).await;
+}
+
+/// The child of [`networked_spaces_need_no_ip_program`]; `args` is "world
+/// namespace, world address, host address, report file".
+async fn without_ip(args: &str) {
+    let a: Vec<&str> = args.split(' ').collect();
+    let (ns, ip, host_ip, report) = (a[0], a[1], a[2], a[3]);
+    let err = Proc::new("ip")
+        .arg("-V")
+        .status()
+        .expect_err("ip is hidden");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    let env = TestEnv::new().await.expect("root");
+    let t0 = std::time::Instant::now();
+    let s = env.space_net("a", NetworkMode::Internet).await;
+    eprintln!("networked create without ip: {:?}", t0.elapsed());
+    std::fs::write(report, tags(&env, &[&s]).join(" ")).expect("report");
+    let internet = Listener::start(Some(ns), ip.parse().expect("ip"));
+    assert_eq!(
+        reach(&env, "a", &internet.target()).await.as_deref(),
+        Some(host_ip),
+        "egress through NAT"
+    );
+    env.rt().destroy("a").await.expect("destroy");
+    let gone = || {
+        !std::path::Path::new("/sys/class/net")
+            .join(&env.network.bridge)
+            .exists()
+            && !std::path::Path::new("/var/run/netns")
+                .join(format!("cs-{}", s.short_id()))
+                .exists()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), gone).await,
+        "bridge and namespace removed"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_create_leaves_no_network_behind() {
     let Some(env) = TestEnv::new().await else {

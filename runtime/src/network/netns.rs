@@ -116,9 +116,8 @@ fn add(path: &Path) -> Result<File> {
         .join()
         .map_err(|_| Error::Network("namespace thread panicked".into()))?
     });
-    let opened = made.and_then(|()| {
-        File::open(path).map_err(|e| os_err(format!("open {}", path.display()), e))
-    });
+    let opened = made
+        .and_then(|()| File::open(path).map_err(|e| os_err(format!("open {}", path.display()), e)));
     if opened.is_err() {
         let _ = umount2(path, MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(path);
@@ -145,7 +144,10 @@ pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
 
 /// Puts the host ends of `ids` back on `bridge` (after it was re-created).
 pub fn attach(ids: &[&str], bridge: &str) -> Result<()> {
-    let mut links = ids.iter().map(|id| host_link(id)).filter(|l| link_exists(l));
+    let mut links = ids
+        .iter()
+        .map(|id| host_link(id))
+        .filter(|l| link_exists(l));
     let Some(first) = links.next() else {
         return Ok(());
     };
