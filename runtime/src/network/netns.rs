@@ -96,7 +96,7 @@ fn add(path: &Path) -> Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o000)
         .open(path)
         .map_err(|e| os_err(format!("create {}", path.display()), e))?;
     let made = std::thread::scope(|s| {
