@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
 use super::binding::Port;
-use super::cmd::{link_exists, nft, sysctl};
+use super::cmd::{link_exists, sysctl};
 use super::config::{Ipv4Net, NetworkConfig};
 use super::rtnl::Rtnl;
 use super::{forward, nft as rules};
@@ -105,7 +105,7 @@ pub fn up(
         // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
         sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
     }
-    nft(&rules::ruleset(cfg, resolvers, ports))?;
+    rules::ruleset(cfg, resolvers, ports).commit()?;
     forward::acquire(br)
 }
 
@@ -123,7 +123,7 @@ pub fn down(state_dir: &Path) -> Result<()> {
         }
     };
     note(forward::release(&rec.bridge));
-    note(nft(&rules::delete(&rec.table)));
+    note(rules::delete(&rec.table).commit());
     if link_exists(&rec.bridge) {
         note(Rtnl::open().and_then(|mut nl| nl.del_link(&rec.bridge)));
     }
