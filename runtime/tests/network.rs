@@ -514,22 +514,24 @@ fn someone_elses(prefix: &str) -> bool {
     .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
 }
 
-/// Set in the child of [`networked_spaces_need_no_ip_program`]: what the
+/// Set in the child of [`networked_spaces_need_neither_ip_nor_nft`]: what the
 /// child reads its world from and writes its tags to.
-const NO_IP: &str = "CLAWDSPACE_TEST_NO_IP";
+const NO_TOOLS: &str = "CLAWDSPACE_TEST_NO_TOOLS";
 
-/// Where an `ip` program may be.
-const IP_PATHS: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/bin/ip", "/usr/bin/ip"];
+/// The tools a host may lack, where they may be.
+const TOOLS: [&str; 2] = ["ip", "nft"];
+const BIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/bin", "/usr/bin"];
 
-/// The runtime makes networked spaces on a host without iproute2: this test
-/// runs again as a child process in a private mount namespace where every
-/// `ip` is a file that cannot be executed; the child creates a networked
+/// The runtime makes networked spaces on a host without iproute2 and
+/// nftables' `nft`: this test runs again as a child process in a private
+/// mount namespace where every `ip` and `nft` is a file that cannot be
+/// executed; the child creates a networked
 /// space, reaches "the internet" through NAT, destroys it; then nothing of
 /// it is left on the host.
 #[tokio::test]
-async fn networked_spaces_need_no_ip_program() {
-    if let Ok(v) = std::env::var(NO_IP) {
-        return without_ip(&v).await;
+async fn networked_spaces_need_neither_ip_nor_nft() {
+    if let Ok(v) = std::env::var(NO_TOOLS) {
+        return without_tools(&v).await;
     }
     if !common::is_root() {
         eprintln!("skipped: needs root");
@@ -537,30 +539,30 @@ async fn networked_spaces_need_no_ip_program() {
     }
     let world = World::new(rand::random());
     let dir = tempfile::tempdir().expect("tempdir");
-    let stub = dir.path().join("not-ip");
+    let stub = dir.path().join("not-a-program");
     std::fs::write(&stub, "#!/bin/sh\nexit 1\n").expect("stub");
     let report = dir.path().join("tags");
     let c = |p: &std::path::Path| {
         std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path")
     };
     let (stub_c, root) = (c(&stub), c("/".as_ref()));
-    let hide: Vec<std::ffi::CString> = IP_PATHS
+    let hide: Vec<std::ffi::CString> = BIN_DIRS
         .iter()
-        .map(std::path::Path::new)
+        .flat_map(|d| TOOLS.map(|t| std::path::Path::new(d).join(t)))
         .filter(|p| p.exists())
-        .map(c)
+        .map(|p| c(&p))
         .collect();
-    assert!(!hide.is_empty(), "the test itself needs ip");
+    assert!(hide.len() >= 2, "the test itself needs ip and nft");
     let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"));
     child
         .args([
-            "networked_spaces_need_no_ip_program",
+            "networked_spaces_need_neither_ip_nor_nft",
             "--exact",
             "--nocapture",
             "--test-threads=1",
         ])
         .env(
-            NO_IP,
+            NO_TOOLS,
             format!(
                 "{} {} {} {}",
                 world.ns,
@@ -610,9 +612,9 @@ async fn networked_spaces_need_no_ip_program() {
     back_to(&tags, &[]).await;
 }
 
-/// The child of [`networked_spaces_need_no_ip_program`]; `args` is "world
+/// The child of [`networked_spaces_need_neither_ip_nor_nft`]; `args` is "world
 /// namespace, world address, host address, report file".
-async fn without_ip(args: &str) {
+async fn without_tools(args: &str) {
     let a: Vec<&str> = args.split(' ').collect();
     let (ns, ip, host_ip, report) = (a[0], a[1], a[2], a[3]);
     let err = Proc::new("ip")
@@ -623,7 +625,7 @@ async fn without_ip(args: &str) {
     let env = TestEnv::new().await.expect("root");
     let t0 = std::time::Instant::now();
     let s = env.space_net("a", NetworkMode::Internet).await;
-    eprintln!("networked create without ip: {:?}", t0.elapsed());
+    eprintln!("networked create without ip and nft: {:?}", t0.elapsed());
     std::fs::write(report, tags(&env, &[&s]).join(" ")).expect("report");
     let internet = Listener::start(Some(ns), ip.parse().expect("ip"));
     assert_eq!(

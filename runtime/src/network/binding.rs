@@ -64,8 +64,8 @@ fn all(ports: &[Port]) -> (Vec<Element>, Vec<Element>) {
 /// deletes the old table in the same transaction).
 pub fn table(b: &mut Batch, t: &str, ports: &[Port]) {
     b.add_table(BRIDGE, t);
-    b.add_set(BRIDGE, t, "ports", nfnl::TYPE_IFNAME, 16);
-    b.add_set(BRIDGE, t, "bindings", nfnl::TYPE_PORT_MAC_IPV4, 28);
+    b.add_set(BRIDGE, t, "ports", nfnl::TYPE_IFNAME, true);
+    b.add_set(BRIDGE, t, "bindings", nfnl::TYPE_PORT_MAC_IPV4, false);
     let (names, bindings) = all(ports);
     b.add_elements(BRIDGE, t, "ports", &names);
     b.add_elements(BRIDGE, t, "bindings", &bindings);

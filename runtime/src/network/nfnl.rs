@@ -298,7 +298,10 @@ impl Rule {
         };
         self.with(
             format!("ether type {name}"),
-            [payload(LL, 12, 2, REG_1), cmp(true, REG_1, &t.to_be_bytes())],
+            [
+                payload(LL, 12, 2, REG_1),
+                cmp(true, REG_1, &t.to_be_bytes()),
+            ],
         )
     }
 
@@ -368,10 +371,10 @@ pub struct Hook {
 }
 
 /// Set key types as `nft` numbers them (for `nft list`; the kernel only
-/// checks lengths).
-pub const TYPE_IFNAME: u32 = 41;
-/// `ifname . ether_addr . ipv4_addr`.
-pub const TYPE_PORT_MAC_IPV4: u32 = (41 << 12) | (9 << 6) | 7;
+/// checks lengths), with their lengths: `ifname`.
+pub const TYPE_IFNAME: (u32, u32) = (41, 16);
+/// `ifname . ether_addr . ipv4_addr`: 16 bytes, 6 padded to 8, 4.
+pub const TYPE_PORT_MAC_IPV4: (u32, u32) = ((41 << 12) | (9 << 6) | 7, 28);
 
 struct Msg {
     kind: u16,
@@ -447,10 +450,7 @@ impl Batch {
             string(1, t),    // NFTA_CHAIN_TABLE
             string(3, name), // NFTA_CHAIN_NAME
             // NFTA_CHAIN_HOOK { NFTA_HOOK_HOOKNUM, _PRIORITY }
-            Attr::Nest(
-                4,
-                vec![be32(1, hook.num), be32(2, hook.priority as u32)],
-            ),
+            Attr::Nest(4, vec![be32(1, hook.num), be32(2, hook.priority as u32)]),
             be32(5, libc::NF_ACCEPT as u32), // NFTA_CHAIN_POLICY
             string(7, hook.kind),            // NFTA_CHAIN_TYPE
         ];
@@ -465,8 +465,8 @@ impl Batch {
             rule.text()
         );
         let attrs = vec![
-            string(1, t),                 // NFTA_RULE_TABLE
-            string(2, chain),             // NFTA_RULE_CHAIN
+            string(1, t),              // NFTA_RULE_TABLE
+            string(2, chain),          // NFTA_RULE_CHAIN
             Attr::Nest(4, rule.exprs), // NFTA_RULE_EXPRESSIONS
         ];
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_APPEND) as u16;
@@ -474,21 +474,36 @@ impl Batch {
     }
 
     /// `add set <family> <t> <name> { type …; }` with keys of `key_len`
-    /// bytes.
-    pub fn add_set(&mut self, family: u8, t: &str, name: &str, key_type: u32, key_len: u32) {
+    /// bytes; `host_order` keys (interface names) are marked so for `nft
+    /// list`, which otherwise shows them byte-swapped.
+    pub fn add_set(
+        &mut self,
+        family: u8,
+        t: &str,
+        name: &str,
+        (key_type, key_len): (u32, u32),
+        host_order: bool,
+    ) {
         self.next_set_id += 1;
         let what = format!(
-            "add set {} {t} {name} {{ type {key_type}; }}",
+            "add set {} {t} {name} {{ type {key_type} ({key_len} bytes); }}",
             family_name(family)
         );
-        let attrs = vec![
-            string(1, t),              // NFTA_SET_TABLE
-            string(2, name),           // NFTA_SET_NAME
-            be32(3, 0),                // NFTA_SET_FLAGS
-            be32(4, key_type),         // NFTA_SET_KEY_TYPE
-            be32(5, key_len),          // NFTA_SET_KEY_LEN
+        let mut attrs = vec![
+            string(1, t),               // NFTA_SET_TABLE
+            string(2, name),            // NFTA_SET_NAME
+            be32(3, 0),                 // NFTA_SET_FLAGS
+            be32(4, key_type),          // NFTA_SET_KEY_TYPE
+            be32(5, key_len),           // NFTA_SET_KEY_LEN
             be32(10, self.next_set_id), // NFTA_SET_ID
         ];
+        if host_order {
+            // NFTA_SET_USERDATA: libnftnl's NFTNL_UDATA_SET_KEYBYTEORDER
+            // (type 0, length 4) = BYTEORDER_HOST_ENDIAN (1).
+            let mut ud = vec![0, 4];
+            ud.extend_from_slice(&1u32.to_ne_bytes());
+            attrs.push(Attr::Bytes(13, ud));
+        }
         self.push(NEWSET, libc::NLM_F_CREATE as u16, family, attrs, what);
     }
 
@@ -508,9 +523,9 @@ impl Batch {
             .map(|(k, _)| Attr::Nest(LIST_ELEM, vec![value(1, k)])) // NFTA_SET_ELEM_KEY
             .collect();
         let attrs = vec![
-            string(1, t),             // NFTA_SET_ELEM_LIST_TABLE
-            string(2, set),           // NFTA_SET_ELEM_LIST_SET
-            Attr::Nest(3, elems),     // NFTA_SET_ELEM_LIST_ELEMENTS
+            string(1, t),         // NFTA_SET_ELEM_LIST_TABLE
+            string(2, set),       // NFTA_SET_ELEM_LIST_SET
+            Attr::Nest(3, elems), // NFTA_SET_ELEM_LIST_ELEMENTS
         ];
         let (kind, flags) = if add {
             (NEWSETELEM, libc::NLM_F_CREATE as u16)
@@ -569,7 +584,12 @@ impl Batch {
             let mut at = 0;
             while at + 16 <= n {
                 let word = |o: usize| {
-                    u32::from_ne_bytes([buf[at + o], buf[at + o + 1], buf[at + o + 2], buf[at + o + 3]])
+                    u32::from_ne_bytes([
+                        buf[at + o],
+                        buf[at + o + 1],
+                        buf[at + o + 2],
+                        buf[at + o + 3],
+                    ])
                 };
                 let len = word(0) as usize;
                 let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);

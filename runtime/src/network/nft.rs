@@ -40,12 +40,7 @@ fn exceptions(br: &str, resolvers: &[Ipv4Addr], allow: &[Ipv4Net]) -> Vec<Rule> 
     let mut v = Vec::new();
     for r in resolvers {
         for proto in [libc::IPPROTO_TCP, libc::IPPROTO_UDP] {
-            v.push(
-                from()
-                    .ip_daddr((*r, 32))
-                    .dport(proto as u8, 53)
-                    .accept(),
-            );
+            v.push(from().ip_daddr((*r, 32)).dport(proto as u8, 53).accept());
         }
     }
     for n in allow {
@@ -96,7 +91,11 @@ pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], ports: &[Port]) -> B
         .ip_saddr((cfg.subnet.addr, cfg.subnet.prefix))
         .oifname(br, false)
         .masquerade();
-    for (chain, rules) in [("input", input), ("forward", forward), ("postrouting", vec![nat])] {
+    for (chain, rules) in [
+        ("input", input),
+        ("forward", forward),
+        ("postrouting", vec![nat]),
+    ] {
         for r in rules {
             b.add_rule(INET, t, chain, r);
         }
@@ -123,9 +122,9 @@ mod tests {
         let mut cfg = NetworkConfig::default();
         let r = ruleset(&cfg, &[], &[]).lines().join("\n");
         assert!(r.contains("add table inet clawdspace0\n"));
-        assert!(r.contains(
-            "postrouting ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade"
-        ));
+        assert!(
+            r.contains("postrouting ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade")
+        );
         assert!(r.contains("forward iifname \"clawdspace0\" oifname \"clawdspace0\" drop"));
         assert!(!r.contains("th dport 53"));
         cfg.allow = vec!["192.168.1.0/24".parse().expect("net")];
