@@ -677,9 +677,9 @@ mod tests {
     fn attributes_are_padded_and_nested() {
         let mut out = Vec::new();
         emit(&[Attr::Nest(4, vec![string(1, "ab")])], &mut out);
-        // Outer: 4 + inner (4 + "ab\0" = 7, padded to 8) = 12.
+        // Inner: 4 + "ab\0" = 7, padded to 8; outer: 4 + 8.
         assert_eq!(out.len(), 12);
-        assert_eq!(u16::from_ne_bytes([out[0], out[1]]), 11);
+        assert_eq!(u16::from_ne_bytes([out[0], out[1]]), 12);
         assert_eq!(u16::from_ne_bytes([out[2], out[3]]), 4 | NLA_F_NESTED);
         assert_eq!(u16::from_ne_bytes([out[4], out[5]]), 7);
         assert_eq!(&out[8..11], b"ab\0");
