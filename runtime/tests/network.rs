@@ -251,6 +251,17 @@ async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
     assert_eq!(env.rt().network().addresses().len(), 2);
     assert_eq!(env.rt().get("a").expect("a").network, a.network);
 
+    // Host ends are isolated ports of the bridge (they reach the gateway,
+    // never each other).
+    for s in [&a, &b] {
+        let port = run(&["ip", "-d", "link", "show", &format!("cs{}", s.short_id())]);
+        assert!(
+            port.contains(&format!("master {}", env.network.bridge)),
+            "{port}"
+        );
+        assert!(port.contains("isolated on"), "{port}");
+    }
+
     // Its own address, default route, resolv.conf and hosts.
     assert!(env
         .out("a", "ip -4 addr show eth0")

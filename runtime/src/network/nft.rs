@@ -143,4 +143,66 @@ mod tests {
         assert!(r.contains("delete table bridge clawdspace0\n"));
         assert!(r.contains("add chain bridge clawdspace0 prerouting"));
     }
+
+    #[test]
+    fn the_kernel_takes_the_tables_and_nft_reads_them_back() {
+        let nft = |args: &str| {
+            let o = std::process::Command::new("nft")
+                .args(args.split_whitespace())
+                .output()
+                .expect("nft");
+            assert!(o.status.success(), "nft {args}");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        super::super::rtnl::tests::in_private_netns(|| {
+            let mut cfg = NetworkConfig::default();
+            cfg.allow = vec!["192.168.1.0/24".parse().expect("net")];
+            let id = "0123456789abcdef";
+            let a = Ipv4Addr::new(10, 88, 0, 2);
+            let dns = [Ipv4Addr::new(10, 255, 255, 53)];
+            ruleset(&cfg, &dns, &[(id, a)]).commit().expect("tables");
+            let all = nft("list ruleset");
+            for want in [
+                "iifname \"clawdspace0\" ct state established,related accept",
+                "iifname \"clawdspace0\" ip daddr 10.255.255.53 udp dport 53 accept",
+                "iifname \"clawdspace0\" ip daddr 192.168.1.0/24 accept",
+                "iifname \"clawdspace0\" ip daddr 169.254.0.0/16 drop",
+                "iifname \"clawdspace0\" meta nfproto ipv6 drop",
+                "ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade",
+                "type filter hook prerouting priority filter; policy accept;",
+                "iifname != @ports accept",
+                "iifname . ether saddr . ip saddr @bindings accept",
+                "\"cs0123456789ab\" . 02:63:0a:58:00:02 . 10.88.0.2",
+            ] {
+                assert!(all.contains(want), "{want} missing from:\n{all}");
+            }
+            // Again: replaced, not doubled.
+            ruleset(&cfg, &dns, &[]).commit().expect("again");
+            let all = nft("list ruleset");
+            assert_eq!(all.matches("masquerade").count(), 1, "{all}");
+            assert!(!all.contains("cs0123456789ab"), "{all}");
+            // Bind, unbind (twice: absent elements are fine).
+            let b = Ipv4Addr::new(10, 88, 0, 3);
+            binding::update("clawdspace0", &[], &[(id, b)])
+                .commit()
+                .expect("bind");
+            assert!(nft("list set bridge clawdspace0 ports").contains("\"cs0123456789ab\""));
+            for _ in 0..2 {
+                binding::update("clawdspace0", &[(id, b)], &[])
+                    .commit()
+                    .expect("unbind");
+            }
+            assert!(!nft("list ruleset").contains("cs0123456789ab"));
+            // A refused message names itself; nothing of the batch applies.
+            let mut bad = Batch::new();
+            bad.add_table(INET, "partial");
+            bad.add_rule(INET, "partial", "nochain", Rule::new().accept());
+            let e = bad.commit().expect_err("no such chain").to_string();
+            assert!(e.contains("add rule inet partial nochain accept"), "{e}");
+            assert!(!nft("list tables").contains("partial"));
+            delete("clawdspace0").commit().expect("delete");
+            delete("clawdspace0").commit().expect("delete absent");
+            assert_eq!(nft("list ruleset").trim(), "");
+        });
+    }
 }

@@ -212,10 +212,12 @@ impl Rtnl {
         m.attributes.push(LinkAttribute::Controller(index(bridge)?));
         set_up(&mut m);
         self.request(RouteNetlinkMessage::SetLink(m), 0, &what)?;
-        // Port options apply once it is a port: a second message.
+        // Port options apply once it is a port: a second message, and a
+        // NEWLINK one (SETLINK ignores IFLA_LINKINFO), as `ip link set …
+        // type bridge_slave` sends.
         let mut m = link(index(name)?, None);
         m.attributes.push(isolated_port());
-        self.request(RouteNetlinkMessage::SetLink(m), 0, &what)
+        self.request(RouteNetlinkMessage::NewLink(m), 0, &what)
     }
 
     /// Deletes link `name` (with a veth, its peer goes too).
@@ -261,5 +263,88 @@ impl Rtnl {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    /// Runs `f` on a thread in a new, empty network namespace (gone with
+    /// the thread, and with it all `f` made); `ip`/`nft` started from that
+    /// thread see it. Skipped (false) unless root.
+    pub fn in_private_netns(f: impl FnOnce() + Send) -> bool {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return false;
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+                f()
+            })
+            .join()
+            .expect("test thread")
+        });
+        true
+    }
+
+    /// The stdout of `ip args…` (in the calling thread's namespace).
+    pub fn ip(args: &str) -> String {
+        let o = std::process::Command::new("ip")
+            .args(args.split_whitespace())
+            .output()
+            .expect("ip");
+        assert!(o.status.success(), "ip {args}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    #[test]
+    fn bridge_isolated_veth_port_neighbours_and_delete() {
+        in_private_netns(|| {
+            let mut nl = Rtnl::open().expect("open");
+            nl.add_bridge("tbr", Ipv4Addr::new(10, 9, 0, 1), 24)
+                .expect("bridge");
+            let br = ip("-d addr show tbr");
+            assert!(
+                br.contains("bridge") && br.contains("inet 10.9.0.1/24"),
+                "{br}"
+            );
+            assert!(br.contains(",UP"), "{br}");
+            let ns = std::fs::File::open("/proc/thread-self/ns/net").expect("ns");
+            let mac = [0x02, 0x63, 10, 9, 0, 2];
+            nl.add_veth(&Veth {
+                host: "tv0",
+                bridge: "tbr",
+                peer: "tv1",
+                peer_mac: mac,
+                peer_netns: ns.as_fd(),
+            })
+            .expect("veth");
+            let port = ip("-d link show tv0");
+            assert!(
+                port.contains("master tbr") && port.contains("isolated on"),
+                "{port}"
+            );
+            assert!(ip("link show tv1").contains("02:63:0a:09:00:02"));
+            assert!(nl
+                .add_bridge("tbr", Ipv4Addr::new(10, 9, 0, 1), 24)
+                .is_err());
+            for n in ["10.9.0.5", "10.9.0.6"] {
+                ip(&format!("neigh add {n} lladdr 02:00:00:00:00:05 dev tbr"));
+            }
+            ip("neigh add 10.9.0.7 lladdr 02:00:00:00:00:07 dev tv1");
+            nl.flush_neighbours("tbr").expect("flush");
+            assert_eq!(ip("-4 neigh show dev tbr").trim(), "");
+            assert!(
+                ip("-4 neigh show dev tv1").contains("10.9.0.7"),
+                "other links keep theirs"
+            );
+            nl.del_link("tv0").expect("delete");
+            assert!(index("tv1").is_err(), "the peer goes with it");
+            assert!(nl.del_link("tv0").is_err());
+        });
     }
 }
