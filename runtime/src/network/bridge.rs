@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
 use super::binding::Port;
-use super::cmd::{link_exists, sysctl};
 use super::config::{Ipv4Net, NetworkConfig};
+use super::host::{link_exists, sysctl};
 use super::rtnl::Rtnl;
 use super::{forward, nft as rules};
 

@@ -11,10 +11,10 @@
 
 mod binding;
 mod bridge;
-mod cmd;
 pub mod config;
 pub mod dns;
 mod forward;
+mod host;
 mod inside;
 pub mod netns;
 mod nfnl;
@@ -156,7 +156,7 @@ struct BridgeState {
     idle_since: Option<std::time::Instant>,
     /// Destroyed spaces (id, address) whose bindings [`Network::tidy`]
     /// removes, all in one nf_tables transaction, off the create and destroy
-    /// paths: an `nft` transaction that deletes set elements took ≈12 ms
+    /// paths: a transaction that deletes set elements took ≈12 ms
     /// longer than one that only adds them (kernel side, on a loaded 2-core
     /// host). Their ports are gone with their namespaces; the tables'
     /// removal takes them too.

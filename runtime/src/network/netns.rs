@@ -15,8 +15,8 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
 
-use super::cmd::{link_dir, link_exists};
 use super::config::NetworkConfig;
+use super::host::{link_dir, link_exists};
 use super::rtnl::{Rtnl, Veth};
 
 /// Where `ip netns` keeps named namespaces.

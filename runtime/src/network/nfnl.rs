@@ -648,7 +648,7 @@ fn finish(out: &mut [u8], start: usize) {
 }
 
 /// A kernel that never answers must not hang the caller.
-fn set_timeout(sock: &Socket) -> Result<()> {
+pub(super) fn set_timeout(sock: &Socket) -> Result<()> {
     let tv = libc::timeval {
         tv_sec: 10,
         tv_usec: 0,

@@ -91,6 +91,7 @@ impl Rtnl {
     pub fn open() -> Result<Rtnl> {
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| err("netlink socket", e))?;
         sock.bind_auto().map_err(|e| err("netlink bind", e))?;
+        super::nfnl::set_timeout(&sock)?;
         Ok(Rtnl {
             sock,
             seq: 0,
