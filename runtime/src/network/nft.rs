@@ -155,8 +155,10 @@ mod tests {
             String::from_utf8_lossy(&o.stdout).into_owned()
         };
         super::super::rtnl::tests::in_private_netns(|| {
-            let mut cfg = NetworkConfig::default();
-            cfg.allow = vec!["192.168.1.0/24".parse().expect("net")];
+            let cfg = NetworkConfig {
+                allow: vec!["192.168.1.0/24".parse().expect("net")],
+                ..Default::default()
+            };
             let id = "0123456789abcdef";
             let a = Ipv4Addr::new(10, 88, 0, 2);
             let dns = [Ipv4Addr::new(10, 255, 255, 53)];
