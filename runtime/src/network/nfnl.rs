@@ -508,31 +508,37 @@ impl Batch {
     }
 
     fn elements(&mut self, add: bool, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
-        if keys.is_empty() {
-            return;
-        }
+        // An attribute's length is 16 bits: at most this many elements
+        // (≤ 40 bytes each here) per message.
+        const PER_MESSAGE: usize = 512;
         let verb = if add { "add" } else { "delete" };
-        let names: Vec<&str> = keys.iter().map(|(_, n)| n.as_str()).collect();
-        let what = format!(
-            "{verb} element {} {t} {set} {{ {} }}",
-            family_name(family),
-            names.join(", ")
-        );
-        let elems = keys
-            .iter()
-            .map(|(k, _)| Attr::Nest(LIST_ELEM, vec![value(1, k)])) // NFTA_SET_ELEM_KEY
-            .collect();
-        let attrs = vec![
-            string(1, t),         // NFTA_SET_ELEM_LIST_TABLE
-            string(2, set),       // NFTA_SET_ELEM_LIST_SET
-            Attr::Nest(3, elems), // NFTA_SET_ELEM_LIST_ELEMENTS
-        ];
-        let (kind, flags) = if add {
-            (NEWSETELEM, libc::NLM_F_CREATE as u16)
-        } else {
-            (DELSETELEM, 0)
-        };
-        self.push(kind, flags, family, attrs, what);
+        for chunk in keys.chunks(PER_MESSAGE) {
+            let mut names: Vec<&str> = chunk.iter().take(3).map(|(_, n)| n.as_str()).collect();
+            let more = format!("… ({} elements)", chunk.len());
+            if chunk.len() > names.len() {
+                names.push(&more);
+            }
+            let what = format!(
+                "{verb} element {} {t} {set} {{ {} }}",
+                family_name(family),
+                names.join(", ")
+            );
+            let elems = chunk
+                .iter()
+                .map(|(k, _)| Attr::Nest(LIST_ELEM, vec![value(1, k)])) // NFTA_SET_ELEM_KEY
+                .collect();
+            let attrs = vec![
+                string(1, t),         // NFTA_SET_ELEM_LIST_TABLE
+                string(2, set),       // NFTA_SET_ELEM_LIST_SET
+                Attr::Nest(3, elems), // NFTA_SET_ELEM_LIST_ELEMENTS
+            ];
+            let (kind, flags) = if add {
+                (NEWSETELEM, libc::NLM_F_CREATE as u16)
+            } else {
+                (DELSETELEM, 0)
+            };
+            self.push(kind, flags, family, attrs, what);
+        }
     }
 
     /// Adds `keys` (bytes, and their `nft` text) to `set` (those present
@@ -556,6 +562,9 @@ impl Batch {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("netlink socket", e))?;
         sock.bind_auto().map_err(|e| fail("netlink bind", e))?;
         set_timeout(&sock)?;
+        // Refusals carry the refused message's header only.
+        sock.set_cap_ack(true)
+            .map_err(|e| fail("netlink ack option", e))?;
         let mut out = Vec::new();
         let batch = (libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES);
         header(&mut out, NFNL_MSG_BATCH_BEGIN, 0, 0, batch);
@@ -567,6 +576,9 @@ impl Batch {
             finish(&mut out, start);
         }
         header(&mut out, NFNL_MSG_BATCH_END, 0, 0, batch);
+        // The kernel takes a batch no larger than the send buffer: the
+        // tables of thousands of spaces outgrow the default.
+        set_int_opt(&sock, libc::SO_SNDBUFFORCE, out.len().saturating_mul(2))?;
         sock.send(&out, 0)
             .map_err(|e| fail("nftables transaction", e))?;
         self.acks(&sock)
@@ -645,6 +657,27 @@ fn header(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, (family, res): (u8
 fn finish(out: &mut [u8], start: usize) {
     let len = (out.len() - start) as u32;
     out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn set_int_opt(sock: &Socket, opt: libc::c_int, value: usize) -> Result<()> {
+    let v = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with an int option and its size, on our socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(fail(
+            "netlink socket option",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 /// A kernel that never answers must not hang the caller.

@@ -195,6 +195,21 @@ mod tests {
                     .expect("unbind");
             }
             assert!(!nft("list ruleset").contains("cs0123456789ab"));
+            // Thousands of spaces: more elements than one message holds.
+            let ids: Vec<String> = (0..3000).map(|i| format!("{i:012x}0000")).collect();
+            let many: Vec<Port> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), Ipv4Addr::from(0x0a58_0000 + 2 + i as u32)))
+                .collect();
+            ruleset(&cfg, &dns, &many).commit().expect("many");
+            let set = nft("list set bridge clawdspace0 bindings");
+            assert_eq!(set.matches(" . 02:63:").count(), 3000);
+            assert!(set.contains("\"cs000000000bb7\" . 02:63:0a:58:0b:b9 . 10.88.11.185"));
+            binding::update("clawdspace0", &many, &[])
+                .commit()
+                .expect("unbind many");
+            assert!(!nft("list set bridge clawdspace0 ports").contains("\"cs"));
             // A refused message names itself; nothing of the batch applies.
             let mut bad = Batch::new();
             bad.add_table(INET, "partial");
