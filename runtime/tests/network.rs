@@ -525,8 +525,8 @@ fn someone_elses(prefix: &str) -> bool {
     .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
 }
 
-/// Set in the child of [`networked_spaces_need_neither_ip_nor_nft`]: what the
-/// child reads its world from and writes its tags to.
+/// Set in the child of [`networked_spaces_need_neither_ip_nor_nft`]: where
+/// the child finds its world and writes what it made.
 const NO_TOOLS: &str = "CLAWDSPACE_TEST_NO_TOOLS";
 
 /// The tools a host may lack, where they may be.
@@ -536,9 +536,8 @@ const BIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/bin", "/usr/bin"];
 /// The runtime makes networked spaces on a host without iproute2 and
 /// nftables' `nft`: this test runs again as a child process in a private
 /// mount namespace where every `ip` and `nft` is a file that cannot be
-/// executed; the child creates a networked
-/// space, reaches "the internet" through NAT, destroys it; then nothing of
-/// it is left on the host.
+/// executed; the child creates a networked space, reaches "the internet"
+/// through NAT and destroys it; then nothing of it is left on the host.
 #[tokio::test]
 async fn networked_spaces_need_neither_ip_nor_nft() {
     if let Ok(v) = std::env::var(NO_TOOLS) {
@@ -606,38 +605,59 @@ async fn networked_spaces_need_neither_ip_nor_nft() {
             Ok(())
         });
     }
-    let out = tokio::time::timeout(Duration::from_secs(240), child.output())
-        .await
-        .expect("the child finishes")
-        .expect("run the child");
+    // Killed (kill_on_drop) if it hangs.
+    let out = tokio::time::timeout(Duration::from_secs(240), child.output()).await;
+    // "state dir, cgroup parent, bridge[, space]": whatever the child
+    // left (a failed or killed child) goes, as the child's own cleanup
+    // would have done it.
+    let made: Vec<String> = std::fs::read_to_string(&report)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if let [dir, cgroup_parent, ..] = made.as_slice() {
+        let dir = std::path::Path::new(dir);
+        clawdspace_runtime::purge::purge(dir, cgroup_parent, Some(dir));
+    }
+    let out = out.expect("the child finishes").expect("run the child");
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "the child failed");
     assert!(text.contains("1 passed"), "the child ran the test");
-    let tags: Vec<String> = std::fs::read_to_string(&report)
-        .expect("tags")
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    assert!(tags.len() == 2, "bridge and space: {tags:?}");
-    back_to(&tags, &[]).await;
+    assert_eq!(
+        made.len(),
+        4,
+        "state dir, cgroup parent, bridge, space: {made:?}"
+    );
+    back_to(&made[2..], &[]).await;
 }
 
-/// The child of [`networked_spaces_need_neither_ip_nor_nft`]; `args` is "world
-/// namespace, world address, host address, report file".
+/// The child of [`networked_spaces_need_neither_ip_nor_nft`]; `args` is
+/// "world namespace, world address, host address, report file".
 async fn without_tools(args: &str) {
     let a: Vec<&str> = args.split(' ').collect();
     let (ns, ip, host_ip, report) = (a[0], a[1], a[2], a[3]);
-    let err = Proc::new("ip")
-        .arg("-V")
-        .status()
-        .expect_err("ip is hidden");
-    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    for tool in TOOLS {
+        let err = Proc::new(tool).arg("-V").status().expect_err("hidden");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{tool}: {err}"
+        );
+    }
     let env = TestEnv::new().await.expect("root");
+    let mut made = format!(
+        "{} {} {}",
+        env.dir.display(),
+        env.cgroup_parent,
+        env.network.bridge
+    );
+    std::fs::write(report, &made).expect("report");
     let t0 = std::time::Instant::now();
     let s = env.space_net("a", NetworkMode::Internet).await;
     eprintln!("networked create without ip and nft: {:?}", t0.elapsed());
-    std::fs::write(report, tags(&env, &[&s]).join(" ")).expect("report");
+    made += &format!(" {}", s.short_id());
+    std::fs::write(report, &made).expect("report");
     let internet = Listener::start(Some(ns), ip.parse().expect("ip"));
     assert_eq!(
         reach(&env, "a", &internet.target()).await.as_deref(),
