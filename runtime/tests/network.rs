@@ -252,6 +252,17 @@ async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
     assert_eq!(env.rt().network().addresses().len(), 2);
     assert_eq!(env.rt().get("a").expect("a").network, a.network);
 
+    // Host ends are isolated ports of the bridge (they reach the gateway,
+    // never each other).
+    for s in [&a, &b] {
+        let port = run(&["ip", "-d", "link", "show", &format!("cs{}", s.short_id())]);
+        assert!(
+            port.contains(&format!("master {}", env.network.bridge)),
+            "{port}"
+        );
+        assert!(port.contains("isolated on"), "{port}");
+    }
+
     // Its own address, default route, resolv.conf and hosts.
     assert!(env
         .out("a", "ip -4 addr show eth0")
@@ -517,6 +528,160 @@ fn someone_elses(prefix: &str) -> bool {
         })
     })
     .any(|e| e.file_name().to_string_lossy().starts_with(prefix))
+}
+
+/// Set in the child of [`networked_spaces_need_neither_ip_nor_nft`]: where
+/// the child finds its world and writes what it made.
+const NO_TOOLS: &str = "CLAWDSPACE_TEST_NO_TOOLS";
+
+/// The tools a host may lack, where they may be.
+const TOOLS: [&str; 2] = ["ip", "nft"];
+const BIN_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/bin", "/usr/bin"];
+
+/// The runtime makes networked spaces on a host without iproute2 and
+/// nftables' `nft`: this test runs again as a child process in a private
+/// mount namespace where every `ip` and `nft` is a file that cannot be
+/// executed; the child creates a networked space, reaches "the internet"
+/// through NAT and destroys it; then nothing of it is left on the host.
+#[tokio::test]
+async fn networked_spaces_need_neither_ip_nor_nft() {
+    if let Ok(v) = std::env::var(NO_TOOLS) {
+        return without_tools(&v).await;
+    }
+    if !common::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let world = World::new(rand::random());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stub = dir.path().join("not-a-program");
+    std::fs::write(&stub, "#!/bin/sh\nexit 1\n").expect("stub");
+    let report = dir.path().join("tags");
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path")
+    };
+    let (stub_c, root) = (c(&stub), c("/".as_ref()));
+    let hide: Vec<std::ffi::CString> = BIN_DIRS
+        .iter()
+        .flat_map(|d| TOOLS.map(|t| std::path::Path::new(d).join(t)))
+        .filter(|p| p.exists())
+        .map(|p| c(&p))
+        .collect();
+    assert!(hide.len() >= 2, "the test itself needs ip and nft");
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("exe"));
+    child
+        .args([
+            "networked_spaces_need_neither_ip_nor_nft",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            NO_TOOLS,
+            format!(
+                "{} {} {} {}",
+                world.ns,
+                world.ip,
+                world.host_ip,
+                report.display()
+            ),
+        )
+        .kill_on_drop(true);
+    // SAFETY: between fork and exec only async-signal-safe calls on
+    // strings made before the fork.
+    unsafe {
+        child.pre_exec(move || {
+            let mount = |src: *const libc::c_char, dst: &std::ffi::CString, flags| {
+                let r = libc::mount(src, dst.as_ptr(), std::ptr::null(), flags, std::ptr::null());
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing mounted here reaches the host's mount namespace.
+            mount(std::ptr::null(), &root, libc::MS_REC | libc::MS_PRIVATE)?;
+            for p in &hide {
+                mount(stub_c.as_ptr(), p, libc::MS_BIND)?;
+            }
+            Ok(())
+        });
+    }
+    // Killed (kill_on_drop) if it hangs.
+    let out = tokio::time::timeout(Duration::from_secs(240), child.output()).await;
+    // "state dir, cgroup parent, bridge[, space]": whatever the child
+    // left (a failed or killed child) goes, as the child's own cleanup
+    // would have done it.
+    let made: Vec<String> = std::fs::read_to_string(&report)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    if let [dir, cgroup_parent, ..] = made.as_slice() {
+        let dir = std::path::Path::new(dir);
+        clawdspace_runtime::purge::purge(dir, cgroup_parent, Some(dir));
+    }
+    let out = out.expect("the child finishes").expect("run the child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the child failed");
+    assert!(text.contains("1 passed"), "the child ran the test");
+    assert_eq!(
+        made.len(),
+        4,
+        "state dir, cgroup parent, bridge, space: {made:?}"
+    );
+    back_to(&made[2..], &[]).await;
+}
+
+/// The child of [`networked_spaces_need_neither_ip_nor_nft`]; `args` is
+/// "world namespace, world address, host address, report file".
+async fn without_tools(args: &str) {
+    let a: Vec<&str> = args.split(' ').collect();
+    let (ns, ip, host_ip, report) = (a[0], a[1], a[2], a[3]);
+    for tool in TOOLS {
+        let err = Proc::new(tool).arg("-V").status().expect_err("hidden");
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{tool}: {err}"
+        );
+    }
+    let env = TestEnv::new().await.expect("root");
+    let mut made = format!(
+        "{} {} {}",
+        env.dir.display(),
+        env.cgroup_parent,
+        env.network.bridge
+    );
+    std::fs::write(report, &made).expect("report");
+    let t0 = std::time::Instant::now();
+    let s = env.space_net("a", NetworkMode::Internet).await;
+    eprintln!("networked create without ip and nft: {:?}", t0.elapsed());
+    made += &format!(" {}", s.short_id());
+    std::fs::write(report, &made).expect("report");
+    let internet = Listener::start(Some(ns), ip.parse().expect("ip"));
+    assert_eq!(
+        reach(&env, "a", &internet.target()).await.as_deref(),
+        Some(host_ip),
+        "egress through NAT"
+    );
+    env.rt().destroy("a").await.expect("destroy");
+    let gone = || {
+        !std::path::Path::new("/sys/class/net")
+            .join(&env.network.bridge)
+            .exists()
+            && !std::path::Path::new("/var/run/netns")
+                .join(format!("cs-{}", s.short_id()))
+                .exists()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), gone).await,
+        "bridge and namespace removed"
+    );
 }
 
 #[tokio::test]

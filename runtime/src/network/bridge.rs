@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
 use super::binding::Port;
-use super::cmd::{ip_batch, link_exists, nft, sysctl};
 use super::config::{Ipv4Net, NetworkConfig};
+use super::host::{link_exists, sysctl};
+use super::rtnl::Rtnl;
 use super::{forward, nft as rules};
 
 /// What a runtime added to the host's network (`<state>/network.json`).
@@ -100,15 +101,11 @@ pub fn up(
     let data = serde_json::to_vec(&rec).map_err(|e| Error::State(e.to_string()))?;
     write_atomic(&record_path(state_dir), &data, true)?;
     if !link_exists(br) {
-        ip_batch(&[
-            format!("link add {br} type bridge"),
-            format!("addr add {}/{} dev {br}", cfg.gateway(), cfg.subnet.prefix),
-            format!("link set {br} up"),
-        ])?;
+        Rtnl::open()?.add_bridge(br, cfg.gateway(), cfg.subnet.prefix)?;
         // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
         sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
     }
-    nft(&rules::ruleset(cfg, resolvers, ports))?;
+    rules::ruleset(cfg, resolvers, ports).commit()?;
     forward::acquire(br)
 }
 
@@ -126,9 +123,9 @@ pub fn down(state_dir: &Path) -> Result<()> {
         }
     };
     note(forward::release(&rec.bridge));
-    note(nft(&rules::delete(&rec.table)));
+    note(rules::delete(&rec.table).commit());
     if link_exists(&rec.bridge) {
-        note(ip_batch(&[format!("link del {}", rec.bridge)]));
+        note(Rtnl::open().and_then(|mut nl| nl.del_link(&rec.bridge)));
     }
     if first.is_none() {
         let _ = fs::remove_file(record_path(state_dir));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-use super::cmd::{link_exists, sysctl};
+use super::host::{link_exists, sysctl};
 
 const DIR: &str = "/run/clawdspace/net";
 const SYSCTL: &str = "ipv4/ip_forward";

@@ -5,19 +5,22 @@
 //! `/etc/resolv.conf` and `/etc/hosts`; egress is NATed by our nftables
 //! table, which also keeps it from other spaces, the host and private
 //! ranges; a `bridge` table binds each space's port to its MAC and address.
-//! Links are made with the `ip` tool and rules with `nft`, run on blocking
-//! threads (see docs/ARCHITECTURE.md, "Network").
+//! Links and namespaces are made in-process over rtnetlink, rules over
+//! nf_tables netlink (no `ip` or `nft` program); all of it on blocking threads (see docs/ARCHITECTURE.md,
+//! "Network").
 
 mod binding;
 mod bridge;
-mod cmd;
 pub mod config;
 pub mod dns;
 mod forward;
+mod host;
 mod inside;
 pub mod netns;
+mod nfnl;
 pub mod nft;
 pub mod pool;
+mod rtnl;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -131,8 +134,8 @@ impl SpaceNet {
 }
 
 /// The runtime's network: configuration, DNS servers and the address pool.
-/// Operations are blocking (they run `ip` and `nft`): call them off the
-/// async threads.
+/// Operations are blocking (netlink round trips): call them off the async
+/// threads.
 pub struct Network {
     cfg: NetworkConfig,
     resolvers: dns::Resolvers,
@@ -152,8 +155,8 @@ struct BridgeState {
     up: bool,
     idle_since: Option<std::time::Instant>,
     /// Destroyed spaces (id, address) whose bindings [`Network::tidy`]
-    /// removes, all in one `nft` transaction, off the create and destroy
-    /// paths: an `nft` transaction that deletes set elements took ≈12 ms
+    /// removes, all in one nf_tables transaction, off the create and destroy
+    /// paths: a transaction that deletes set elements took ≈12 ms
     /// longer than one that only adds them (kernel side, on a loaded 2-core
     /// host). Their ports are gone with their namespaces; the tables'
     /// removal takes them too.
@@ -239,7 +242,7 @@ impl Network {
             return Ok(());
         }
         let ports: Vec<binding::Port> = gone.iter().map(|(i, a)| (i.as_str(), *a)).collect();
-        let r = cmd::nft(&binding::update(self.cfg.table(), &ports, &[]));
+        let r = binding::update(self.cfg.table(), &ports, &[]).commit();
         let mut b = self.bridge_state();
         match r {
             // Gone with the tables meanwhile: nothing left to remove.
@@ -281,7 +284,7 @@ impl Network {
         self.up(&pool)?;
         netns::attach(&ids, &self.cfg.bridge)?;
         if changed {
-            cmd::ip_batch(&[format!("neigh flush dev {}", self.cfg.bridge)])?;
+            rtnl::Rtnl::open()?.flush_neighbours(&self.cfg.bridge)?;
         }
         Ok(())
     }
@@ -349,15 +352,11 @@ impl Network {
         netns::cut(id)
     }
 
-    /// Makes the namespace and veth of space `id` with `addr` while `nft`
-    /// binds its port: the two processes run side by side, and the space
-    /// starts only once both are done.
+    /// Binds the port of space `id` to `addr`, then makes its namespace
+    /// and veth.
     fn create_bound(&self, id: &str, addr: Ipv4Addr) -> Result<()> {
-        let script = binding::update(self.cfg.table(), &[], &[(id, addr)]);
-        let bound = cmd::nft_start(&script)?;
-        let made = netns::remove(id).and_then(|()| netns::create(id, &self.cfg, addr));
-        let bound = bound.wait();
-        made.and(bound)
+        binding::update(self.cfg.table(), &[], &[(id, addr)]).commit()?;
+        netns::remove(id).and_then(|()| netns::create(id, &self.cfg, addr))
     }
 
     /// Removes the namespace and veth of space `id` (if any), frees its

@@ -1,16 +1,23 @@
 //! One space's own links: a named network namespace
 //! (`/var/run/netns/cs-<12 hex of its id>`) holding `eth0`, the peer of a
 //! veth whose host end (`cs<12 hex>`) is an isolated port of our bridge.
+//! Made in-process: no `ip` program is needed.
 //! Names derive from the space id only, so leftovers of any space can be
 //! found and removed from its id alone.
 
+use std::fs::File;
 use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::error::{Error, Result};
 
-use super::cmd::{ip_batch, link_dir, link_exists};
 use super::config::NetworkConfig;
+use super::host::{link_dir, link_exists};
+use super::rtnl::{Rtnl, Veth};
 
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/var/run/netns";
@@ -45,41 +52,110 @@ pub fn attached(id: &str, bridge: &str) -> bool {
         .is_ok_and(|m| m.file_name().is_some_and(|n| n == bridge))
 }
 
-fn attach_lines(id: &str, bridge: &str) -> [String; 2] {
-    let link = host_link(id);
-    [
-        format!("link set {link} master {bridge} up"),
-        // Isolated ports reach the bridge (gateway) but not each other.
-        format!("link set {link} type bridge_slave isolated on"),
-    ]
+fn os_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::Network(format!("{what}: {e}"))
+}
+
+/// Makes [`NETNS_DIR`] a shared mount point, as `ip netns add` does, so
+/// that the namespaces mounted in it are unmounted in every mount
+/// namespace that copied it when we remove them.
+fn share_dir() -> Result<()> {
+    std::fs::create_dir_all(NETNS_DIR).map_err(|e| os_err(NETNS_DIR, e))?;
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            Some("none"),
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        // Not a mount point yet: bind it onto itself first.
+        Err(nix::errno::Errno::EINVAL) => {
+            mount(
+                Some(NETNS_DIR),
+                NETNS_DIR,
+                Some("none"),
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| os_err(format!("bind {NETNS_DIR}"), e))?;
+            shared()
+        }
+        r => r,
+    }
+    .map_err(|e| os_err(format!("share {NETNS_DIR}"), e))
+}
+
+/// Makes a new network namespace kept by the file `path` (as `ip netns
+/// add` does, in-process: a short-lived thread unshares its network
+/// namespace and bind-mounts it there) and opens it.
+fn add(path: &Path) -> Result<File> {
+    share_dir()?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o000)
+        .open(path)
+        .map_err(|e| os_err(format!("create {}", path.display()), e))?;
+    let made = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Only this thread changes namespace; it ends right after.
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| os_err("new network namespace", e))?;
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                path,
+                Some("none"),
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| os_err(format!("mount {}", path.display()), e))
+        })
+        .join()
+        .map_err(|_| Error::Network("namespace thread panicked".into()))?
+    });
+    let opened = made
+        .and_then(|()| File::open(path).map_err(|e| os_err(format!("open {}", path.display()), e)));
+    if opened.is_err() {
+        let _ = umount2(path, MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_file(path);
+    }
+    opened
 }
 
 /// Makes the namespace and veth of space `id` with address `addr`, the MAC
-/// derived from it, and a default route via the gateway: one `ip -batch`
-/// process for the host side, the inside in-process ([`super::inside`]).
+/// derived from it, and a default route via the gateway, all in-process:
+/// the namespace ([`add`]), the veth over rtnetlink ([`super::rtnl`]), the
+/// inside with interface ioctls ([`super::inside`]).
 pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
-    let ns = netns_name(id);
-    let mut host = vec![
-        format!("netns add {ns}"),
-        format!(
-            "link add {} type veth peer name eth0 netns {ns}",
-            host_link(id)
-        ),
-    ];
-    host.extend(attach_lines(id, &cfg.bridge));
-    ip_batch(&host)?;
+    let ns = add(&netns_path(id))?;
     let mac = super::binding::mac_of(addr);
+    Rtnl::open()?.add_veth(&Veth {
+        host: &host_link(id),
+        bridge: &cfg.bridge,
+        peer: "eth0",
+        peer_mac: mac,
+        peer_netns: ns.as_fd(),
+    })?;
     super::inside::setup(&netns_path(id), mac, addr, cfg.subnet, cfg.gateway())
 }
 
 /// Puts the host ends of `ids` back on `bridge` (after it was re-created).
 pub fn attach(ids: &[&str], bridge: &str) -> Result<()> {
-    let lines: Vec<String> = ids
+    let mut links = ids
         .iter()
-        .filter(|id| link_exists(&host_link(id)))
-        .flat_map(|id| attach_lines(id, bridge))
-        .collect();
-    ip_batch(&lines)
+        .map(|id| host_link(id))
+        .filter(|l| link_exists(l));
+    let Some(first) = links.next() else {
+        return Ok(());
+    };
+    let mut nl = Rtnl::open()?;
+    for l in std::iter::once(first).chain(links) {
+        nl.attach(&l, bridge)?;
+    }
+    Ok(())
 }
 
 /// Removes the namespace and the veth of space `id`, whichever exist.
@@ -91,11 +167,11 @@ pub fn remove(id: &str) -> Result<()> {
     let path = netns_path(id);
     if path.exists() {
         // Not mounted (a leftover file): only the unlink matters.
-        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        let _ = umount2(&path, MntFlags::MNT_DETACH);
         std::fs::remove_file(&path)
             .map_err(|e| Error::Network(format!("remove {}: {e}", path.display())))
     } else if link_exists(&host_link(id)) {
-        ip_batch(&[format!("link del {}", host_link(id))])
+        Rtnl::open()?.del_link(&host_link(id))
     } else {
         Ok(())
     }
@@ -106,7 +182,7 @@ pub fn remove(id: &str) -> Result<()> {
 /// namespace's name.
 pub fn cut(id: &str) -> Result<()> {
     if link_exists(&host_link(id)) {
-        ip_batch(&[format!("link del {}", host_link(id))])?;
+        Rtnl::open()?.del_link(&host_link(id))?;
     }
     remove(id)
 }

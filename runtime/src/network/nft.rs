@@ -1,103 +1,116 @@
 //! Our nftables tables, named after the bridge: `inet` (NAT for the subnet
 //! and the isolation rules) and `bridge` (each port bound to its space's
-//! MAC and address, see [`super::binding`]). Built as text, applied with one
-//! `nft -f` (one transaction that replaces both tables).
+//! MAC and address, see [`super::binding`]). Built as one nf_tables
+//! transaction that replaces both tables ([`super::nfnl`]).
 
 use std::net::Ipv4Addr;
 
 use super::binding::{self, Port};
-use super::config::NetworkConfig;
+use super::config::{Ipv4Net, NetworkConfig};
+use super::nfnl::{Batch, Hook, Rule, BRIDGE, INET};
 
 /// Destinations spaces cannot reach unless allowed: "this" network,
 /// private (RFC 1918), shared/CGNAT, loopback, link-local (incl. the cloud
 /// metadata address 169.254.169.254), multicast and reserved ranges.
 /// Spaces have no IPv6 at all, so fc00::/7 and fe80::/10 are covered by
 /// dropping every IPv6 packet from the bridge.
-pub const BLOCKED: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
+pub const BLOCKED: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8),
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(100, 64, 0, 0), 10),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    (Ipv4Addr::new(224, 0, 0, 0), 4),
+    (Ipv4Addr::new(240, 0, 0, 0), 4),
 ];
 
-fn set(name: &str, flags: &str, items: &[String]) -> String {
-    if items.is_empty() {
-        return String::new();
+/// The chains of the `inet` table: name, hook number, priority, type.
+const CHAINS: [(&str, u32, i32, &str); 3] = [
+    ("input", libc::NF_INET_LOCAL_IN as u32, 0, "filter"),
+    ("forward", libc::NF_INET_FORWARD as u32, 0, "filter"),
+    ("postrouting", libc::NF_INET_POST_ROUTING as u32, 100, "nat"),
+];
+
+/// The exceptions to the isolation, for traffic from bridge `br`: DNS
+/// (tcp, udp 53) to `resolvers`, then the operator's `allow`ed networks.
+fn exceptions(br: &str, resolvers: &[Ipv4Addr], allow: &[Ipv4Net]) -> Vec<Rule> {
+    let from = || Rule::new().iifname(br, true);
+    let mut v = Vec::new();
+    for r in resolvers {
+        for proto in [libc::IPPROTO_TCP, libc::IPPROTO_UDP] {
+            v.push(from().ip_daddr((*r, 32)).dport(proto as u8, 53).accept());
+        }
     }
-    format!(
-        "  set {name} {{ type ipv4_addr;{flags} elements = {{ {} }} }}\n",
-        items.join(", ")
-    )
+    for n in allow {
+        v.push(from().ip_daddr((n.addr, n.prefix)).accept());
+    }
+    v
 }
 
-/// The full script: creates (or atomically replaces) our tables.
+/// The whole transaction: removes our tables and makes them again.
 /// `resolvers` are the DNS servers written into the spaces' resolv.conf:
 /// port 53 on them stays reachable even in a blocked range or on the host.
 /// `ports` are the spaces bound to their addresses.
-pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], ports: &[Port]) -> String {
+pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], ports: &[Port]) -> Batch {
     let t = cfg.table();
-    let br = &cfg.bridge;
-    let dns: Vec<String> = resolvers.iter().map(|r| r.to_string()).collect();
-    let allow: Vec<String> = cfg.allow.iter().map(|n| n.to_string()).collect();
-    let dns_rule = if dns.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "    iifname \"{br}\" ip daddr @dns meta l4proto {{ tcp, udp }} th dport 53 accept\n"
-        )
-    };
-    let allow_rule = if allow.is_empty() {
-        String::new()
-    } else {
-        format!("    iifname \"{br}\" ip daddr @allowed accept\n")
-    };
-    format!(
-        "{delete}\
-         table inet {t} {{\n\
-         {dns_set}{allow_set}\
-         \x20 chain input {{\n\
-         \x20   type filter hook input priority filter; policy accept;\n\
-         \x20   iifname \"{br}\" ct state established,related accept\n\
-         {dns_rule}{allow_rule}\
-         \x20   iifname \"{br}\" drop\n\
-         \x20 }}\n\
-         \x20 chain forward {{\n\
-         \x20   type filter hook forward priority filter; policy accept;\n\
-         \x20   iifname \"{br}\" oifname \"{br}\" drop\n\
-         \x20   oifname \"{br}\" ct state established,related accept\n\
-         \x20   oifname \"{br}\" drop\n\
-         \x20   iifname \"{br}\" meta nfproto ipv6 drop\n\
-         {dns_rule}{allow_rule}\
-         \x20   iifname \"{br}\" ip daddr {{ {blocked} }} drop\n\
-         \x20   iifname \"{br}\" accept\n\
-         \x20 }}\n\
-         \x20 chain postrouting {{\n\
-         \x20   type nat hook postrouting priority srcnat; policy accept;\n\
-         \x20   ip saddr {subnet} oifname != \"{br}\" masquerade\n\
-         \x20 }}\n\
-         }}\n\
-         {bridge}",
-        delete = delete(t),
-        bridge = binding::table(t, ports),
-        dns_set = set("dns", "", &dns),
-        allow_set = set("allowed", " flags interval;", &allow),
-        blocked = BLOCKED.join(", "),
-        subnet = cfg.subnet,
-    )
+    let br = cfg.bridge.as_str();
+    let mut b = delete(t);
+    b.add_table(INET, t);
+    for (name, num, priority, kind) in CHAINS {
+        b.add_chain(
+            INET,
+            t,
+            name,
+            Hook {
+                num,
+                priority,
+                kind,
+            },
+        );
+    }
+    let from = || Rule::new().iifname(br, true);
+    let to = || Rule::new().oifname(br, true);
+    let allowed = exceptions(br, resolvers, &cfg.allow);
+    let mut input = vec![from().established().accept()];
+    input.extend(allowed.iter().cloned());
+    input.push(from().drop());
+    let mut forward = vec![
+        from().oifname(br, true).drop(),
+        to().established().accept(),
+        to().drop(),
+        from().ipv6().drop(),
+    ];
+    forward.extend(allowed);
+    for net in BLOCKED {
+        forward.push(from().ip_daddr(*net).drop());
+    }
+    forward.push(from().accept());
+    let nat = Rule::new()
+        .ip_saddr((cfg.subnet.addr, cfg.subnet.prefix))
+        .oifname(br, false)
+        .masquerade();
+    for (chain, rules) in [
+        ("input", input),
+        ("forward", forward),
+        ("postrouting", vec![nat]),
+    ] {
+        for r in rules {
+            b.add_rule(INET, t, chain, r);
+        }
+    }
+    binding::table(&mut b, t, ports);
+    b
 }
 
-/// The script that removes our tables `t` (and succeeds when they are
-/// absent).
-pub fn delete(t: &str) -> String {
-    format!(
-        "table inet {t} {{}}\ndelete table inet {t}\n{}",
-        binding::delete(t)
-    )
+/// The transaction that removes our tables `t` (and succeeds when they
+/// are absent).
+pub fn delete(t: &str) -> Batch {
+    let mut b = Batch::new();
+    b.delete_table(INET, t);
+    b.delete_table(BRIDGE, t);
+    b
 }
 
 #[cfg(test)]
@@ -107,22 +120,106 @@ mod tests {
     #[test]
     fn rules_name_our_bridge_subnet_and_exceptions() {
         let mut cfg = NetworkConfig::default();
-        let r = ruleset(&cfg, &[], &[]);
-        assert!(r.contains("table inet clawdspace0 {\n"));
-        assert!(r.contains("ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade"));
-        assert!(r.contains("iifname \"clawdspace0\" oifname \"clawdspace0\" drop"));
-        assert!(!r.contains("@dns") && !r.contains("@allowed"));
+        let r = ruleset(&cfg, &[], &[]).lines().join("\n");
+        assert!(r.contains("add table inet clawdspace0\n"));
+        assert!(
+            r.contains("postrouting ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade")
+        );
+        assert!(r.contains("forward iifname \"clawdspace0\" oifname \"clawdspace0\" drop"));
+        assert!(!r.contains("th dport 53"));
         cfg.allow = vec!["192.168.1.0/24".parse().expect("net")];
-        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)], &[]);
-        assert!(r.contains("set dns { type ipv4_addr; elements = { 10.255.255.53 } }"));
-        assert!(r.contains("flags interval; elements = { 192.168.1.0/24 }"));
+        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)], &[])
+            .lines()
+            .join("\n");
+        assert!(r.contains(
+            "input iifname \"clawdspace0\" ip daddr 10.255.255.53 meta l4proto udp th dport 53 accept"
+        ));
         // Exceptions come before the drop of blocked ranges.
-        let fwd = &r[r.find("chain forward").expect("forward")..];
-        assert!(fwd.find("@allowed").expect("allow") < fwd.find("10.0.0.0/8").expect("blocked"));
-        assert!(!r.contains(" fwd "), "fwd is reserved in nft");
+        let fwd = &r[r.find("forward").expect("forward")..];
+        let allowed = "forward iifname \"clawdspace0\" ip daddr 192.168.1.0/24 accept";
+        assert!(fwd.find(allowed).expect("allow") < fwd.find("10.0.0.0/8 drop").expect("blocked"));
         // Both tables are replaced in the same transaction.
-        assert!(r.starts_with(&delete("clawdspace0")));
+        assert!(r.starts_with(&delete("clawdspace0").lines().join("\n")));
         assert!(r.contains("delete table bridge clawdspace0\n"));
-        assert!(r.contains("table bridge clawdspace0 {\n"));
+        assert!(r.contains("add chain bridge clawdspace0 prerouting"));
+    }
+
+    #[test]
+    fn the_kernel_takes_the_tables_and_nft_reads_them_back() {
+        let nft = |args: &str| {
+            let o = std::process::Command::new("nft")
+                .args(args.split_whitespace())
+                .output()
+                .expect("nft");
+            assert!(o.status.success(), "nft {args}");
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        super::super::rtnl::tests::in_private_netns(|| {
+            let cfg = NetworkConfig {
+                allow: vec!["192.168.1.0/24".parse().expect("net")],
+                ..Default::default()
+            };
+            let id = "0123456789abcdef";
+            let a = Ipv4Addr::new(10, 88, 0, 2);
+            let dns = [Ipv4Addr::new(10, 255, 255, 53)];
+            ruleset(&cfg, &dns, &[(id, a)]).commit().expect("tables");
+            let all = nft("list ruleset");
+            for want in [
+                "iifname \"clawdspace0\" ct state established,related accept",
+                "iifname \"clawdspace0\" ip daddr 10.255.255.53 udp dport 53 accept",
+                "iifname \"clawdspace0\" ip daddr 192.168.1.0/24 accept",
+                "iifname \"clawdspace0\" ip daddr 169.254.0.0/16 drop",
+                "iifname \"clawdspace0\" meta nfproto ipv6 drop",
+                "ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade",
+                "type filter hook prerouting priority filter; policy accept;",
+                "iifname != @ports accept",
+                "iifname . ether saddr . ip saddr @bindings accept",
+                "\"cs0123456789ab\" . 02:63:0a:58:00:02 . 10.88.0.2",
+            ] {
+                assert!(all.contains(want), "{want} missing from:\n{all}");
+            }
+            // Again: replaced, not doubled.
+            ruleset(&cfg, &dns, &[]).commit().expect("again");
+            let all = nft("list ruleset");
+            assert_eq!(all.matches("masquerade").count(), 1, "{all}");
+            assert!(!all.contains("cs0123456789ab"), "{all}");
+            // Bind, unbind (twice: absent elements are fine).
+            let b = Ipv4Addr::new(10, 88, 0, 3);
+            binding::update("clawdspace0", &[], &[(id, b)])
+                .commit()
+                .expect("bind");
+            assert!(nft("list set bridge clawdspace0 ports").contains("\"cs0123456789ab\""));
+            for _ in 0..2 {
+                binding::update("clawdspace0", &[(id, b)], &[])
+                    .commit()
+                    .expect("unbind");
+            }
+            assert!(!nft("list ruleset").contains("cs0123456789ab"));
+            // Thousands of spaces: more elements than one message holds.
+            let ids: Vec<String> = (0..3000).map(|i| format!("{i:012x}0000")).collect();
+            let many: Vec<Port> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str(), Ipv4Addr::from(0x0a58_0000 + 2 + i as u32)))
+                .collect();
+            ruleset(&cfg, &dns, &many).commit().expect("many");
+            let set = nft("list set bridge clawdspace0 bindings");
+            assert_eq!(set.matches(" . 02:63:").count(), 3000);
+            assert!(set.contains("\"cs000000000bb7\" . 02:63:0a:58:0b:b9 . 10.88.11.185"));
+            binding::update("clawdspace0", &many, &[])
+                .commit()
+                .expect("unbind many");
+            assert!(!nft("list set bridge clawdspace0 ports").contains("\"cs"));
+            // A refused message names itself; nothing of the batch applies.
+            let mut bad = Batch::new();
+            bad.add_table(INET, "partial");
+            bad.add_rule(INET, "partial", "nochain", Rule::new().accept());
+            let e = bad.commit().expect_err("no such chain").to_string();
+            assert!(e.contains("add rule inet partial nochain accept"), "{e}");
+            assert!(!nft("list tables").contains("partial"));
+            delete("clawdspace0").commit().expect("delete");
+            delete("clawdspace0").commit().expect("delete absent");
+            assert_eq!(nft("list ruleset").trim(), "");
+        });
     }
 }

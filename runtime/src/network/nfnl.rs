@@ -1,0 +1,741 @@
+//! nftables over netlink, in-process: no `nft` program and no libnftnl.
+//! A [`Batch`] of nf_tables messages (tables, chains, sets, elements,
+//! rules) goes to the kernel as one transaction (`NFNL_MSG_BATCH_BEGIN` …
+//! `END`): all of it applies, or none. Rules are built with [`Rule`], which
+//! writes the kernel's expressions and, beside them, the rule in `nft`
+//! syntax for logs, errors and tests.
+//!
+//! The messages are encoded here (a few dozen attributes of
+//! `linux/netfilter/nf_tables.h`): the pure-Rust nftables crates are
+//! GPL-licensed (this project is Apache-2.0), the others bind libnftnl and
+//! libmnl, C libraries a host may lack.
+
+use std::os::fd::AsRawFd;
+
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
+
+use crate::error::{Error, Result};
+
+/// nf_tables address families.
+pub const INET: u8 = libc::NFPROTO_INET as u8;
+/// The `bridge` family.
+pub const BRIDGE: u8 = libc::NFPROTO_BRIDGE as u8;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+const NEWTABLE: u16 = 0;
+const DELTABLE: u16 = 2;
+const NEWCHAIN: u16 = 3;
+const NEWRULE: u16 = 6;
+const NEWSET: u16 = 9;
+const NEWSETELEM: u16 = 12;
+const DELSETELEM: u16 = 14;
+const NLA_F_NESTED: u16 = 0x8000;
+const LIST_ELEM: u16 = 1;
+const DATA_VALUE: u16 = 1;
+const DATA_VERDICT: u16 = 2;
+
+/// Registers: the verdict, a 16-byte one, and the first 4-byte one
+/// (concatenations are loaded into consecutive 4-byte registers).
+const REG_VERDICT: u32 = 0;
+const REG_1: u32 = 1;
+const REG32_00: u32 = 8;
+
+/// A netlink attribute: bytes, or nested attributes.
+#[derive(Debug, Clone)]
+enum Attr {
+    Bytes(u16, Vec<u8>),
+    Nest(u16, Vec<Attr>),
+}
+
+fn string(t: u16, s: &str) -> Attr {
+    let mut b = s.as_bytes().to_vec();
+    b.push(0);
+    Attr::Bytes(t, b)
+}
+
+fn be32(t: u16, v: u32) -> Attr {
+    Attr::Bytes(t, v.to_be_bytes().to_vec())
+}
+
+fn value(t: u16, data: &[u8]) -> Attr {
+    Attr::Nest(t, vec![Attr::Bytes(DATA_VALUE, data.to_vec())])
+}
+
+fn emit(attrs: &[Attr], out: &mut Vec<u8>) {
+    for a in attrs {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let t = match a {
+            Attr::Bytes(t, b) => {
+                out.extend_from_slice(b);
+                *t
+            }
+            Attr::Nest(t, inner) => {
+                emit(inner, out);
+                t | NLA_F_NESTED
+            }
+        };
+        let len = u16::try_from(out.len() - start).unwrap_or(u16::MAX);
+        out[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        out[start + 2..start + 4].copy_from_slice(&t.to_ne_bytes());
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+}
+
+/// One expression of a rule: `name` with its attributes.
+fn expr(name: &str, data: Vec<Attr>) -> Attr {
+    Attr::Nest(
+        LIST_ELEM,
+        vec![string(1, name), Attr::Nest(2, data)], // NFTA_EXPR_NAME, _DATA
+    )
+}
+
+fn meta(key: u32, dreg: u32) -> Attr {
+    expr("meta", vec![be32(2, key), be32(1, dreg)]) // NFTA_META_KEY, _DREG
+}
+
+/// Payload bases.
+const LL: u32 = 0;
+const NETWORK: u32 = 1;
+const TRANSPORT: u32 = 2;
+
+fn payload(base: u32, offset: u32, len: u32, dreg: u32) -> Attr {
+    // NFTA_PAYLOAD_DREG, _BASE, _OFFSET, _LEN
+    expr(
+        "payload",
+        vec![be32(1, dreg), be32(2, base), be32(3, offset), be32(4, len)],
+    )
+}
+
+fn cmp(equal: bool, sreg: u32, data: &[u8]) -> Attr {
+    // NFTA_CMP_SREG, _OP (NFT_CMP_EQ 0, NFT_CMP_NEQ 1), _DATA
+    expr(
+        "cmp",
+        vec![be32(1, sreg), be32(2, u32::from(!equal)), value(3, data)],
+    )
+}
+
+fn bitwise(reg: u32, mask: &[u8]) -> Attr {
+    // NFTA_BITWISE_SREG, _DREG, _LEN, _MASK, _XOR
+    expr(
+        "bitwise",
+        vec![
+            be32(1, reg),
+            be32(2, reg),
+            be32(3, mask.len() as u32),
+            value(4, mask),
+            value(5, &vec![0; mask.len()]),
+        ],
+    )
+}
+
+fn lookup(set: &str, sreg: u32, invert: bool) -> Attr {
+    // NFTA_LOOKUP_SET, _SREG, _FLAGS (NFT_LOOKUP_F_INV 1)
+    expr(
+        "lookup",
+        vec![string(1, set), be32(2, sreg), be32(5, u32::from(invert))],
+    )
+}
+
+/// `name` as the kernel holds an interface name: padded to IFNAMSIZ.
+pub fn ifname_key(name: &str) -> Vec<u8> {
+    let mut b = name.as_bytes().to_vec();
+    b.resize(libc::IFNAMSIZ, 0);
+    b
+}
+
+/// `name` as a match on an interface name: exact, NUL included.
+fn ifname_match(name: &str) -> Vec<u8> {
+    let mut b = name.as_bytes().to_vec();
+    b.push(0);
+    b
+}
+
+const META_NFPROTO: u32 = 15;
+const META_L4PROTO: u32 = 16;
+const META_IIFNAME: u32 = 6;
+const META_OIFNAME: u32 = 7;
+
+/// An IPv4 network to match (address and prefix length).
+pub type Net = (std::net::Ipv4Addr, u8);
+
+/// A rule being built: the kernel's expressions and its `nft` text.
+#[derive(Debug, Clone, Default)]
+pub struct Rule {
+    exprs: Vec<Attr>,
+    text: Vec<String>,
+}
+
+impl Rule {
+    /// An empty rule.
+    pub fn new() -> Rule {
+        Rule::default()
+    }
+
+    fn with(mut self, text: String, exprs: impl IntoIterator<Item = Attr>) -> Rule {
+        self.exprs.extend(exprs);
+        self.text.push(text);
+        self
+    }
+
+    /// The rule in `nft` syntax.
+    pub fn text(&self) -> String {
+        self.text.join(" ")
+    }
+
+    /// `iifname "name"` (`==`) or `iifname != "name"`.
+    pub fn iifname(self, name: &str, equal: bool) -> Rule {
+        let op = if equal { "" } else { "!= " };
+        self.with(
+            format!("iifname {op}\"{name}\""),
+            [
+                meta(META_IIFNAME, REG_1),
+                cmp(equal, REG_1, &ifname_match(name)),
+            ],
+        )
+    }
+
+    /// `oifname "name"` (`==`) or `oifname != "name"`.
+    pub fn oifname(self, name: &str, equal: bool) -> Rule {
+        let op = if equal { "" } else { "!= " };
+        self.with(
+            format!("oifname {op}\"{name}\""),
+            [
+                meta(META_OIFNAME, REG_1),
+                cmp(equal, REG_1, &ifname_match(name)),
+            ],
+        )
+    }
+
+    /// `iifname != @set`: the input port is not in `set` (of ifnames).
+    pub fn iifname_not_in(self, set: &str) -> Rule {
+        self.with(
+            format!("iifname != @{set}"),
+            [meta(META_IIFNAME, REG_1), lookup(set, REG_1, true)],
+        )
+    }
+
+    /// `ct state established,related`.
+    pub fn established(self) -> Rule {
+        // NFTA_CT_KEY (NFT_CT_STATE 0), _DREG; state bits in host order:
+        // established 1 << 1, related 1 << 2.
+        let ct = expr("ct", vec![be32(2, 0), be32(1, REG_1)]);
+        self.with(
+            "ct state established,related".into(),
+            [
+                ct,
+                bitwise(REG_1, &6u32.to_ne_bytes()),
+                cmp(false, REG_1, &[0; 4]),
+            ],
+        )
+    }
+
+    /// `meta nfproto ipv6`.
+    pub fn ipv6(self) -> Rule {
+        self.with(
+            "meta nfproto ipv6".into(),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(true, REG_1, &[libc::NFPROTO_IPV6 as u8]),
+            ],
+        )
+    }
+
+    fn ip_addr(self, field: &str, offset: u32, net: Net) -> Rule {
+        let (addr, prefix) = net;
+        let mut e = vec![
+            meta(META_NFPROTO, REG_1),
+            cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+            payload(NETWORK, offset, 4, REG_1),
+        ];
+        let text = if prefix >= 32 {
+            format!("ip {field} {addr}")
+        } else {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            e.push(bitwise(REG_1, &mask.to_be_bytes()));
+            format!("ip {field} {addr}/{prefix}")
+        };
+        e.push(cmp(true, REG_1, &addr.octets()));
+        self.with(text, e)
+    }
+
+    /// `ip daddr net` (IPv4 only).
+    pub fn ip_daddr(self, net: Net) -> Rule {
+        self.ip_addr("daddr", 16, net)
+    }
+
+    /// `ip saddr net` (IPv4 only).
+    pub fn ip_saddr(self, net: Net) -> Rule {
+        self.ip_addr("saddr", 12, net)
+    }
+
+    /// `meta l4proto tcp|udp th dport port`.
+    pub fn dport(self, proto: u8, port: u16) -> Rule {
+        let name = if i32::from(proto) == libc::IPPROTO_TCP {
+            "tcp"
+        } else {
+            "udp"
+        };
+        self.with(
+            format!("meta l4proto {name} th dport {port}"),
+            [
+                meta(META_L4PROTO, REG_1),
+                cmp(true, REG_1, &[proto]),
+                payload(TRANSPORT, 2, 2, REG_1),
+                cmp(true, REG_1, &port.to_be_bytes()),
+            ],
+        )
+    }
+
+    /// `ether type <t>` (bridge family).
+    pub fn ether_type(self, t: u16) -> Rule {
+        let name = match i32::from(t) {
+            libc::ETH_P_IP => "ip".to_string(),
+            libc::ETH_P_ARP => "arp".to_string(),
+            _ => format!("{t:#06x}"),
+        };
+        self.with(
+            format!("ether type {name}"),
+            [
+                payload(LL, 12, 2, REG_1),
+                cmp(true, REG_1, &t.to_be_bytes()),
+            ],
+        )
+    }
+
+    /// `iifname . <mac> . <ipv4> @set`, the MAC and the address read at
+    /// `(base, offset)` (6 and 4 bytes); `text` names them.
+    pub fn port_bound(self, set: &str, mac: (u32, u32), ip: (u32, u32), text: &str) -> Rule {
+        // A concatenation: 16 bytes of name, 6 (+2) of MAC, 4 of address
+        // in consecutive 4-byte registers.
+        self.with(
+            format!("iifname . {text} @{set}"),
+            [
+                meta(META_IIFNAME, REG32_00),
+                payload(mac.0, mac.1, 6, REG32_00 + 4),
+                payload(ip.0, ip.1, 4, REG32_00 + 6),
+                lookup(set, REG32_00, false),
+            ],
+        )
+    }
+
+    fn verdict(self, text: &str, code: i32) -> Rule {
+        // NFTA_IMMEDIATE_DREG, _DATA { NFTA_DATA_VERDICT { _CODE } }
+        let v = Attr::Nest(
+            2,
+            vec![Attr::Nest(DATA_VERDICT, vec![be32(1, code as u32)])],
+        );
+        self.with(
+            text.into(),
+            [expr("immediate", vec![be32(1, REG_VERDICT), v])],
+        )
+    }
+
+    /// `accept`.
+    pub fn accept(self) -> Rule {
+        self.verdict("accept", libc::NF_ACCEPT)
+    }
+
+    /// `drop`.
+    pub fn drop(self) -> Rule {
+        self.verdict("drop", libc::NF_DROP)
+    }
+
+    /// `masquerade`.
+    pub fn masquerade(self) -> Rule {
+        self.with("masquerade".into(), [expr("masq", vec![])])
+    }
+}
+
+/// The kernel's view of the MAC and address fields used by
+/// [`Rule::port_bound`]: Ethernet source, IPv4 source, ARP sender MAC and
+/// sender address.
+pub const ETHER_SADDR: (u32, u32) = (LL, 6);
+/// IPv4 source address.
+pub const IP_SADDR: (u32, u32) = (NETWORK, 12);
+/// ARP sender hardware address (Ethernet/IPv4 ARP).
+pub const ARP_SHA: (u32, u32) = (NETWORK, 8);
+/// ARP sender protocol address.
+pub const ARP_SPA: (u32, u32) = (NETWORK, 14);
+
+/// A base chain's hook.
+pub struct Hook {
+    /// `NF_INET_*` / `NF_BR_*` hook number.
+    pub num: u32,
+    /// Its priority.
+    pub priority: i32,
+    /// `filter` or `nat`.
+    pub kind: &'static str,
+}
+
+/// Set key types as `nft` numbers them (for `nft list`; the kernel only
+/// checks lengths), with their lengths: `ifname`.
+pub const TYPE_IFNAME: (u32, u32) = (41, 16);
+/// `ifname . ether_addr . ipv4_addr`: 16 bytes, 6 padded to 8, 4.
+pub const TYPE_PORT_MAC_IPV4: (u32, u32) = ((41 << 12) | (9 << 6) | 7, 28);
+
+struct Msg {
+    kind: u16,
+    flags: u16,
+    family: u8,
+    attrs: Vec<Attr>,
+    what: String,
+}
+
+/// nf_tables messages applied as one transaction by [`Batch::commit`].
+#[derive(Default)]
+pub struct Batch {
+    msgs: Vec<Msg>,
+    next_set_id: u32,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Whether the batch holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    /// What each message does, in `nft` syntax (one line each).
+    pub fn lines(&self) -> Vec<String> {
+        self.msgs.iter().map(|m| m.what.clone()).collect()
+    }
+
+    fn push(&mut self, kind: u16, flags: u16, family: u8, attrs: Vec<Attr>, what: String) {
+        self.msgs.push(Msg {
+            kind,
+            flags,
+            family,
+            attrs,
+            what,
+        });
+    }
+
+    /// `add table <family> <t>` (nothing if it exists).
+    pub fn add_table(&mut self, family: u8, t: &str) {
+        let what = format!("add table {} {t}", family_name(family));
+        self.push(
+            NEWTABLE,
+            libc::NLM_F_CREATE as u16,
+            family,
+            vec![string(1, t)],
+            what,
+        );
+    }
+
+    /// Removes table `t` and all in it, whether or not it exists.
+    pub fn delete_table(&mut self, family: u8, t: &str) {
+        self.add_table(family, t);
+        let what = format!("delete table {} {t}", family_name(family));
+        self.push(DELTABLE, 0, family, vec![string(1, t)], what);
+    }
+
+    /// `add chain <family> <t> <name> { type … hook … priority …; policy
+    /// accept; }`.
+    pub fn add_chain(&mut self, family: u8, t: &str, name: &str, hook: Hook) {
+        let what = format!(
+            "add chain {} {t} {name} {{ type {} hook {} priority {}; policy accept; }}",
+            family_name(family),
+            hook.kind,
+            hook.num,
+            hook.priority
+        );
+        let attrs = vec![
+            string(1, t),    // NFTA_CHAIN_TABLE
+            string(3, name), // NFTA_CHAIN_NAME
+            // NFTA_CHAIN_HOOK { NFTA_HOOK_HOOKNUM, _PRIORITY }
+            Attr::Nest(4, vec![be32(1, hook.num), be32(2, hook.priority as u32)]),
+            be32(5, libc::NF_ACCEPT as u32), // NFTA_CHAIN_POLICY
+            string(7, hook.kind),            // NFTA_CHAIN_TYPE
+        ];
+        self.push(NEWCHAIN, libc::NLM_F_CREATE as u16, family, attrs, what);
+    }
+
+    /// `add rule <family> <t> <chain> <rule>`.
+    pub fn add_rule(&mut self, family: u8, t: &str, chain: &str, rule: Rule) {
+        let what = format!(
+            "add rule {} {t} {chain} {}",
+            family_name(family),
+            rule.text()
+        );
+        let attrs = vec![
+            string(1, t),              // NFTA_RULE_TABLE
+            string(2, chain),          // NFTA_RULE_CHAIN
+            Attr::Nest(4, rule.exprs), // NFTA_RULE_EXPRESSIONS
+        ];
+        let flags = (libc::NLM_F_CREATE | libc::NLM_F_APPEND) as u16;
+        self.push(NEWRULE, flags, family, attrs, what);
+    }
+
+    /// `add set <family> <t> <name> { type …; }` with keys of `key_len`
+    /// bytes; `host_order` keys (interface names) are marked so for `nft
+    /// list`, which otherwise shows them byte-swapped.
+    pub fn add_set(
+        &mut self,
+        family: u8,
+        t: &str,
+        name: &str,
+        (key_type, key_len): (u32, u32),
+        host_order: bool,
+    ) {
+        self.next_set_id += 1;
+        let what = format!(
+            "add set {} {t} {name} {{ type {key_type} ({key_len} bytes); }}",
+            family_name(family)
+        );
+        let mut attrs = vec![
+            string(1, t),               // NFTA_SET_TABLE
+            string(2, name),            // NFTA_SET_NAME
+            be32(3, 0),                 // NFTA_SET_FLAGS
+            be32(4, key_type),          // NFTA_SET_KEY_TYPE
+            be32(5, key_len),           // NFTA_SET_KEY_LEN
+            be32(10, self.next_set_id), // NFTA_SET_ID
+        ];
+        if host_order {
+            // NFTA_SET_USERDATA: libnftnl's NFTNL_UDATA_SET_KEYBYTEORDER
+            // (type 0, length 4) = BYTEORDER_HOST_ENDIAN (1).
+            let mut ud = vec![0, 4];
+            ud.extend_from_slice(&1u32.to_ne_bytes());
+            attrs.push(Attr::Bytes(13, ud));
+        }
+        self.push(NEWSET, libc::NLM_F_CREATE as u16, family, attrs, what);
+    }
+
+    fn elements(&mut self, add: bool, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
+        // An attribute's length is 16 bits: at most this many elements
+        // (≤ 40 bytes each here) per message.
+        const PER_MESSAGE: usize = 512;
+        let verb = if add { "add" } else { "delete" };
+        for chunk in keys.chunks(PER_MESSAGE) {
+            let mut names: Vec<&str> = chunk.iter().take(3).map(|(_, n)| n.as_str()).collect();
+            let more = format!("… ({} elements)", chunk.len());
+            if chunk.len() > names.len() {
+                names.push(&more);
+            }
+            let what = format!(
+                "{verb} element {} {t} {set} {{ {} }}",
+                family_name(family),
+                names.join(", ")
+            );
+            let elems = chunk
+                .iter()
+                .map(|(k, _)| Attr::Nest(LIST_ELEM, vec![value(1, k)])) // NFTA_SET_ELEM_KEY
+                .collect();
+            let attrs = vec![
+                string(1, t),         // NFTA_SET_ELEM_LIST_TABLE
+                string(2, set),       // NFTA_SET_ELEM_LIST_SET
+                Attr::Nest(3, elems), // NFTA_SET_ELEM_LIST_ELEMENTS
+            ];
+            let (kind, flags) = if add {
+                (NEWSETELEM, libc::NLM_F_CREATE as u16)
+            } else {
+                (DELSETELEM, 0)
+            };
+            self.push(kind, flags, family, attrs, what);
+        }
+    }
+
+    /// Adds `keys` (bytes, and their `nft` text) to `set` (those present
+    /// stay).
+    pub fn add_elements(&mut self, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
+        self.elements(true, family, t, set, keys);
+    }
+
+    /// Removes `keys` from `set`, whether or not they are in it.
+    pub fn delete_elements(&mut self, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
+        self.elements(true, family, t, set, keys);
+        self.elements(false, family, t, set, keys);
+    }
+
+    /// Applies the whole batch as one transaction; fails with the first
+    /// message the kernel refused (then none applies).
+    pub fn commit(self) -> Result<()> {
+        if self.msgs.is_empty() {
+            return Ok(());
+        }
+        let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("netlink socket", e))?;
+        sock.bind_auto().map_err(|e| fail("netlink bind", e))?;
+        set_timeout(&sock)?;
+        // Refusals carry the refused message's header only.
+        sock.set_cap_ack(true)
+            .map_err(|e| fail("netlink ack option", e))?;
+        let mut out = Vec::new();
+        let batch = (libc::AF_UNSPEC as u8, NFNL_SUBSYS_NFTABLES);
+        header(&mut out, NFNL_MSG_BATCH_BEGIN, 0, 0, batch);
+        for (i, m) in self.msgs.iter().enumerate() {
+            let kind = (NFNL_SUBSYS_NFTABLES << 8) | m.kind;
+            let flags = m.flags | libc::NLM_F_ACK as u16;
+            let start = header(&mut out, kind, flags, i as u32 + 1, (m.family, 0));
+            emit(&m.attrs, &mut out);
+            finish(&mut out, start);
+        }
+        header(&mut out, NFNL_MSG_BATCH_END, 0, 0, batch);
+        // The kernel takes a batch no larger than the send buffer: the
+        // tables of thousands of spaces outgrow the default.
+        set_int_opt(&sock, libc::SO_SNDBUFFORCE, out.len().saturating_mul(2))?;
+        sock.send(&out, 0)
+            .map_err(|e| fail("nftables transaction", e))?;
+        self.acks(&sock)
+    }
+
+    /// Reads one answer per message; the first error wins.
+    fn acks(&self, sock: &Socket) -> Result<()> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = self.msgs.len();
+        let mut first: Option<Error> = None;
+        while left > 0 {
+            let n = sock
+                .recv(&mut &mut buf[..], 0)
+                .map_err(|e| fail("nftables transaction: waiting for the kernel", e))?;
+            let mut at = 0;
+            while at + 16 <= n {
+                let word = |o: usize| {
+                    u32::from_ne_bytes([
+                        buf[at + o],
+                        buf[at + o + 1],
+                        buf[at + o + 2],
+                        buf[at + o + 3],
+                    ])
+                };
+                let len = word(0) as usize;
+                let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                let seq = word(8) as usize;
+                if len < 16 {
+                    break;
+                }
+                if kind == libc::NLMSG_ERROR as u16 && at + 20 <= n {
+                    left = left.saturating_sub(1);
+                    let code = word(16) as i32;
+                    if code != 0 && first.is_none() {
+                        let what = seq
+                            .checked_sub(1)
+                            .and_then(|i| self.msgs.get(i))
+                            .map_or("nftables transaction", |m| m.what.as_str());
+                        first = Some(fail(what, std::io::Error::from_raw_os_error(-code)));
+                    }
+                }
+                at += len.next_multiple_of(4);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+fn fail(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Network(format!("{what}: {e}"))
+}
+
+fn family_name(f: u8) -> &'static str {
+    match f {
+        INET => "inet",
+        BRIDGE => "bridge",
+        _ => "?",
+    }
+}
+
+/// Appends a netlink header and `nfgenmsg` (`family`, `res_id`); returns
+/// where the message starts (see [`finish`]).
+fn header(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, (family, res): (u8, u16)) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&20u32.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(&(flags | libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&[family, 0]); // NFNETLINK_V0
+    out.extend_from_slice(&res.to_be_bytes());
+    start
+}
+
+/// Writes the length of the message that starts at `start`.
+fn finish(out: &mut [u8], start: usize) {
+    let len = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+fn set_int_opt(sock: &Socket, opt: libc::c_int, value: usize) -> Result<()> {
+    let v = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt with an int option and its size, on our socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(fail(
+            "netlink socket option",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// A kernel that never answers must not hang the caller.
+pub(super) fn set_timeout(sock: &Socket) -> Result<()> {
+    let tv = libc::timeval {
+        tv_sec: 10,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a timeval option and its size, on our socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(fail("netlink timeout", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_padded_and_nested() {
+        let mut out = Vec::new();
+        emit(&[Attr::Nest(4, vec![string(1, "ab")])], &mut out);
+        // Inner: 4 + "ab\0" = 7, padded to 8; outer: 4 + 8.
+        assert_eq!(out.len(), 12);
+        assert_eq!(u16::from_ne_bytes([out[0], out[1]]), 12);
+        assert_eq!(u16::from_ne_bytes([out[2], out[3]]), 4 | NLA_F_NESTED);
+        assert_eq!(u16::from_ne_bytes([out[4], out[5]]), 7);
+        assert_eq!(&out[8..11], b"ab\0");
+    }
+
+    #[test]
+    fn rules_read_as_nft_syntax() {
+        let r = Rule::new()
+            .iifname("br0", true)
+            .ip_daddr((std::net::Ipv4Addr::new(10, 0, 0, 0), 8))
+            .drop();
+        assert_eq!(r.text(), "iifname \"br0\" ip daddr 10.0.0.0/8 drop");
+        let mut b = Batch::new();
+        b.delete_table(INET, "t");
+        b.add_rule(INET, "t", "forward", r);
+        assert_eq!(
+            b.lines(),
+            [
+                "add table inet t",
+                "delete table inet t",
+                "add rule inet t forward iifname \"br0\" ip daddr 10.0.0.0/8 drop"
+            ]
+        );
+        assert_eq!(ifname_key("cs1").len(), 16);
+    }
+}
