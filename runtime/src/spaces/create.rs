@@ -14,7 +14,7 @@ use crate::spec::space_env;
 use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser};
 
 use super::registry::{lock, Entry};
-use super::Runtime;
+use super::{blocking, Runtime};
 
 /// Smallest memory limit a space may have.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
@@ -89,7 +89,8 @@ impl Runtime {
             if d < MIN_DISK {
                 return Err(Error::InvalidInput("Invalid disk: at least 1 MiB".into()));
             }
-            quota::check_available(self.inner.store.dir())?;
+            let dir = self.inner.store.dir().to_path_buf();
+            blocking("checking disk quotas", move || quota::check_available(&dir)).await?;
         }
         // No limit asked for: the server's default, if quotas allow one.
         let disk = req.disk.or(self.inner.config.default_disk);
@@ -116,7 +117,18 @@ impl Runtime {
             (false, None) => None,
         };
         self.ensure_image(&req.image).await?;
-        let image = self.inner.images.resolve(&req.image)?;
+        // The image's config and its `sandbox` user (files of the store).
+        let (images, reference, gpu) = (self.inner.images.clone(), req.image.clone(), req.gpu);
+        let (image, pw) = blocking("reading the image", move || {
+            let image = images.resolve(&reference)?;
+            if gpu {
+                return Ok((image, None));
+            }
+            let pw = resolve_user(&image.layer_dirs, "sandbox")
+                .map_err(|e| Error::InvalidInput(format!("image {reference}: {e}")))?;
+            Ok((image, pw))
+        })
+        .await?;
         let user = if req.gpu {
             SpaceUser {
                 name: "root".into(),
@@ -129,11 +141,6 @@ impl Runtime {
         } else {
             // An image without a `sandbox` user still works: uid/gid 1000,
             // as `docker run --user 1000:1000` would.
-            let layers = image.layer_dirs.clone();
-            let pw = tokio::task::spawn_blocking(move || resolve_user(&layers, "sandbox"))
-                .await
-                .map_err(|e| Error::Container(format!("user lookup task: {e}")))?
-                .map_err(|e| Error::InvalidInput(format!("image {}: {e}", req.image)))?;
             SpaceUser {
                 name: "sandbox".into(),
                 uid: pw.as_ref().map_or(1000, |p| p.uid),
@@ -181,7 +188,8 @@ impl Runtime {
         let started = async {
             // First of all, so that a crash from here on leaves a directory
             // known never to have held a record (removed at startup).
-            self.inner.store.begin(&space.id)?;
+            let (store, id) = (self.inner.store.clone(), space.id.clone());
+            blocking("recording the new space", move || store.begin(&id)).await?;
             if req.network == NetworkMode::Internet {
                 let id = space.id.clone();
                 let addr = self.net(move |n| n.allocate(&id)).await?;
