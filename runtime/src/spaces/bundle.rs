@@ -33,7 +33,10 @@ impl Runtime {
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
         let net = if space.network.mode == NetworkMode::Internet {
             let (s, d) = (space.clone(), dir.clone());
-            Some(self.net(move |n| n.prepare(&s, &d)).await?)
+            Some(
+                self.net(move |n| n.prepare(&s.id, &s.name, &s.network, &d))
+                    .await?,
+            )
         } else {
             None
         };

@@ -10,8 +10,9 @@ use crate::gpu::GpuRequest;
 use crate::image::resolve_user;
 use crate::network::{NetworkMode, SpaceNetwork};
 use crate::quota;
+use crate::space_id::new_space_id;
 use crate::spec::space_env;
-use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser};
+use crate::store::{Space, SpaceStatus, SpaceUser};
 
 use super::registry::{lock, Entry};
 use super::{blocking, Runtime};

@@ -12,7 +12,8 @@ use nix::fcntl::OFlag;
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{self, ExecHandle, ExecOutput, ExecRequest};
 use crate::image::resolve_user;
-use crate::store::{new_space_id, Space, SpaceStatus};
+use crate::space_id::new_space_id;
+use crate::store::{Space, SpaceStatus};
 use crate::worker::proto::{Reply, Request};
 
 use super::registry::Entry;

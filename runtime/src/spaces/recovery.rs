@@ -71,10 +71,10 @@ impl Runtime {
             self.quarantine(&id, &reason).await;
         }
         let (spaces, unrecorded, trash) = (loaded.spaces, loaded.unrecorded, loaded.trash);
-        let kept: Vec<Space> = spaces
+        let kept: Vec<_> = spaces
             .iter()
             .filter(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
-            .cloned()
+            .map(|s| (s.id.clone(), s.network.clone()))
             .collect();
         if let Err(e) = self.net(move |n| n.restore(&kept)).await {
             // Spaces still come back; networked ones fail to start until
