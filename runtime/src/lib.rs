@@ -32,7 +32,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
 pub use spaces::{
-    is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
+    CreateSpace, ExecActivity, Runtime, SpaceName, INVALID_NAME, MIN_DISK, MIN_MEMORY,
+    MIN_NANO_CPUS,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};
 pub use worker::PoolStats;

@@ -374,12 +374,11 @@ async fn failed_create_leaves_nothing_and_the_name_stays_free() {
     };
     let rt = env.rt();
     let req = |image: &str| CreateSpace {
-        name: "broken".into(),
         image: image.into(),
         memory: 64 << 20,
         nano_cpus: 1_000_000_000,
         pids_limit: None,
-        ..Default::default()
+        ..CreateSpace::named(clawdspace_runtime::SpaceName::new("broken").expect("space name"))
     };
     // Not stored, so it is pulled; its registry is unreachable (502-class).
     assert!(matches!(
@@ -427,12 +426,13 @@ async fn concurrent_creates_of_one_name_give_exactly_one_space() {
         let rt = rt.clone();
         tokio::spawn(async move {
             rt.create(CreateSpace {
-                name: "twin".into(),
                 image: IMAGE.into(),
                 memory: 64 << 20,
                 nano_cpus: 500_000_000,
                 pids_limit: None,
-                ..Default::default()
+                ..CreateSpace::named(
+                    clawdspace_runtime::SpaceName::new("twin").expect("space name"),
+                )
             })
             .await
         })
@@ -462,12 +462,11 @@ async fn invalid_requests_are_refused_before_anything_is_made() {
     ] {
         let r = rt
             .create(CreateSpace {
-                name: name.into(),
                 image: IMAGE.into(),
                 memory,
                 nano_cpus: (cpus * 1e9) as u64,
                 pids_limit: None,
-                ..Default::default()
+                ..CreateSpace::named(clawdspace_runtime::SpaceName::new(name).expect("space name"))
             })
             .await;
         assert!(

@@ -37,11 +37,13 @@ mod create;
 mod exec;
 mod images;
 mod lifecycle;
+mod name;
 mod recovery;
 mod registry;
 
-pub use create::{is_valid_name, CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
+pub use create::{CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
 pub use exec::ExecActivity;
+pub use name::{SpaceName, INVALID_NAME};
 use registry::Entry;
 
 /// The static init binary bind-mounted into every space.
