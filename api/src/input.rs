@@ -7,23 +7,22 @@ use std::time::Duration;
 use serde_json::Value;
 
 use clawdspace_runtime::gpu::GpuRequest;
-use clawdspace_runtime::{is_valid_name, Command, ExecRequest, NetworkMode, MIN_DISK, MIN_MEMORY};
+use clawdspace_runtime::{
+    Command, ExecRequest, NetworkMode, SpaceName, INVALID_NAME, MIN_DISK, MIN_MEMORY,
+};
 
 use crate::error::ApiError;
 use crate::model::{
     CommandSpec, CpusSpec, CreateSpaceBody, ExecBody, Field, GpuId, GpusSpec, NetworkName,
 };
 
-/// The name error message of the contract.
-pub const INVALID_NAME: &str = "Invalid name (alphanumeric, _, - only)";
-
 /// Default memory: 2 GiB.
 pub const DEFAULT_MEMORY: u64 = 2 << 30;
 
-/// The name of a create request, validated.
-pub fn name(body: &CreateSpaceBody) -> Result<String, ApiError> {
+/// The name of a create request, validated (by the runtime's rules).
+pub fn name(body: &CreateSpaceBody) -> Result<SpaceName, ApiError> {
     match &body.name {
-        Some(Field::Typed(s)) if is_valid_name(s) => Ok(s.clone()),
+        Some(Field::Typed(s)) => SpaceName::new(s.as_str()).map_err(ApiError::from),
         _ => Err(ApiError::bad_request(INVALID_NAME)),
     }
 }

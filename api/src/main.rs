@@ -77,7 +77,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: config::Config) -> anyhow::Result<()> {
-    let key = auth::resolve_key(config.api_key.as_deref(), &config.state_dir)
+    // Reads or writes (fsynced) the key file: off the async threads.
+    let (explicit, dir) = (config.api_key.clone(), config.state_dir.clone());
+    let key = tokio::task::spawn_blocking(move || auth::resolve_key(explicit.as_deref(), &dir))
+        .await?
         .with_context(|| format!("API key in {}", config.state_dir.display()))?;
     let runtime = Runtime::open(config.runtime())
         .await
@@ -114,7 +117,10 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
             "shutting down with operations still running; the next start cleans up after them"
         );
     }
-    runtime.flush();
+    let rt = runtime.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || rt.flush()).await {
+        tracing::error!("saving activity at shutdown: {e}");
+    }
     tracing::info!("shutting down; spaces keep running");
     Ok(())
 }

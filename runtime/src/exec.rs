@@ -11,6 +11,8 @@ use crate::config::DEFAULT_OUTPUT_LIMIT;
 use crate::error::{Error, Result};
 use crate::worker::ExitReceiver;
 
+pub use crate::process::{kill_group, set_winsize};
+
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -114,27 +116,6 @@ impl ExecHandle {
     pub fn kill(&self) {
         kill_group(self.pid);
     }
-}
-
-/// `TIOCSWINSZ` on a PTY master (or, in an exec'd process, its terminal).
-pub fn set_winsize(fd: impl std::os::fd::AsFd, cols: u16, rows: u16) {
-    use std::os::fd::AsRawFd;
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one `winsize` from a valid pointer.
-    unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-}
-
-/// SIGKILLs the process group led by `pid`, and `pid` itself.
-pub fn kill_group(pid: i32) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
 }
 
 /// Our end of a pipe as a non-blocking tokio pipe.

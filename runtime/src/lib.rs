@@ -5,22 +5,24 @@
 //! worker processes), exec, the freezer, cgroup figures and the persistent
 //! state of every space. The daemon and the CLI use only this public API.
 
-pub mod cgroups;
-pub mod config;
-pub mod error;
+mod cgroups;
+mod config;
+mod error;
 pub mod exec;
 mod fsutil;
 pub mod gpu;
 pub mod host;
 pub mod image;
-pub mod inroot;
+mod inroot;
 pub mod network;
+mod process;
 pub mod purge;
 mod quota;
 pub mod sandbox;
-pub mod seccomp;
+mod seccomp;
+mod space_id;
 mod spaces;
-pub mod spec;
+mod spec;
 pub mod store;
 pub mod worker;
 
@@ -30,7 +32,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
 pub use spaces::{
-    is_valid_name, CreateSpace, ExecActivity, Runtime, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
+    CreateSpace, ExecActivity, Runtime, SpaceName, INVALID_NAME, MIN_DISK, MIN_MEMORY,
+    MIN_NANO_CPUS,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};
 pub use worker::PoolStats;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{remove_dir_all_if_exists, sync_dir, write_atomic};
+use crate::space_id::is_space_id;
 
 /// Lifecycle state of a space as recorded on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,24 +406,10 @@ fn read_capped(path: &Path) -> Option<Vec<u8>> {
     Some(data)
 }
 
-/// Whether `s` is a 64-character lowercase hex id.
-pub fn is_space_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A fresh random 64-hex id.
-pub fn new_space_id() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::space_id::new_space_id;
 
     /// A record as the first daemons wrote it: no format version.
     fn v1_record(id: &str) -> String {

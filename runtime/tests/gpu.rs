@@ -35,13 +35,12 @@ fn fake_vendor(dir: &Path) -> GpuConfig {
 
 fn gpu_req(name: &str, gpus: Option<GpuRequest>) -> CreateSpace {
     CreateSpace {
-        name: name.into(),
         image: IMAGE.into(),
         memory: 128 << 20,
         nano_cpus: 1_000_000_000,
         gpu: true,
         gpus,
-        ..Default::default()
+        ..CreateSpace::named(clawdspace_runtime::SpaceName::new(name).expect("space name"))
     }
 }
 

@@ -88,12 +88,11 @@ async fn a_space_from_a_pulled_image_sees_files_env_user_and_whiteouts() {
     let s = env
         .rt()
         .create(CreateSpace {
-            name: "pulled".into(),
             image: reference.clone(),
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids_limit: None,
-            ..Default::default()
+            ..CreateSpace::named(clawdspace_runtime::SpaceName::new("pulled").expect("space name"))
         })
         .await
         .expect("create from registry image");
@@ -210,12 +209,11 @@ async fn missing_tags_and_unreachable_registries_are_clear_errors() {
     let err = env
         .rt()
         .create(CreateSpace {
-            name: "nope".into(),
             image: dead.into(),
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids_limit: None,
-            ..Default::default()
+            ..CreateSpace::named(clawdspace_runtime::SpaceName::new("nope").expect("space name"))
         })
         .await
         .expect_err("unreachable");
@@ -500,12 +498,13 @@ async fn an_oci_layout_or_archive_imports_and_a_corrupt_one_is_refused() {
         .expect("import archive");
     env.rt()
         .create(CreateSpace {
-            name: "fromlayout".into(),
             image: "layout:archived".into(),
             memory: 64 << 20,
             nano_cpus: 1_000_000_000,
             pids_limit: None,
-            ..Default::default()
+            ..CreateSpace::named(
+                clawdspace_runtime::SpaceName::new("fromlayout").expect("space name"),
+            )
         })
         .await
         .expect("create");

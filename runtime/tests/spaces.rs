@@ -374,12 +374,11 @@ async fn failed_create_leaves_nothing_and_the_name_stays_free() {
     };
     let rt = env.rt();
     let req = |image: &str| CreateSpace {
-        name: "broken".into(),
         image: image.into(),
         memory: 64 << 20,
         nano_cpus: 1_000_000_000,
         pids_limit: None,
-        ..Default::default()
+        ..CreateSpace::named(clawdspace_runtime::SpaceName::new("broken").expect("space name"))
     };
     // Not stored, so it is pulled; its registry is unreachable (502-class).
     assert!(matches!(
@@ -427,12 +426,13 @@ async fn concurrent_creates_of_one_name_give_exactly_one_space() {
         let rt = rt.clone();
         tokio::spawn(async move {
             rt.create(CreateSpace {
-                name: "twin".into(),
                 image: IMAGE.into(),
                 memory: 64 << 20,
                 nano_cpus: 500_000_000,
                 pids_limit: None,
-                ..Default::default()
+                ..CreateSpace::named(
+                    clawdspace_runtime::SpaceName::new("twin").expect("space name"),
+                )
             })
             .await
         })
@@ -455,25 +455,22 @@ async fn invalid_requests_are_refused_before_anything_is_made() {
         return;
     };
     let rt = env.rt();
-    for (name, memory, cpus) in [
-        ("bad name", 64 << 20, 1.0),
-        ("ok", 1 << 20, 1.0),
-        ("ok", 64 << 20, 0.001),
-    ] {
+    // A bad name cannot even be put into a request.
+    assert!(matches!(
+        clawdspace_runtime::SpaceName::new("bad name"),
+        Err(Error::InvalidInput(_))
+    ));
+    for (memory, cpus) in [(1 << 20, 1.0), (64 << 20, 0.001)] {
         let r = rt
             .create(CreateSpace {
-                name: name.into(),
                 image: IMAGE.into(),
                 memory,
                 nano_cpus: (cpus * 1e9) as u64,
                 pids_limit: None,
-                ..Default::default()
+                ..common::request("ok")
             })
             .await;
-        assert!(
-            matches!(r, Err(Error::InvalidInput(_))),
-            "{name} {memory} {cpus}"
-        );
+        assert!(matches!(r, Err(Error::InvalidInput(_))), "{memory} {cpus}");
     }
     assert!(matches!(
         rt.images().resolve("../etc"),

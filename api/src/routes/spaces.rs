@@ -40,7 +40,7 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateSpaceBody>,
 ) -> ApiResult<Response> {
     let name = input::name(&body)?;
-    if st.rt.get(&name).is_ok() {
+    if st.rt.get(name.as_str()).is_ok() {
         return Err(ApiError::new(StatusCode::CONFLICT, "Space already exists"));
     }
     let memory = input::memory(&body)?;

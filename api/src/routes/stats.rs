@@ -2,11 +2,12 @@
 //! cgroup (SPEC section 12 shape, the fields we measure).
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::body::Json;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::format::number;
 use crate::model::ErrorJson;
 use crate::AppState;
@@ -46,7 +47,16 @@ pub async fn stats(
     Path(name): Path<String>,
 ) -> ApiResult<Json<StatsEnvelope>> {
     let space = st.rt.get(&name)?;
-    let s = st.rt.stats(&name)?;
+    // cgroup files: off the async threads.
+    let rt = st.rt.clone();
+    let s = tokio::task::spawn_blocking(move || rt.stats(&name))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("stats task failed: {e}"),
+            )
+        })??;
     Ok(Json(StatsEnvelope {
         stats: SpaceStatsJson {
             cpu_percent: number(st.rt.cpu_percent(&space, s.cpu_usage_ns)),

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use clawdspace_runtime::image::ImageConfig;
 use clawdspace_runtime::{
     CgroupMode, Command, CreateSpace, ExecRequest, NetworkConfig, NetworkMode, Runtime,
-    RuntimeConfig, Space,
+    RuntimeConfig, Space, SpaceName,
 };
 use serde_json::{json, Value};
 
@@ -234,22 +234,21 @@ fn summary(samples: &[f64]) -> Value {
     })
 }
 
-fn create_req(name: &str, o: &Options) -> CreateSpace {
-    CreateSpace {
-        name: name.to_string(),
+fn create_req(name: &str, o: &Options) -> anyhow::Result<CreateSpace> {
+    Ok(CreateSpace {
         image: IMAGE.to_string(),
         memory: o.memory,
         nano_cpus: 1_000_000_000,
         pids_limit: None,
         network: o.network,
-        ..Default::default()
-    }
+        ..CreateSpace::named(SpaceName::new(name)?)
+    })
 }
 
 /// One create → exec → pause → resume → destroy cycle; the five durations.
 async fn cycle(rt: &Runtime, name: &str, o: &Options) -> anyhow::Result<[f64; 5]> {
     let t = Instant::now();
-    let space = rt.create(create_req(name, o)).await.context("create")?;
+    let space = rt.create(create_req(name, o)?).await.context("create")?;
     let create = ms(t.elapsed());
     if space.init_pid.is_none() {
         bail!("space {name} has no init pid after create");
@@ -298,7 +297,7 @@ async fn bench(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     if o.network == NetworkMode::Internet {
         // A networked space that stays: the bridge and rules are set up
         // once, as on a server with spaces, not in every timed create.
-        rt.create(create_req("anchor", o))
+        rt.create(create_req("anchor", o)?)
             .await
             .context("create anchor")?;
     }
@@ -357,7 +356,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     use clawdspace_runtime::worker::WorkerPool;
 
     let name = "breakdown";
-    let space = rt.create(create_req(name, o)).await.context("create")?;
+    let space = rt.create(create_req(name, o)?).await.context("create")?;
     let state_root = rt
         .container_state_dir(&space)
         .parent()
@@ -629,7 +628,7 @@ async fn idle_memory(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     for i in 0..o.idle {
         let name = format!("idle-{i}");
         spaces.push(
-            rt.create(create_req(&name, o))
+            rt.create(create_req(&name, o)?)
                 .await
                 .context("create idle space")?,
         );

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clawdspace_runtime::{Command, CreateSpace, ExecRequest, Runtime, RuntimeConfig};
+use clawdspace_runtime::{Command, CreateSpace, ExecRequest, Runtime, RuntimeConfig, SpaceName};
 
 const USAGE: &str = "usage: clawdspace-runtime <command> [args]
   import <ref> <rootfs-dir|tar> [K=V..]  import a root filesystem as an image
@@ -127,13 +127,12 @@ async fn run(args: Vec<String>) -> anyhow::Result<u8> {
             let rt = open().await?;
             let s = rt
                 .create(CreateSpace {
-                    name: name.to_string(),
                     image: image.to_string(),
                     memory,
                     nano_cpus: (cpus * 1e9).round() as u64,
                     pids_limit: None,
                     network,
-                    ..Default::default()
+                    ..CreateSpace::named(SpaceName::new(*name)?)
                 })
                 .await?;
             println!("{}", space_json(&s));

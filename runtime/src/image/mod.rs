@@ -449,7 +449,7 @@ fn read_record(data: &[u8]) -> std::result::Result<Image, String> {
 }
 
 fn tempdir_in(parent: &Path) -> Result<PathBuf> {
-    let p = parent.join(crate::store::new_space_id());
+    let p = parent.join(crate::space_id::new_space_id());
     fs::create_dir(&p).ctx(|| format!("create {}", p.display()))?;
     Ok(p)
 }

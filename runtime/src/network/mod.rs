@@ -35,7 +35,6 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::store::Space;
 
 pub use config::{Ipv4Net, NetworkConfig};
 use pool::Pool;
@@ -255,16 +254,17 @@ impl Network {
         }
     }
 
-    /// At startup, from the records of existing spaces: fills the pool,
+    /// At startup, from the records of existing spaces (id and network
+    /// part of each): fills the pool,
     /// brings the bridge and rules up again (re-attaching surviving veths)
     /// or, with no networked space left, removes what a previous run left.
-    pub fn restore(&self, spaces: &[Space]) -> Result<()> {
+    pub fn restore(&self, spaces: &[(String, SpaceNetwork)]) -> Result<()> {
         let mut pool = self.pool();
         let mut ids = Vec::new();
-        for s in spaces {
-            if let (NetworkMode::Internet, Some(a)) = (s.network.mode, s.network.address) {
-                pool.hold(a, &s.id);
-                ids.push(s.id.as_str());
+        for (id, net) in spaces {
+            if let (NetworkMode::Internet, Some(a)) = (net.mode, net.address) {
+                pool.hold(a, id);
+                ids.push(id.as_str());
             }
         }
         if pool.is_empty() {
@@ -317,15 +317,19 @@ impl Network {
         Ok(addr)
     }
 
-    /// Makes sure the namespace and veth of `space` exist (creating them,
-    /// and binding its port, on create and after a reboot) and writes its
-    /// resolv.conf and hosts into `dir`.
-    pub fn prepare(&self, space: &Space, dir: &Path) -> Result<SpaceNet> {
-        let addr = space
-            .network
+    /// Makes sure the namespace and veth of space `id` (named `name`, with
+    /// network `net`) exist (creating them, and binding its port, on create
+    /// and after a reboot) and writes its resolv.conf and hosts into `dir`.
+    pub fn prepare(
+        &self,
+        id: &str,
+        name: &str,
+        net: &SpaceNetwork,
+        dir: &Path,
+    ) -> Result<SpaceNet> {
+        let addr = net
             .address
-            .ok_or_else(|| Error::Network(format!("space {} has no address", space.name)))?;
-        let id = &space.id;
+            .ok_or_else(|| Error::Network(format!("space {name} has no address")))?;
         if !netns::exists(id) {
             self.create_bound(id, addr)?;
         } else if !netns::attached(id, &self.cfg.bridge) {
@@ -341,7 +345,7 @@ impl Network {
             dns::resolv_conf(&self.resolvers).as_bytes(),
             false,
         )?;
-        write_atomic(&net.hosts, dns::hosts(&space.name, addr).as_bytes(), false)?;
+        write_atomic(&net.hosts, dns::hosts(name, addr).as_bytes(), false)?;
         Ok(net)
     }
 
@@ -410,7 +414,7 @@ pub fn purge(dir: &Path) {
         let spaces = std::fs::read_dir(state.join("spaces"));
         for e in spaces.into_iter().flatten().flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            if crate::store::is_space_id(&id) {
+            if crate::space_id::is_space_id(&id) {
                 let _ = netns::remove(&id);
             }
         }

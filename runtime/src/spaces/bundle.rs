@@ -17,7 +17,7 @@ use crate::store::{Space, SpaceStatus};
 use crate::worker::proto::{CreateRequest, Reply, Request, RootfsPlan};
 
 use super::registry::{lock, Entry};
-use super::Runtime;
+use super::{blocking, Runtime};
 
 impl Runtime {
     /// Writes the bundle, mounts the rootfs and starts the init of the space
@@ -25,40 +25,43 @@ impl Runtime {
     pub(super) async fn start_init(&self, entry: &Arc<Entry>) -> Result<Space> {
         let space = entry.snapshot();
         let dir = self.inner.store.space_dir(&space.id);
-        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        if let Some(bytes) = space.disk {
-            // Never without its limit: a space whose limit cannot be applied
-            // (say a reboot lost `prjquota`) stays stopped until it can.
-            let (upper, work) = (dir.join("upper"), dir.join("work"));
-            [&upper, &work]
-                .iter()
-                .try_for_each(|d| fs::create_dir_all(d).ctx(|| format!("create {}", d.display())))
-                .and_then(|()| quota::apply(&upper, &work, &space.id, bytes))
-                .map_err(|e| quota::not_applied(&space.name, bytes, e))?;
+        // The bundle directory, its quota and the seccomp filter.
+        {
+            let (dir, space) = (dir.clone(), space.clone());
+            blocking("preparing the bundle", move || prepare_bundle(&dir, &space)).await?;
         }
-        write_filter(&dir, &space).await?;
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
-        if let Some(a) = space.gpus.clone() {
-            // Reading CDI specs takes milliseconds: off the async threads.
-            let rt = self.clone();
-            spec = tokio::task::spawn_blocking(move || {
-                rt.inner.gpu.apply(&mut spec, &a).map(|()| spec)
-            })
-            .await
-            .map_err(|e| Error::Gpu(format!("GPU task: {e}")))??;
-            // Execs get the environment the GPU runtime gave the init.
-            if let Some(env) = spec.process().as_ref().and_then(|p| p.env().clone()) {
-                lock(&entry.rec).env = env;
-            }
-        }
-        if space.network.mode == NetworkMode::Internet {
+        let net = if space.network.mode == NetworkMode::Internet {
             let (s, d) = (space.clone(), dir.clone());
-            self.net(move |n| n.prepare(&s, &d))
-                .await?
-                .apply(&mut spec)?;
+            Some(
+                self.net(move |n| n.prepare(&s.id, &s.name, &s.network, &d))
+                    .await?,
+            )
+        } else {
+            None
+        };
+        // GPU devices (CDI specs take milliseconds to read), the network
+        // mounts and `config.json`.
+        let (rt, gpus, config) = (self.clone(), space.gpus.clone(), dir.join("config.json"));
+        let gpu_env = blocking("writing config.json", move || {
+            if let Some(a) = &gpus {
+                rt.inner.gpu.apply(&mut spec, a)?;
+            }
+            if let Some(n) = &net {
+                n.apply(&mut spec)?;
+            }
+            let bytes = serde_json::to_vec(&spec).map_err(|e| Error::Container(e.to_string()))?;
+            write_atomic(&config, &bytes, false)?;
+            // Execs get the environment the GPU runtime gave the init.
+            Ok(gpus
+                .is_some()
+                .then(|| spec.process().as_ref().and_then(|p| p.env().clone()))
+                .flatten())
+        })
+        .await?;
+        if let Some(env) = gpu_env {
+            lock(&entry.rec).env = env;
         }
-        let config = serde_json::to_vec(&spec).map_err(|e| Error::Container(e.to_string()))?;
-        write_atomic(&dir.join("config.json"), &config, false)?;
         let req = Request::Create(CreateRequest {
             id: space.id.clone(),
             state_root: self.inner.state_root.clone(),
@@ -92,22 +95,33 @@ impl Runtime {
             r.last_activity = now;
             r.clone()
         };
-        self.inner.store.save(&snap, true)?;
+        self.save(snap.clone(), true).await?;
         self.watch_init(&snap);
         Ok(snap)
     }
 }
 
-/// Writes the compiled seccomp filter of `space` into its bundle `dir`, off
-/// the async threads: the first use of a capability set compiles it (~10 ms,
-/// or waits for the compile that [`Runtime::open`] started).
-pub(super) async fn write_filter(dir: &Path, space: &Space) -> Result<()> {
-    let path = dir.join(seccomp::FILTER_FILE);
-    let uid = space.user.uid;
-    tokio::task::spawn_blocking(move || {
-        let filter = seccomp::filter(&capabilities_for(uid))?;
-        write_atomic(&path, &filter, false)
-    })
-    .await
-    .map_err(|e| Error::Container(format!("seccomp filter task: {e}")))?
+/// Creates the bundle directory `dir` of `space`, applies its disk limit
+/// and writes its seccomp filter. Blocking.
+fn prepare_bundle(dir: &Path, space: &Space) -> Result<()> {
+    fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    if let Some(bytes) = space.disk {
+        // Never without its limit: a space whose limit cannot be applied
+        // (say a reboot lost `prjquota`) stays stopped until it can.
+        let (upper, work) = (dir.join("upper"), dir.join("work"));
+        [&upper, &work]
+            .iter()
+            .try_for_each(|d| fs::create_dir_all(d).ctx(|| format!("create {}", d.display())))
+            .and_then(|()| quota::apply(&upper, &work, &space.id, bytes))
+            .map_err(|e| quota::not_applied(&space.name, bytes, e))?;
+    }
+    write_filter(dir, space)
+}
+
+/// Writes the compiled seccomp filter of `space` into its bundle `dir`. The
+/// first use of a capability set compiles it (~10 ms, or waits for the
+/// compile that [`Runtime::open`] started). Blocking.
+pub(super) fn write_filter(dir: &Path, space: &Space) -> Result<()> {
+    let filter = seccomp::filter(&capabilities_for(space.user.uid))?;
+    write_atomic(&dir.join(seccomp::FILTER_FILE), &filter, false)
 }

@@ -10,11 +10,13 @@ use crate::gpu::GpuRequest;
 use crate::image::resolve_user;
 use crate::network::{NetworkMode, SpaceNetwork};
 use crate::quota;
+use crate::space_id::new_space_id;
 use crate::spec::space_env;
-use crate::store::{new_space_id, Space, SpaceStatus, SpaceUser};
+use crate::store::{Space, SpaceStatus, SpaceUser};
 
+use super::name::SpaceName;
 use super::registry::{lock, Entry};
-use super::Runtime;
+use super::{blocking, Runtime};
 
 /// Smallest memory limit a space may have.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
@@ -25,10 +27,10 @@ pub const MIN_DISK: u64 = 1 << 20;
 pub const MIN_NANO_CPUS: u64 = 10_000_000;
 
 /// What a new space should be.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CreateSpace {
-    /// Unique name (`^[a-zA-Z0-9_-]{1,63}$`).
-    pub name: String,
+    /// Unique name, validated where it was made.
+    pub name: SpaceName,
     /// Image reference in the local store.
     pub image: String,
     /// Memory limit in bytes.
@@ -48,13 +50,22 @@ pub struct CreateSpace {
     pub disk: Option<u64>,
 }
 
-/// Whether `name` is a valid space name (SPEC 6.1).
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+impl CreateSpace {
+    /// A request for space `name` with every other field at its default
+    /// (no image, no limits: set them, e.g. with `..CreateSpace::named(n)`).
+    pub fn named(name: SpaceName) -> CreateSpace {
+        CreateSpace {
+            name,
+            image: String::new(),
+            memory: 0,
+            nano_cpus: 0,
+            pids_limit: None,
+            gpu: false,
+            gpus: None,
+            network: NetworkMode::default(),
+            disk: None,
+        }
+    }
 }
 
 impl Runtime {
@@ -67,11 +78,6 @@ impl Runtime {
     }
 
     async fn create_now(&self, req: CreateSpace) -> Result<Space> {
-        if !is_valid_name(&req.name) {
-            return Err(Error::InvalidInput(
-                "Invalid name (alphanumeric, _, - only)".into(),
-            ));
-        }
         if req.memory < MIN_MEMORY {
             return Err(Error::InvalidInput(format!(
                 "Invalid memory: at least {} MiB",
@@ -89,7 +95,8 @@ impl Runtime {
             if d < MIN_DISK {
                 return Err(Error::InvalidInput("Invalid disk: at least 1 MiB".into()));
             }
-            quota::check_available(self.inner.store.dir())?;
+            let dir = self.inner.store.dir().to_path_buf();
+            blocking("checking disk quotas", move || quota::check_available(&dir)).await?;
         }
         // No limit asked for: the server's default, if quotas allow one.
         let disk = req.disk.or(self.inner.config.default_disk);
@@ -116,7 +123,18 @@ impl Runtime {
             (false, None) => None,
         };
         self.ensure_image(&req.image).await?;
-        let image = self.inner.images.resolve(&req.image)?;
+        // The image's config and its `sandbox` user (files of the store).
+        let (images, reference, gpu) = (self.inner.images.clone(), req.image.clone(), req.gpu);
+        let (image, pw) = blocking("reading the image", move || {
+            let image = images.resolve(&reference)?;
+            if gpu {
+                return Ok((image, None));
+            }
+            let pw = resolve_user(&image.layer_dirs, "sandbox")
+                .map_err(|e| Error::InvalidInput(format!("image {reference}: {e}")))?;
+            Ok((image, pw))
+        })
+        .await?;
         let user = if req.gpu {
             SpaceUser {
                 name: "root".into(),
@@ -129,11 +147,6 @@ impl Runtime {
         } else {
             // An image without a `sandbox` user still works: uid/gid 1000,
             // as `docker run --user 1000:1000` would.
-            let layers = image.layer_dirs.clone();
-            let pw = tokio::task::spawn_blocking(move || resolve_user(&layers, "sandbox"))
-                .await
-                .map_err(|e| Error::Container(format!("user lookup task: {e}")))?
-                .map_err(|e| Error::InvalidInput(format!("image {}: {e}", req.image)))?;
             SpaceUser {
                 name: "sandbox".into(),
                 uid: pw.as_ref().map_or(1000, |p| p.uid),
@@ -145,7 +158,7 @@ impl Runtime {
         };
         let now = Utc::now();
         let space = Space {
-            name: req.name.clone(),
+            name: req.name.to_string(),
             id: new_space_id(),
             image: req.image.clone(),
             memory: req.memory,
@@ -173,15 +186,16 @@ impl Runtime {
         let _op = entry.op.lock().await;
         {
             let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());
-            if map.contains_key(&req.name) {
+            if map.contains_key(req.name.as_str()) {
                 return Err(Error::SpaceExists);
             }
-            map.insert(req.name.clone(), entry.clone());
+            map.insert(req.name.to_string(), entry.clone());
         }
         let started = async {
             // First of all, so that a crash from here on leaves a directory
             // known never to have held a record (removed at startup).
-            self.inner.store.begin(&space.id)?;
+            let (store, id) = (self.inner.store.clone(), space.id.clone());
+            blocking("recording the new space", move || store.begin(&id)).await?;
             if req.network == NetworkMode::Internet {
                 let id = space.id.clone();
                 let addr = self.net(move |n| n.allocate(&id)).await?;
@@ -205,30 +219,9 @@ impl Runtime {
                     .spaces
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&req.name);
+                    .remove(req.name.as_str());
                 Err(e)
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_the_spec() {
-        for ok in [
-            "my-space",
-            "my_space",
-            "MySpace123",
-            "test-123_abc",
-            &"a".repeat(63),
-        ] {
-            assert!(is_valid_name(ok), "{ok}");
-        }
-        for bad in ["", "invalid name!", "a.b", "a/b", "é", &"a".repeat(64)] {
-            assert!(!is_valid_name(bad), "{bad}");
         }
     }
 }

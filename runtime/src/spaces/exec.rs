@@ -12,7 +12,8 @@ use nix::fcntl::OFlag;
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{self, ExecHandle, ExecOutput, ExecRequest};
 use crate::image::resolve_user;
-use crate::store::{new_space_id, Space, SpaceStatus};
+use crate::space_id::new_space_id;
+use crate::store::{Space, SpaceStatus};
 use crate::worker::proto::{Reply, Request};
 
 use super::registry::Entry;
@@ -160,8 +161,8 @@ impl Runtime {
         cols: u16,
         rows: u16,
     ) -> Result<ExecHandle> {
+        // Made by `Runtime::open`.
         let dir = self.inner.config.state_dir.join("tty");
-        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
         let tag = &new_space_id()[..16];
         let sock_path = dir.join(format!("{tag}.sock"));
         let listener = tokio::net::UnixListener::bind(&sock_path)
@@ -188,7 +189,7 @@ impl Runtime {
             Ok::<_, Error>((pid, exit, master))
         }
         .await;
-        let _ = fs::remove_file(&sock_path);
+        let _ = tokio::fs::remove_file(&sock_path).await;
         let (pid, exit, master) = result?;
         exec::set_winsize(&master, cols, rows);
         let (stdout, stdin) = exec::pty_ends(&master)?;

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::image::{Image, ImageStore, ProgressFn, Puller};
 
 use super::registry::lock;
-use super::Runtime;
+use super::{blocking, Runtime};
 
 impl Runtime {
     /// The image store.
@@ -25,7 +25,8 @@ impl Runtime {
 
     /// The stored image `reference`, pulled first if it is not stored.
     pub async fn ensure_image(&self, reference: &str) -> Result<Image> {
-        match self.inner.images.get(reference)? {
+        let (images, r) = (self.inner.images.clone(), reference.to_string());
+        match blocking("reading the image store", move || images.get(&r)).await? {
             Some(img) => Ok(img),
             None => self.pull(reference, None).await,
         }
@@ -36,7 +37,7 @@ impl Runtime {
         &self.inner.puller
     }
 
-    /// Removes an image unless a space uses it.
+    /// Removes an image unless a space uses it. Blocking.
     pub fn remove_image(&self, reference: &str) -> Result<()> {
         let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = map.values().find(|e| lock(&e.rec).image == reference) {
@@ -48,7 +49,8 @@ impl Runtime {
         self.inner.images.remove(reference)
     }
 
-    /// Deletes stored layers that no image and no space uses; returns how many.
+    /// Deletes stored layers that no image and no space uses; returns how
+    /// many. Blocking.
     pub fn gc_images(&self) -> Result<usize> {
         let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
         let in_use: Vec<PathBuf> = map

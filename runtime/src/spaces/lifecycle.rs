@@ -68,7 +68,7 @@ impl Runtime {
             r.status = SpaceStatus::Destroying;
             r.clone()
         };
-        self.inner.store.save(&snap, true)?;
+        self.save(snap.clone(), true).await?;
         self.teardown(&snap).await?;
         let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());
         if map.get(name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
@@ -120,14 +120,14 @@ impl Runtime {
 
     /// Records running/paused. Not fsynced: after a crash the runtime reads
     /// the real state from the freezer anyway.
-    fn set_status(&self, entry: &Entry, status: SpaceStatus) -> Result<Space> {
+    async fn set_status(&self, entry: &Entry, status: SpaceStatus) -> Result<Space> {
         let snap = {
             let mut r = lock(&entry.rec);
             r.status = status;
             r.clone()
         };
         entry.dirty.store(false, Ordering::Release);
-        self.inner.store.save(&snap, false)?;
+        self.save(snap.clone(), false).await?;
         Ok(snap)
     }
 
@@ -151,7 +151,7 @@ impl Runtime {
                     state_root: self.inner.state_root.clone(),
                 })
                 .await?;
-                self.set_status(&entry, SpaceStatus::Paused)
+                self.set_status(&entry, SpaceStatus::Paused).await
             }
             _ => Err(Error::NotRunning),
         }
@@ -182,7 +182,7 @@ impl Runtime {
             state_root: self.inner.state_root.clone(),
         })
         .await?;
-        self.set_status(&entry, SpaceStatus::Paused)?;
+        self.set_status(&entry, SpaceStatus::Paused).await?;
         Ok(true)
     }
 
@@ -207,7 +207,7 @@ impl Runtime {
                     state_root: self.inner.state_root.clone(),
                 })
                 .await?;
-                self.set_status(entry, SpaceStatus::Running)
+                self.set_status(entry, SpaceStatus::Running).await
             }
             _ => Err(Error::NotRunning),
         }
@@ -245,13 +245,14 @@ impl Runtime {
                 Ok(s)
             }
             Err(e) => {
-                let mut r = lock(&entry.rec);
-                r.status = SpaceStatus::Stopped;
-                r.init_pid = None;
-                let snap = r.clone();
-                drop(r);
+                let snap = {
+                    let mut r = lock(&entry.rec);
+                    r.status = SpaceStatus::Stopped;
+                    r.init_pid = None;
+                    r.clone()
+                };
                 tracing::error!(space = %s.name, "could not start init: {e}");
-                if let Err(se) = self.inner.store.save(&snap, true) {
+                if let Err(se) = self.save(snap, true).await {
                     tracing::error!(space = %s.name,
                         "recording it as stopped failed too (its record still says {}): {se}",
                         s.status.as_str());

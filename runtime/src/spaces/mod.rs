@@ -37,11 +37,13 @@ mod create;
 mod exec;
 mod images;
 mod lifecycle;
+mod name;
 mod recovery;
 mod registry;
 
-pub use create::{is_valid_name, CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
+pub use create::{CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
 pub use exec::ExecActivity;
+pub use name::{SpaceName, INVALID_NAME};
 use registry::Entry;
 
 /// The static init binary bind-mounted into every space.
@@ -148,31 +150,22 @@ impl Runtime {
     /// preserved files, half-created ones are rolled back. Must run inside
     /// a tokio runtime.
     pub async fn open(mut config: RuntimeConfig) -> Result<Runtime> {
-        let state = &config.state_dir.clone();
-        fs::create_dir_all(state).ctx(|| format!("create state dir {}", state.display()))?;
-        // Root only, and made so at every start (an upgrade fixes older
-        // installs): layers and upper dirs hold whatever images and spaces
-        // put there, set-uid binaries included.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(state, fs::Permissions::from_mode(STATE_DIR_MODE))
-                .ctx(|| format!("chmod {}", state.display()))?;
-        }
-        let bin = state.join("bin");
-        fs::create_dir_all(&bin).ctx(|| format!("create {}", bin.display()))?;
-        let init_path = bin.join("clawdspace-init");
-        if fs::read(&init_path).ok().as_deref() != Some(INIT_BINARY) {
-            write_atomic(&init_path, INIT_BINARY, true)?;
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))
-                .ctx(|| format!("chmod {}", init_path.display()))?;
-        }
-        let lock = lock_state_dir(state)?;
-        let cgroup_mode = CgroupMode::detect();
-        tracing::info!(mode = cgroup_mode.describe(), "cgroups");
-        let images = ImageStore::open(state)?.with_limits(config.registries.limits);
-        let store = Store::open(state)?;
-        config.default_disk = quota::usable_default(config.default_disk, store.dir());
+        // Directories, the init binary, the lock, the stores, the quota
+        // probe and the host's DNS servers: one step off the async threads.
+        let (config, prepared) = blocking("opening the state directory", move || {
+            let prepared = prepare_state(&mut config)?;
+            Ok((config, prepared))
+        })
+        .await?;
+        let Prepared {
+            init_path,
+            lock,
+            cgroup_mode,
+            images,
+            store,
+            net,
+        } = prepared;
+        let state = config.state_dir.clone();
         let rt = Runtime {
             inner: Arc::new(Inner {
                 store,
@@ -180,7 +173,7 @@ impl Runtime {
                 images,
                 pool: WorkerPool::start(&config.worker_exe, config.workers)?,
                 gpu: Passthrough::new(config.gpu.clone()),
-                net: Network::new(config.network.clone(), state)?,
+                net,
                 cgroup_mode,
                 init_path,
                 state_root: state.join("run"),
@@ -221,6 +214,13 @@ impl Runtime {
         tokio::task::spawn_blocking(move || f(&rt.inner.net))
             .await
             .map_err(|e| Error::Network(format!("network task: {e}")))?
+    }
+
+    /// Writes the record of a space (fsynced when `durable`) on a blocking
+    /// thread.
+    async fn save(&self, space: Space, durable: bool) -> Result<()> {
+        let store = self.inner.store.clone();
+        blocking("saving a space record", move || store.save(&space, durable)).await
     }
 
     /// GPU passthrough of this runtime.
@@ -286,6 +286,66 @@ impl Runtime {
     pub fn state_dir(&self) -> &Path {
         &self.inner.config.state_dir
     }
+}
+
+/// Runs `f`, blocking work (file writes, fsyncs, quota ioctls, reads of
+/// the image store), on the blocking pool: one hop per operation step.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Container(format!("{what}: task failed: {e}")))?
+}
+
+/// What [`prepare_state`] opened.
+struct Prepared {
+    init_path: PathBuf,
+    lock: nix::fcntl::Flock<fs::File>,
+    cgroup_mode: CgroupMode,
+    images: ImageStore,
+    store: Store,
+    net: Network,
+}
+
+/// Makes the state directory ready (root only, init binary, lock) and opens
+/// what lives in it; sets the default disk limit the filesystem allows.
+/// Blocking.
+fn prepare_state(config: &mut RuntimeConfig) -> Result<Prepared> {
+    use std::os::unix::fs::PermissionsExt;
+    let state = &config.state_dir.clone();
+    fs::create_dir_all(state).ctx(|| format!("create state dir {}", state.display()))?;
+    // Root only, and made so at every start (an upgrade fixes older
+    // installs): layers and upper dirs hold whatever images and spaces put
+    // there, set-uid binaries included.
+    fs::set_permissions(state, fs::Permissions::from_mode(STATE_DIR_MODE))
+        .ctx(|| format!("chmod {}", state.display()))?;
+    let bin = state.join("bin");
+    fs::create_dir_all(&bin).ctx(|| format!("create {}", bin.display()))?;
+    let init_path = bin.join("clawdspace-init");
+    if fs::read(&init_path).ok().as_deref() != Some(INIT_BINARY) {
+        write_atomic(&init_path, INIT_BINARY, true)?;
+        fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))
+            .ctx(|| format!("chmod {}", init_path.display()))?;
+    }
+    let tty = state.join("tty");
+    fs::create_dir_all(&tty).ctx(|| format!("create {}", tty.display()))?;
+    let lock = lock_state_dir(state)?;
+    let cgroup_mode = CgroupMode::detect();
+    tracing::info!(mode = cgroup_mode.describe(), "cgroups");
+    let images = ImageStore::open(state)?.with_limits(config.registries.limits);
+    let store = Store::open(state)?;
+    config.default_disk = quota::usable_default(config.default_disk, store.dir());
+    let net = Network::new(config.network.clone(), state)?;
+    Ok(Prepared {
+        init_path,
+        lock,
+        cgroup_mode,
+        images,
+        store,
+        net,
+    })
 }
 
 /// Takes an exclusive lock on `<state>/lock`, so that two daemons never

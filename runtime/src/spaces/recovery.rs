@@ -13,7 +13,7 @@ use crate::store::{Quarantined, Space, SpaceStatus, SpaceUser};
 
 use super::bundle::write_filter;
 use super::registry::Entry;
-use super::Runtime;
+use super::{blocking, Runtime};
 
 impl Runtime {
     /// Watches the init of a running space; when it dies unexpectedly the
@@ -71,10 +71,10 @@ impl Runtime {
             self.quarantine(&id, &reason).await;
         }
         let (spaces, unrecorded, trash) = (loaded.spaces, loaded.unrecorded, loaded.trash);
-        let kept: Vec<Space> = spaces
+        let kept: Vec<_> = spaces
             .iter()
             .filter(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
-            .cloned()
+            .map(|s| (s.id.clone(), s.network.clone()))
             .collect();
         if let Err(e) = self.net(move |n| n.restore(&kept)).await {
             // Spaces still come back; networked ones fail to start until
@@ -109,14 +109,15 @@ impl Runtime {
                 }
                 _ => {}
             }
-            let alive = matches!((s.init_pid, s.init_start_time), (Some(p), Some(t)) if proc::is_same_process(p, t));
+            // Reads /proc, the freezer and the bundle: off the async threads.
+            let adopted = {
+                let (rt, s) = (self.clone(), s.clone());
+                blocking("adopting a space", move || Ok(rt.adopt(&s))).await?
+            };
+            let alive = adopted.is_some();
             let mut s = s;
-            if alive {
-                s.status = if self.cgroup(&s).is_frozen() {
-                    SpaceStatus::Paused
-                } else {
-                    SpaceStatus::Running
-                };
+            if let Some(status) = adopted {
+                s.status = status;
             }
             let entry = Arc::new(Entry::new(s.clone()));
             self.inner
@@ -125,26 +126,6 @@ impl Runtime {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(s.name.clone(), entry.clone());
             if alive {
-                // Execs need the filter in the bundle (a space started by
-                // an older daemon may lack it).
-                let dir = self.inner.store.space_dir(&s.id);
-                if let Err(e) = write_filter(&dir, &s).await {
-                    tracing::error!(space = %s.name, "writing its seccomp filter: {e}");
-                }
-                // So may its rootfs mount lack nosuid,nodev.
-                let rootfs = self.rootfs_dir(&s);
-                let hardened = tokio::task::spawn_blocking(move || {
-                    use crate::sandbox::rootfs::{harden, is_mounted};
-                    if is_mounted(&rootfs) {
-                        harden(&rootfs)
-                    } else {
-                        Ok(())
-                    }
-                })
-                .await;
-                if let Ok(Err(e)) = hardened {
-                    tracing::error!(space = %s.name, "{e}");
-                }
                 tracing::info!(space = %s.name, status = s.status.as_str(), "adopted running space");
                 self.watch_init(&s);
             } else {
@@ -156,6 +137,33 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Whether the init of `s` still runs; if so, its status (running or
+    /// paused, as the freezer says), after making its bundle and mount what
+    /// this daemon expects: execs need the filter in the bundle and the
+    /// rootfs mount nosuid,nodev (a space started by an older daemon may
+    /// lack either). Blocking.
+    fn adopt(&self, s: &Space) -> Option<SpaceStatus> {
+        let alive = matches!((s.init_pid, s.init_start_time), (Some(p), Some(t)) if proc::is_same_process(p, t));
+        if !alive {
+            return None;
+        }
+        let dir = self.inner.store.space_dir(&s.id);
+        if let Err(e) = write_filter(&dir, s) {
+            tracing::error!(space = %s.name, "writing its seccomp filter: {e}");
+        }
+        let rootfs = self.rootfs_dir(s);
+        if crate::sandbox::rootfs::is_mounted(&rootfs) {
+            if let Err(e) = crate::sandbox::rootfs::harden(&rootfs) {
+                tracing::error!(space = %s.name, "{e}");
+            }
+        }
+        Some(if self.cgroup(s).is_frozen() {
+            SpaceStatus::Paused
+        } else {
+            SpaceStatus::Running
+        })
     }
 
     /// Moves the directory of space `id`, whose record cannot be read, into

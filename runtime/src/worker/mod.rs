@@ -129,7 +129,7 @@ impl Future for ExitReceiver {
 impl Drop for ExitReceiver {
     fn drop(&mut self) {
         if !self.seen && self.rx.try_recv().is_err() {
-            crate::exec::kill_group(self.pid);
+            crate::process::kill_group(self.pid);
         }
     }
 }

@@ -36,11 +36,10 @@ pub fn busybox_rootfs(dir: &Path) {
 /// A create request for the test image: 256 MiB, 1 CPU, defaults otherwise.
 pub fn request(name: &str) -> CreateSpace {
     CreateSpace {
-        name: name.into(),
         image: IMAGE.into(),
         memory: 256 << 20,
         nano_cpus: 1_000_000_000,
-        ..Default::default()
+        ..CreateSpace::named(clawdspace_runtime::SpaceName::new(name).expect("space name"))
     }
 }
 
