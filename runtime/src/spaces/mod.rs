@@ -358,10 +358,26 @@ fn lock_state_dir(state: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
         .write(true)
         .open(&path)
         .ctx(|| format!("open {}", path.display()))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        Error::State(format!(
-            "{} is in use by another clawdspace runtime ({e}); stop it first",
-            state.display()
-        ))
-    })
+    // A runtime of this process that was just dropped may still be winding
+    // down (a watcher or housekeeping task holding it for a moment): give it
+    // a second before calling the state dir taken.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut f = f;
+    loop {
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, e))
+                if e == nix::errno::Errno::EWOULDBLOCK && std::time::Instant::now() < deadline =>
+            {
+                f = back;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err((_, e)) => {
+                return Err(Error::State(format!(
+                    "{} is in use by another clawdspace runtime ({e}); stop it first",
+                    state.display()
+                )))
+            }
+        }
+    }
 }
