@@ -152,7 +152,7 @@ fn dangling_destination(
 fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
     ensure_workdir(&req.rootfs.target, &req.workdir, req.uid, req.gid)?;
     fs::create_dir_all(&req.state_root).map_err(lc("create container state root"))?;
-    let mut container = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+    let init = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(&req.state_root)
         .map_err(lc("state root"))?
         .with_stdin(devnull()?)
@@ -163,9 +163,16 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
         .map_err(lc("container id"))?
         .as_init(&req.bundle)
         .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(lc("create container"))?;
+        .with_detach(true);
+    // In the worker's lean mount namespace, with this space's rootfs and
+    // netns carried in: see [`super::mountns`].
+    let mut carry = vec![req.rootfs.target.clone()];
+    carry.extend(netns_paths(&req.bundle));
+    let mut container = match req.bundle.parent() {
+        Some(spaces) => super::mountns::in_lean(spaces, &carry, || init.build()),
+        None => init.build(),
+    }
+    .map_err(lc("create container"))?;
     container.start().map_err(lc("start container"))?;
     let pid = container
         .pid()
@@ -173,6 +180,18 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
         .as_raw();
     let start = proc::start_time(pid).ok_or("space init exited right after start")?;
     Ok((pid, start))
+}
+
+/// The namespace files (`/var/run/netns/…`) the bundle's spec joins.
+fn netns_paths(bundle: &Path) -> Vec<PathBuf> {
+    let Ok(spec) = libcontainer::oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return Vec::new();
+    };
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|nss| nss.iter().filter_map(|n| n.path().clone()).collect())
+        .unwrap_or_default()
 }
 
 /// The executor of a space's processes, with the seccomp filter from its
@@ -259,7 +278,7 @@ pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
 /// ([`super::mountns`]): its cost no longer grows with the spaces' mounts.
 fn in_lean_ns<T>(req: &ExecRequest, f: impl FnOnce() -> T) -> T {
     match req.bundle.parent() {
-        Some(spaces) => super::mountns::in_lean(spaces, f),
+        Some(spaces) => super::mountns::in_lean(spaces, &[], f),
         None => f(),
     }
 }

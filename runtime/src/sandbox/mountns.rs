@@ -7,7 +7,8 @@
 //! host's mount table, so that cost grew with the number of spaces. A worker
 //! therefore makes, once, a private copy of its mount namespace without the
 //! spaces' mounts and runs such calls in it; it returns to the host's
-//! namespace right after. Only mount copies in that private namespace are
+//! namespace right after. A create carries its new rootfs (and netns)
+//! into it for the call. Only mount copies in that private namespace are
 //! detached: the host's mounts are never touched.
 
 use std::cell::RefCell;
@@ -118,9 +119,11 @@ fn detach_space_mounts(spaces_dir: &Path) {
 
 /// Runs `f` in this worker's lean mount namespace for spaces under
 /// `spaces_dir` (made on first use), or in the host's when there is none.
-/// `f` must not mount anything, nor need a mount made after the lean
-/// namespace was (a space's rootfs): it is meant for execs.
-pub fn in_lean<T>(spaces_dir: &Path, f: impl FnOnce() -> T) -> T {
+/// The mounts at `carry` (a new space's rootfs, its netns file) are cloned
+/// from the host's namespace into the lean one for the call and detached
+/// there after it; when that fails, `f` runs in the host's namespace. `f`
+/// must not mount anything the host should see.
+pub fn in_lean<T>(spaces_dir: &Path, carry: &[PathBuf], f: impl FnOnce() -> T) -> T {
     LEAN.with(|cell| {
         let mut cell = cell.borrow_mut();
         let lean = cell.get_or_insert_with(|| {
@@ -128,19 +131,98 @@ pub fn in_lean<T>(spaces_dir: &Path, f: impl FnOnce() -> T) -> T {
                 .map_err(|e| tracing::warn!("no lean mount namespace: {e}"))
                 .ok()
         });
-        match lean {
-            Some(l) if l.spaces_dir == spaces_dir => {
-                if let Err(e) = setns(&l.lean, CloneFlags::CLONE_NEWNS) {
-                    tracing::warn!("enter the lean mount namespace: {e}");
-                    return f();
+        match lean.as_ref().filter(|l| l.spaces_dir == spaces_dir) {
+            Some(l) => match enter(l, carry) {
+                Ok(attached) => {
+                    let out = f();
+                    leave(l, &attached);
+                    out
                 }
-                let out = f();
-                back(&l.host);
-                out
-            }
-            _ => f(),
+                Err(e) => {
+                    tracing::warn!("{e}; in the host's mount namespace");
+                    f()
+                }
+            },
+            None => f(),
         }
     })
+}
+
+/// Enters the lean namespace with copies of the mounts at `carry`; returns
+/// the ones attached. On failure the worker is back in the host's.
+fn enter<'a>(l: &Lean, carry: &'a [PathBuf]) -> Result<Vec<&'a Path>, String> {
+    let clones = carry
+        .iter()
+        .map(|p| clone_mount(p).map(|fd| (fd, p.as_path())))
+        .collect::<Result<Vec<_>, String>>()?;
+    setns(&l.lean, CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("enter the lean mount namespace: {e}"))?;
+    let mut attached = Vec::with_capacity(clones.len());
+    for (fd, p) in &clones {
+        if let Err(e) = attach(fd, p) {
+            leave(l, &attached);
+            return Err(e);
+        }
+        attached.push(*p);
+    }
+    Ok(attached)
+}
+
+/// Detaches the carried copies and returns to the host's namespace.
+fn leave(l: &Lean, attached: &[&Path]) {
+    for p in attached.iter().rev() {
+        let _ = umount2(*p, MntFlags::MNT_DETACH);
+    }
+    back(&l.host);
+}
+
+/// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`).
+fn clone_mount(path: &Path) -> Result<OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: NUL in path", path.display()))?;
+    // SAFETY: `c` is NUL-terminated; integer flags only.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("clone the mount at {}: {e}", path.display()));
+    }
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches the detached mount `fd` at `path` (`move_mount`).
+fn attach(fd: &OwnedFd, path: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: NUL in path", path.display()))?;
+    // SAFETY: both paths are NUL-terminated; integer flags only.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("attach a copy at {}: {e}", path.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
