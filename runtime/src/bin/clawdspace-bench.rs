@@ -375,6 +375,11 @@ async fn with_present(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     }
     let create_all_s = t.elapsed().as_secs_f64();
     let ops = timed_runs(rt, o, "bench-present").await?;
+    let parts = if o.breakdown > 0 {
+        breakdown(rt, o).await?
+    } else {
+        Value::Null
+    };
     let t = Instant::now();
     for i in 0..o.present {
         rt.destroy(&format!("present-{i}"))
@@ -386,6 +391,7 @@ async fn with_present(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         "create_all_s": round3(create_all_s),
         "destroy_all_s": round3(t.elapsed().as_secs_f64()),
         "ops": ops,
+        "breakdown": parts,
     }))
 }
 
