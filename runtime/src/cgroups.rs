@@ -108,18 +108,30 @@ impl CgroupPaths {
         }
     }
 
-    /// Every directory this cgroup has on the host (to check it is gone).
+    /// Every directory this cgroup has on the host (to check it is gone, or
+    /// to remove it): on v1, one per hierarchy mounted under
+    /// `/sys/fs/cgroup` (libcontainer joins every one it finds).
     pub fn all_dirs(&self) -> Vec<PathBuf> {
-        match self.mode {
-            CgroupMode::Unified => vec![self.dir("")],
-            _ => [
+        if self.mode == CgroupMode::Unified {
+            return vec![self.dir("")];
+        }
+        let mut ctrls: Vec<String> = fs::read_dir(CGROUP_ROOT)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ctrls.is_empty() {
+            ctrls = [
                 "memory", "cpu", "cpuacct", "pids", "freezer", "devices", "blkio", "cpuset",
                 "unified",
             ]
-            .iter()
-            .map(|c| self.dir(c))
-            .collect(),
+            .map(String::from)
+            .to_vec();
         }
+        ctrls.sort();
+        ctrls.iter().map(|c| self.dir(c)).collect()
     }
 
     /// Current figures of the cgroup.

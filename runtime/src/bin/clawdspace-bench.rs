@@ -35,6 +35,8 @@ const USAGE: &str = "usage: clawdspace-bench --rootfs DIR [options]
   --breakdown N         also time N rounds of the parts of exec/pause/resume
                         on one space: the bare worker round trip, the record
                         writes, the kernel freezer (default 0 = skip)
+  --present K           then time the same runs again with K idle spaces
+                        present (made first, destroyed after; default 0)
   --network MODE        network of the spaces: none (default) or internet
                         (on a bridge and subnet of the benchmark's own; one
                         extra networked space keeps the bridge up)
@@ -54,6 +56,7 @@ struct Options {
     workers: Option<usize>,
     memory: u64,
     breakdown: usize,
+    present: usize,
     network: NetworkMode,
 }
 
@@ -73,6 +76,7 @@ fn parse_args() -> anyhow::Result<Options> {
         workers: None,
         memory: 256 << 20,
         breakdown: 0,
+        present: 0,
         network: NetworkMode::None,
     };
     let mut args = std::env::args().skip(1);
@@ -97,6 +101,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--workers" => o.workers = Some(num(&v)?.max(1)),
             "--memory" => o.memory = num(&v)? as u64,
             "--breakdown" => o.breakdown = num(&v)?,
+            "--present" => o.present = num(&v)?,
             "--network" => o.network = v.parse().map_err(anyhow::Error::msg)?,
             _ => bail!("unknown option {a}\n{USAGE}"),
         }
@@ -302,22 +307,12 @@ async fn bench(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
             .context("create anchor")?;
     }
 
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(o.runs); OPS.len()];
-    for i in 0..o.warmup + o.runs {
-        let name = format!("bench-{i}");
-        let d = cycle(rt, &name, o)
-            .await
-            .with_context(|| format!("run {i} ({name})"))?;
-        if i >= o.warmup {
-            for (k, v) in d.iter().enumerate() {
-                samples[k].push(*v);
-            }
-        }
-    }
-    let mut ops = serde_json::Map::new();
-    for (k, op) in OPS.iter().enumerate() {
-        ops.insert(op.to_string(), summary(&samples[k]));
-    }
+    let ops = timed_runs(rt, o, "bench").await?;
+    let present = if o.present > 0 {
+        with_present(rt, o).await?
+    } else {
+        Value::Null
+    };
 
     let idle = if o.idle > 0 {
         idle_memory(rt, o).await?
@@ -340,8 +335,62 @@ async fn bench(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         "cgroup_mode": rt.cgroup_mode().describe(),
         "import_ms": round3(import_ms),
         "ops": ops,
+        "present": present,
         "idle": idle,
         "breakdown": breakdown,
+    }))
+}
+
+/// Warm-up and timed create → … → destroy cycles; a summary per operation.
+async fn timed_runs(rt: &Runtime, o: &Options, prefix: &str) -> anyhow::Result<Value> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(o.runs); OPS.len()];
+    for i in 0..o.warmup + o.runs {
+        let name = format!("{prefix}-{i}");
+        let d = cycle(rt, &name, o)
+            .await
+            .with_context(|| format!("run {i} ({name})"))?;
+        if i >= o.warmup {
+            for (k, v) in d.iter().enumerate() {
+                samples[k].push(*v);
+            }
+        }
+    }
+    let mut ops = serde_json::Map::new();
+    for (k, op) in OPS.iter().enumerate() {
+        ops.insert(op.to_string(), summary(&samples[k]));
+    }
+    Ok(Value::Object(ops))
+}
+
+/// The timed runs again with `--present` idle spaces running beside them
+/// (each with its rootfs mount and cgroups); the idle spaces are destroyed
+/// afterwards.
+async fn with_present(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
+    let t = Instant::now();
+    for i in 0..o.present {
+        rt.create(create_req(&format!("present-{i}"), o))
+            .await
+            .with_context(|| format!("create present space {i}"))?;
+    }
+    let create_all_s = t.elapsed().as_secs_f64();
+    let ops = timed_runs(rt, o, "bench-present").await?;
+    let parts = if o.breakdown > 0 {
+        breakdown(rt, o).await?
+    } else {
+        Value::Null
+    };
+    let t = Instant::now();
+    for i in 0..o.present {
+        rt.destroy(&format!("present-{i}"))
+            .await
+            .with_context(|| format!("destroy present space {i}"))?;
+    }
+    Ok(json!({
+        "spaces": o.present,
+        "create_all_s": round3(create_all_s),
+        "destroy_all_s": round3(t.elapsed().as_secs_f64()),
+        "ops": ops,
+        "breakdown": parts,
     }))
 }
 

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
-use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::executor::SpaceExecutor;
@@ -153,7 +152,7 @@ fn dangling_destination(
 fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
     ensure_workdir(&req.rootfs.target, &req.workdir, req.uid, req.gid)?;
     fs::create_dir_all(&req.state_root).map_err(lc("create container state root"))?;
-    let mut container = ContainerBuilder::new(req.id.clone(), SyscallType::default())
+    let init = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(&req.state_root)
         .map_err(lc("state root"))?
         .with_stdin(devnull()?)
@@ -164,9 +163,16 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
         .map_err(lc("container id"))?
         .as_init(&req.bundle)
         .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(lc("create container"))?;
+        .with_detach(true);
+    // In the worker's lean mount namespace, with this space's rootfs and
+    // netns carried in: see [`super::mountns`].
+    let mut carry = vec![req.rootfs.target.clone()];
+    carry.extend(netns_paths(&req.bundle));
+    let mut container = match req.bundle.parent() {
+        Some(spaces) => super::mountns::in_lean(spaces, &carry, || init.build()),
+        None => init.build(),
+    }
+    .map_err(lc("create container"))?;
     container.start().map_err(lc("start container"))?;
     let pid = container
         .pid()
@@ -174,6 +180,18 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
         .as_raw();
     let start = proc::start_time(pid).ok_or("space init exited right after start")?;
     Ok((pid, start))
+}
+
+/// The namespace files (`/var/run/netns/…`) the bundle's spec joins.
+fn netns_paths(bundle: &Path) -> Vec<PathBuf> {
+    let Ok(spec) = libcontainer::oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
+        return Vec::new();
+    };
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|nss| nss.iter().filter_map(|n| n.path().clone()).collect())
+        .unwrap_or_default()
 }
 
 /// The executor of a space's processes, with the seccomp filter from its
@@ -229,14 +247,13 @@ fn builder(req: &ExecRequest) -> Res<ContainerBuilder> {
 /// the request's console socket. Returns the pid.
 pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
     let process = ProcessFile::write(req)?;
-    let pid = builder(req)?
+    let tenant = builder(req)?
         .with_console_socket(Some(&tty.console_socket))
         .with_executor(executor(&req.bundle)?)
         .as_tenant()
         .with_process(Some(&process.0))
-        .with_detach(true)
-        .build()
-        .map_err(|e| exec_failed(req, e))?;
+        .with_detach(true);
+    let pid = in_lean_ns(req, || tenant.build()).map_err(|e| exec_failed(req, e))?;
     remove_old_sockets(&req.state_root.join(&req.id));
     Ok(pid.as_raw())
 }
@@ -244,18 +261,26 @@ pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
 /// Starts a process in a running space with the given stdio; returns its pid.
 pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Res<i32> {
     let process = ProcessFile::write(req)?;
-    let pid = builder(req)?
+    let tenant = builder(req)?
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
         .with_executor(executor(&req.bundle)?)
         .as_tenant()
         .with_process(Some(&process.0))
-        .with_detach(false)
-        .build()
-        .map_err(|e| exec_failed(req, e))?;
+        .with_detach(false);
+    let pid = in_lean_ns(req, || tenant.build()).map_err(|e| exec_failed(req, e))?;
     remove_old_sockets(&req.state_root.join(&req.id));
     Ok(pid.as_raw())
+}
+
+/// Runs an exec's libcontainer call in the worker's lean mount namespace
+/// ([`super::mountns`]): its cost no longer grows with the spaces' mounts.
+fn in_lean_ns<T>(req: &ExecRequest, f: impl FnOnce() -> T) -> T {
+    match req.bundle.parent() {
+        Some(spaces) => super::mountns::in_lean(spaces, &[], f),
+        None => f(),
+    }
 }
 
 /// Why an exec failed: its working directory is not a directory inside the
@@ -398,11 +423,17 @@ fn thaw_and_kill(cg: &Path) {
 
 /// Kills every process of the space, removes its container state and
 /// cgroup, and unmounts its rootfs. Idempotent.
+///
+/// libcontainer's `kill(all)` and `delete` are not used: each builds a
+/// libcgroups v1 manager, which re-reads the host's mount table once per
+/// controller, so a destroy grew with the number of spaces mounted. The
+/// cgroup files are driven directly instead, as for [`pause`]; the spaces
+/// have no poststop hooks for `delete` to run.
 pub fn destroy(req: &DestroyRequest) -> Res<()> {
     let dir = req.state_root.join(&req.id);
     if dir.exists() {
         match Container::load(dir.clone()) {
-            Ok(mut c) => {
+            Ok(c) => {
                 let init = c.pid().map(|p| p.as_raw());
                 let pidfd = init.and_then(|p| proc::pidfd_open(p).ok());
                 let cgroup = c.spec().ok().map(|cfg| cfg.cgroup_path);
@@ -411,8 +442,8 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
                 if let Some(cg) = &cgroup {
                     thaw_and_kill(cg);
                 }
-                let _ = c.kill(Signal::try_from(libc::SIGKILL).map_err(lc("signal"))?, true);
                 if let Some(fd) = &pidfd {
+                    proc::pidfd_kill(fd);
                     let mut died = false;
                     for _ in 0..20 {
                         if proc::wait_pidfd(fd, 250) {
@@ -427,7 +458,9 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
                         return Err("space init did not die within 5 s of SIGKILL".into());
                     }
                 }
-                c.delete(true).map_err(lc("delete container"))?;
+                if let Some(cg) = &cgroup {
+                    remove_cgroup(cg)?;
+                }
             }
             Err(e) => tracing::warn!("container state of {} unreadable: {e}", req.id),
         }

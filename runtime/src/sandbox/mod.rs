@@ -5,6 +5,7 @@
 pub mod error;
 pub(crate) mod executor;
 pub(crate) mod lifecycle;
+pub(crate) mod mountns;
 pub mod proc;
 pub mod rootfs;
 

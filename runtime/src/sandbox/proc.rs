@@ -33,6 +33,22 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Sends SIGKILL to the process behind `pidfd` (never to a reused pid);
+/// one already gone is no error.
+pub fn pidfd_kill(pidfd: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a descriptor we own, no pointers.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
 /// Waits until the process behind `pidfd` exits, up to `timeout_ms`;
 /// returns whether it did.
 pub fn wait_pidfd(pidfd: &OwnedFd, timeout_ms: u16) -> bool {
