@@ -368,7 +368,7 @@ async fn timed_runs(rt: &Runtime, o: &Options, prefix: &str) -> anyhow::Result<V
 async fn with_present(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
     let t = Instant::now();
     for i in 0..o.present {
-        rt.create(create_req(&format!("present-{i}"), o))
+        rt.create(create_req(&format!("present-{i}"), o)?)
             .await
             .with_context(|| format!("create present space {i}"))?;
     }
