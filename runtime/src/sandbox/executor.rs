@@ -37,7 +37,7 @@ impl Executor for SpaceExecutor {
         // stdin is the terminal libcontainer connected.
         if let (Some(true), Some(size)) = (process.terminal(), process.console_size()) {
             let dim = |v| u16::try_from(v).unwrap_or(u16::MAX);
-            crate::exec::set_winsize(std::io::stdin(), dim(size.width()), dim(size.height()));
+            crate::process::set_winsize(std::io::stdin(), dim(size.width()), dim(size.height()));
         }
         // A new session makes the process its own group leader; with a TTY
         // libcontainer already did this, and setsid then fails harmlessly.
