@@ -321,6 +321,9 @@ fn prepare_state(config: &mut RuntimeConfig) -> Result<Prepared> {
     // there, set-uid binaries included.
     fs::set_permissions(state, fs::Permissions::from_mode(STATE_DIR_MODE))
         .ctx(|| format!("chmod {}", state.display()))?;
+    // Taken before anything in the state dir is written: a second runtime
+    // must not replace the init binary under the first one's spaces.
+    let lock = lock_state_dir(state)?;
     let bin = state.join("bin");
     fs::create_dir_all(&bin).ctx(|| format!("create {}", bin.display()))?;
     let init_path = bin.join("clawdspace-init");
@@ -331,7 +334,6 @@ fn prepare_state(config: &mut RuntimeConfig) -> Result<Prepared> {
     }
     let tty = state.join("tty");
     fs::create_dir_all(&tty).ctx(|| format!("create {}", tty.display()))?;
-    let lock = lock_state_dir(state)?;
     let cgroup_mode = CgroupMode::detect();
     tracing::info!(mode = cgroup_mode.describe(), "cgroups");
     let images = ImageStore::open(state)?.with_limits(config.registries.limits);
