@@ -1,6 +1,6 @@
 //! Daemon configuration from the environment (SPEC section 2 plus ours).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -30,6 +30,10 @@ fn default_disk(s: &str) -> Result<OptionalDisk, String> {
     crate::input::disk_size(s)
         .map(|b| OptionalDisk(Some(b)))
         .map_err(|e| format!("{e} (e.g. \"10g\", \"512m\"; empty: none)"))
+}
+
+fn nodes(s: &str) -> Result<List<(String, String)>, String> {
+    crate::nodes::parse_nodes(s).map(List)
 }
 
 fn list<T: FromStr>(s: &str) -> Result<List<T>, String>
@@ -149,6 +153,36 @@ pub struct Config {
     #[arg(long, env = "CLAWDSPACE_MAX_CONNECTIONS", default_value_t = 1024,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+    /// Address to listen on, `ip:port` [default: 0.0.0.0:$PORT]. On
+    /// Tailscale, the server's tailnet address keeps the API off other
+    /// networks.
+    #[arg(long, env = "CLAWDSPACE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// This server's name in `/api/nodes` [default: its host name].
+    #[arg(long, env = "CLAWDSPACE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// This server's URL as other nodes reach it [default:
+    /// http://<listen address, or host name>:<port>].
+    #[arg(long, env = "CLAWDSPACE_NODE_URL", value_parser = crate::nodes::node_url)]
+    pub node_url: Option<String>,
+    /// Other servers of the fleet: `name=url,name=url` (`url` may be
+    /// `host[:port]`).
+    #[arg(long, env = "CLAWDSPACE_NODES", default_value = "", value_parser = nodes)]
+    pub nodes: List<(String, String)>,
+    /// How often the other nodes are probed (ms).
+    #[arg(long, env = "NODES_REFRESH_MS", default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(100..))]
+    pub nodes_refresh_ms: u64,
+    /// The `tailscale` program whose peers are probed as nodes (empty: no
+    /// Tailscale discovery; not installed: quietly none).
+    #[arg(long, env = "CLAWDSPACE_TAILSCALE", default_value = "tailscale")]
+    pub tailscale: String,
+    /// Port Clawdspace servers listen on at Tailscale peers.
+    #[arg(long, env = "CLAWDSPACE_TAILSCALE_PORT", default_value_t = 7777)]
+    pub tailscale_port: u16,
+    /// Only Tailscale peers with this tag are probed (e.g. `tag:clawdspace`).
+    #[arg(long, env = "CLAWDSPACE_TAILSCALE_TAG")]
+    pub tailscale_tag: Option<String>,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -164,6 +198,49 @@ impl Config {
             header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
             idle_timeout: std::time::Duration::from_millis(self.keepalive_timeout_ms),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The address the API listens on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+    }
+
+    /// How this daemon finds and names the fleet; `hostname` names it when
+    /// `CLAWDSPACE_NODE_NAME` does not.
+    pub fn nodes(&self, hostname: &str) -> crate::nodes::NodesConfig {
+        let name = self
+            .node_name
+            .clone()
+            .map(|n| n.trim().to_lowercase())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| hostname.to_lowercase());
+        let addr = self.listen_addr();
+        let url = self.node_url.clone().unwrap_or_else(|| {
+            if addr.ip().is_unspecified() {
+                format!("http://{}:{}", hostname.to_lowercase(), addr.port())
+            } else {
+                format!("http://{addr}")
+            }
+        });
+        let tailscale = (!self.tailscale.trim().is_empty()).then(|| {
+            clawdspace_cli::fleet::TailscaleConfig {
+                program: self.tailscale.trim().to_string(),
+                port: self.tailscale_port,
+                tag: self
+                    .tailscale_tag
+                    .clone()
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty()),
+            }
+        });
+        crate::nodes::NodesConfig {
+            name,
+            url,
+            configured: self.nodes.0.clone(),
+            tailscale,
+            refresh: std::time::Duration::from_millis(self.nodes_refresh_ms),
         }
     }
 

@@ -7,12 +7,12 @@ mod error;
 mod format;
 mod input;
 mod model;
+mod nodes;
 mod openapi;
 mod routes;
 mod server;
 mod sleep;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +32,8 @@ pub struct AppState {
     pub config: Arc<config::Config>,
     /// The API key.
     pub key: Arc<str>,
+    /// The other servers of the fleet.
+    pub nodes: Arc<nodes::Nodes>,
 }
 
 fn main() -> ExitCode {
@@ -85,7 +87,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     let runtime = Runtime::open(config.runtime())
         .await
         .context("opening the runtime")?;
-    let addr = SocketAddr::from(([0, 0, 0, 0], config.port));
+    let addr = config.listen_addr();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
@@ -101,10 +103,19 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         spaces = runtime.list().len(),
         "clawdspaced ready"
     );
+    let key: Arc<str> = key.into();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let nodes = Arc::new(
+        nodes::Nodes::new(config.nodes(&hostname), key.clone()).map_err(anyhow::Error::msg)?,
+    );
+    tokio::spawn(nodes.clone().run());
     let state = AppState {
         rt: runtime.clone(),
         config: Arc::new(config),
-        key: key.into(),
+        key,
+        nodes,
     };
     let limits = state.config.limits();
     let app = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()

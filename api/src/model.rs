@@ -289,6 +289,89 @@ pub struct Capabilities {
     /// CUDA version the driver supports (extension).
     #[serde(rename = "cudaVersion", skip_serializing_if = "Option::is_none")]
     pub cuda_version: Option<String>,
+    /// Available memory (`MemAvailable`), bytes (extension, for placement).
+    #[serde(rename = "memoryFree")]
+    pub memory_free: u64,
+    /// Spaces running now (extension, for placement).
+    #[serde(rename = "spacesRunning")]
+    pub spaces_running: usize,
+    /// GPUs this server's runtime can give to spaces (extension, for
+    /// placement; 0 when GPU spaces cannot be created).
+    #[serde(rename = "gpusAvailable")]
+    pub gpus_available: usize,
+}
+
+/// `GET /api/nodes`: this server and the others it knows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NodesJson {
+    /// This server first, then the others by name.
+    pub nodes: Vec<NodeJson>,
+    /// When the other nodes were last probed (ms since the epoch).
+    #[serde(rename = "lastUpdatedAt")]
+    pub last_updated_at: i64,
+}
+
+/// One server of the fleet.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeJson {
+    /// Node name (`CLAWDSPACE_NODES` name, Tailscale host name, or this
+    /// server's `CLAWDSPACE_NODE_NAME`).
+    pub name: String,
+    /// Its API's base URL.
+    pub url: String,
+    /// `online` or `offline`.
+    pub status: String,
+    /// Round trip of its health probe, ms (absent when offline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// GPU, architecture and platform (absent until it answered once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<NodeCapabilities>,
+    /// Available memory, bytes (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_free: Option<u64>,
+    /// Spaces running there (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spaces_running: Option<usize>,
+    /// GPUs its runtime can give to spaces (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus_available: Option<usize>,
+    /// How it is known: `self`, `config` (`CLAWDSPACE_NODES`) or
+    /// `tailscale` (extension).
+    pub source: String,
+    /// Why it is offline, or why its figures are missing (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it last answered, ms since the epoch (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<i64>,
+}
+
+/// The capabilities of a node as `/api/nodes` shows them (SPEC 12).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCapabilities {
+    pub gpu: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<String>,
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub platform: String,
+}
+
+/// `GET /api/nodes/placement`: where a new space would go.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlacementJson {
+    /// The chosen node's name.
+    pub node: String,
+    /// Its URL.
+    pub url: String,
+    /// Why, in words.
+    pub reason: String,
 }
 
 /// A request field as sent: its documented type when the JSON has that

@@ -20,9 +20,11 @@ use crate::routes;
         routes::stats::stats,
         routes::system::system,
         routes::system::capabilities,
+        routes::nodes::list,
+        routes::nodes::placement,
     ),
     components(schemas(CreateSpaceBody, ExecBody, CommandSpec, SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
-        SystemInfo, QuarantinedJson, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities,
+        SystemInfo, QuarantinedJson, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities, NodesJson, NodeJson, NodeCapabilities, PlacementJson,
         routes::stats::StatsEnvelope, routes::stats::SpaceStatsJson)),
     modifiers(&Security),
     security(("bearer" = []), ("key" = []))

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
+use clawdspace_cli::fleet;
 use futures_util::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -73,6 +74,53 @@ pub fn gpu_label(caps: Option<&Value>) -> String {
     match caps.get("gpus").and_then(Value::as_array).map(Vec::len) {
         Some(n) if n > 1 => format!("{label} ×{n}"),
         _ => label,
+    }
+}
+
+/// GPUs a create asks for: `--gpus` as a count or a list, else 1 for
+/// `--gpu` (all of a server's, at least one).
+pub fn gpus_wanted(gpu: bool, gpus: Option<&Value>) -> usize {
+    match gpus {
+        Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(1),
+        Some(Value::Array(a)) => a.len().max(1),
+        _ => usize::from(gpu),
+    }
+}
+
+/// What placement needs of a server, from its `/api/system` and
+/// `/api/system/capabilities` (servers without the placement extensions:
+/// `memory.free` parsed, `docker.containersRunning`, a GPU per `gpus`
+/// entry or one when `gpu` is true).
+pub fn load_of(s: &Server, sys: Option<&Value>, caps: Option<&Value>) -> fleet::NodeLoad {
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64);
+    let gpus = caps.map_or(0, |c| {
+        n(c.get("gpusAvailable")).map_or_else(
+            || {
+                if c.get("gpu").and_then(Value::as_bool) == Some(true) {
+                    c.get("gpus").and_then(Value::as_array).map_or(1, Vec::len)
+                } else {
+                    0
+                }
+            },
+            |g| usize::try_from(g).unwrap_or(0),
+        )
+    });
+    let memory_free = n(caps.and_then(|c| c.get("memoryFree"))).unwrap_or_else(|| {
+        sys.and_then(|d| d.pointer("/memory/free"))
+            .and_then(Value::as_str)
+            .and_then(parse_size)
+            .unwrap_or(0.0) as u64
+    });
+    let spaces_running = n(caps.and_then(|c| c.get("spacesRunning")))
+        .or_else(|| n(sys.and_then(|d| d.pointer("/docker/containersRunning"))))
+        .and_then(|r| usize::try_from(r).ok())
+        .unwrap_or(0);
+    fleet::NodeLoad {
+        name: s.name.clone(),
+        online: sys.is_some(),
+        gpus,
+        memory_free,
+        spaces_running,
     }
 }
 
@@ -370,98 +418,63 @@ impl Ctx<'_> {
         Ok(0)
     }
 
-    /// Placement without `--server`: with `gpu`, a server whose capabilities
-    /// say `gpu:true`; otherwise the online server with the most free memory.
-    async fn place(&self, gpu: bool) -> Result<Server, Fail> {
+    /// Placement without `--server` (the fleet's one rule,
+    /// [`clawdspace_cli::fleet::place`]): with `gpus` > 0 a server whose
+    /// runtime can give that many GPUs; otherwise, and among those, the
+    /// most free memory, then the fewest running spaces. Prints why.
+    async fn place(&self, gpus: usize) -> Result<Server, Fail> {
         let servers = self.servers().await;
         if servers.is_empty() {
             return Err(self.no_servers());
         }
-        let mut candidates = servers.clone();
-        if gpu {
+        if gpus > 0 {
             println!("{}", style::out(BLUE, "Looking for server with GPU..."));
-            let caps = join_all(servers.iter().map(|s| self.api.capabilities(s))).await;
-            let mut why = Vec::new();
-            candidates = Vec::new();
-            for (s, c) in servers.iter().zip(&caps) {
-                match c {
-                    Ok(v) if v.get("gpu").and_then(Value::as_bool) == Some(true) => {
-                        candidates.push(s.clone())
-                    }
-                    Ok(_) => why.push(format!("{}: no GPU", s.name)),
-                    Err(e) => why.push(format!("{}: {}", s.name, e.short())),
-                }
-            }
-            if candidates.is_empty() {
-                return Err(Fail::error("No server with GPU found")
-                    .hint(format!("Servers checked: {}", why.join("; "))));
-            }
         }
-        let chosen = if candidates.len() == 1 {
-            candidates[0].clone()
-        } else {
-            self.most_free_memory(&candidates).await?
+        let answers = join_all(
+            servers
+                .iter()
+                .map(|s| async { tokio::join!(self.api.system(s), self.api.capabilities(s)) }),
+        )
+        .await;
+        let mut loads = Vec::new();
+        let mut down = Vec::new();
+        for (s, (sys, caps)) in servers.iter().zip(&answers) {
+            if let Err(e) = sys {
+                down.push(format!("{}: {}", s.name, e.short()));
+            }
+            loads.push(load_of(s, sys.as_ref().ok(), caps.as_ref().ok()));
+        }
+        let placed = fleet::place(&loads, &fleet::Request { server: None, gpus });
+        let p = match placed {
+            Ok(p) => p,
+            Err(fleet::NoPlacement::NoGpu { wanted, checked }) => {
+                let what = if wanted == 1 {
+                    "No server with GPU found".to_string()
+                } else {
+                    format!("No server with {wanted} GPUs found")
+                };
+                return Err(Fail::error(what).hint(format!("Servers checked: {}", checked.join("; "))));
+            }
+            Err(e) => {
+                return Err(Fail::error(e.to_string())
+                    .hint(down.join("; "))
+                    .hint(PROBE_AGAIN))
+            }
         };
-        if gpu {
+        let chosen = servers
+            .iter()
+            .find(|s| s.name == p.node)
+            .cloned()
+            .ok_or_else(|| Fail::error(format!("Unknown server: {}", p.node)))?;
+        if gpus > 0 {
             println!(
                 "{}",
                 style::out(GREEN, &format!("Found GPU server: {}", chosen.name))
             );
+        } else {
+            println!("{}", p.reason);
         }
         Ok(chosen)
-    }
-
-    /// The server with the most free memory (ties: the first); prints why.
-    async fn most_free_memory(&self, servers: &[Server]) -> Result<Server, Fail> {
-        let infos = join_all(servers.iter().map(|s| self.api.system(s))).await;
-        let mut online: Vec<(&Server, f64, String, String)> = Vec::new();
-        let mut offline = Vec::new();
-        for (s, i) in servers.iter().zip(&infos) {
-            match i {
-                Ok(d) => {
-                    let free = show(d.pointer("/memory/free"));
-                    let total = show(d.pointer("/memory/total"));
-                    online.push((s, parse_size(&free).unwrap_or(0.0), free, total));
-                }
-                Err(e) => offline.push(format!("{}: {}", s.name, e.short())),
-            }
-        }
-        let Some(best) = online
-            .iter()
-            .enumerate()
-            .fold(None::<usize>, |best, (i, o)| match best {
-                Some(b) if online[b].1 >= o.1 => Some(b),
-                _ => Some(i),
-            })
-        else {
-            return Err(Fail::error("No Clawdspace server answered")
-                .hint(offline.join("; "))
-                .hint(PROBE_AGAIN));
-        };
-        let (s, _, free, total) = &online[best];
-        let mut why = if online.len() == 1 {
-            format!(
-                "Auto-selected server {}: the only one online ({free} free of {total})",
-                s.name
-            )
-        } else {
-            let others: Vec<String> = online
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != best)
-                .map(|(_, o)| format!("{} {}", o.0.name, o.2))
-                .collect();
-            format!(
-                "Auto-selected server {}: most free memory ({free} free of {total}; {})",
-                s.name,
-                others.join(", ")
-            )
-        };
-        if !offline.is_empty() {
-            why.push_str(&format!("; not answering: {}", offline.join(", ")));
-        }
-        println!("{why}");
-        Ok((*s).clone())
     }
 
     async fn create(&self, args: CreateArgs) -> CmdResult {
@@ -488,7 +501,7 @@ impl Ctx<'_> {
                 let servers = self.servers().await;
                 self.resolve(&servers, s)?
             }
-            None => self.place(gpu).await?,
+            None => self.place(gpus_wanted(gpu, gpus.as_ref())).await?,
         };
         println!(
             "{}",

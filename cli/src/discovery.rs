@@ -17,6 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{Api, Connect, Opts};
+use clawdspace_cli::fleet::{tailscale, TailscaleConfig};
+
 use crate::config::{host_url, Settings};
 
 /// How long a cache file is trusted.
@@ -91,17 +93,17 @@ pub fn write_cache(path: &Path, servers: &[Server]) -> std::io::Result<()> {
 /// What probing one host found.
 #[derive(Debug, Clone)]
 pub struct Found {
-    /// The host entry as configured.
+    /// The host entry as configured, or the name a Tailscale peer or a
+    /// server's `/api/nodes` gave it.
     pub host: String,
     pub url: String,
     /// `hostname` from `/api/system`, lower-cased.
     pub hostname: Option<String>,
 }
 
-/// Probes one host: `/api/health` (0.5 s connect, 3 s cap) must contain
-/// `"ok"`; then `/api/system` (1 s connect, 5 s cap) names it.
-async fn probe_one(api: &Api, host: &str) -> Option<Found> {
-    let url = host_url(host);
+/// Probes one server URL: `/api/health` (0.5 s connect, 3 s cap) must
+/// contain `"ok"`; then `/api/system` (1 s connect, 5 s cap) names it.
+async fn probe_one(api: &Api, host: &str, url: String) -> Option<Found> {
     let opts = Opts {
         connect: Connect::Probe,
         total: Some(Duration::from_secs(3)),
@@ -141,6 +143,42 @@ async fn probe_one(api: &Api, host: &str) -> Option<Found> {
     })
 }
 
+/// The online nodes a server's `/api/nodes` lists, as `(name, url)`
+/// (nothing when it has no such endpoint or does not answer).
+async fn nodes_of(api: &Api, found: &Found) -> Vec<(String, String)> {
+    let server = Server {
+        name: found.host.clone(),
+        url: found.url.clone(),
+    };
+    let Ok(v) = api
+        .call(
+            &server,
+            Method::GET,
+            "/nodes",
+            None,
+            Opts::new(Connect::Quick, Some(Duration::from_secs(5))),
+        )
+        .await
+    else {
+        return Vec::new();
+    };
+    v.get("nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|n| n.get("status").and_then(Value::as_str) == Some("online"))
+        .filter_map(|n| {
+            let name = n.get("name")?.as_str()?;
+            let url = n.get("url")?.as_str()?;
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && !url.contains(char::is_whitespace)
+                && !name.is_empty()
+                && !name.contains(|c: char| c.is_whitespace() || c == '=');
+            ok.then(|| (name.to_lowercase(), url.trim_end_matches('/').to_string()))
+        })
+        .collect()
+}
+
 /// Names the found servers: the reported hostname, else the host entry
 /// (lower-cased). When several different URLs report the same hostname
 /// (e.g. two daemons on one machine), each of them is named by its host
@@ -168,10 +206,35 @@ pub fn assign_names(found: Vec<Found>) -> Vec<Server> {
     parse_cache(&format_cache(&servers))
 }
 
-/// Probes every configured host in parallel.
+/// Probes every configured host and the Tailscale peers in parallel, then
+/// the servers that those servers' `/api/nodes` list.
 pub async fn probe(api: &Api, hosts: &[String]) -> Vec<Server> {
-    let found = join_all(hosts.iter().map(|h| probe_one(api, h))).await;
-    assign_names(found.into_iter().flatten().collect())
+    let mut targets: Vec<(String, String)> =
+        hosts.iter().map(|h| (h.clone(), host_url(h))).collect();
+    if let Some(ts) = TailscaleConfig::from_env() {
+        if let Ok(peers) = tailscale::peers(&ts).await {
+            targets.extend(tailscale::candidates(&peers, &ts));
+        }
+    }
+    let mut found: Vec<Found> = join_all(targets.iter().map(|(h, u)| probe_one(api, h, u.clone())))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let listed = join_all(found.iter().map(|f| nodes_of(api, f))).await;
+    let mut more: Vec<(String, String)> = Vec::new();
+    for (name, url) in listed.into_iter().flatten() {
+        if !targets.iter().any(|(_, u)| *u == url) && !more.iter().any(|(_, u)| *u == url) {
+            more.push((name, url));
+        }
+    }
+    found.extend(
+        join_all(more.iter().map(|(h, u)| probe_one(api, h, u.clone())))
+            .await
+            .into_iter()
+            .flatten(),
+    );
+    assign_names(found)
 }
 
 /// The known servers: the cache when fresh (and `refresh` is false), else a

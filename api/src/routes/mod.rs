@@ -2,6 +2,7 @@
 //! stats, the OpenAPI document and the web dashboard.
 
 pub mod dashboard;
+pub mod nodes;
 pub mod spaces;
 pub mod stats;
 pub mod system;
@@ -71,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/spaces/{name}/stats", get(stats::stats))
         .route("/api/system", get(system::system))
         .route("/api/system/capabilities", get(system::capabilities))
+        .route("/api/nodes", get(nodes::list))
+        .route("/api/nodes/placement", get(nodes::placement))
         .route("/", get(dashboard::index))
         .route("/assets/{*path}", get(dashboard::asset))
         .fallback(dashboard::fallback)

@@ -139,7 +139,7 @@ pub async fn capabilities(State(st): State<AppState>) -> ApiResult<Json<Capabili
     blocking(move || Ok(capabilities_now(&st))).await
 }
 
-fn capabilities_now(st: &AppState) -> Capabilities {
+pub fn capabilities_now(st: &AppState) -> Capabilities {
     let g = gpus();
     let machine = nix::sys::utsname::uname()
         .map(|u| u.machine().to_string_lossy().into_owned())
@@ -151,5 +151,13 @@ fn capabilities_now(st: &AppState) -> Capabilities {
         gpu_count: g.map(|g| g.devices.len()),
         driver_version: g.map(|g| g.driver_version.clone()),
         cuda_version: g.map(|g| g.cuda_version.clone()),
+        memory_free: memory().1,
+        spaces_running: st
+            .rt
+            .list()
+            .iter()
+            .filter(|s| s.status == SpaceStatus::Running)
+            .count(),
+        gpus_available: st.rt.gpu().count(),
     }
 }

@@ -328,6 +328,18 @@ impl Passthrough {
         }
     }
 
+    /// How many GPUs spaces can be given here (0: GPU spaces cannot be
+    /// created).
+    pub fn count(&self) -> usize {
+        let info = self.probe();
+        match info.backend {
+            Some(GpuBackend::Cdi) => gpu_names(&info.cdi_devices).len(),
+            Some(GpuBackend::Driver) => gpu_names(&info.driver_devices).len(),
+            Some(GpuBackend::NvidiaHook) => gpus().map_or(0, |g| g.devices.len()),
+            None => 0,
+        }
+    }
+
     /// Chooses the devices for a request. Errors are the caller's
     /// ([`Error::InvalidInput`]): unknown GPUs, too many, no GPU runtime.
     pub fn assign(&self, request: &GpuRequest) -> Result<GpuAssignment> {
@@ -475,13 +487,20 @@ fn merge_path_list(spec: &mut Spec, key: &str) {
 /// otherwise GPUs are its numbered devices (or, without numbers, every
 /// device). UUIDs map to indexes through NVML when the spec names GPUs by
 /// index only.
-fn select(req: &GpuRequest, names: &[String], nvml: Option<&GpuInfo>) -> Result<Vec<String>> {
+/// The GPUs among a backend's device names: the numbered ones when there
+/// are (NVIDIA's specs also name each GPU by UUID, and `all`), else every
+/// name but `all`.
+fn gpu_names(names: &[String]) -> Vec<&String> {
     let numbered: Vec<&String> = names.iter().filter(|n| n.parse::<u32>().is_ok()).collect();
-    let gpus: Vec<&String> = if numbered.is_empty() {
+    if numbered.is_empty() {
         names.iter().filter(|n| *n != "all").collect()
     } else {
         numbered
-    };
+    }
+}
+
+fn select(req: &GpuRequest, names: &[String], nvml: Option<&GpuInfo>) -> Result<Vec<String>> {
+    let gpus = gpu_names(names);
     match req {
         GpuRequest::All if names.iter().any(|n| n == "all") => Ok(vec!["all".into()]),
         GpuRequest::All => Ok(gpus.into_iter().cloned().collect()),
