@@ -224,8 +224,8 @@ impl Config {
                 format!("http://{addr}")
             }
         });
-        let tailscale = (!self.tailscale.trim().is_empty()).then(|| {
-            clawdspace_cli::fleet::TailscaleConfig {
+        let tailscale =
+            (!self.tailscale.trim().is_empty()).then(|| clawdspace_cli::fleet::TailscaleConfig {
                 program: self.tailscale.trim().to_string(),
                 port: self.tailscale_port,
                 tag: self
@@ -233,8 +233,7 @@ impl Config {
                     .clone()
                     .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty()),
-            }
-        });
+            });
         crate::nodes::NodesConfig {
             name,
             url,

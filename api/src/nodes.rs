@@ -362,7 +362,14 @@ mod tests {
             None,
             "an entry without a name"
         );
-        for bad in ["a", "=http://x", "a b=http://x", "a=http://x/api", "a=http://u@x", "a=x,a=y"] {
+        for bad in [
+            "a",
+            "=http://x",
+            "a b=http://x",
+            "a=http://x/api",
+            "a=http://u@x",
+            "a=x,a=y",
+        ] {
             assert!(parse_nodes(bad).is_err(), "{bad}");
         }
         assert_eq!(node_url("https://h:1/").ok(), Some("https://h:1".into()));

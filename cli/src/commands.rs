@@ -81,7 +81,10 @@ pub fn gpu_label(caps: Option<&Value>) -> String {
 /// `--gpu` (all of a server's, at least one).
 pub fn gpus_wanted(gpu: bool, gpus: Option<&Value>) -> usize {
     match gpus {
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(1),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(1),
         Some(Value::Array(a)) => a.len().max(1),
         _ => usize::from(gpu),
     }
@@ -453,7 +456,9 @@ impl Ctx<'_> {
                 } else {
                     format!("No server with {wanted} GPUs found")
                 };
-                return Err(Fail::error(what).hint(format!("Servers checked: {}", checked.join("; "))));
+                return Err(
+                    Fail::error(what).hint(format!("Servers checked: {}", checked.join("; ")))
+                );
             }
             Err(e) => {
                 return Err(Fail::error(e.to_string())

@@ -82,9 +82,13 @@ pub async fn placement(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let gpus = match q.get("gpus").map(|g| g.trim()) {
         None | Some("") => 0,
-        Some(g) => g.parse::<usize>().ok().filter(|n| *n <= 1024).ok_or_else(|| {
-            ApiError::bad_request(format!("Invalid gpus: {g} (a count from 0 to 1024)"))
-        })?,
+        Some(g) => g
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= 1024)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("Invalid gpus: {g} (a count from 0 to 1024)"))
+            })?,
     };
     let server = q.get("server").map(|s| s.trim()).filter(|s| !s.is_empty());
     let nodes = all(&st).await?.nodes;

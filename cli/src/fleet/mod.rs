@@ -4,5 +4,5 @@
 pub mod placement;
 pub mod tailscale;
 
-pub use placement::{place, NodeLoad, NoPlacement, Placement, Request};
+pub use placement::{place, NoPlacement, NodeLoad, Placement, Request};
 pub use tailscale::{Peer, TailscaleConfig};

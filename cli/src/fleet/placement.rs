@@ -218,9 +218,17 @@ mod tests {
 
     #[test]
     fn most_free_memory_wins_then_fewest_running_then_name() {
-        let nodes = [n("a", true, 0, 8, 0), n("b", true, 0, 16, 9), n("c", true, 0, 4, 0)];
+        let nodes = [
+            n("a", true, 0, 8, 0),
+            n("b", true, 0, 16, 9),
+            n("c", true, 0, 4, 0),
+        ];
         assert_eq!(pick(&nodes, None, 0), Ok("b".into()));
-        let nodes = [n("a", true, 0, 16, 3), n("b", true, 0, 16, 1), n("c", true, 0, 16, 2)];
+        let nodes = [
+            n("a", true, 0, 16, 3),
+            n("b", true, 0, 16, 1),
+            n("c", true, 0, 16, 2),
+        ];
         assert_eq!(pick(&nodes, None, 0), Ok("b".into()));
         let nodes = [n("b", true, 0, 16, 1), n("a", true, 0, 16, 1)];
         assert_eq!(pick(&nodes, None, 0), Ok("a".into()));
@@ -276,17 +284,28 @@ mod tests {
 
     #[test]
     fn the_reason_names_the_rule_and_the_others() {
-        let nodes = [n("a", true, 0, 8, 0), n("b", true, 0, 16, 2), n("c", false, 0, 0, 0)];
+        let nodes = [
+            n("a", true, 0, 8, 0),
+            n("b", true, 0, 16, 2),
+            n("c", false, 0, 0, 0),
+        ];
         let p = place(&nodes, &Request::default()).expect("placed");
         assert_eq!(
             p.reason,
             "Auto-selected server b: most free memory (16.0 GB free, 2 running; a 8.0 GB, 0 running); not answering: c"
         );
         let p = place(&[n("a", true, 0, 1, 0)], &Request::default()).expect("placed");
-        assert_eq!(p.reason, "Auto-selected server a: the only server online (1.0 GB free)");
+        assert_eq!(
+            p.reason,
+            "Auto-selected server a: the only server online (1.0 GB free)"
+        );
         let tie = [n("a", true, 0, 2, 3), n("b", true, 0, 2, 1)];
         let p = place(&tie, &Request::default()).expect("placed");
-        assert!(p.reason.contains("then fewest running spaces"), "{}", p.reason);
+        assert!(
+            p.reason.contains("then fewest running spaces"),
+            "{}",
+            p.reason
+        );
         assert_eq!(human_bytes(1023), "1023.0 B");
     }
 }

@@ -252,7 +252,10 @@ mod tests {
             vec![
                 ("gpu-box".to_string(), "http://100.64.0.2:7777".to_string()),
                 ("laptop".to_string(), "http://100.64.0.3:7777".to_string()),
-                ("v6only".to_string(), "http://[fd7a:115c:a1e0::5]:7777".to_string()),
+                (
+                    "v6only".to_string(),
+                    "http://[fd7a:115c:a1e0::5]:7777".to_string()
+                ),
             ]
         );
         assert_eq!(

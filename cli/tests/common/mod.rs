@@ -75,7 +75,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(o: Output) -> Run {
+    pub fn from(o: Output) -> Run {
         Run {
             code: o.status.code().unwrap_or(-1),
             stdout: strip_ansi(&String::from_utf8_lossy(&o.stdout)),
@@ -99,6 +99,8 @@ pub struct Home {
     pub dir: tempfile::TempDir,
     pub hosts: String,
     pub key: Option<String>,
+    /// Extra environment of the CLI.
+    pub env: Vec<(String, String)>,
 }
 
 impl Home {
@@ -107,6 +109,7 @@ impl Home {
             dir: tempfile::tempdir().expect("temp HOME"),
             hosts: hosts.to_string(),
             key: key.map(String::from),
+            env: Vec::new(),
         }
     }
 
@@ -138,6 +141,7 @@ impl Home {
         if let Some(k) = &self.key {
             c.env("CLAWDSPACE_KEY", k);
         }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -175,7 +179,19 @@ pub fn http(
     key: &str,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    http_at("127.0.0.1", port, method, path, key, body)
+}
+
+/// One HTTP request to `ip:port`: (status, body).
+pub fn http_at(
+    ip: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect((ip, port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
     let body = body.unwrap_or("");
     write!(
@@ -465,7 +481,11 @@ pub fn daemon_bin() -> PathBuf {
 
 /// One `clawdspaced` on a loopback port with its own state dir and cgroup.
 pub struct Daemon {
+    /// Loopback address it listens on (`CLAWDSPACE_LISTEN`).
+    pub ip: String,
     pub port: u16,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
     pub key: String,
     pub state: PathBuf,
     pub cgroup_parent: String,
@@ -476,11 +496,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.ip, self.port)
+    }
+
+    /// One request to this daemon with its key: (status, body).
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+        http_at(&self.ip, self.port, method, path, &self.key, body)
     }
 
     pub fn running(&self) -> bool {
@@ -501,6 +526,10 @@ impl Daemon {
             .expect("daemon log");
         let child = Command::new(daemon_bin())
             .env("PORT", self.port.to_string())
+            .env("CLAWDSPACE_LISTEN", self.host())
+            // No Tailscale discovery unless a test asks for it.
+            .env("CLAWDSPACE_TAILSCALE", "")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("API_KEY", &self.key)
             .env("CLAWDSPACE_STATE_DIR", &self.state)
             .env("CLAWDSPACE_CGROUP_PARENT", &self.cgroup_parent)
@@ -518,7 +547,7 @@ impl Daemon {
         self.child = Some(child);
         let end = Instant::now() + Duration::from_secs(60);
         while Instant::now() < end {
-            if let Some((200, body)) = http(self.port, "GET", "/api/health", "", None) {
+            if let Some((200, body)) = self.call("GET", "/api/health", None) {
                 if body.contains("\"ok\"") {
                     return;
                 }
@@ -561,7 +590,7 @@ impl Daemon {
 
     /// Names of its spaces, through the API.
     pub fn spaces(&self) -> Vec<String> {
-        let Some((200, body)) = http(self.port, "GET", "/api/spaces", &self.key, None) else {
+        let Some((200, body)) = self.call("GET", "/api/spaces", None) else {
             return Vec::new();
         };
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -577,13 +606,7 @@ impl Daemon {
 
     /// A space's status, through the API.
     pub fn status(&self, name: &str) -> Option<String> {
-        let (code, body) = http(
-            self.port,
-            "GET",
-            &format!("/api/spaces/{name}"),
-            &self.key,
-            None,
-        )?;
+        let (code, body) = self.call("GET", &format!("/api/spaces/{name}"), None)?;
         if code != 200 {
             return None;
         }
@@ -594,13 +617,7 @@ impl Daemon {
     /// Destroys every space through the API.
     fn destroy_all(&self) {
         for name in self.spaces() {
-            let _ = http(
-                self.port,
-                "DELETE",
-                &format!("/api/spaces/{name}"),
-                &self.key,
-                None,
-            );
+            let _ = self.call("DELETE", &format!("/api/spaces/{name}"), None);
         }
     }
 
@@ -621,6 +638,12 @@ pub struct Cluster {
 impl Cluster {
     /// `None` (test skipped) unless running as root.
     pub fn start(n: usize) -> Option<Cluster> {
+        Cluster::start_with(n, |_, _| {})
+    }
+
+    /// Like [`Cluster::start`], with each daemon set up by `configure`
+    /// (its index, the daemon) before it starts.
+    pub fn start_with(n: usize, configure: impl Fn(usize, &mut Daemon)) -> Option<Cluster> {
         // These tests are `#[ignore = "needs root"]`: they run only when
         // asked for (`--include-ignored`), and then they must really run.
         assert!(
@@ -646,14 +669,18 @@ impl Cluster {
                 .expect("image store")
                 .import_rootfs(IMAGE, &rootfs, Default::default())
                 .expect("import busybox image");
-            cluster.daemons.push(Daemon {
+            let mut d = Daemon {
+                ip: "127.0.0.1".into(),
                 port: free_port(),
+                env: Vec::new(),
                 key: key.clone(),
                 state,
                 cgroup_parent: format!("/clawdspace-clitest-{tag}-{i}"),
                 network: clawdspace_runtime::NetworkConfig::private_for(rand::random()),
                 child: None,
-            });
+            };
+            configure(i, &mut d);
+            cluster.daemons.push(d);
         }
         for d in &mut cluster.daemons {
             d.start();
