@@ -22,6 +22,7 @@ use crate::routes;
         routes::system::capabilities,
         routes::nodes::list,
         routes::nodes::placement,
+        routes::relay::relay,
     ),
     components(schemas(CreateSpaceBody, ExecBody, CommandSpec, SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
         SystemInfo, QuarantinedJson, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities, NodesJson, NodeJson, NodeCapabilities, PlacementJson,

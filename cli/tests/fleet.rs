@@ -270,6 +270,56 @@ fn three_daemons_form_one_fleet() {
     assert!(r.stdout.contains("Found GPU server: "), "{}", r.stdout);
     assert_eq!(c.daemons[2].spaces(), vec!["g1"]);
 
+    // The relay: gamma's spaces and an exec there, asked of alpha (the
+    // dashboard's way to every node), HTTP and WebSocket.
+    let alpha = &c.daemons[0];
+    let (code, body) = alpha
+        .call("GET", "/api/nodes/gamma/api/spaces", None)
+        .expect("relay list");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""name":"g1""#), "{body}");
+    let (code, body) = alpha
+        .call(
+            "POST",
+            "/api/nodes/gamma/api/spaces/g1/exec",
+            Some(r#"{"command":"echo relayed; echo err >&2; exit 3"}"#),
+        )
+        .expect("relay exec");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("exec JSON");
+    assert_eq!(
+        (v["stdout"].as_str(), v["exitCode"].as_i64()),
+        (Some("relayed"), Some(3)),
+        "{v}"
+    );
+    let (code, body) = alpha
+        .call("GET", "/api/nodes/gamma/api/spaces/nope", None)
+        .expect("relay 404");
+    assert_eq!((code, body.contains("not found")), (404, true), "{body}");
+    for (path, want) in [
+        ("/api/nodes/zeta/api/spaces", 404),
+        ("/api/nodes/gamma/api/nodes", 400),
+        ("/api/nodes/gamma/api/nodes/alpha/api/spaces", 400),
+        ("/api/nodes/gamma/assets/app.mjs", 400),
+        ("/api/nodes/gamma/api/%2e%2e/x", 400),
+    ] {
+        let (code, body) = alpha.call("GET", path, None).expect("relay");
+        assert_eq!(code, want, "{path}: {body}");
+        assert!(body.contains("\"error\""), "{path}: {body}");
+    }
+    // Without the key, nothing is relayed.
+    let (code, _) = common::http_at(
+        IPS[0],
+        port,
+        "GET",
+        "/api/nodes/gamma/api/spaces",
+        "wrong",
+        None,
+    )
+    .expect("relay 401");
+    assert_eq!(code, 401);
+    ws_exec_through(alpha, &c.key);
+
     // beta dies: offline within a refresh on the others, which keep
     // answering at normal speed; a create never goes to it.
     c.daemons[1].stop();
@@ -314,6 +364,11 @@ fn three_daemons_form_one_fleet() {
         .call("GET", "/api/nodes/placement?server=beta", None)
         .expect("placement");
     assert_eq!(code, 409, "{body}");
+    let (code, body) = c.daemons[0]
+        .call("GET", "/api/nodes/beta/api/spaces", None)
+        .expect("relay to a dead node");
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("did not answer"), "{body}");
 
     // beta comes back: online again.
     c.daemons[1].start();
@@ -322,6 +377,55 @@ fn three_daemons_form_one_fleet() {
         "{}",
         nodes_of(&c.daemons[0])
     );
+}
+
+/// A streaming exec in gamma's space g1 over alpha's relay: stdin in,
+/// both streams and the exit code out.
+fn ws_exec_through(alpha: &Daemon, key: &str) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!(
+        "ws://{}/api/nodes/gamma/api/spaces/g1/exec/ws?key={key}",
+        alpha.host()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("relayed WebSocket");
+        ws.send(Message::Text(
+            r#"{"command":"read x; echo got-$x; echo e >&2; exit 4"}"#.into(),
+        ))
+        .await
+        .expect("send command");
+        ws.send(Message::Binary(b"hello\n".to_vec().into()))
+            .await
+            .expect("stdin");
+        let (mut out, mut err, mut exit) = (Vec::new(), Vec::new(), None);
+        while let Some(Ok(m)) = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("relayed frames in time")
+        {
+            match m {
+                Message::Binary(b) if b.first() == Some(&1) => out.extend_from_slice(&b[1..]),
+                Message::Binary(b) if b.first() == Some(&2) => err.extend_from_slice(&b[1..]),
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("event");
+                    if v["type"] == "exit" {
+                        exit = v["exitCode"].as_i64();
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&out), "got-hello\n");
+        assert_eq!(String::from_utf8_lossy(&err), "e\n");
+        assert_eq!(exit, Some(4));
+    });
 }
 
 struct RmDir(std::path::PathBuf);

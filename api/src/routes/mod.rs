@@ -3,6 +3,7 @@
 
 pub mod dashboard;
 pub mod nodes;
+pub mod relay;
 pub mod spaces;
 pub mod stats;
 pub mod system;
@@ -74,6 +75,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/system/capabilities", get(system::capabilities))
         .route("/api/nodes", get(nodes::list))
         .route("/api/nodes/placement", get(nodes::placement))
+        .route(
+            "/api/nodes/{node}/{*path}",
+            axum::routing::any(relay::relay),
+        )
         .route("/", get(dashboard::index))
         .route("/assets/{*path}", get(dashboard::asset))
         .fallback(dashboard::fallback)
