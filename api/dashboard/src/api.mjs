@@ -74,21 +74,42 @@ export async function call(method, path, body) {
   return data;
 }
 
+// The name of the node that served this page (from /api/nodes): its
+// spaces are asked for directly, other nodes' through its relay.
+let selfNode = null;
+
+/** Tells the API module which node served this page. */
+export function setSelfNode(name) {
+  selfNode = name;
+}
+
+/** Path prefix of `node`'s API: '' for this server, else its relay. */
+function base(node) {
+  return !node || node === selfNode ? '' : `/api/nodes/${encodeURIComponent(node)}`;
+}
+
+const space = (node, name, rest = '') =>
+  `${base(node)}/api/spaces/${encodeURIComponent(name)}${rest}`;
+
 export const api = {
-  spaces: () => call('GET', '/api/spaces').then((d) => d.spaces),
+  nodes: () => call('GET', '/api/nodes'),
+  placement: (gpus) => call('GET', `/api/nodes/placement?gpus=${gpus}`),
+  spaces: (node) => call('GET', `${base(node)}/api/spaces`).then((d) => d.spaces),
   system: () => call('GET', '/api/system'),
   capabilities: () => call('GET', '/api/system/capabilities'),
-  stats: (name) => call('GET', `/api/spaces/${encodeURIComponent(name)}/stats`).then((d) => d.stats),
-  create: (body) => call('POST', '/api/spaces', body).then((d) => d.space),
-  stop: (name) => call('POST', `/api/spaces/${encodeURIComponent(name)}/stop`),
-  start: (name) => call('POST', `/api/spaces/${encodeURIComponent(name)}/start`),
-  destroy: (name) => call('DELETE', `/api/spaces/${encodeURIComponent(name)}`),
-  exec: (name, command) =>
-    call('POST', `/api/spaces/${encodeURIComponent(name)}/exec`, { command }),
+  stats: (node, name) => call('GET', space(node, name, '/stats')).then((d) => d.stats),
+  create: (node, body) => call('POST', `${base(node)}/api/spaces`, body).then((d) => d.space),
+  stop: (node, name) => call('POST', space(node, name, '/stop')),
+  start: (node, name) => call('POST', space(node, name, '/start')),
+  destroy: (node, name) => call('DELETE', space(node, name)),
+  exec: (node, name, command) => call('POST', space(node, name, '/exec'), { command }),
 };
 
-/** The WebSocket URL of streaming exec in `name` (the key as `?key=`: browsers cannot set headers). */
-export function execSocketUrl(name) {
+/**
+ * The WebSocket URL of streaming exec in space `name` of `node` (the key as
+ * `?key=`: browsers cannot set headers).
+ */
+export function execSocketUrl(node, name) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${proto}//${location.host}/api/spaces/${encodeURIComponent(name)}/exec/ws?key=${encodeURIComponent(getKey())}`;
+  return `${proto}//${location.host}${space(node, name, '/exec/ws')}?key=${encodeURIComponent(getKey())}`;
 }

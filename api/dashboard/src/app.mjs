@@ -1,7 +1,7 @@
 // The dashboard: polls the API every 2 s, keeps a few minutes of history for
 // the charts, and drives the dialogs (key, create, exec, destroy, terminal).
 
-import { api, ApiError, adoptKeyFromUrl, getKey, setKey } from './api.mjs';
+import { api, ApiError, adoptKeyFromUrl, getKey, setKey, setSelfNode } from './api.mjs';
 import { Series, draw } from './charts.mjs';
 import * as fmt from './format.mjs';
 import { MISSING_TEXT, openTerminal, terminalAvailable } from './terminal.mjs';
@@ -18,10 +18,14 @@ const hist = {
   running: new Series(HISTORY),
 };
 const state = {
-  spaces: [],
-  stats: new Map(), // name -> stats
-  cpuHist: new Map(), // name -> Series of cpuPercent
-  rows: new Map(), // name -> <tr>
+  spaces: [], // every node's, each with its `node`
+  stats: new Map(), // key -> stats
+  cpuHist: new Map(), // key -> Series of cpuPercent
+  rows: new Map(), // key -> <tr>
+  nodes: [], // /api/nodes: this server first
+  self: '',
+  lastSpaces: new Map(), // node -> its spaces when it last answered
+  filter: '', // a node name, or '' for all
   caps: null,
   cpus: 1,
   authFailed: false,
@@ -163,10 +167,97 @@ function renderCaps(caps) {
   $('create-gpu-row').hidden = !caps.gpu || !caps.gpuRuntime;
 }
 
+// ---------- nodes ----------
+
+/** Whether this dashboard shows a fleet (more than this server). */
+const fleet = () => state.nodes.length > 1;
+
+/** A space's key in the maps: node and name. */
+const keyOf = (node, name) => `${node}/${name}`;
+
+/** `Pause dev`, or `Pause dev on gpu-box` when there are several nodes. */
+const label = (verb, s) => `${verb} ${s.name}${fleet() ? ` on ${s.node}` : ''}`;
+
+function renderNodes() {
+  const nodes = state.nodes;
+  $('nodes').hidden = !fleet();
+  $('spaces-table').classList.toggle('fleet', fleet());
+  const body = $('nodes-body');
+  body.replaceChildren();
+  for (const n of nodes) {
+    const tr = document.createElement('tr');
+    tr.dataset.node = n.name;
+    const cells = [
+      n.name + (n.source === 'self' ? ' (this server)' : ''),
+      n.status,
+      n.latencyMs === undefined ? '–' : `${n.latencyMs} ms`,
+      n.memoryFree === undefined ? '–' : fmt.bytes(n.memoryFree),
+      n.spacesRunning === undefined ? '–' : String(n.spacesRunning),
+      n.gpusAvailable ? String(n.gpusAvailable) : n.status === 'online' ? '0' : '–',
+      n.error || '',
+    ];
+    const cols = ['name', 'status', 'latency', 'memory', 'running', 'gpus', 'note'];
+    cells.forEach((text, i) => {
+      const el = document.createElement(i === 0 ? 'th' : 'td');
+      if (i === 0) el.scope = 'row';
+      el.dataset.col = cols[i];
+      el.dataset.label = $('nodes-table').tHead.rows[0].cells[i].textContent;
+      if (cols[i] === 'status') {
+        const b = document.createElement('span');
+        b.className = `status status-${n.status === 'online' ? 'running' : 'stopped'}`;
+        b.textContent = n.status;
+        el.append(b);
+      } else {
+        el.textContent = text;
+      }
+      tr.append(el);
+    });
+    body.append(tr);
+  }
+  // The node filter and the create dialog's node choice.
+  const filter = $('node-filter');
+  const keep = filter.value;
+  filter.replaceChildren(new Option('All nodes', ''));
+  for (const n of nodes) filter.append(new Option(`${n.name}${n.status === 'online' ? '' : ' (offline)'}`, n.name));
+  filter.value = nodes.some((n) => n.name === keep) ? keep : '';
+  state.filter = filter.value;
+  $('create-node-row').hidden = !fleet();
+  $('create-gpu-row').hidden = !(state.caps?.gpu && state.caps?.gpuRuntime)
+    && !nodes.some((n) => n.status === 'online' && n.gpusAvailable > 0);
+}
+
+$('node-filter').addEventListener('change', () => {
+  state.filter = $('node-filter').value;
+  renderSpaces(state.spaces);
+});
+
+/** Every node's spaces: live from the online ones, last known (stale) from the others. */
+async function loadSpaces() {
+  const nodes = state.nodes;
+  const results = await Promise.allSettled(
+    nodes.map((n) => (n.status === 'online' || n.source === 'self'
+      ? api.spaces(n.name)
+      : Promise.reject(new Error('offline')))),
+  );
+  const all = [];
+  results.forEach((r, i) => {
+    const n = nodes[i];
+    if (r.status === 'fulfilled') {
+      state.lastSpaces.set(n.name, r.value);
+      for (const s of r.value) all.push({ ...s, node: n.name, stale: false });
+    } else {
+      // This server's own failure is the page's error (a wrong key, say).
+      if (n.source === 'self') throw r.reason;
+      for (const s of state.lastSpaces.get(n.name) || []) all.push({ ...s, node: n.name, stale: true });
+    }
+  });
+  return all;
+}
+
 // ---------- spaces table ----------
 
-const COLUMNS = ['name', 'status', 'image', 'memory', 'cpus', 'uptime', 'activity', 'cpuUse', 'memUse', 'actions'];
-const LABELS = ['Name', 'Status', 'Image', 'Memory', 'CPUs', 'Uptime', 'Last activity', 'CPU use', 'Memory use', ''];
+const COLUMNS = ['name', 'node', 'status', 'image', 'memory', 'cpus', 'uptime', 'activity', 'cpuUse', 'memUse', 'actions'];
+const LABELS = ['Name', 'Node', 'Status', 'Image', 'Memory', 'CPUs', 'Uptime', 'Last activity', 'CPU use', 'Memory use', ''];
 
 function button(text, label, onClick, cls = '') {
   const b = document.createElement('button');
@@ -178,9 +269,10 @@ function button(text, label, onClick, cls = '') {
   return b;
 }
 
-function buildRow(name) {
+function buildRow(s) {
   const tr = document.createElement('tr');
-  tr.dataset.space = name;
+  tr.dataset.space = s.name;
+  tr.dataset.node = s.node;
   COLUMNS.forEach((c, i) => {
     const el = document.createElement(i === 0 ? 'th' : 'td');
     if (i === 0) el.scope = 'row';
@@ -195,11 +287,12 @@ function buildRow(name) {
   const actions = document.createElement('div');
   actions.className = 'actions';
   tr.querySelector('[data-col=actions]').append(actions);
+  const { node, name } = s;
   actions.append(
-    button('Run', `Run a command in ${name}`, () => openExec(name)),
-    button('Terminal', `Open a terminal in ${name}`, () => openTerm(name)),
-    button('Pause', `Pause ${name}`, (ev) => toggle(name, ev.currentTarget), 'toggle'),
-    button('Destroy', `Destroy ${name}`, () => askDestroy(name), 'danger'),
+    button('Run', label('Run a command in', s), () => openExec(node, name), 'run'),
+    button('Terminal', label('Open a terminal in', s), () => openTerm(node, name), 'term'),
+    button('Pause', label('Pause', s), (ev) => toggle(node, name, ev.currentTarget), 'toggle'),
+    button('Destroy', label('Destroy', s), () => askDestroy(node, name), 'danger'),
   );
   return tr;
 }
@@ -211,6 +304,13 @@ function setText(tr, col, text) {
 
 function updateRow(tr, s, now) {
   setText(tr, 'name', s.name);
+  setText(tr, 'node', s.node);
+  tr.classList.toggle('stale', s.stale);
+  tr.title = s.stale ? `${s.node} is offline: last known state` : '';
+  for (const b of tr.querySelectorAll('.actions button')) b.disabled = s.stale;
+  tr.querySelector('button.run').setAttribute('aria-label', label('Run a command in', s));
+  tr.querySelector('button.term').setAttribute('aria-label', label('Open a terminal in', s));
+  tr.querySelector('button.danger').setAttribute('aria-label', label('Destroy', s));
   const st = tr.querySelector('[data-col=status]');
   if (st.dataset.status !== s.status) {
     st.dataset.status = s.status;
@@ -225,8 +325,8 @@ function updateRow(tr, s, now) {
   setText(tr, 'cpus', String(s.cpus));
   setText(tr, 'uptime', s.status === 'stopped' ? '–' : fmt.duration((now - Date.parse(s.started)) / 1000));
   setText(tr, 'activity', fmt.ago(s.lastActivity, now));
-  const stats = state.stats.get(s.name);
-  const live = stats && s.status !== 'stopped';
+  const stats = state.stats.get(keyOf(s.node, s.name));
+  const live = stats && s.status !== 'stopped' && !s.stale;
   tr.querySelector('[data-col=cpuUse] .num').textContent = live ? `${stats.cpuPercent.toFixed(1)}%` : '–';
   tr.querySelector('[data-col=memUse] .num').textContent = live
     ? `${fmt.bytes(stats.memoryUsageBytes)} / ${fmt.bytes(stats.memoryLimitBytes)}`
@@ -235,9 +335,9 @@ function updateRow(tr, s, now) {
   tr.querySelector('[data-col=memUse] .meter span').style.width = `${Math.min(100, pct)}%`;
   const t = tr.querySelector('button.toggle');
   const [text, verb] = s.status === 'running' ? ['Pause', 'Pause'] : s.status === 'paused' ? ['Resume', 'Resume'] : ['Start', 'Start'];
-  if (t.textContent !== text) {
+  if (t.textContent !== text || t.getAttribute('aria-label') !== label(verb, s)) {
     t.textContent = text;
-    t.setAttribute('aria-label', `${verb} ${s.name}`);
+    t.setAttribute('aria-label', label(verb, s));
   }
 }
 
@@ -247,36 +347,38 @@ function renderSpaces(spaces) {
   const body = $('spaces-body');
   const seen = new Set();
   let prev = null;
-  for (const s of spaces) {
-    seen.add(s.name);
-    let tr = state.rows.get(s.name);
+  const shown = spaces.filter((s) => !state.filter || s.node === state.filter);
+  for (const s of shown) {
+    const key = keyOf(s.node, s.name);
+    seen.add(key);
+    let tr = state.rows.get(key);
     if (!tr) {
-      tr = buildRow(s.name);
-      state.rows.set(s.name, tr);
+      tr = buildRow(s);
+      state.rows.set(key, tr);
     }
     updateRow(tr, s, now);
     const want = prev ? prev.nextSibling : body.firstChild;
     if (want !== tr) body.insertBefore(tr, want);
     prev = tr;
   }
-  for (const [name, tr] of state.rows) {
-    if (seen.has(name)) continue;
+  for (const [key, tr] of state.rows) {
+    if (seen.has(key)) continue;
     const hadFocus = tr.contains(document.activeElement);
     tr.remove();
-    state.rows.delete(name);
-    state.stats.delete(name);
-    state.cpuHist.delete(name);
+    state.rows.delete(key);
+    state.stats.delete(key);
+    state.cpuHist.delete(key);
     if (hadFocus) $('spaces-heading').focus();
   }
-  $('spaces-empty').hidden = spaces.length > 0;
-  $('spaces-table').hidden = spaces.length === 0;
+  $('spaces-empty').hidden = shown.length > 0;
+  $('spaces-table').hidden = shown.length === 0;
 }
 
 async function loadStats(spaces) {
-  const live = spaces.filter((s) => s.status !== 'stopped');
-  const results = await Promise.allSettled(live.map((s) => api.stats(s.name)));
+  const live = spaces.filter((s) => s.status !== 'stopped' && !s.stale);
+  const results = await Promise.allSettled(live.map((s) => api.stats(s.node, s.name)));
   results.forEach((r, i) => {
-    const name = live[i].name;
+    const name = keyOf(live[i].node, live[i].name);
     if (r.status !== 'fulfilled') return;
     state.stats.set(name, r.value);
     let s = state.cpuHist.get(name);
@@ -301,8 +403,13 @@ async function refresh() {
     return;
   }
   try {
-    const [spaces, sys] = await Promise.all([api.spaces(), api.system()]);
+    const doc = await api.nodes();
+    state.nodes = doc.nodes;
+    state.self = doc.nodes[0]?.name || '';
+    setSelfNode(state.self);
+    const [spaces, sys] = await Promise.all([loadSpaces(), api.system()]);
     if (!state.caps) renderCaps(await api.capabilities());
+    renderNodes();
     await loadStats(spaces);
     renderSpaces(spaces);
     renderSystem(sys);
@@ -340,13 +447,13 @@ function refreshNow() {
 
 // ---------- actions ----------
 
-async function toggle(name, btn) {
-  const s = state.spaces.find((x) => x.name === name);
+async function toggle(node, name, btn) {
+  const s = state.spaces.find((x) => x.node === node && x.name === name);
   if (!s) return;
   btn.disabled = true;
   try {
-    if (s.status === 'running') await api.stop(name);
-    else await api.start(name);
+    if (s.status === 'running') await api.stop(node, name);
+    else await api.start(node, name);
     banner('');
   } catch (e) {
     if (!handleError(e)) actionError(`${name}: ${e.message}`);
@@ -356,10 +463,15 @@ async function toggle(name, btn) {
   }
 }
 
-function actionError(text) {
-  banner(text);
+/** A banner that the next polls leave alone for 8 s. */
+function sticky(text, kind = 'error') {
+  banner(text, kind);
   $('banner').classList.add('action');
   setTimeout(() => $('banner').classList.remove('action'), 8000);
+}
+
+function actionError(text) {
+  sticky(text);
 }
 
 /** Runs a dialog's action with its submit button busy; errors go to `errorEl`. */
@@ -381,6 +493,11 @@ async function submitting(btn, busyText, errorEl, action) {
 // Create
 $('btn-create').addEventListener('click', () => {
   $('form-create').reset();
+  const sel = $('create-node');
+  sel.replaceChildren(new Option('Automatic (placement)', ''));
+  for (const n of state.nodes) {
+    if (n.status === 'online') sel.append(new Option(n.name, n.name));
+  }
   showError($('create-error'), '');
   $('create-name').removeAttribute('aria-invalid');
   openDialog($('dlg-create'), $('create-name'));
@@ -406,17 +523,26 @@ $('form-create').addEventListener('submit', async (ev) => {
   body.network = $('create-network').value;
   if ($('create-gpu').checked) body.gpu = true;
   await submitting($('create-submit'), 'Creating…', $('create-error'), async () => {
-    await api.create(body);
+    // One placement rule for the fleet: the server's (GET /api/nodes/placement).
+    let node = fleet() ? $('create-node').value : state.self;
+    let reason = '';
+    if (!node) {
+      const p = await api.placement(body.gpu ? 1 : 0);
+      node = p.node;
+      reason = p.reason;
+    }
+    await api.create(node, body);
     $('dlg-create').close();
+    if (reason) sticky(`${name}: ${reason}`, 'info');
     refreshNow();
   });
 });
 
 // Exec
 let execSpace = null;
-function openExec(name) {
-  execSpace = name;
-  $('exec-title').textContent = `Run a command in ${name}`;
+function openExec(node, name) {
+  execSpace = { node, name };
+  $('exec-title').textContent = `Run a command in ${name}${fleet() ? ` on ${node}` : ''}`;
   showError($('exec-error'), '');
   $('exec-result').hidden = true;
   openDialog($('dlg-exec'), $('exec-command'));
@@ -430,7 +556,7 @@ $('form-exec').addEventListener('submit', async (ev) => {
     return;
   }
   await submitting($('exec-submit'), 'Running…', $('exec-error'), async () => {
-    const r = await api.exec(execSpace, command);
+    const r = await api.exec(execSpace.node, execSpace.name, command);
     $('exec-code').textContent = String(r.exitCode);
     $('exec-flags').textContent = [r.timedOut && ' (timed out)', r.truncated && ' (output truncated)']
       .filter(Boolean).join('');
@@ -442,9 +568,10 @@ $('form-exec').addEventListener('submit', async (ev) => {
 
 // Destroy
 let destroySpace = null;
-function askDestroy(name) {
-  destroySpace = name;
+function askDestroy(node, name) {
+  destroySpace = { node, name };
   $('destroy-name').textContent = name;
+  $('destroy-node').textContent = fleet() ? ` on ${node}` : '';
   showError($('destroy-error'), '');
   openDialog($('dlg-destroy'), $('destroy-cancel'));
 }
@@ -452,7 +579,7 @@ function askDestroy(name) {
 $('form-destroy').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   await submitting($('destroy-submit'), 'Destroying…', $('destroy-error'), async () => {
-    await api.destroy(destroySpace);
+    await api.destroy(destroySpace.node, destroySpace.name);
     $('dlg-destroy').close();
     refreshNow();
   });
@@ -460,9 +587,9 @@ $('form-destroy').addEventListener('submit', async (ev) => {
 
 // Terminal
 let session = null;
-async function openTerm(name) {
+async function openTerm(node, name) {
   const dlg = $('dlg-term');
-  $('term-title').textContent = `Terminal: ${name}`;
+  $('term-title').textContent = `Terminal: ${name}${fleet() ? ` on ${node}` : ''}`;
   $('term-status').textContent = '';
   showError($('term-error'), '');
   openDialog(dlg, dlg.querySelector('[data-close]'));
@@ -471,7 +598,7 @@ async function openTerm(name) {
     return;
   }
   try {
-    session = await openTerminal(name, $('term'), (s) => {
+    session = await openTerminal(node, name, $('term'), (s) => {
       $('term-status').textContent = s;
     });
   } catch (e) {

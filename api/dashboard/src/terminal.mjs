@@ -34,11 +34,11 @@ async function load() {
 }
 
 /**
- * Opens a shell in space `name` inside `el`. `onStatus(text)` is told about
+ * Opens a shell in space `name` of `node` inside `el`. `onStatus(text)` is told about
  * the connection. Returns `{ close() }`; close ends the session (the server
  * kills the shell's process group).
  */
-export async function openTerminal(name, el, onStatus) {
+export async function openTerminal(node, name, el, onStatus) {
   const { Terminal, FitAddon } = await load();
   const term = new Terminal({
     cursorBlink: true,
@@ -50,7 +50,7 @@ export async function openTerminal(name, el, onStatus) {
   term.loadAddon(fit);
   term.open(el);
   fit.fit();
-  const ws = new WebSocket(execSocketUrl(name));
+  const ws = new WebSocket(execSocketUrl(node, name));
   ws.binaryType = 'arraybuffer';
   const enc = new TextEncoder();
   let open = false;
