@@ -1,0 +1,113 @@
+"""Files over the streaming endpoints (`/fs`, `/fs/stat`, `/files`).
+
+Skipped only when the daemon's OpenAPI document lacks those paths (they
+arrive with the files endpoints); then they run."""
+
+import asyncio
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import clawdspace
+from clawdspace import InvalidInput, NotFound
+
+from conftest import Daemon, has_path
+
+MIB = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def _needs_fs(daemon: Daemon):
+    if not has_path(daemon, "/api/spaces/{name}/fs"):
+        pytest.skip("this daemon's OpenAPI document has no /api/spaces/{name}/fs")
+
+
+def test_write_read_stat_remove(space: clawdspace.Space):
+    f = space.files
+    data = bytes(range(256)) * 10
+    f.write("/home/sandbox/deep/er/blob.bin", data, mode=0o640)
+    assert f.read("/home/sandbox/deep/er/blob.bin") == data
+    assert space.exec("stat -c '%a %s %U' /home/sandbox/deep/er/blob.bin").stdout == "640 2560 sandbox"
+    st = f.stat("/home/sandbox/deep/er/blob.bin")
+    assert st["size"] == 2560
+    f.write("/home/sandbox/note.txt", "héllo\n")
+    assert f.read_text("/home/sandbox/note.txt") == "héllo\n"
+    assert space.exec("cat /home/sandbox/note.txt").stdout == "héllo"
+    assert f.exists("/home/sandbox/note.txt")
+    f.remove("/home/sandbox/note.txt")
+    assert not f.exists("/home/sandbox/note.txt")
+    with pytest.raises(NotFound):
+        f.read("/home/sandbox/note.txt")
+
+
+def test_symlinks_stay_inside_the_space(space: clawdspace.Space):
+    space.exec("ln -sf /etc/hostname /home/sandbox/link")
+    # The space's /etc/hostname (its name), never the host's.
+    assert space.files.read_text("/home/sandbox/link").strip() in (space.name, "")
+    with pytest.raises((InvalidInput, NotFound)):
+        space.files.read("relative/path")
+
+
+def test_list(space: clawdspace.Space):
+    if not has_path_of(space, "/api/spaces/{name}/files"):
+        pytest.skip("no /api/spaces/{name}/files")
+    space.files.write("/workspace/sdk-list/a.txt", "a")
+    space.files.write("/workspace/sdk-list/sub/b.txt", "bb")
+    entries = {e.name: e for e in space.files.list("/sdk-list")}
+    assert entries["a.txt"].type == "file" and entries["a.txt"].size == 1
+    assert entries["sub"].type == "dir"
+
+
+def has_path_of(space: clawdspace.Space, path: str) -> bool:
+    return path in space.client.openapi()["paths"]
+
+
+def test_100_mib_upload_download_sha256(space: clawdspace.Space, tmp_path: Path):
+    src = tmp_path / "big.bin"
+    h = hashlib.sha256()
+    with open(src, "wb") as out:
+        for _ in range(100):
+            block = os.urandom(MIB)
+            h.update(block)
+            out.write(block)
+    want = h.hexdigest()
+    t = time.monotonic()
+    space.files.upload(src, "/home/sandbox/big.bin")
+    up = time.monotonic() - t
+    assert space.exec("sha256sum /home/sandbox/big.bin").stdout.split()[0] == want
+    dst = tmp_path / "back.bin"
+    t = time.monotonic()
+    n = space.files.download("/home/sandbox/big.bin", dst)
+    down = time.monotonic() - t
+    assert n == 100 * MIB
+    got = hashlib.sha256()
+    with open(dst, "rb") as f:
+        for block in iter(lambda: f.read(MIB), b""):
+            got.update(block)
+    assert got.hexdigest() == want
+    print(f"100 MiB: upload {up:.2f} s ({100 / up:.0f} MiB/s), download {down:.2f} s ({100 / down:.0f} MiB/s)")
+    space.files.remove("/home/sandbox/big.bin")
+
+
+def test_async_files(daemon: Daemon, space: clawdspace.Space, tmp_path: Path):
+    async def main():
+        async with daemon.aclient() as cs:
+            s = await cs.get(space.name)
+            await s.files.write("/home/sandbox/a.txt", b"async")
+            assert await s.files.read("/home/sandbox/a.txt") == b"async"
+            assert (await s.files.stat("/home/sandbox/a.txt"))["size"] == 5
+            src = tmp_path / "up.bin"
+            src.write_bytes(os.urandom(3 * MIB + 7))
+            await s.files.upload(src, "/home/sandbox/up.bin")
+            n = await s.files.download("/home/sandbox/up.bin", tmp_path / "down.bin")
+            assert n == 3 * MIB + 7
+            assert (tmp_path / "down.bin").read_bytes() == src.read_bytes()
+            await s.files.remove("/home/sandbox/a.txt")
+            assert not await s.files.exists("/home/sandbox/a.txt")
+            with pytest.raises(NotFound):
+                await s.files.read("/home/sandbox/a.txt")
+
+    asyncio.run(main())
