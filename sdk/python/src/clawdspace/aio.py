@@ -34,7 +34,7 @@ from ._core import Command
 from ._space_base import SpaceAttrs
 from .client import DEFAULT_TIMEOUT
 from .config import resolve
-from .errors import CommandFailed, ConnectionFailed, NotFound
+from .errors import ClawdspaceError, CommandFailed, ConnectionFailed, NotFound
 from .models import Chunk, ExecResult, FileEntry, SpaceInfo
 
 _DEFAULT: Any = object()
@@ -87,8 +87,14 @@ class AsyncClawdspace:
             raise _core.error_from_body(r.status_code, r.content)
         return r
 
-    async def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return (await self.request(method, path, **kw)).json()
+    async def _json(self, method: str, path: str, **kw: Any) -> Dict[str, Any]:
+        try:
+            v = (await self.request(method, path, **kw)).json()
+        except ValueError as e:
+            raise ClawdspaceError(f"{method} {path}: the answer is not JSON") from e
+        if not isinstance(v, dict):
+            raise ClawdspaceError(f"{method} {path}: expected a JSON object")
+        return v
 
     async def health(self) -> Dict[str, Any]:
         """`GET /api/health`."""
@@ -215,7 +221,7 @@ class AsyncSpace(SpaceAttrs):
 
     async def stats(self) -> Dict[str, Any]:
         """Live resource use."""
-        return (await self.client._json("GET", self._path("stats")))["stats"]
+        return dict((await self.client._json("GET", self._path("stats")))["stats"])
 
     async def __aenter__(self) -> "AsyncSpace":
         return self

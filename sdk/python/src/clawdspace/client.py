@@ -86,8 +86,14 @@ class Clawdspace:
             raise _core.error_from_body(r.status_code, r.content)
         return r
 
-    def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return self.request(method, path, **kw).json()
+    def _json(self, method: str, path: str, **kw: Any) -> Dict[str, Any]:
+        try:
+            v = self.request(method, path, **kw).json()
+        except ValueError as e:
+            raise ClawdspaceError(f"{method} {path}: the answer is not JSON") from e
+        if not isinstance(v, dict):
+            raise ClawdspaceError(f"{method} {path}: expected a JSON object")
+        return v
 
     # -- server -----------------------------------------------------------
 
@@ -238,7 +244,7 @@ class Space(SpaceAttrs):
 
     def stats(self) -> Dict[str, Any]:
         """Live resource use (`cpuPercent`, `memoryUsageBytes`, ...)."""
-        return self.client._json("GET", self._path("stats"))["stats"]
+        return dict(self.client._json("GET", self._path("stats"))["stats"])
 
     def __enter__(self) -> "Space":
         return self
