@@ -51,7 +51,7 @@ def test_async_stream_stdin_and_pty(daemon: Daemon, space: clawdspace.Space):
     async def main():
         async with daemon.aclient() as cs:
             s = await cs.get(space.name)
-            async with await s.exec_stream("echo a; echo b >&2; read x; echo got:$x") as st:
+            async with await s.exec_stream("echo a; sleep 0.2; echo b >&2; read x; echo got:$x") as st:
                 seen = []
                 async for c in st:
                     seen.append((c.stream, c.text))

@@ -12,7 +12,7 @@ from conftest import unique
 
 
 def test_interleaved_stdout_stderr_in_order(space: clawdspace.Space):
-    cmd = "for i in 1 2 3 4; do echo out$i; sleep 0.05; echo err$i >&2; sleep 0.05; done; exit 7"
+    cmd = "for i in 1 2 3 4; do echo out$i; sleep 0.2; echo err$i >&2; sleep 0.2; done; exit 7"
     with space.exec_stream(cmd) as st:
         chunks = [(c.stream, c.text) for c in st]
     assert st.exit_code == 7
