@@ -8,6 +8,7 @@ Needs root (real spaces). CLAWDSPACE_SDK_NO_BUILD=1 skips the cargo build.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -71,6 +72,13 @@ def _bin(name: str) -> str:
 def daemon() -> Iterator[Daemon]:
     if os.geteuid() != 0:
         pytest.skip("needs root and real containers: run as root")
+    with running_daemon() as d:
+        yield d
+
+
+@contextlib.contextmanager
+def running_daemon() -> Iterator[Daemon]:
+    """Starts a daemon; stops it and removes everything it made on exit."""
     if os.environ.get("CLAWDSPACE_SDK_NO_BUILD") != "1":
         subprocess.run(
             ["cargo", "build", "-q", "-p", "clawdspace-api", "-p", "clawdspace-runtime",

@@ -14,7 +14,7 @@ import pytest
 import clawdspace
 from clawdspace import InvalidInput, NotFound
 
-from conftest import Daemon, has_path
+from conftest import Daemon, has_path, unique
 
 MIB = 1 << 20
 
@@ -28,11 +28,13 @@ def _needs_fs(daemon: Daemon):
 def test_write_read_stat_remove(space: clawdspace.Space):
     f = space.files
     data = bytes(range(256)) * 10
-    f.write("/home/sandbox/deep/er/blob.bin", data, mode=0o640)
+    written = f.write("/home/sandbox/deep/er/blob.bin", data, mode=0o640)
+    assert (written.type, written.size, written.mode) == ("file", 2560, 0o640)
     assert f.read("/home/sandbox/deep/er/blob.bin") == data
     assert space.exec("stat -c '%a %s %U' /home/sandbox/deep/er/blob.bin").stdout == "640 2560 sandbox"
     st = f.stat("/home/sandbox/deep/er/blob.bin")
-    assert st["size"] == 2560
+    assert (st.size, st.mode, st.type) == (2560, 0o640, "file")
+    assert f.stat("/home/sandbox/deep").type == "dir"
     f.write("/home/sandbox/note.txt", "héllo\n")
     assert f.read_text("/home/sandbox/note.txt") == "héllo\n"
     assert space.exec("cat /home/sandbox/note.txt").stdout == "héllo"
@@ -52,13 +54,46 @@ def test_symlinks_stay_inside_the_space(space: clawdspace.Space):
 
 
 def test_list(space: clawdspace.Space):
-    if not has_path_of(space, "/api/spaces/{name}/files"):
-        pytest.skip("no /api/spaces/{name}/files")
     space.files.write("/workspace/sdk-list/a.txt", "a")
     space.files.write("/workspace/sdk-list/sub/b.txt", "bb")
     entries = {e.name: e for e in space.files.list("/sdk-list")}
     assert entries["a.txt"].type == "file" and entries["a.txt"].size == 1
     assert entries["sub"].type == "dir"
+    assert entries["a.txt"].path == "/sdk-list/a.txt"
+    with pytest.raises(NotFound):
+        space.files.list("/no-such-dir")
+
+
+def test_directories_round_trip(space: clawdspace.Space, tmp_path: Path):
+    src = tmp_path / "src"
+    (src / "pkg" / "sub").mkdir(parents=True)
+    (src / "pkg" / "mod.py").write_text("X = 1\n")
+    (src / "pkg" / "sub" / "data.bin").write_bytes(os.urandom(70000))
+    (src / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    (src / "run.sh").chmod(0o755)
+    space.files.upload_dir(src, "/home/sandbox/proj")
+    assert space.exec("cd /home/sandbox/proj && ./run.sh && cat pkg/mod.py").stdout == "ran\nX = 1"
+    space.exec("ln -s pkg/mod.py /home/sandbox/proj/link; ln -s /etc/passwd /home/sandbox/proj/out")
+    dst = tmp_path / "dst"
+    with pytest.raises(clawdspace.ClawdspaceError, match="points outside"):
+        space.files.download_dir("/home/sandbox/proj", dst)
+    space.exec("rm /home/sandbox/proj/out")
+    space.files.download_dir("/home/sandbox/proj", dst)
+    assert (dst / "pkg" / "sub" / "data.bin").read_bytes() == (src / "pkg" / "sub" / "data.bin").read_bytes()
+    assert os.access(dst / "run.sh", os.X_OK)
+    assert os.readlink(dst / "link") == "pkg/mod.py"
+
+
+def test_workspace_volume_kept_unless_removed(client: clawdspace.Clawdspace):
+    name = unique("vol")
+    s = client.create(name, network="none")
+    s.files.write("/workspace/keep.txt", "kept")
+    s.destroy()
+    s = client.create(name, network="none")
+    with s:  # leaving the block removes the volume too
+        assert s.files.read_text("/workspace/keep.txt") == "kept"
+    with client.create(name, network="none") as s:
+        assert not s.files.exists("/workspace/keep.txt")
 
 
 def has_path_of(space: clawdspace.Space, path: str) -> bool:
@@ -98,7 +133,7 @@ def test_async_files(daemon: Daemon, space: clawdspace.Space, tmp_path: Path):
             s = await cs.get(space.name)
             await s.files.write("/home/sandbox/a.txt", b"async")
             assert await s.files.read("/home/sandbox/a.txt") == b"async"
-            assert (await s.files.stat("/home/sandbox/a.txt"))["size"] == 5
+            assert (await s.files.stat("/home/sandbox/a.txt")).size == 5
             src = tmp_path / "up.bin"
             src.write_bytes(os.urandom(3 * MIB + 7))
             await s.files.upload(src, "/home/sandbox/up.bin")

@@ -22,7 +22,7 @@ from .errors import (
     Unauthorized,
 )
 from .fleet import Fleet, NoCapacity, Node, place
-from .models import Chunk, ExecResult, FileEntry, SpaceInfo
+from .models import Chunk, ExecResult, FileEntry, FileStat, SpaceInfo
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
     "ExecResult",
     "ExecStream",
     "FileEntry",
+    "FileStat",
     "Files",
     "Fleet",
     "InvalidInput",

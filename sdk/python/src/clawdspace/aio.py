@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from pathlib import Path
 from typing import (
+    IO,
     Any,
     AsyncIterator,
     BinaryIO,
@@ -29,13 +31,13 @@ import httpx
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from . import _core
+from . import _core, _tar
 from ._core import Command
 from ._space_base import SpaceAttrs
 from .client import DEFAULT_TIMEOUT
 from .config import resolve
 from .errors import ClawdspaceError, CommandFailed, ConnectionFailed, NotFound
-from .models import Chunk, ExecResult, FileEntry, SpaceInfo
+from .models import Chunk, ExecResult, FileEntry, FileStat, SpaceInfo
 
 _DEFAULT: Any = object()
 
@@ -215,9 +217,10 @@ class AsyncSpace(SpaceAttrs):
         await self.client.request("POST", self._path("start"), timeout=None)
         await self.refresh()
 
-    async def destroy(self) -> None:
-        """Deletes the space and its files."""
-        await self.client.request("DELETE", self._path(), timeout=None)
+    async def destroy(self, *, remove_volume: bool = False) -> None:
+        """Deletes the space and its files (see `Space.destroy`)."""
+        params = {"removeVolume": "true"} if remove_volume else None
+        await self.client.request("DELETE", self._path(), params=params, timeout=None)
 
     async def stats(self) -> Dict[str, Any]:
         """Live resource use."""
@@ -228,7 +231,7 @@ class AsyncSpace(SpaceAttrs):
 
     async def __aexit__(self, *exc: Any) -> None:
         try:
-            await self.destroy()
+            await self.destroy(remove_volume=True)
         except NotFound:
             pass
 
@@ -327,9 +330,9 @@ class AsyncFiles:
 
     async def write(
         self, path: str, data: Union[str, bytes], *, mode: Optional[int] = None, mkdirs: bool = True
-    ) -> None:
+    ) -> FileStat:
         raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-        await self._put(path, raw, mode, mkdirs)
+        return await self._put(path, raw, mode, mkdirs)
 
     async def upload(
         self,
@@ -338,20 +341,42 @@ class AsyncFiles:
         *,
         mode: Optional[int] = None,
         mkdirs: bool = True,
-    ) -> None:
+    ) -> FileStat:
         """Streams a local file to `path` (file reads run in a thread)."""
         if isinstance(local, (str, Path)):
             f = await asyncio.to_thread(open, local, "rb")
             try:
-                await self._put(path, _aiter_file(f), mode, mkdirs)
+                return await self._put(path, _aiter_file(f), mode, mkdirs)
             finally:
                 f.close()
-        else:
-            await self._put(path, _aiter_file(local), mode, mkdirs)
+        return await self._put(path, _aiter_file(local), mode, mkdirs)
 
-    async def _put(self, path: str, content: Any, mode: Optional[int], mkdirs: bool) -> None:
+    async def _put(
+        self, path: str, content: Any, mode: Optional[int], mkdirs: bool
+    ) -> FileStat:
         params = _core.fs_params(path, mode=_core.mode_param(mode), mkdirs=mkdirs)
-        await self._client.request("PUT", self._fs(), params=params, content=content, timeout=None)
+        r = await self._client.request(
+            "PUT", self._fs(), params=params, content=content, timeout=None
+        )
+        return FileStat.from_json(r.json())
+
+    async def upload_dir(self, local_dir: Union[str, Path], path: str) -> None:
+        """Copies a local directory's contents into `path` (see `Files.upload_dir`)."""
+        spool = await asyncio.to_thread(_tar.pack, local_dir)
+        try:
+            await self._client.request(
+                "PUT", self._space._path("archive"), params=_core.fs_params(path),
+                content=_aiter_file(spool), timeout=None,
+            )
+        finally:
+            spool.close()
+
+    async def download_dir(self, path: str, local_dir: Union[str, Path]) -> int:
+        """Copies the directory `path` into `local_dir` (see `Files.download_dir`)."""
+        with tempfile.TemporaryFile() as spool:
+            await self._stream_to(self._space._path("archive"), path, spool)
+            spool.seek(0)
+            return await asyncio.to_thread(_tar.unpack, spool, local_dir)
 
     async def download(self, path: str, local: Union[str, Path, BinaryIO]) -> int:
         """Streams `path` into a local file; returns its size."""
@@ -364,8 +389,11 @@ class AsyncFiles:
         return await self._download(path, local)
 
     async def _download(self, path: str, out: BinaryIO) -> int:
+        return await self._stream_to(self._fs(), path, out)
+
+    async def _stream_to(self, endpoint: str, path: str, out: BinaryIO) -> int:
         req = self._client.http.build_request(
-            "GET", self._fs(), params=_core.fs_params(path), timeout=None
+            "GET", endpoint, params=_core.fs_params(path), timeout=None
         )
         try:
             r = await self._client.http.send(req, stream=True)
@@ -388,8 +416,10 @@ class AsyncFiles:
         v = await self._client._json("GET", self._space._path("files"), params={"path": path})
         return [FileEntry.from_json(e) for e in v.get("entries", [])]
 
-    async def stat(self, path: str) -> Dict[str, Any]:
-        return await self._client._json("GET", self._fs("stat"), params=_core.fs_params(path))
+    async def stat(self, path: str) -> FileStat:
+        return FileStat.from_json(
+            await self._client._json("GET", self._fs("stat"), params=_core.fs_params(path))
+        )
 
     async def exists(self, path: str) -> bool:
         try:
@@ -404,7 +434,7 @@ class AsyncFiles:
         )
 
 
-async def _aiter_file(f: BinaryIO) -> AsyncIterator[bytes]:
+async def _aiter_file(f: "IO[bytes]") -> AsyncIterator[bytes]:
     while True:
         block = await asyncio.to_thread(f.read, _core.IO_CHUNK)
         if not block:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import (
     Any,
@@ -20,12 +21,12 @@ import httpx
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
-from . import _core
+from . import _core, _tar
 from ._core import Command
 from ._space_base import SpaceAttrs
 from .config import resolve
 from .errors import ClawdspaceError, CommandFailed, ConnectionFailed, NotFound
-from .models import Chunk, ExecResult, FileEntry, SpaceInfo
+from .models import Chunk, ExecResult, FileEntry, FileStat, SpaceInfo
 
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 _DEFAULT: Any = object()
@@ -238,9 +239,14 @@ class Space(SpaceAttrs):
         self.client.request("POST", self._path("start"), timeout=None)
         self.refresh()
 
-    def destroy(self) -> None:
-        """Deletes the space and its files."""
-        self.client.request("DELETE", self._path(), timeout=None)
+    def destroy(self, *, remove_volume: bool = False) -> None:
+        """Deletes the space and its files.
+
+        Its `/workspace` volume is kept for a new space of the same name
+        unless `remove_volume=True` (leaving a `with` block removes it).
+        """
+        params = {"removeVolume": "true"} if remove_volume else None
+        self.client.request("DELETE", self._path(), params=params, timeout=None)
 
     def stats(self) -> Dict[str, Any]:
         """Live resource use (`cpuPercent`, `memoryUsageBytes`, ...)."""
@@ -251,7 +257,7 @@ class Space(SpaceAttrs):
 
     def __exit__(self, *exc: Any) -> None:
         try:
-            self.destroy()
+            self.destroy(remove_volume=True)
         except NotFound:
             pass
 
@@ -358,10 +364,11 @@ class Files:
 
     def write(
         self, path: str, data: Union[str, bytes], *, mode: Optional[int] = None, mkdirs: bool = True
-    ) -> None:
-        """Writes (replaces) a file; `mkdirs` creates missing parent directories."""
+    ) -> FileStat:
+        """Writes (replaces, atomically) a file; `mkdirs` creates missing parent
+        directories; `mode` defaults to 0o644. Returns the file as written."""
         raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
-        self._put(path, raw, mode, mkdirs)
+        return self._put(path, raw, mode, mkdirs)
 
     def upload(
         self,
@@ -370,17 +377,36 @@ class Files:
         *,
         mode: Optional[int] = None,
         mkdirs: bool = True,
-    ) -> None:
+    ) -> FileStat:
         """Streams a local file (a path or a binary file object) to `path`."""
         if isinstance(local, (str, Path)):
             with open(local, "rb") as f:
-                self._put(path, _iter_file(f), mode, mkdirs)
-        else:
-            self._put(path, _iter_file(local), mode, mkdirs)
+                return self._put(path, _iter_file(f), mode, mkdirs)
+        return self._put(path, _iter_file(local), mode, mkdirs)
 
-    def _put(self, path: str, content: Any, mode: Optional[int], mkdirs: bool) -> None:
+    def _put(self, path: str, content: Any, mode: Optional[int], mkdirs: bool) -> FileStat:
         params = _core.fs_params(path, mode=_core.mode_param(mode), mkdirs=mkdirs)
-        self._client.request("PUT", self._fs(), params=params, content=content, timeout=None)
+        r = self._client.request("PUT", self._fs(), params=params, content=content, timeout=None)
+        return FileStat.from_json(r.json())
+
+    def upload_dir(self, local_dir: Union[str, Path], path: str) -> None:
+        """Copies a local directory's contents into `path` (created if missing), as a tar."""
+        with _tar.pack(local_dir) as spool:
+            self._client.request(
+                "PUT", self._space._path("archive"), params=_core.fs_params(path),
+                content=_tar.iter_spool(spool), timeout=None,
+            )
+
+    def download_dir(self, path: str, local_dir: Union[str, Path]) -> int:
+        """Copies the directory `path` into `local_dir`; returns the entries written.
+
+        Only files, directories and symlinks that stay inside `local_dir`
+        are written (the archive comes from the space: never trusted).
+        """
+        with tempfile.TemporaryFile() as spool:
+            self._stream_to(self._space._path("archive"), path, spool)
+            spool.seek(0)
+            return _tar.unpack(spool, local_dir)
 
     def download(self, path: str, local: Union[str, Path, BinaryIO]) -> int:
         """Streams `path` into a local file (a path or a binary file object); returns its size."""
@@ -390,8 +416,11 @@ class Files:
         return self._download(path, local)
 
     def _download(self, path: str, out: BinaryIO) -> int:
+        return self._stream_to(self._fs(), path, out)
+
+    def _stream_to(self, endpoint: str, path: str, out: BinaryIO) -> int:
         req = self._client.http.build_request(
-            "GET", self._fs(), params=_core.fs_params(path), timeout=None
+            "GET", endpoint, params=_core.fs_params(path), timeout=None
         )
         try:
             r = self._client.http.send(req, stream=True)
@@ -415,9 +444,11 @@ class Files:
         v = self._client._json("GET", self._space._path("files"), params={"path": path})
         return [FileEntry.from_json(e) for e in v.get("entries", [])]
 
-    def stat(self, path: str) -> Dict[str, Any]:
-        """Type, size, mode and time of `path`; `NotFound` if it does not exist."""
-        return self._client._json("GET", self._fs("stat"), params=_core.fs_params(path))
+    def stat(self, path: str) -> FileStat:
+        """Type, size, mode, owner and time of `path`; `NotFound` if it does not exist."""
+        return FileStat.from_json(
+            self._client._json("GET", self._fs("stat"), params=_core.fs_params(path))
+        )
 
     def exists(self, path: str) -> bool:
         try:
@@ -427,7 +458,7 @@ class Files:
             return False
 
     def remove(self, path: str) -> None:
-        """Deletes a file or an empty directory."""
+        """Deletes a file, symlink or directory (with its contents)."""
         self._client.request("DELETE", self._fs(), params=_core.fs_params(path), timeout=None)
 
 

@@ -109,3 +109,28 @@ class SpaceInfo:
             disk=v.get("disk"),
             raw=dict(v),
         )
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """Metadata of a path in a space (a symlink is not followed)."""
+
+    type: str  # "file" | "dir" | "symlink" | "other"
+    size: int
+    mode: int  # permission bits, e.g. 0o644
+    uid: int
+    gid: int
+    mtime_ms: int
+    link_target: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, v: Dict[str, Any]) -> "FileStat":
+        return cls(
+            type=v.get("type", "other"),
+            size=int(v.get("size") or 0),
+            mode=int(v.get("mode") or 0),
+            uid=int(v.get("uid") or 0),
+            gid=int(v.get("gid") or 0),
+            mtime_ms=int(v.get("mtimeMs") or 0),
+            link_target=v.get("linkTarget"),
+        )
