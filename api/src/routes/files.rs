@@ -469,7 +469,7 @@ pub async fn archive_get(
 
 /// The archive's bytes, then an error if writing it failed.
 struct ArchiveStream {
-    body: axum::body::BodyDataStream,
+    body: Option<axum::body::BodyDataStream>,
     done: Option<tokio::sync::oneshot::Receiver<clawdspace_runtime::Result<()>>>,
 }
 
@@ -479,7 +479,7 @@ impl ArchiveStream {
         done: tokio::sync::oneshot::Receiver<clawdspace_runtime::Result<()>>,
     ) -> Self {
         ArchiveStream {
-            body: body.into_data_stream(),
+            body: Some(body.into_data_stream()),
             done: Some(done),
         }
     }
@@ -493,11 +493,16 @@ impl futures_util::Stream for ArchiveStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        match std::pin::Pin::new(&mut self.body).poll_next(cx) {
+        let next = match self.body.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_next(cx),
+            None => Poll::Ready(None),
+        };
+        match next {
             Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(b))),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(std::io::Error::other(e)))),
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
+                self.body = None;
                 let Some(done) = self.done.as_mut() else {
                     return Poll::Ready(None);
                 };

@@ -146,6 +146,9 @@ struct Meta {
 
 impl Unpacker {
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<'_, R>) -> Result<(), Why> {
+        if matches!(self.mode, Mode::Space(..)) && raw.starts_with(b"/") {
+            return Err("absolute names are not allowed in an archive".into());
+        }
         let comps = components(raw)?;
         let Some((&name, parents)) = comps.split_last() else {
             return Ok(()); // the layer's root directory itself
@@ -259,6 +262,9 @@ impl Unpacker {
                     .link_name_bytes()
                     .ok_or("a hardlink without a target")?
                     .into_owned();
+                if !layer && target.starts_with(b"/") {
+                    return Err("a hardlink to an absolute path".into());
+                }
                 let (tdir, tname) = self
                     .existing_parent(&target)
                     .map_err(|why| format!("hardlink target {}: {why}", show(&target)))?;

@@ -435,7 +435,11 @@ fn not_found_or(e: io::Error, rel: &Path, what: &str) -> Error {
             "{}: a part of the path is not a directory",
             shown(rel)
         )),
-        Some(libc::ELOOP) => Error::InvalidInput(format!("{}: too many symlinks", shown(rel))),
+        Some(libc::ELOOP) => Error::InvalidInput(format!(
+            "{}: a symlink on the path cannot be followed (a loop, or it leads nowhere in the \
+             space)",
+            shown(rel)
+        )),
         _ if e.kind() == io::ErrorKind::InvalidInput => {
             Error::InvalidInput(format!("{}: {e}", shown(rel)))
         }
