@@ -46,10 +46,13 @@ def test_write_read_stat_remove(space: clawdspace.Space):
 
 
 def test_symlinks_stay_inside_the_space(space: clawdspace.Space):
-    space.exec("ln -sf /etc/hostname /home/sandbox/link")
-    # The space's /etc/hostname (its name), never the host's.
-    assert space.files.read_text("/home/sandbox/link").strip() in (space.name, "")
-    with pytest.raises((InvalidInput, NotFound)):
+    space.exec("echo inside > /home/sandbox/target; ln -sf /home/sandbox/target /home/sandbox/link;"
+               " ln -sf /etc/passwd /home/sandbox/pw")
+    assert space.files.read_text("/home/sandbox/link") == "inside\n"
+    assert space.files.stat("/home/sandbox/link").link_target == "/home/sandbox/target"
+    # An absolute link resolves inside the space: its /etc/passwd, not the host's.
+    assert space.files.read_text("/home/sandbox/pw") == space.exec("cat /etc/passwd").stdout + "\n"
+    with pytest.raises(InvalidInput):
         space.files.read("relative/path")
 
 
@@ -94,10 +97,6 @@ def test_workspace_volume_kept_unless_removed(client: clawdspace.Clawdspace):
         assert s.files.read_text("/workspace/keep.txt") == "kept"
     with client.create(name, network="none") as s:
         assert not s.files.exists("/workspace/keep.txt")
-
-
-def has_path_of(space: clawdspace.Space, path: str) -> bool:
-    return path in space.client.openapi()["paths"]
 
 
 def test_100_mib_upload_download_sha256(space: clawdspace.Space, tmp_path: Path):

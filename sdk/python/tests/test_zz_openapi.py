@@ -6,6 +6,7 @@ names."""
 
 import asyncio
 import re
+from pathlib import Path
 
 import httpx
 
@@ -30,7 +31,7 @@ def _matcher(doc):
     return documented
 
 
-def _every_method(daemon: Daemon):
+def _every_method(daemon: Daemon, tmp: Path):
     c = daemon.client()
     c.health(), c.system(), c.capabilities(), c.openapi(), c.list()
     with c.create(unique("oas"), memory="256m", network="none") as s:
@@ -42,6 +43,8 @@ def _every_method(daemon: Daemon):
             s.files.write("/tmp/oas", "x"), s.files.read("/tmp/oas"), s.files.stat("/tmp/oas")
             s.files.upload(__file__, "/tmp/oas2"), s.files.exists("/tmp/nope")
             s.files.download("/tmp/oas2", "/dev/null"), s.files.remove("/tmp/oas2")
+            s.files.upload_dir(Path(__file__).parent, "/tmp/oasdir")
+            s.files.download_dir("/tmp/oasdir", tmp / "oasdir")
         if has_path(daemon, "/api/spaces/{name}/files"):
             s.files.list("/")
     try:
@@ -59,12 +62,21 @@ def _every_method(daemon: Daemon):
                 await s.exec("true"), await s.pause(), await s.resume(), await s.stats()
                 st = await s.exec_stream("true")
                 await st.wait()
+                if has_path(daemon, "/api/spaces/{name}/fs"):
+                    await s.files.write("/tmp/a", "a"), await s.files.read("/tmp/a")
+                    await s.files.stat("/tmp/a"), await s.files.exists("/tmp/b")
+                    await s.files.upload(__file__, "/tmp/c")
+                    await s.files.download("/tmp/c", tmp / "c"), await s.files.list("/")
+                    await s.files.upload_dir(Path(__file__).parent, "/tmp/d")
+                    await s.files.download_dir("/tmp/d", tmp / "d"), await s.files.remove("/tmp/a")
+            s2 = await a.create(unique("oas"), network="none")
+            await s2.destroy(remove_volume=True)
 
     asyncio.run(amain())
 
 
-def test_sdk_calls_only_documented_paths(daemon: Daemon):
-    _every_method(daemon)
+def test_sdk_calls_only_documented_paths(daemon: Daemon, tmp_path: Path):
+    _every_method(daemon, tmp_path)
     doc = httpx.get(daemon.url + "/api/openapi.json").json()
     documented = _matcher(doc)
     sent = sorted(set(daemon.requests))
