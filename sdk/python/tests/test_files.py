@@ -122,7 +122,8 @@ def test_100_mib_upload_download_sha256(space: clawdspace.Space, tmp_path: Path)
         for block in iter(lambda: f.read(MIB), b""):
             got.update(block)
     assert got.hexdigest() == want
-    print(f"100 MiB: upload {up:.2f} s ({100 / up:.0f} MiB/s), download {down:.2f} s ({100 / down:.0f} MiB/s)")
+    print(f"100 MiB: upload {up:.2f} s ({100 / up:.0f} MiB/s), "
+          f"download {down:.2f} s ({100 / down:.0f} MiB/s)")
     space.files.remove("/home/sandbox/big.bin")
 
 

@@ -64,7 +64,8 @@ def test_entries_through_a_symlink_are_refused(tmp_path: Path):
 def test_hard_links_and_devices_are_skipped(tmp_path: Path):
     dev = tarfile.TarInfo("dev")
     dev.type = tarfile.CHRTYPE
-    n = unpack(_tar(_file("f", b"data"), _link("h", "/etc/passwd", tarfile.LNKTYPE), (dev, None)), tmp_path / "d")
+    members = [_file("f", b"data"), _link("h", "/etc/passwd", tarfile.LNKTYPE), (dev, None)]
+    n = unpack(_tar(*members), tmp_path / "d")
     assert n == 1
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["f"]
 
