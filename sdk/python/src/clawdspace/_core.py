@@ -79,6 +79,17 @@ def error_from_body(status: int, body: bytes) -> ClawdspaceError:
     return error_for_status(status, message or f"HTTP {status}")
 
 
+def json_object(r: Any, method: str, path: str) -> Dict[str, Any]:
+    """The JSON object an answer carries; `ClawdspaceError` if it is not one."""
+    try:
+        v = r.json()
+    except ValueError as e:
+        raise ClawdspaceError(f"{method} {path}: the answer is not JSON") from e
+    if not isinstance(v, dict):
+        raise ClawdspaceError(f"{method} {path}: expected a JSON object")
+    return v
+
+
 def ws_url(base: str, name: str) -> str:
     """The WebSocket exec URL of a space."""
     if base.startswith("https://"):

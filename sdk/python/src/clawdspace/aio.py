@@ -36,7 +36,7 @@ from ._core import Command
 from ._space_base import SpaceAttrs
 from .client import DEFAULT_TIMEOUT
 from .config import resolve
-from .errors import ClawdspaceError, CommandFailed, ConnectionFailed, NotFound
+from .errors import CommandFailed, ConnectionFailed, NotFound
 from .models import Chunk, ExecResult, FileEntry, FileStat, SpaceInfo
 
 _DEFAULT: Any = object()
@@ -90,13 +90,7 @@ class AsyncClawdspace:
         return r
 
     async def _json(self, method: str, path: str, **kw: Any) -> Dict[str, Any]:
-        try:
-            v = (await self.request(method, path, **kw)).json()
-        except ValueError as e:
-            raise ClawdspaceError(f"{method} {path}: the answer is not JSON") from e
-        if not isinstance(v, dict):
-            raise ClawdspaceError(f"{method} {path}: expected a JSON object")
-        return v
+        return _core.json_object(await self.request(method, path, **kw), method, path)
 
     async def health(self) -> Dict[str, Any]:
         """`GET /api/health`."""

@@ -88,13 +88,7 @@ class Clawdspace:
         return r
 
     def _json(self, method: str, path: str, **kw: Any) -> Dict[str, Any]:
-        try:
-            v = self.request(method, path, **kw).json()
-        except ValueError as e:
-            raise ClawdspaceError(f"{method} {path}: the answer is not JSON") from e
-        if not isinstance(v, dict):
-            raise ClawdspaceError(f"{method} {path}: expected a JSON object")
-        return v
+        return _core.json_object(self.request(method, path, **kw), method, path)
 
     # -- server -----------------------------------------------------------
 
