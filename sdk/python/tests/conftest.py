@@ -77,8 +77,9 @@ def daemon() -> Iterator[Daemon]:
 
 
 @contextlib.contextmanager
-def running_daemon() -> Iterator[Daemon]:
-    """Starts a daemon; stops it and removes everything it made on exit."""
+def running_daemon(key: str = "") -> Iterator[Daemon]:
+    """Starts a daemon (with `key`, else a random one); stops it and removes
+    everything it made on exit."""
     if os.environ.get("CLAWDSPACE_SDK_NO_BUILD") != "1":
         subprocess.run(
             ["cargo", "build", "-q", "-p", "clawdspace-api", "-p", "clawdspace-runtime",
@@ -96,7 +97,7 @@ def running_daemon() -> Iterator[Daemon]:
         CLAWDSPACE_CGROUP_PARENT=cgroup,
     )
     proc = None
-    key = f"sdk-key-{tag}"
+    key = key or f"sdk-key-{tag}"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     try:
