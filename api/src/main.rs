@@ -12,6 +12,7 @@ mod openapi;
 mod routes;
 mod server;
 mod sleep;
+mod stream;
 
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -32,8 +32,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
 pub use spaces::{
-    CreateSpace, ExecActivity, Runtime, SpaceName, INVALID_NAME, MIN_DISK, MIN_MEMORY,
-    MIN_NANO_CPUS,
+    normalize_path, workspace_path, CreateSpace, DirEntry, ExecActivity, FileInfo, FileKind,
+    PutOptions, Runtime, SpaceName, VolumeInfo, INVALID_NAME, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
+    WORKSPACE,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};
 pub use worker::PoolStats;
