@@ -490,9 +490,11 @@ async fn a_tree_round_trips_through_archives() {
     assert_eq!(before, after);
 }
 
-/// A tar with entries given as (name bytes, type, link target, data),
-/// names written raw (no checks of the `tar` crate's).
-fn hostile_tar(entries: &[(&[u8], tar::EntryType, &[u8], &[u8])]) -> Vec<u8> {
+/// An entry of a hand-made tar: name bytes, type, link target, data.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+/// A tar of `entries`, names written raw (no checks of the `tar` crate's).
+fn hostile_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, link, data) in entries {
         let mut h = tar::Header::new_old();
