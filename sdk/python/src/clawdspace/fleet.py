@@ -1,8 +1,10 @@
 """Fleets: several servers used as one, with placement of new spaces.
 
 Nodes come from the seed server's `GET /api/nodes` when its OpenAPI document
-has that path, else the seed server alone (or the URLs you pass). Placement
-(`place`) is a pure function of each node's figures:
+has that path, else the seed server alone (or the URLs you pass). New spaces
+go where the seed server's `GET /api/nodes/placement` says (the rule the CLI
+and the dashboard use); with servers that lack it, `place` decides here, a
+pure function of each node's figures:
 
 * a GPU space goes to the online node with the most free GPUs (at least the
   number asked for), ties broken by free memory;
@@ -119,9 +121,19 @@ class Fleet:
             except ClawdspaceError:
                 out.append((None, seed, False))
                 continue
+            listed: List[Dict[str, Any]] = []
             if "/api/nodes" in paths:
-                for n in c._json("GET", "/api/nodes").get("nodes", []):
-                    out.append((n.get("name"), host_url(n["url"]), n.get("status") == "online"))
+                try:
+                    listed = c._json("GET", "/api/nodes").get("nodes", [])
+                except ClawdspaceError:
+                    # E.g. another key: the seed alone, whose calls then say why.
+                    listed = []
+            if listed:
+                for n in listed:
+                    # The seed itself is kept at the address it answered on:
+                    # the URL it reports is the one its peers use.
+                    url = seed if n.get("source") == "self" else host_url(n["url"])
+                    out.append((n.get("name"), url, n.get("status") == "online"))
             else:
                 out.append((None, seed, True))
         seen: Dict[str, Tuple[Optional[str], str, bool]] = {}
@@ -159,6 +171,10 @@ class Fleet:
 
     def create(self, name: str, *, node: Union[str, None] = None, **options: Any) -> Space:
         """Creates a space on `node` (a name or URL) or where `place` puts it."""
+        if node is None:
+            placed = self._server_placement(gpus_needed(options))
+            if placed is not None:
+                return self.client(placed).create(name, **options)
         nodes = self.nodes()
         if node is not None:
             match = [n for n in nodes if node in (n.name, n.url) or host_url(node) == n.url]
@@ -168,6 +184,28 @@ class Fleet:
         else:
             target = place(nodes, gpus_needed(options))
         return self.client(target.url).create(name, **options)
+
+    def _server_placement(self, gpus: int) -> Optional[str]:
+        """The URL of the node the seed server's placement chooses (the
+        fleet's one rule, `GET /api/nodes/placement`), or None when no seed
+        offers it (then `place` decides here)."""
+        for seed in self._seeds:
+            c = self.client(seed)
+            try:
+                if "/api/nodes/placement" not in c.openapi().get("paths", {}):
+                    continue
+                p = c._json("GET", f"/api/nodes/placement?gpus={gpus}")
+            except NotFound:
+                raise
+            except ClawdspaceError as e:
+                if getattr(e, "status", None) == 409:
+                    raise NoCapacity(str(e)) from e
+                continue
+            nodes = c._json("GET", "/api/nodes").get("nodes", [])
+            if nodes and nodes[0].get("name") == p.get("node"):
+                return seed
+            return host_url(str(p["url"]))
+        return None
 
     def get(self, name: str) -> Space:
         """The space called `name` on the first node that has it; `NotFound` if none."""
