@@ -183,6 +183,10 @@ pub struct Config {
     /// Only Tailscale peers with this tag are probed (e.g. `tag:clawdspace`).
     #[arg(long, env = "CLAWDSPACE_TAILSCALE_TAG")]
     pub tailscale_tag: Option<String>,
+    /// Open connections of the port proxy per space at most.
+    #[arg(long, env = "CLAWDSPACE_PORT_CONNECTIONS", default_value_t = 256,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub port_connections: u64,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,

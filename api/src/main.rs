@@ -35,6 +35,10 @@ pub struct AppState {
     pub key: Arc<str>,
     /// The other servers of the fleet.
     pub nodes: Arc<nodes::Nodes>,
+    /// Preview links of ports.
+    pub previews: Arc<clawdspace_runtime::previews::Previews>,
+    /// Connection caps of the port proxy.
+    pub port_limits: Arc<routes::ports::PortLimits>,
 }
 
 fn main() -> ExitCode {
@@ -112,15 +116,25 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         nodes::Nodes::new(config.nodes(&hostname), key.clone()).map_err(anyhow::Error::msg)?,
     );
     tokio::spawn(nodes.clone().run());
+    let dir = config.state_dir.clone();
+    let previews =
+        tokio::task::spawn_blocking(move || clawdspace_runtime::previews::Previews::open(&dir))
+            .await?
+            .context("preview links")?;
+    let port_limits = Arc::new(routes::ports::PortLimits::new(
+        usize::try_from(config.port_connections).unwrap_or(usize::MAX),
+    ));
     let state = AppState {
         rt: runtime.clone(),
         config: Arc::new(config),
         key,
         nodes,
+        previews: Arc::new(previews),
+        port_limits,
     };
     let limits = state.config.limits();
-    let app = tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash()
-        .layer(routes::router(state));
+    let app =
+        tower::util::MapRequestLayer::new(routes::trim_trailing_slash).layer(routes::router(state));
     server::serve(listener, app, limits, shutdown()).await;
     // Operations whose clients went away still run: let them finish.
     if !runtime.wait_operations(Duration::from_secs(30)).await {

@@ -73,6 +73,9 @@ pub enum Error {
     /// A write ran out of the space's disk quota or the disk (maps to 507).
     #[error("{0}")]
     DiskFull(String),
+    /// Nothing listens on a port inside a space (maps to 502).
+    #[error("{0}")]
+    PortClosed(String),
 }
 
 /// Broad class of an [`Error`], for mapping to a protocol status.
@@ -111,7 +114,7 @@ impl Error {
             | Error::Network(_)
             | Error::DiskLimit(_)
             | Error::Gpu(_) => ErrorKind::Internal,
-            Error::Registry(_) => ErrorKind::Upstream,
+            Error::Registry(_) | Error::PortClosed(_) => ErrorKind::Upstream,
             Error::Sandbox(e) => e.kind(),
             Error::RolledBack { .. } => ErrorKind::Internal,
         }

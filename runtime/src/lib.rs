@@ -15,6 +15,7 @@ pub mod host;
 pub mod image;
 mod inroot;
 pub mod network;
+pub mod previews;
 mod process;
 pub mod purge;
 mod quota;

@@ -4,6 +4,7 @@
 pub mod dashboard;
 pub mod files;
 pub mod nodes;
+pub mod ports;
 pub mod relay;
 pub mod spaces;
 pub mod stats;
@@ -57,6 +58,41 @@ async fn log_requests(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Trims a trailing slash from request paths (`/api/spaces/` is
+/// `/api/spaces`), except where the path belongs to a space's own server
+/// (the port proxy and preview links pass it on exactly: `/dir/` and
+/// `/dir` differ there).
+pub fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let proxied = path.starts_with("/p/") || is_port_path(path);
+    if proxied || path == "/" || !path.ends_with('/') {
+        return req;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    let pq = match req.uri().query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// `/api/spaces/{name}/ports/{port}/…`.
+fn is_port_path(path: &str) -> bool {
+    let mut seg = path.trim_start_matches('/').splitn(6, '/');
+    matches!(
+        (seg.next(), seg.next(), seg.next(), seg.next(), seg.next()),
+        (Some("api"), Some("spaces"), Some(_), Some("ports"), Some(p)) if !p.is_empty()
+    )
+}
+
 /// All routes, with auth, CORS and request logs.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -91,6 +127,25 @@ pub fn router(state: AppState) -> Router {
             "/api/volumes/{name}",
             axum::routing::delete(files::remove_volume),
         )
+        .route(
+            "/api/spaces/{name}/ports",
+            get(ports::list).post(ports::open).delete(ports::revoke),
+        )
+        .route(
+            "/api/spaces/{name}/ports/{port}",
+            axum::routing::any(ports::proxy_root),
+        )
+        .route(
+            "/api/spaces/{name}/ports/{port}/",
+            axum::routing::any(ports::proxy_root),
+        )
+        .route(
+            "/api/spaces/{name}/ports/{port}/{*path}",
+            axum::routing::any(ports::proxy),
+        )
+        .route("/p/{token}", axum::routing::any(ports::preview_root))
+        .route("/p/{token}/", axum::routing::any(ports::preview_root))
+        .route("/p/{token}/{*path}", axum::routing::any(ports::preview))
         .route("/api/system", get(system::system))
         .route("/api/system/capabilities", get(system::capabilities))
         .route("/api/nodes", get(nodes::list))

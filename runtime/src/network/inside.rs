@@ -170,6 +170,12 @@ pub fn setup(
     in_netns(netns, || configure(mac, addr, subnet, gateway))
 }
 
+/// In namespace `netns`: loopback up (the namespace of a `none` space,
+/// which libcontainer makes with `lo` down).
+pub fn loopback_up(netns: &Path) -> Result<()> {
+    in_netns(netns, || up(&socket()?, "lo"))
+}
+
 /// In namespace `netns`: `mac` on eth0 (for namespaces made before MACs
 /// were derived from addresses); returns whether it had another one.
 pub fn set_mac(netns: &Path, mac: [u8; 6]) -> Result<bool> {

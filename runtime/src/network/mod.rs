@@ -399,6 +399,14 @@ impl Drop for Network {
     }
 }
 
+/// Brings up the loopback of the network namespace of process `pid` (a
+/// `network: none` space's init, right after it started: libcontainer
+/// makes the namespace with `lo` down, and "loopback only" must mean a
+/// working loopback). Blocking.
+pub fn loopback_up_of(pid: i32) -> crate::error::Result<()> {
+    inside::loopback_up(Path::new(&format!("/proc/{pid}/ns/net")))
+}
+
 /// Removes, without a runtime, everything the runtime of `dir` (a state
 /// dir, or a directory holding state dirs) added to the host's network:
 /// the links and namespaces of its spaces, its bridge, its table, its share

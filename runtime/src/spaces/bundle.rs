@@ -93,6 +93,12 @@ impl Runtime {
                 )))
             }
         };
+        if space.network.mode == NetworkMode::None {
+            blocking("bringing up the space's loopback", move || {
+                crate::network::loopback_up_of(pid)
+            })
+            .await?;
+        }
         let now = Utc::now();
         let snap = {
             let mut r = lock(&entry.rec);

@@ -40,6 +40,7 @@ mod files;
 mod images;
 mod lifecycle;
 mod name;
+mod ports;
 mod recovery;
 mod registry;
 mod volumes;

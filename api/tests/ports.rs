@@ -1,0 +1,283 @@
+//! The port proxy and preview links against a real daemon: busybox httpd
+//! (with a CGI echo) and a raw upgrade echo started inside spaces, reached
+//! with the key, without it, through preview links that expire, are
+//! revoked and die with their space; a paused space wakes; `network:
+//! none` spaces are served over their loopback; nothing listening is a
+//! 502 and `..` a 400. Needs root.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{Daemon, KEY};
+use reqwest::StatusCode;
+use serde_json::json;
+
+/// Starts httpd on 127.0.0.1:8000 (with /cgi-bin/echo) and an upgrade
+/// echo on port 9000 inside `name`.
+async fn serve(d: &Daemon, name: &str) {
+    let script = r#"
+mkdir -p /tmp/www/cgi-bin
+echo "hello from $(hostname)" > /tmp/www/index.html
+printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "method=$REQUEST_METHOD query=$QUERY_STRING fwd=$HTTP_X_FORWARDED_PREFIX auth=$HTTP_AUTHORIZATION"\ncat\n' > /tmp/www/cgi-bin/echo
+chmod +x /tmp/www/cgi-bin/echo
+httpd -p 127.0.0.1:8000 -h /tmp/www
+printf '#!/bin/sh\nwhile read -r l; do l=$(printf %%s "$l" | tr -d "\\r"); [ -z "$l" ] && break; done\nprintf "HTTP/1.1 101 Switching Protocols\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n"\nexec cat\n' > /tmp/up.sh
+setsid nc -ll -p 9000 -e /bin/sh /tmp/up.sh </dev/null >/dev/null 2>&1 &
+# Both listening (state 0A in /proc/net/tcp; 8000 = 1F40, 9000 = 2328).
+# (nc listens on IPv6, dual-stack: /proc/net/tcp6.)
+for i in $(seq 50); do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null > /tmp/socks; grep -q ':1F40 0.*:0000 0A' /tmp/socks && grep -q ':2328 0.*:0000 0A' /tmp/socks && exit 0; sleep 0.1; done
+exit 1
+"#;
+    let r = d.exec(name, json!(script)).await;
+    assert_eq!(r["exitCode"], 0, "{r}");
+}
+
+async fn get_text(d: &Daemon, path: &str, key: bool) -> (StatusCode, String) {
+    let mut rb = d.http.get(d.url(path));
+    if key {
+        rb = rb.header("Authorization", format!("Bearer {KEY}"));
+    }
+    let r = rb.send().await.expect("request");
+    (r.status(), r.text().await.expect("body"))
+}
+
+/// One raw HTTP/1.1 request (the path exactly as written); the whole answer.
+fn raw(d: &Daemon, head: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(head.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn ports_are_proxied_with_the_key_and_previews_without_it() {
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    d.create("web").await;
+    serve(&d, "web").await;
+
+    // With the key (header or ?key=, neither reaching the space).
+    let (s, body) = get_text(&d, "/api/spaces/web/ports/8000/index.html", true).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "hello from web\n"));
+    let (s, body) = get_text(&d, "/api/spaces/web/ports/8000/", true).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "hello from web\n"));
+    let (s, _) = get_text(&d, "/api/spaces/web/ports/8000/index.html", false).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, body) = get_text(
+        &d,
+        &format!("/api/spaces/web/ports/8000/cgi-bin/echo?x=1&key={KEY}&y=2"),
+        false,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        "method=GET query=x=1&y=2 fwd=/api/spaces/web/ports/8000 auth=\n"
+    );
+    // POST streams the body through.
+    let r = d
+        .http
+        .post(d.url("/api/spaces/web/ports/8000/cgi-bin/echo"))
+        .header("Authorization", format!("Bearer {KEY}"))
+        .body("a".repeat(100_000))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.expect("body");
+    assert!(
+        text.starts_with("method=POST"),
+        "{}",
+        &text[..80.min(text.len())]
+    );
+    let (head, sent) = text.split_once('\n').expect("two parts");
+    assert!(head.starts_with("method=POST"), "{head}");
+    assert_eq!(sent, "a".repeat(100_000));
+
+    // Nothing listening, bad ports, dot segments, unknown spaces.
+    let (s, v) = d.get("/api/spaces/web/ports/22/").await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Nothing answers on port 22"),
+        "{v}"
+    );
+    let (s, _) = d.get("/api/spaces/web/ports/0/").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = d.get("/api/spaces/web/ports/99999/").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = d.get("/api/spaces/nope/ports/8000/").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for path in [
+        "/api/spaces/web/ports/8000/../../etc/passwd",
+        "/api/spaces/web/ports/8000/a/%2e%2e/b",
+    ] {
+        let answer = raw(
+            &d,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+
+    // An upgraded connection is joined to the space's server.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(
+        format!("GET /api/spaces/web/ports/9000/ws HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").as_bytes(),
+    )
+    .expect("upgrade request");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut b).expect("read head"),
+            1,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s.write_all(b"ping through the tunnel\n").expect("write");
+    let mut echo = [0u8; 24];
+    s.read_exact(&mut echo).expect("echo");
+    assert_eq!(&echo, b"ping through the tunnel\n");
+    drop(s);
+
+    // A paused space wakes on the first request and serves it.
+    let (s, v) = d.post("/api/spaces/web/stop", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = d.get("/api/spaces/web").await;
+    assert_eq!(v["space"]["status"], "paused");
+    let (s, body) = get_text(&d, "/api/spaces/web/ports/8000/index.html", true).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "hello from web\n"));
+    let (_, v) = d.get("/api/spaces/web").await;
+    assert_eq!(v["space"]["status"], "running");
+
+    // Preview links: no key, listed, revoked.
+    let (s, v) = d
+        .post(
+            "/api/spaces/web/ports",
+            json!({"port": 8000, "public": true, "ttlSeconds": 600}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let url = v["url"].as_str().expect("url").to_string();
+    let path = url
+        .split_once("127.0.0.1")
+        .map(|(_, p)| p.split_once('/').map_or("", |x| x.1))
+        .unwrap_or("");
+    let path = format!("/{path}");
+    assert!(path.starts_with("/p/") && path.ends_with('/'), "{url}");
+    let (s, body) = get_text(&d, &format!("{path}index.html"), false).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "hello from web\n"));
+    let (_, list) = d.get("/api/spaces/web/ports").await;
+    assert_eq!(list["previews"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list["previews"][0]["port"], 8000);
+    assert!(
+        !list.to_string().contains(&path[3..]),
+        "the token is never listed"
+    );
+    let (s, v) = d.post("/api/spaces/web/ports", json!({"port": 8000})).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(
+        v["url"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/api/spaces/web/ports/8000/"),
+        "{v}"
+    );
+    let (s, _) = d
+        .post("/api/spaces/web/ports", json!({"port": 70000}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = d.post("/api/spaces/web/ports", json!({})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = d
+        .call(
+            reqwest::Method::DELETE,
+            "/api/spaces/web/ports?port=8000",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = get_text(&d, &format!("{path}index.html"), false).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = get_text(&d, &format!("/p/{}/", "0".repeat(48)), false).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Expired.
+    let (_, v) = d
+        .post(
+            "/api/spaces/web/ports",
+            json!({"port": 8000, "public": true, "ttlSeconds": 1}),
+        )
+        .await;
+    let short = v["url"].as_str().expect("url").to_string();
+    let short = format!("/p/{}", short.split("/p/").nth(1).unwrap_or(""));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, _) = get_text(&d, &short, false).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A network-none space, served over its own loopback; its link dies
+    // with it (and is not inherited by a new space of the same name).
+    let (s, v) = d
+        .post(
+            "/api/spaces",
+            json!({"name": "alone", "memory": "128m", "network": "none"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    serve(&d, "alone").await;
+    // Its own loopback works for its own programs too.
+    let r = d
+        .exec("alone", json!("wget -qO- http://127.0.0.1:8000/index.html"))
+        .await;
+    assert_eq!(r["stdout"], "hello from alone", "{r}");
+    let (_, v) = d
+        .post(
+            "/api/spaces/alone/ports",
+            json!({"port": 8000, "public": true}),
+        )
+        .await;
+    let link = format!(
+        "/p/{}",
+        v["url"]
+            .as_str()
+            .unwrap_or("")
+            .split("/p/")
+            .nth(1)
+            .unwrap_or("")
+    );
+    let (s, body) = get_text(&d, &link, false).await;
+    assert_eq!((s, body.as_str()), (StatusCode::OK, "hello from alone\n"));
+    let (s, _) = d
+        .call(reqwest::Method::DELETE, "/api/spaces/alone", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = d
+        .post(
+            "/api/spaces",
+            json!({"name": "alone", "memory": "128m", "network": "none"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    serve(&d, "alone").await;
+    let (s, _) = get_text(&d, &link, false).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
