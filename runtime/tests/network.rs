@@ -465,7 +465,7 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
     for s in &spaces {
         let pid = s.init_pid.expect("pid");
         kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
-        let gone = || clawdspace_runtime::sandbox::proc::start_time(pid).is_none();
+        let gone = || clawdspace_runtime::testing::start_time(pid).is_none();
         assert!(wait_until(Duration::from_secs(5), gone).await);
     }
     for (cg, fs) in cgs.iter().zip(&rootfs) {

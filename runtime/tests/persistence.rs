@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 /// Alive and not a zombie (an orphaned init's reaper is the host's PID 1).
 fn alive(pid: i32) -> bool {
-    clawdspace_runtime::sandbox::proc::start_time(pid).is_some()
+    clawdspace_runtime::testing::start_time(pid).is_some()
 }
 
 #[tokio::test]

@@ -10,15 +10,15 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use clawdspace_runtime::sandbox::SandboxError;
-use clawdspace_runtime::store::RECORD_VERSION;
-use clawdspace_runtime::worker::proto::{self, Reply, Request};
-use clawdspace_runtime::worker::WorkerPool;
+use clawdspace_runtime::testing::SandboxError;
+use clawdspace_runtime::testing::WorkerPool;
+use clawdspace_runtime::testing::RECORD_VERSION;
+use clawdspace_runtime::testing::{proto, Reply, Request};
 use clawdspace_runtime::{CreateSpace, Error, ErrorKind, Space};
 use common::{request, TestEnv, IMAGE};
 
 fn alive(pid: Option<i32>) -> bool {
-    pid.and_then(clawdspace_runtime::sandbox::proc::start_time)
+    pid.and_then(clawdspace_runtime::testing::start_time)
         .is_some()
 }
 

@@ -15,9 +15,9 @@ use libcontainer::syscall::syscall::SyscallType;
 use super::executor::SpaceExecutor;
 use super::proc;
 use super::rootfs;
-use super::SandboxError;
 use crate::cgroups::{CgroupMode, CgroupPaths};
-use crate::worker::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
+use crate::proto::SandboxError;
+use crate::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
 
 type Res<T> = Result<T, SandboxError>;
 

@@ -9,7 +9,6 @@
 //! docs/ARCHITECTURE.md.
 
 mod fdpass;
-pub mod proto;
 mod server;
 
 use std::collections::HashMap;
@@ -30,7 +29,7 @@ use tokio::io::Interest;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::{Error, Result};
-use proto::{Call, Message, Reply, Request, MAX_MESSAGE};
+use crate::proto::{Call, Message, Reply, Request, MAX_MESSAGE};
 
 /// First argument that turns an executable into a worker.
 pub const WORKER_ARG: &str = "__clawdspace-worker";

@@ -11,8 +11,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::fdpass;
-use super::proto::{Call, CallId, Message, Reply, Request, MAX_MESSAGE};
-use crate::sandbox::{lifecycle, proc, SandboxError};
+use crate::proto::SandboxError;
+use crate::proto::{Call, CallId, Message, Reply, Request, MAX_MESSAGE};
+use crate::sandbox::{lifecycle, proc};
 
 struct Child {
     pidfd: OwnedFd,
