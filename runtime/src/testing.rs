@@ -10,4 +10,6 @@ pub mod proto {
 pub use crate::proto::{Reply, Request, SandboxError};
 pub use crate::sandbox::proc::start_time;
 pub use crate::store::{Loaded, Store, RECORD_VERSION};
-pub use crate::worker::{Answer, ExitReceiver, WorkerPool, WORKER_ARG};
+pub use crate::worker::{
+    Answer, ExitReceiver, WorkerPool, FAULT_ENV as WORKER_FAULT_ENV, WORKER_ARG,
+};

@@ -413,7 +413,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         .to_path_buf();
     let bundle = rt.space_dir(&space);
     let exe = std::env::current_exe().context("current exe")?;
-    let pool = WorkerPool::start(&exe, 1).context("start worker")?;
+    let pool = WorkerPool::start(&exe, 1).await.context("start worker")?;
     let scratch = Store::open(&o.state.join("breakdown-store")).context("scratch store")?;
     let freezer = rt.cgroup(&space).dir("freezer").join("freezer.state");
     let unified = rt.cgroup_mode() == CgroupMode::Unified;

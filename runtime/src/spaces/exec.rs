@@ -139,8 +139,23 @@ impl Runtime {
             stdout_child.as_raw_fd(),
             stderr_child.as_raw_fd(),
         ];
-        let (reply, exit) = self.inner.pool.call(&Request::Exec(wreq), &fds).await?;
+        let answer = self.inner.pool.call(&Request::Exec(wreq), &fds).await;
+        let pipes: Vec<u64> = [&stdin_child, &stdout_child, &stderr_child]
+            .into_iter()
+            .filter_map(crate::process::inode)
+            .collect();
         drop((stdin_child, stdout_child, stderr_child));
+        let (reply, exit) = match answer {
+            Err(e) if crate::worker::is_worker_death(&e) => {
+                // It may have started the process before it died, and
+                // nobody knows its pid: the holders of its stdio pipes are
+                // it and what it started.
+                let kill = move || crate::process::kill_pipe_holders(&pipes);
+                let _ = tokio::task::spawn_blocking(kill).await;
+                return Err(e);
+            }
+            answer => answer?,
+        };
         let (pid, exit) = spawned(reply, exit)?;
         Ok(ExecHandle {
             pid,
