@@ -78,3 +78,35 @@ pub fn inode(fd: &impl std::os::fd::AsRawFd) -> Option<u64> {
         .ok()
         .map(|st| st.st_ino)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::OwnedFd;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn the_orphaned_holders_of_a_pipe_are_killed() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let ino = inode(&r).expect("inode");
+        // `sleep` outlives its shell: an orphan (not our child) holding the
+        // pipe, as an exec'd process is once its worker died.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & exit 0"])
+            .stdout(std::process::Stdio::from(OwnedFd::from(w)))
+            .status()
+            .expect("sh");
+        assert!(status.success());
+        let start = Instant::now();
+        kill_pipe_holders(&[ino]);
+        let mut rest = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut rest).expect("read");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the writer lived on: {:?}",
+            start.elapsed()
+        );
+    }
+}
