@@ -7,9 +7,9 @@
 //! One home per operation: [`registry`] (entries, locks, activity),
 //! [`create`] (validation, create and rollback), [`bundle`] (bundle and init
 //! start), [`lifecycle`] (destroy, pause, resume, start), [`exec`] (piped and
-//! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`images`]
-//! (image wrappers), [`cpu`] (CPU% samples). This module holds the handle,
-//! `open` and accessors.
+//! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`shutdown`]
+//! (background tasks, `close`), [`images`] (image wrappers), [`cpu`] (CPU%
+//! samples). This module holds the handle, `open` and accessors.
 
 use std::collections::BTreeMap;
 use std::fs;
