@@ -82,7 +82,6 @@ pub fn inode(fd: &impl std::os::fd::AsRawFd) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use std::io::Read;
-    use std::os::fd::OwnedFd;
     use std::time::{Duration, Instant};
 
     use super::*;
@@ -95,7 +94,7 @@ mod tests {
         // pipe, as an exec'd process is once its worker died.
         let status = std::process::Command::new("sh")
             .args(["-c", "sleep 5 & exit 0"])
-            .stdout(std::process::Stdio::from(OwnedFd::from(w)))
+            .stdout(std::process::Stdio::from(w))
             .status()
             .expect("sh");
         assert!(status.success());
