@@ -43,7 +43,7 @@ pub struct AppState {
 
 fn main() -> ExitCode {
     // Worker processes are this binary re-executed: serve and exit there.
-    clawdspace_runtime::worker::run_if_worker();
+    clawdspace_runtime::run_if_worker();
     let config = config::Config::parse();
     if config.openapi {
         match serde_json::to_string_pretty(&openapi::document()) {
@@ -137,15 +137,18 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         tower::util::MapRequestLayer::new(routes::trim_trailing_slash).layer(routes::router(state));
     server::serve(listener, app, limits, shutdown()).await;
     // Operations whose clients went away still run: let them finish.
-    if !runtime.wait_operations(Duration::from_secs(30)).await {
+    if runtime.wait_operations(Duration::from_secs(30)).await {
+        // Init watchers stop, activity is saved, workers exit.
+        runtime.close().await;
+    } else {
         tracing::warn!(
             operations = runtime.operations_in_flight(),
             "shutting down with operations still running; the next start cleans up after them"
         );
-    }
-    let rt = runtime.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || rt.flush()).await {
-        tracing::error!("saving activity at shutdown: {e}");
+        let rt = runtime.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || rt.flush()).await {
+            tracing::error!("saving activity at shutdown: {e}");
+        }
     }
     tracing::info!("shutting down; spaces keep running");
     Ok(())

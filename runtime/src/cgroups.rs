@@ -203,6 +203,42 @@ impl CgroupPaths {
             .unwrap_or(0)
     }
 
+    /// How often memory ran out in this cgroup or above it: OOM kills and
+    /// OOM events, and on v1 charges refused at a limit. On v2 the counts
+    /// include the cgroup's subtree; on v1 each level counts its own. Taken
+    /// before and after a create, a rise says the create ran out of memory,
+    /// even once its own cgroup is gone.
+    pub fn memory_exhaustions(&self) -> u64 {
+        let count = |file: PathBuf, keys: &[&str]| -> u64 {
+            fs::read_to_string(file)
+                .map(|s| {
+                    s.lines()
+                        .filter_map(|l| l.split_once(' '))
+                        .filter(|(k, _)| keys.contains(k))
+                        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+                        .sum()
+                })
+                .unwrap_or(0)
+        };
+        let mut path = self.path.as_str();
+        let mut total = 0;
+        while !path.is_empty() {
+            let level = CgroupPaths::new(self.mode, path);
+            total += match self.mode {
+                CgroupMode::Unified => {
+                    count(level.dir("").join("memory.events"), &["oom", "oom_kill"])
+                }
+                _ => {
+                    let mem = level.dir("memory");
+                    count(mem.join("memory.oom_control"), &["oom_kill"])
+                        + read_u64(&mem.join("memory.failcnt")).unwrap_or(0)
+                }
+            };
+            path = path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        }
+        total
+    }
+
     /// Whether the freezer says the cgroup is frozen.
     pub fn is_frozen(&self) -> bool {
         match self.mode {

@@ -2,6 +2,8 @@
 
 use std::io;
 
+pub use crate::error_kind::ErrorKind;
+
 /// Everything a runtime operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,7 +50,7 @@ pub enum Error {
     Network(String),
     /// A worker operation failed; its kind crossed the worker boundary.
     #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::SandboxError),
+    Sandbox(#[from] crate::proto::SandboxError),
     /// An operation failed and undoing it failed too (maps to 500).
     #[error("{error}; rolling back also failed: {rollback}")]
     RolledBack {
@@ -76,23 +78,6 @@ pub enum Error {
     /// Nothing listens on a port inside a space (maps to 502).
     #[error("{0}")]
     PortClosed(String),
-}
-
-/// Broad class of an [`Error`], for mapping to a protocol status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Bad request.
-    Invalid,
-    /// Missing resource.
-    NotFound,
-    /// State conflict.
-    Conflict,
-    /// Server-side failure.
-    Internal,
-    /// An upstream service (a registry) failed.
-    Upstream,
-    /// Out of disk quota or disk space.
-    InsufficientStorage,
 }
 
 impl Error {

@@ -8,6 +8,7 @@
 mod cgroups;
 mod config;
 mod error;
+mod error_kind;
 pub mod exec;
 mod fsutil;
 pub mod gpu;
@@ -17,17 +18,20 @@ mod inroot;
 pub mod network;
 pub mod previews;
 mod process;
+mod proto;
 pub mod purge;
 mod quota;
-pub mod sandbox;
+mod sandbox;
 mod seccomp;
 mod space_id;
 mod spaces;
 mod spec;
-pub mod store;
-pub mod worker;
+mod store;
+#[doc(hidden)]
+pub mod testing;
+mod worker;
 
-pub use cgroups::{CgroupMode, SpaceStats};
+pub use cgroups::{CgroupMode, CgroupPaths, SpaceStats};
 pub use config::RuntimeConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
@@ -37,5 +41,5 @@ pub use spaces::{
     PutOptions, Runtime, SpaceName, VolumeInfo, INVALID_NAME, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
     WORKSPACE,
 };
-pub use store::{Space, SpaceStatus, SpaceUser};
-pub use worker::PoolStats;
+pub use store::{Quarantined, Space, SpaceStatus, SpaceUser};
+pub use worker::{log_to_stderr, run_if_worker, PoolStats};

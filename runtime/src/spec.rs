@@ -8,8 +8,8 @@ use libcontainer::oci_spec::runtime::{Process, Spec};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::proto::ExecRequest;
 use crate::store::Space;
-use crate::worker::proto::ExecRequest;
 
 /// Where the init binary appears inside every space.
 pub const INIT_PATH_IN_SPACE: &str = "/dev/init";
@@ -303,7 +303,7 @@ mod tests {
             gid: uid,
             additional_gids: vec![uid, 27],
             space_uid,
-            tty: tty.then(|| crate::worker::proto::TtyRequest {
+            tty: tty.then(|| crate::proto::TtyRequest {
                 console_socket: "/s/tty/x.sock".into(),
                 cols: 80,
                 rows: 24,

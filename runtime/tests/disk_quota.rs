@@ -68,7 +68,7 @@ async fn on_quota_fs(env: &mut TestEnv) -> bool {
         .is_ok()
         && run("mkfs.ext4", &["-q", "-O", "quota,project", &img_s]);
     assert!(made, "mkfs.ext4 with quota,project (e2fsprogs)");
-    env.rt.take();
+    env.close().await;
     if !run(
         "mount",
         &["-o", "loop,prjquota", &img_s, &state.to_string_lossy()],
@@ -160,7 +160,7 @@ async fn the_server_default_disk_limit_applies_only_where_quotas_hold() {
         return;
     };
     let enforced = quotas_enforced(&env).await;
-    env.rt.take();
+    env.close().await;
     let mut config = env.config();
     config.default_disk = Some(64 << 20);
     env.rt = Some(
@@ -195,7 +195,7 @@ async fn a_space_whose_disk_limit_cannot_be_applied_is_not_started_without_it() 
     // a reboot that lost `prjquota`: its record has the limit, quotas are
     // gone, its init is dead.
     let s = env.space("lim").await;
-    env.rt.take();
+    env.close().await;
     let pid = s.init_pid.expect("pid");
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill init");
     let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();

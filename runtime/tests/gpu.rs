@@ -191,7 +191,7 @@ async fn cdi_devices_env_mounts_and_hooks_reach_only_spaces_that_ask() {
 
     // And a daemon restart keeps the record of its GPUs.
     drop(rt);
-    env.rt.take();
+    env.close().await;
     env.rt = Some(env.open().await);
     let back = env.rt().get("g-one").expect("still there");
     assert_eq!(

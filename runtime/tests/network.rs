@@ -357,7 +357,7 @@ async fn allowed_private_ranges_are_reachable() {
         return;
     };
     let world = World::new(rand::random());
-    env.rt.take();
+    env.close().await;
     env.network.allow = vec![format!("{}/32", world.lan_ip).parse().expect("net")];
     env.rt = Some(env.open().await);
     let a = env.space_net("a", NetworkMode::Internet).await;
@@ -383,7 +383,7 @@ async fn dns_servers_in_private_ranges_are_reachable_on_port_53_only() {
         return;
     };
     let world = World::new(rand::random());
-    env.rt.take();
+    env.close().await;
     env.network.dns = vec![world.lan_ip];
     env.rt = Some(env.open().await);
     let a = env.space_net("a", NetworkMode::Internet).await;
@@ -411,7 +411,7 @@ async fn a_renamed_bridge_replaces_the_old_one_at_restart() {
     let internet = Listener::start(Some(&world.ns), world.ip);
     let a = env.space_net("a", NetworkMode::Internet).await;
     let old = tags(&env, &[]);
-    env.rt.take();
+    env.close().await;
     env.network.bridge = format!("csr{}", &env.network.bridge[3..]);
     env.rt = Some(env.open().await);
     back_to(&old, &[]).await;
@@ -444,7 +444,7 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         "-n cs-{} link set eth0 address 02:00:00:00:00:01",
         &a.id[..12]
     ));
-    env.rt.take();
+    env.close().await;
     env.rt = Some(env.open().await);
     let a2 = env.rt().get("a").expect("a");
     assert_eq!(
@@ -461,11 +461,11 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
     let spaces = [env.rt().get("a").expect("a"), env.rt().get("b").expect("b")];
     let cgs: Vec<_> = spaces.iter().map(|s| env.rt().cgroup(s)).collect();
     let rootfs: Vec<_> = spaces.iter().map(|s| env.rt().rootfs_dir(s)).collect();
-    env.rt.take();
+    env.close().await;
     for s in &spaces {
         let pid = s.init_pid.expect("pid");
         kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
-        let gone = || clawdspace_runtime::sandbox::proc::start_time(pid).is_none();
+        let gone = || clawdspace_runtime::testing::start_time(pid).is_none();
         assert!(wait_until(Duration::from_secs(5), gone).await);
     }
     for (cg, fs) in cgs.iter().zip(&rootfs) {
@@ -732,7 +732,7 @@ async fn the_bridge_lingers_after_the_last_space_then_goes() {
     };
     // With a linger, create/destroy cycles on an otherwise idle server do
     // not pay for bringing the bridge and table up and down each time.
-    env.rt.take();
+    env.close().await;
     env.network.linger = Duration::from_secs(4);
     env.rt = Some(env.open().await);
     let t = tags(&env, &[]);

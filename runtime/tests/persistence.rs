@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 /// Alive and not a zombie (an orphaned init's reaper is the host's PID 1).
 fn alive(pid: i32) -> bool {
-    clawdspace_runtime::sandbox::proc::start_time(pid).is_some()
+    clawdspace_runtime::testing::start_time(pid).is_some()
 }
 
 #[tokio::test]
@@ -24,7 +24,7 @@ async fn spaces_survive_kill_9_of_the_daemon() {
         return;
     };
     // The "daemon" is a separate process holding the runtime.
-    env.rt.take();
+    env.close().await;
     let cfg = env.config();
     let mut daemon = Proc::new(env!("CARGO_BIN_EXE_clawdspace-runtime"))
         .args(["hold", "survivor", IMAGE])
@@ -66,7 +66,7 @@ async fn a_clean_restart_adopts_running_and_paused_spaces() {
     let a = env.space("a").await;
     env.space("b").await;
     env.rt().pause("b").await.expect("pause");
-    env.rt.take(); // daemon stops; workers exit
+    env.close().await; // daemon stops; workers exit
     assert!(alive(a.init_pid.expect("pid")));
     env.rt = Some(env.open().await);
     let a2 = env.rt().get("a").expect("a");
@@ -90,7 +90,7 @@ async fn after_a_simulated_reboot_spaces_come_back_with_their_files() {
     env.rt().pause("phoenix").await.expect("pause");
     let rootfs = env.rt().rootfs_dir(&s);
     let cg = env.rt().cgroup(&s);
-    env.rt.take();
+    env.close().await;
     // The "reboot": every process of the space dies, mounts vanish, cgroups go.
     for d in cg.all_dirs() {
         let _ = std::fs::write(d.join("freezer.state"), "THAWED");

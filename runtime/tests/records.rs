@@ -10,15 +10,15 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use clawdspace_runtime::sandbox::SandboxError;
-use clawdspace_runtime::store::RECORD_VERSION;
-use clawdspace_runtime::worker::proto::{self, Reply, Request};
-use clawdspace_runtime::worker::WorkerPool;
+use clawdspace_runtime::testing::SandboxError;
+use clawdspace_runtime::testing::WorkerPool;
+use clawdspace_runtime::testing::RECORD_VERSION;
+use clawdspace_runtime::testing::{proto, Reply, Request};
 use clawdspace_runtime::{CreateSpace, Error, ErrorKind, Space};
 use common::{request, TestEnv, IMAGE};
 
 fn alive(pid: Option<i32>) -> bool {
-    pid.and_then(clawdspace_runtime::sandbox::proc::start_time)
+    pid.and_then(clawdspace_runtime::testing::start_time)
         .is_some()
 }
 
@@ -56,7 +56,7 @@ async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
         made.push(s);
     }
     let keep = env.space("healthy").await;
-    env.rt.take(); // the daemon stops; spaces keep running
+    env.close().await; // the daemon stops; spaces keep running
     let mut originals = Vec::new();
     for ((_, corrupt, _), s) in cases.iter().zip(&made) {
         let path = record_path(&env, s);
@@ -96,7 +96,7 @@ async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
 
     // Recovery as docs/OPERATIONS.md says: stop, fix the record, move the
     // directory back, start: the space is adopted with its processes.
-    env.rt.take();
+    env.close().await;
     let (s, original) = (&made[0], &originals[0]);
     let q = quarantined.iter().find(|q| q.id == s.id).expect("q");
     fs::write(q.dir.join("space.json"), original).expect("fix");
@@ -122,7 +122,7 @@ async fn a_record_without_a_format_version_loads() {
     };
     let s = env.space("old").await;
     env.sh("old", "echo old > /home/sandbox/f").await;
-    env.rt.take();
+    env.close().await;
     let path = record_path(&env, &s);
     let mut v: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&path).expect("record")).expect("json");
@@ -149,7 +149,7 @@ async fn only_a_directory_that_never_held_a_record_is_removed_at_startup() {
     let Some(mut env) = TestEnv::new().await else {
         return;
     };
-    env.rt.take();
+    env.close().await;
     let spaces = env.dir.join("state/spaces");
     let id = |c: char| c.to_string().repeat(64);
     // A create that crashed before its first record: marker, no record.
@@ -251,8 +251,9 @@ async fn a_bad_working_directory_keeps_its_kind_across_the_worker_boundary() {
     };
     let s = env.space("cwd").await;
     env.sh("cwd", "echo x > /home/sandbox/file").await;
-    let pool =
-        WorkerPool::start(Path::new(env!("CARGO_BIN_EXE_clawdspace-runtime")), 1).expect("worker");
+    let pool = WorkerPool::start(Path::new(env!("CARGO_BIN_EXE_clawdspace-runtime")), 1)
+        .await
+        .expect("worker");
     for (cwd, why) in [
         ("/gone", "no such directory"),
         ("/home/sandbox/file", "not a directory"),

@@ -359,7 +359,7 @@ async fn set_uid_files_and_devices_of_a_space_are_out_of_the_hosts_reach() {
     }
     // The next start makes it 0700 again, and the mount of a running space
     // nosuid,nodev again (upgrades fix older installs).
-    env.rt.take();
+    env.close().await;
     nix::mount::mount(
         None::<&str>,
         &rootfs,

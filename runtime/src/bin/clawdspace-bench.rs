@@ -125,8 +125,8 @@ fn parse_args() -> anyhow::Result<Options> {
 }
 
 fn main() -> std::process::ExitCode {
-    clawdspace_runtime::worker::run_if_worker();
-    clawdspace_runtime::worker::log_to_stderr(
+    clawdspace_runtime::run_if_worker();
+    clawdspace_runtime::log_to_stderr(
         &std::env::var("CLAWDSPACE_LOG").unwrap_or_else(|_| "warn".into()),
     );
     let opts = match parse_args() {
@@ -400,9 +400,9 @@ async fn with_present(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
 /// runtime adds (`touch`: atomic, `set_status`: atomic + fsync), and the
 /// kernel's v1 freezer alone.
 async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
-    use clawdspace_runtime::store::Store;
-    use clawdspace_runtime::worker::proto::Request;
-    use clawdspace_runtime::worker::WorkerPool;
+    use clawdspace_runtime::testing::Request;
+    use clawdspace_runtime::testing::Store;
+    use clawdspace_runtime::testing::WorkerPool;
 
     let name = "breakdown";
     let space = rt.create(create_req(name, o)?).await.context("create")?;
@@ -413,7 +413,7 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         .to_path_buf();
     let bundle = rt.space_dir(&space);
     let exe = std::env::current_exe().context("current exe")?;
-    let pool = WorkerPool::start(&exe, 1).context("start worker")?;
+    let pool = WorkerPool::start(&exe, 1).await.context("start worker")?;
     let scratch = Store::open(&o.state.join("breakdown-store")).context("scratch store")?;
     let freezer = rt.cgroup(&space).dir("freezer").join("freezer.state");
     let unified = rt.cgroup_mode() == CgroupMode::Unified;
@@ -519,10 +519,10 @@ async fn breakdown(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
 
 /// Sends a request that answers `Done` straight to a worker.
 async fn worker_call(
-    pool: &clawdspace_runtime::worker::WorkerPool,
-    req: clawdspace_runtime::worker::proto::Request,
+    pool: &clawdspace_runtime::testing::WorkerPool,
+    req: clawdspace_runtime::testing::Request,
 ) -> anyhow::Result<()> {
-    use clawdspace_runtime::worker::proto::Reply;
+    use clawdspace_runtime::testing::Reply;
     match pool.call(&req, &[]).await?.0 {
         Reply::Done => Ok(()),
         other => Err(anyhow::anyhow!("worker: {other:?}")),
@@ -532,12 +532,12 @@ async fn worker_call(
 /// Runs `true` in `space` straight through a worker, capturing its output
 /// as `Runtime::exec` does, without the runtime's bookkeeping.
 async fn worker_exec(
-    pool: &clawdspace_runtime::worker::WorkerPool,
+    pool: &clawdspace_runtime::testing::WorkerPool,
     space: &Space,
     state_root: &Path,
     bundle: &Path,
 ) -> anyhow::Result<()> {
-    use clawdspace_runtime::worker::proto::{self, Reply, Request};
+    use clawdspace_runtime::testing::{proto, Reply, Request};
     use std::os::fd::{AsRawFd, OwnedFd};
     let null = OwnedFd::from(fs::File::open("/dev/null")?);
     let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -632,7 +632,7 @@ fn worker_pids() -> Vec<i32> {
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if cmdline
             .split(|b| *b == 0)
-            .any(|a| a == clawdspace_runtime::worker::WORKER_ARG.as_bytes())
+            .any(|a| a == clawdspace_runtime::testing::WORKER_ARG.as_bytes())
         {
             out.push(pid);
         }

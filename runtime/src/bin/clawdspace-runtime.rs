@@ -32,8 +32,8 @@ const USAGE: &str = "usage: clawdspace-runtime <command> [args]
 State: CLAWDSPACE_STATE_DIR (default /var/lib/clawdspace).";
 
 fn main() -> ExitCode {
-    clawdspace_runtime::worker::run_if_worker();
-    clawdspace_runtime::worker::log_to_stderr(
+    clawdspace_runtime::run_if_worker();
+    clawdspace_runtime::log_to_stderr(
         &std::env::var("CLAWDSPACE_LOG").unwrap_or_else(|_| "warn".into()),
     );
     let args: Vec<String> = std::env::args().skip(1).collect();

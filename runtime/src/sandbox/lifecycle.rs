@@ -15,9 +15,9 @@ use libcontainer::syscall::syscall::SyscallType;
 use super::executor::SpaceExecutor;
 use super::proc;
 use super::rootfs;
-use super::SandboxError;
 use crate::cgroups::{CgroupMode, CgroupPaths};
-use crate::worker::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
+use crate::proto::SandboxError;
+use crate::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
 
 type Res<T> = Result<T, SandboxError>;
 
@@ -72,9 +72,12 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
         rootfs::mount_overlay(&req.rootfs)?;
         true
     };
+    let exhausted = spec_cgroup(req).map(|(cg, _)| cg.memory_exhaustions());
     start_init(req).map_err(|e| {
         let e = match e {
-            SandboxError::Runtime(_) => blocked_mount(req).unwrap_or(e),
+            SandboxError::Runtime(_) => blocked_mount(req)
+                .or_else(|| out_of_memory(req, exhausted))
+                .unwrap_or(e),
             e => e,
         };
         remove_stale(&req.state_root, &req.id);
@@ -85,6 +88,40 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
         };
         e.rolled_back(undo)
     })
+}
+
+/// The cgroup a create's spec puts the space in.
+fn spec_cgroup(req: &CreateRequest) -> Option<(CgroupPaths, Option<i64>)> {
+    let spec = libcontainer::oci_spec::runtime::Spec::load(req.bundle.join("config.json")).ok()?;
+    let linux = spec.linux().as_ref()?;
+    let path = linux.cgroups_path().as_ref()?;
+    let limit = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit());
+    Some((
+        CgroupPaths::new(CgroupMode::detect(), &path.to_string_lossy()),
+        limit,
+    ))
+}
+
+/// Whether memory ran out since `before` (see
+/// [`CgroupPaths::memory_exhaustions`]) in the space's cgroup or above it:
+/// why a create failed (a limit too small for the init to start), told as
+/// the request's problem.
+fn out_of_memory(req: &CreateRequest, before: Option<u64>) -> Option<SandboxError> {
+    let (cgroup, limit) = spec_cgroup(req)?;
+    if cgroup.memory_exhaustions() <= before? {
+        return None;
+    }
+    Some(SandboxError::OutOfMemory(match limit.filter(|l| *l > 0) {
+        Some(l) => format!(
+            "the space ran out of memory while starting: raise its memory limit ({} MiB) or that of the cgroup it is created in",
+            l >> 20
+        ),
+        None => "the space ran out of memory while starting".into(),
+    }))
 }
 
 /// A file of the image where the space mounts a file system (say `/dev` a

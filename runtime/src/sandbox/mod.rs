@@ -2,11 +2,8 @@
 //! changes process-global state, so it runs only inside worker processes
 //! (see [`crate::worker`]), never on a thread of the daemon.
 
-pub mod error;
 pub(crate) mod executor;
 pub(crate) mod lifecycle;
 pub(crate) mod mountns;
 pub mod proc;
 pub mod rootfs;
-
-pub use error::SandboxError;

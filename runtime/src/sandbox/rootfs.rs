@@ -6,8 +6,8 @@ use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::SandboxError;
-use crate::worker::proto::RootfsPlan;
+use crate::proto::RootfsPlan;
+use crate::proto::SandboxError;
 
 /// The overlayfs mount options for `plan`.
 pub fn overlay_options(plan: &RootfsPlan) -> String {

@@ -10,11 +10,11 @@ use chrono::Utc;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
 use crate::network::NetworkMode;
+use crate::proto::{CreateRequest, Reply, Request, RootfsPlan};
 use crate::quota;
 use crate::seccomp;
 use crate::spec::{build_spec, capabilities_for};
 use crate::store::{Space, SpaceStatus};
-use crate::worker::proto::{CreateRequest, Reply, Request, RootfsPlan};
 
 use super::registry::{lock, Entry};
 use super::volumes::{ensure_volume, mount_volume};

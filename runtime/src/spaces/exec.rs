@@ -12,9 +12,9 @@ use nix::fcntl::OFlag;
 use crate::error::{Error, IoContext, Result};
 use crate::exec::{self, ExecHandle, ExecOutput, ExecRequest};
 use crate::image::resolve_user;
+use crate::proto::{Reply, Request};
 use crate::space_id::new_space_id;
 use crate::store::{Space, SpaceStatus};
-use crate::worker::proto::{Reply, Request};
 
 use super::registry::Entry;
 use super::Runtime;
@@ -100,7 +100,7 @@ impl Runtime {
         };
         let mut env = s.env.clone();
         env.extend(req.env.iter().cloned());
-        let wreq = crate::worker::proto::ExecRequest {
+        let wreq = crate::proto::ExecRequest {
             id: s.id.clone(),
             state_root: self.inner.state_root.clone(),
             bundle: self.inner.store.space_dir(&s.id),
@@ -122,7 +122,7 @@ impl Runtime {
 
     async fn spawn_piped(
         &self,
-        wreq: crate::worker::proto::ExecRequest,
+        wreq: crate::proto::ExecRequest,
         with_stdin: bool,
     ) -> Result<ExecHandle> {
         let (stdin_child, stdin_ours) = if with_stdin {
@@ -139,8 +139,23 @@ impl Runtime {
             stdout_child.as_raw_fd(),
             stderr_child.as_raw_fd(),
         ];
-        let (reply, exit) = self.inner.pool.call(&Request::Exec(wreq), &fds).await?;
+        let answer = self.inner.pool.call(&Request::Exec(wreq), &fds).await;
+        let pipes: Vec<u64> = [&stdin_child, &stdout_child, &stderr_child]
+            .into_iter()
+            .filter_map(crate::process::inode)
+            .collect();
         drop((stdin_child, stdout_child, stderr_child));
+        let (reply, exit) = match answer {
+            Err(e) if crate::worker::is_worker_death(&e) => {
+                // It may have started the process before it died, and
+                // nobody knows its pid: the holders of its stdio pipes are
+                // it and what it started.
+                let kill = move || crate::process::kill_pipe_holders(&pipes);
+                let _ = tokio::task::spawn_blocking(kill).await;
+                return Err(e);
+            }
+            answer => answer?,
+        };
         let (pid, exit) = spawned(reply, exit)?;
         Ok(ExecHandle {
             pid,
@@ -157,7 +172,7 @@ impl Runtime {
     /// would start ([`crate::spec::exec_process`]), on a terminal.
     async fn spawn_tty(
         &self,
-        mut wreq: crate::worker::proto::ExecRequest,
+        mut wreq: crate::proto::ExecRequest,
         cols: u16,
         rows: u16,
     ) -> Result<ExecHandle> {
@@ -167,7 +182,7 @@ impl Runtime {
         let sock_path = dir.join(format!("{tag}.sock"));
         let listener = tokio::net::UnixListener::bind(&sock_path)
             .ctx(|| format!("bind {}", sock_path.display()))?;
-        wreq.tty = Some(crate::worker::proto::TtyRequest {
+        wreq.tty = Some(crate::proto::TtyRequest {
             console_socket: sock_path.clone(),
             cols,
             rows,

@@ -27,7 +27,7 @@ use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 use crate::error::{Error, Result};
 use crate::inroot::{open_beneath, Resolve, Root};
 use crate::store::SpaceStatus;
-use crate::worker::proto::RootfsPlan;
+use crate::proto::RootfsPlan;
 
 use super::volumes::WORKSPACE;
 use super::Runtime;

@@ -10,9 +10,9 @@ use chrono::Utc;
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::proto::{DestroyRequest, Reply, Request};
 use crate::quota;
 use crate::store::{Space, SpaceStatus};
-use crate::worker::proto::{DestroyRequest, Reply, Request};
 
 use super::registry::{lock, Entry};
 use super::Runtime;

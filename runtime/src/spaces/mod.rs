@@ -7,15 +7,14 @@
 //! One home per operation: [`registry`] (entries, locks, activity),
 //! [`create`] (validation, create and rollback), [`bundle`] (bundle and init
 //! start), [`lifecycle`] (destroy, pause, resume, start), [`exec`] (piped and
-//! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`images`]
-//! (image wrappers), [`cpu`] (CPU% samples). This module holds the handle,
-//! `open` and accessors.
+//! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`shutdown`]
+//! (background tasks, `close`), [`images`] (image wrappers), [`cpu`] (CPU%
+//! samples). This module holds the handle, `open` and accessors.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::cgroups::{CgroupMode, CgroupPaths, SpaceStats};
@@ -44,6 +43,7 @@ mod ports;
 mod recovery;
 mod registry;
 mod volumes;
+mod shutdown;
 
 pub use create::{CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
 pub use exec::ExecActivity;
@@ -51,6 +51,7 @@ pub use files::{normalize_path, workspace_path, DirEntry, FileInfo, FileKind, Pu
 pub use name::{SpaceName, INVALID_NAME};
 use registry::Entry;
 pub use volumes::{VolumeInfo, WORKSPACE};
+use shutdown::Tracker;
 
 /// The static init binary bind-mounted into every space.
 static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace-init"));
@@ -58,7 +59,7 @@ static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace
 /// Mode of the state directory: root only.
 pub const STATE_DIR_MODE: u32 = 0o700;
 
-struct Inner {
+pub(super) struct Inner {
     config: RuntimeConfig,
     store: Store,
     images: ImageStore,
@@ -70,9 +71,12 @@ struct Inner {
     init_path: PathBuf,
     state_root: PathBuf,
     spaces: RwLock<BTreeMap<String, Arc<Entry>>>,
-    /// Detached operations running now, and a wake-up when one ends.
-    ops: AtomicUsize,
-    ops_done: tokio::sync::Notify,
+    /// Detached operations running now.
+    ops: Arc<Tracker>,
+    /// Background tasks (init watchers, the flusher) running now.
+    background: Arc<Tracker>,
+    /// Set when the runtime closes: background tasks stop.
+    stop: tokio::sync::watch::Sender<bool>,
     /// Previous CPU samples of each space (for CPU%).
     cpu: cpu::CpuSamples,
     /// Serialises the check-and-remove of a volume against creates that
@@ -88,23 +92,6 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
-/// Counts a detached operation while it runs.
-struct OpGuard(Arc<Inner>);
-
-impl OpGuard {
-    fn new(inner: &Arc<Inner>) -> Self {
-        inner.ops.fetch_add(1, Ordering::AcqRel);
-        OpGuard(inner.clone())
-    }
-}
-
-impl Drop for OpGuard {
-    fn drop(&mut self) {
-        self.0.ops.fetch_sub(1, Ordering::AcqRel);
-        self.0.ops_done.notify_waiters();
-    }
-}
-
 impl Runtime {
     /// Runs `op` on a task of its own and awaits its result. The operation
     /// runs to completion (or rolls back) whatever the caller does:
@@ -115,7 +102,7 @@ impl Runtime {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        let guard = OpGuard::new(&self.inner);
+        let guard = self.inner.ops.track();
         let task = op(self.clone());
         tokio::spawn(async move {
             let _guard = guard;
@@ -128,24 +115,14 @@ impl Runtime {
     /// Mutating operations (create, destroy, pause, resume, start, exec
     /// start, pull) running now.
     pub fn operations_in_flight(&self) -> usize {
-        self.inner.ops.load(Ordering::Acquire)
+        self.inner.ops.running()
     }
 
     /// Waits until no operation runs, at most `limit`; returns whether
     /// none does (for a clean shutdown).
     pub async fn wait_operations(&self, limit: std::time::Duration) -> bool {
         let end = tokio::time::Instant::now() + limit;
-        loop {
-            let done = self.inner.ops_done.notified();
-            tokio::pin!(done);
-            done.as_mut().enable();
-            if self.operations_in_flight() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(end, done).await.is_err() {
-                return self.operations_in_flight() == 0;
-            }
-        }
+        self.inner.ops.idle(Some(end)).await
     }
 
     /// Size and idle slots of the worker pool.
@@ -180,15 +157,16 @@ impl Runtime {
                 store,
                 puller: Puller::new(images.clone(), config.registries.clone()),
                 images,
-                pool: WorkerPool::start(&config.worker_exe, config.workers)?,
+                pool: WorkerPool::start(&config.worker_exe, config.workers).await?,
                 gpu: Passthrough::new(config.gpu.clone()),
                 net,
                 cgroup_mode,
                 init_path,
                 state_root: state.join("run"),
                 spaces: RwLock::new(BTreeMap::new()),
-                ops: AtomicUsize::new(0),
-                ops_done: tokio::sync::Notify::new(),
+                ops: Default::default(),
+                background: Default::default(),
+                stop: tokio::sync::watch::Sender::new(false),
                 cpu: Default::default(),
                 volumes_lock: tokio::sync::Mutex::new(()),
                 config,
@@ -370,26 +348,10 @@ fn lock_state_dir(state: &Path) -> Result<nix::fcntl::Flock<fs::File>> {
         .write(true)
         .open(&path)
         .ctx(|| format!("open {}", path.display()))?;
-    // A runtime of this process that was just dropped may still be winding
-    // down (a watcher or housekeeping task holding it for a moment): give it
-    // a second before calling the state dir taken.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    let mut f = f;
-    loop {
-        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((back, e))
-                if e == nix::errno::Errno::EWOULDBLOCK && std::time::Instant::now() < deadline =>
-            {
-                f = back;
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err((_, e)) => {
-                return Err(Error::State(format!(
-                    "{} is in use by another clawdspace runtime ({e}); stop it first",
-                    state.display()
-                )))
-            }
-        }
-    }
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        Error::State(format!(
+            "{} is in use by another clawdspace runtime ({e}); stop it first",
+            state.display()
+        ))
+    })
 }

@@ -1,13 +1,14 @@
 //! Keeping spaces alive across crashes: the init watcher, restore at
 //! startup and the quarantine of unreadable records.
 
+use std::fs;
 use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
-use crate::fsutil::remove_dir_all_if_exists;
+use crate::fsutil::{remove_dir_all_if_exists, write_atomic};
 use crate::sandbox::proc;
 use crate::store::{Quarantined, Space, SpaceStatus, SpaceUser};
 
@@ -30,12 +31,17 @@ impl Runtime {
             return;
         };
         // Weak: a watcher must not keep the runtime (and its workers) alive.
-        let weak = Arc::downgrade(&self.inner);
         let name = space.name.clone();
         let id = space.id.clone();
-        tokio::spawn(async move {
-            let _ = afd.readable().await;
+        self.background(move |weak, mut stop| async move {
+            tokio::select! {
+                () = stop.stopped() => return,
+                _ = afd.readable() => {}
+            }
             drop(afd);
+            if stop.is_stopped() {
+                return;
+            }
             if let Some(inner) = weak.upgrade() {
                 Runtime { inner }.on_init_exit(&name, &id, pid).await;
             }
@@ -159,11 +165,52 @@ impl Runtime {
                 tracing::error!(space = %s.name, "{e}");
             }
         }
-        Some(if self.cgroup(s).is_frozen() {
+        let status = if self.cgroup(s).is_frozen() {
             SpaceStatus::Paused
         } else {
             SpaceStatus::Running
-        })
+        };
+        self.repair_container_state(s, status);
+        Some(status)
+    }
+
+    /// Writes libcontainer's state file of a live space anew when it cannot
+    /// be read: libcontainer rewrites it in place (truncate, then write) on
+    /// pause and resume, so a worker killed in between (with the daemon, or
+    /// alone) leaves it torn, and every later exec, pause or resume of the
+    /// space would fail. Derived from the record (init pid, start) and the
+    /// freezer (`status`). Blocking.
+    fn repair_container_state(&self, s: &Space, status: SpaceStatus) {
+        use libcontainer::container::{ContainerStatus, State};
+        let dir = self.container_state_dir(s);
+        let path = dir.join("state.json");
+        let readable = fs::read(&path)
+            .ok()
+            .is_some_and(|d| serde_json::from_slice::<State>(&d).is_ok());
+        // No state dir at all: not a torn write, nothing to derive it from.
+        if readable || !dir.is_dir() {
+            return;
+        }
+        let mut state = State::new(
+            &s.id,
+            match status {
+                SpaceStatus::Paused => ContainerStatus::Paused,
+                _ => ContainerStatus::Running,
+            },
+            s.init_pid,
+            self.space_dir(s),
+        );
+        state.created = Some(s.started);
+        state.creator = Some(0);
+        let written = serde_json::to_vec(&state)
+            .map_err(|e| Error::Container(e.to_string()))
+            .and_then(|data| write_atomic(&path, &data, true));
+        match written {
+            Ok(()) => tracing::warn!(space = %s.name, status = status.as_str(),
+                "its container state file was unreadable (torn by a crash); written anew from its record"),
+            Err(e) => tracing::error!(space = %s.name,
+                "its container state file is unreadable and could not be written anew: {e}"),
+        }
     }
 
     /// Moves the directory of space `id`, whose record cannot be read, into

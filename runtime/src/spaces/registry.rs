@@ -108,13 +108,15 @@ impl Runtime {
         }
     }
 
-    /// Flushes activity to disk every second while the runtime lives.
+    /// Flushes activity to disk every second until the runtime closes.
     pub(super) fn start_flusher(&self) {
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        self.background(|weak, mut stop| async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    () = stop.stopped() => return,
+                    _ = tick.tick() => {}
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let rt = Runtime { inner };
                 let _ = tokio::task::spawn_blocking(move || {

@@ -9,8 +9,9 @@
 //! docs/ARCHITECTURE.md.
 
 mod fdpass;
-pub mod proto;
 mod server;
+
+pub use server::FAULT_ENV;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -27,10 +28,10 @@ use std::task::{Context, Poll};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use crate::error::{Error, Result};
-use proto::{Call, Message, Reply, Request, MAX_MESSAGE};
+use crate::proto::{Call, Message, Reply, Request, MAX_MESSAGE};
 
 /// First argument that turns an executable into a worker.
 pub const WORKER_ARG: &str = "__clawdspace-worker";
@@ -178,48 +179,113 @@ struct Conn {
     alive: AtomicBool,
     /// Set when the pool closes the worker on purpose.
     closing: AtomicBool,
-    child: Mutex<std::process::Child>,
+    /// The worker process, until whoever reaps it takes it.
+    child: Mutex<Option<std::process::Child>>,
+    /// Set once the worker process was reaped (or handed to a reaper).
+    reaped: watch::Sender<bool>,
+}
+
+/// Starts a worker process running `exe`; returns it and the daemon's end
+/// of its socket. Blocking (fork and exec): call on the blocking pool.
+fn spawn_process(exe: &Path) -> Result<(std::process::Child, OwnedFd)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(|e| Error::Container(format!("socketpair for worker: {e}")))?;
+    let their_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg(WORKER_ARG)
+        .env(FD_ENV, their_fd.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    // SAFETY: only async-signal-safe fcntl calls between fork and exec:
+    // the worker's end must survive exec, in blocking mode.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(their_fd, libc::F_SETFD, 0) < 0
+                || libc::fcntl(their_fd, libc::F_SETFL, 0) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::Container(format!("start worker {}: {e}", exe.display())))?;
+    Ok((child, ours))
+}
+
+/// Started worker processes not yet attached to a pool: dropped unclaimed
+/// (a caller that went away while they started), they are ended and reaped.
+struct Started(Vec<(std::process::Child, OwnedFd)>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for (mut child, _) in self.0.drain(..) {
+            let _ = child.kill();
+            reap(child);
+        }
+    }
+}
+
+/// Starts `n` worker processes on the blocking pool.
+async fn spawn_processes(exe: &Path, n: usize) -> Result<Vec<(std::process::Child, OwnedFd)>> {
+    let exe = exe.to_path_buf();
+    let mut started = tokio::task::spawn_blocking(move || {
+        let mut started = Started(Vec::with_capacity(n));
+        for _ in 0..n {
+            started.0.push(spawn_process(&exe)?);
+        }
+        Ok::<_, Error>(started)
+    })
+    .await
+    .map_err(|e| Error::Container(format!("starting workers: {e}")))??;
+    Ok(std::mem::take(&mut started.0))
+}
+
+/// Waits for `child` to exit without holding up an async thread: on the
+/// blocking pool inside a tokio runtime, on a thread of its own outside.
+fn reap(mut child: std::process::Child) {
+    let wait = move || {
+        let _ = child.wait();
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(wait)),
+        Err(_) => drop(std::thread::spawn(wait)),
+    }
 }
 
 impl Conn {
-    fn spawn(exe: &Path, idx: usize, slots: Arc<Slots>) -> Result<Arc<Conn>> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        )
-        .map_err(|e| Error::Container(format!("socketpair for worker: {e}")))?;
-        let their_fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(exe);
-        cmd.arg(WORKER_ARG)
-            .env(FD_ENV, their_fd.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        // SAFETY: only async-signal-safe fcntl calls between fork and exec:
-        // the worker's end must survive exec, in blocking mode.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(their_fd, libc::F_SETFD, 0) < 0
-                    || libc::fcntl(their_fd, libc::F_SETFL, 0) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Container(format!("start worker {}: {e}", exe.display())))?;
-        drop(theirs);
+    /// Serves slot `idx` with a started worker process: registers its
+    /// socket and starts reading its messages. Inside a tokio runtime.
+    fn attach(
+        child: std::process::Child,
+        ours: OwnedFd,
+        idx: usize,
+        slots: Arc<Slots>,
+    ) -> Result<Arc<Conn>> {
         let child_pid = child.id() as i32;
+        let fail = |child: std::process::Child, e: std::io::Error| {
+            // A worker nobody talks to: end it without waiting here.
+            let mut child = child;
+            let _ = child.kill();
+            reap(child);
+            Error::io("register worker socket", e)
+        };
         // SAFETY: `ours` is an owned socket that stays open, unshared, for
         // as long as the AsyncFd that owns it.
-        let sock = unsafe {
+        let sock = match unsafe {
             AsyncFd::register_with_interest(ours, Interest::READABLE | Interest::WRITABLE)
-        }
-        .map_err(|e| Error::io("register worker socket", e.into()))?;
+        } {
+            Ok(sock) => sock,
+            Err(e) => return Err(fail(child, e.into())),
+        };
+        let (reaped, _) = watch::channel(false);
         let conn = Arc::new(Conn {
             sock,
             idx,
@@ -228,7 +294,8 @@ impl Conn {
             exits: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
             closing: AtomicBool::new(false),
-            child: Mutex::new(child),
+            child: Mutex::new(Some(child)),
+            reaped,
         });
         // A worker whose pidfd cannot be had is still seen dying at EOF.
         let pidfd = crate::sandbox::proc::pidfd_open(child_pid)
@@ -241,6 +308,14 @@ impl Conn {
             .ok();
         tokio::spawn(Conn::read_loop(conn.clone(), pidfd));
         Ok(conn)
+    }
+
+    /// Ends the worker: closing our end of its socket makes it exit once
+    /// its request in flight (if any) is done. Its read loop reaps it.
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        // SAFETY: shutting down our end of a socket we own.
+        unsafe { libc::shutdown(self.sock.get_ref().as_raw_fd(), libc::SHUT_RDWR) };
     }
 
     fn is_alive(&self) -> bool {
@@ -339,10 +414,19 @@ impl Conn {
             drop(tx);
         }
         lock(&conn.exits).clear();
-        let mut child = lock(&conn.child);
-        let _ = child.kill();
-        let _ = child.wait();
-        if conn.closing.load(Ordering::Acquire) {
+        let child = lock(&conn.child).take();
+        let closing = conn.closing.load(Ordering::Acquire);
+        if let Some(mut child) = child {
+            // Dead already, or (EOF without a pidfd) to be made so; a worker
+            // closed on purpose finishes its request in flight first. Never
+            // waited for on an async thread.
+            if !closing {
+                let _ = child.kill();
+            }
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+        conn.reaped.send_replace(true);
+        if closing {
             tracing::debug!("worker process exited");
         } else {
             tracing::warn!("worker process exited unexpectedly; a new one starts on demand");
@@ -418,16 +502,22 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    /// Starts `n` workers running `exe`. Must be called inside a tokio runtime.
-    pub fn start(exe: &Path, n: usize) -> Result<Self> {
+    /// Starts `n` workers running `exe` (the processes are started on the
+    /// blocking pool). Must be called inside a tokio runtime.
+    pub async fn start(exe: &Path, n: usize) -> Result<Self> {
         let n = n.max(1);
         let slots = Arc::new(Slots {
             idle: Mutex::new((0..n).collect()),
             free: Semaphore::new(n),
         });
         let mut conns = Vec::with_capacity(n);
-        for idx in 0..n {
-            conns.push(Mutex::new(Some(Conn::spawn(exe, idx, slots.clone())?)));
+        for (idx, (child, sock)) in spawn_processes(exe, n).await?.into_iter().enumerate() {
+            conns.push(Mutex::new(Some(Conn::attach(
+                child,
+                sock,
+                idx,
+                slots.clone(),
+            )?)));
         }
         Ok(WorkerPool {
             exe: exe.to_path_buf(),
@@ -445,16 +535,36 @@ impl WorkerPool {
         }
     }
 
-    /// The worker of slot `idx`, started anew if it died.
-    fn conn(&self, idx: usize) -> Result<Arc<Conn>> {
-        let mut slot = lock(&self.conns[idx]);
-        match &*slot {
-            Some(c) if c.is_alive() => Ok(c.clone()),
-            _ => {
-                let c = Conn::spawn(&self.exe, idx, self.slots.clone())?;
-                *slot = Some(c.clone());
-                Ok(c)
-            }
+    /// The worker of slot `idx`, started anew if it died. The caller holds
+    /// the slot's lease: nobody else replaces its worker meanwhile.
+    async fn conn(&self, idx: usize) -> Result<Arc<Conn>> {
+        if let Some(c) = lock(&self.conns[idx]).as_ref().filter(|c| c.is_alive()) {
+            return Ok(c.clone());
+        }
+        let (child, sock) = spawn_processes(&self.exe, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Container("no worker started".into()))?;
+        let c = Conn::attach(child, sock, idx, self.slots.clone())?;
+        *lock(&self.conns[idx]) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Ends every worker and waits until each has exited and been reaped
+    /// (a worker first finishes the request it runs). Later calls start
+    /// new workers.
+    pub async fn close(&self) {
+        let conns: Vec<Arc<Conn>> = self
+            .conns
+            .iter()
+            .filter_map(|slot| lock(slot).take())
+            .collect();
+        for c in &conns {
+            c.close();
+        }
+        for c in conns {
+            let mut reaped = c.reaped.subscribe();
+            let _ = reaped.wait_for(|r| *r).await;
         }
     }
 
@@ -485,7 +595,7 @@ impl WorkerPool {
             pending: None,
             sent: false,
         };
-        let conn = self.conn(idx)?;
+        let conn = self.conn(idx).await?;
         let (tx, rx) = oneshot::channel();
         *lock(&conn.pending) = Some((id, tx));
         lease.pending = Some((conn.clone(), id));
@@ -502,16 +612,19 @@ impl WorkerPool {
 }
 
 impl Drop for WorkerPool {
+    /// Ends the workers without waiting for them: each exits once its
+    /// request in flight is done, and is reaped off the async threads.
     fn drop(&mut self) {
-        // Closing our socket ends each worker; reap them.
         for slot in &mut self.conns {
             let conn = slot.get_mut().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(conn) = conn {
-                conn.closing.store(true, Ordering::Release);
-                let mut child = lock(&conn.child);
-                // SAFETY: shutting down our end of a socket we own.
-                unsafe { libc::shutdown(conn.sock.get_ref().as_raw_fd(), libc::SHUT_RDWR) };
-                let _ = child.wait();
+                conn.close();
+                // Reaped here rather than by the read loop, which stops with
+                // the tokio runtime, maybe before the worker exits.
+                if let Some(child) = lock(&conn.child).take() {
+                    reap(child);
+                    conn.reaped.send_replace(true);
+                }
             }
         }
     }

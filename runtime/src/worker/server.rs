@@ -11,8 +11,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::fdpass;
-use super::proto::{Call, CallId, Message, Reply, Request, MAX_MESSAGE};
-use crate::sandbox::{lifecycle, proc, SandboxError};
+use crate::proto::SandboxError;
+use crate::proto::{Call, CallId, Message, Reply, Request, MAX_MESSAGE};
+use crate::sandbox::{lifecycle, proc};
 
 struct Child {
     pidfd: OwnedFd,
@@ -38,6 +39,7 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 /// Serves requests on `sock` until it closes.
 pub fn serve(sock: OwnedFd) {
     let fd = sock.as_raw_fd();
+    let fault = std::env::var_os(FAULT_ENV).map(std::path::PathBuf::from);
     let mut children: HashMap<i32, Child> = HashMap::new();
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
@@ -95,7 +97,13 @@ pub fn serve(sock: OwnedFd) {
             Err(_) => return,
         };
         let (id, reply) = match serde_json::from_slice::<Call>(&buf[..n]) {
-            Ok(call) => (call.id, handle(call.request, fds, &mut children)),
+            Ok(call) => {
+                let reply = handle(call.request, fds, &mut children);
+                if matches!(reply, Reply::Spawned { .. }) {
+                    die_if_asked(fault.as_deref());
+                }
+                (call.id, reply)
+            }
             Err(e) => (
                 // Answer under the id if there is one, so the runtime
                 // frees the slot instead of waiting forever.
@@ -106,6 +114,18 @@ pub fn serve(sock: OwnedFd) {
             ),
         };
         send(fd, &Message::Reply { id, reply });
+    }
+}
+
+/// Names a file that, while it exists, makes the worker exit right after
+/// it started an exec'd process, before replying (it removes the file
+/// first: one fault per file). A test hook (see `clawdspace_runtime::testing`)
+/// for a worker killed at the worst moment; unset, it costs nothing.
+pub const FAULT_ENV: &str = "CLAWDSPACE_WORKER_FAULT_FILE";
+
+fn die_if_asked(fault: Option<&std::path::Path>) {
+    if fault.is_some_and(|f| std::fs::remove_file(f).is_ok()) {
+        std::process::exit(3);
     }
 }
 

@@ -121,9 +121,17 @@ impl TestEnv {
 
     /// Restarts the runtime with `gpu` as its GPU settings.
     pub async fn reopen_with_gpu(&mut self, gpu: GpuConfig) {
-        self.rt.take();
+        self.close().await;
         self.gpu = gpu;
         self.rt = Some(self.open().await);
+    }
+
+    /// Closes the runtime, as a daemon's clean shutdown does: the state dir
+    /// is free for [`TestEnv::open`] when this returns.
+    pub async fn close(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.close().await;
+        }
     }
 
     /// Opens a (new) runtime on this environment's state dir.

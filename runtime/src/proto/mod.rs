@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::SandboxError;
+pub mod error;
+
+pub use error::SandboxError;
 
 /// Largest message either side sends.
 pub const MAX_MESSAGE: usize = 256 * 1024;

@@ -6,7 +6,7 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ErrorKind;
+use crate::error_kind::ErrorKind;
 
 /// A failed worker operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -24,6 +24,10 @@ pub enum SandboxError {
         /// What is wrong with it.
         why: String,
     },
+    /// The space ran out of memory while starting: its memory limit is too
+    /// small for what it runs (maps to 400).
+    #[error("{0}")]
+    OutOfMemory(String),
     /// The space's processes are not in a state that allows the operation
     /// (maps to 409).
     #[error("{0}")]
@@ -46,7 +50,9 @@ impl SandboxError {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SandboxError::Image(_) | SandboxError::WorkingDir { .. } => ErrorKind::Invalid,
+            SandboxError::Image(_)
+            | SandboxError::WorkingDir { .. }
+            | SandboxError::OutOfMemory(_) => ErrorKind::Invalid,
             SandboxError::State(_) => ErrorKind::Conflict,
             SandboxError::Runtime(_) | SandboxError::RolledBack { .. } => ErrorKind::Internal,
         }
