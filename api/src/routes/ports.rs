@@ -119,13 +119,15 @@ async fn awake(st: &AppState, name: &str) -> ApiResult<Space> {
         SpaceStatus::Paused => {
             st.rt.resume(name).await?;
         }
-        _ => return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
                 "Space '{name}' is {}: start it first (POST /api/spaces/{name}/start), then retry",
                 space.status.as_str()
             ),
-        )),
+            ))
+        }
     }
     st.rt.touch(name)?;
     Ok(space)

@@ -26,8 +26,8 @@ use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 
 use crate::error::{Error, Result};
 use crate::inroot::{open_beneath, Resolve, Root};
-use crate::store::SpaceStatus;
 use crate::proto::RootfsPlan;
+use crate::store::SpaceStatus;
 
 use super::volumes::WORKSPACE;
 use super::Runtime;

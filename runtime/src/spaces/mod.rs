@@ -42,16 +42,16 @@ mod name;
 mod ports;
 mod recovery;
 mod registry;
-mod volumes;
 mod shutdown;
+mod volumes;
 
 pub use create::{CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
 pub use exec::ExecActivity;
 pub use files::{normalize_path, workspace_path, DirEntry, FileInfo, FileKind, PutOptions};
 pub use name::{SpaceName, INVALID_NAME};
 use registry::Entry;
-pub use volumes::{VolumeInfo, WORKSPACE};
 use shutdown::Tracker;
+pub use volumes::{VolumeInfo, WORKSPACE};
 
 /// The static init binary bind-mounted into every space.
 static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace-init"));
