@@ -21,7 +21,7 @@ pub struct Ctx<'a> {
     pub api: &'a Api,
 }
 
-type CmdResult = Result<i32, Fail>;
+pub(crate) type CmdResult = Result<i32, Fail>;
 
 fn print_json(v: &Value) {
     println!(
@@ -172,7 +172,7 @@ fn required(name: Option<String>, usage: &str) -> Result<String, Fail> {
 }
 
 /// The API path of space `name`, plus `rest` (`""`, `"/exec"`, ...).
-fn space_path(name: &str, rest: &str) -> String {
+pub(crate) fn space_path(name: &str, rest: &str) -> String {
     format!("/spaces/{}{rest}", encode_segment(name))
 }
 
@@ -206,6 +206,20 @@ impl Ctx<'_> {
                 server,
                 name,
             } => self.destroy(server, name, force).await,
+            Cmd::Port {
+                server,
+                public,
+                ttl,
+                open,
+                name,
+                port,
+            } => self.port(server, name, port, public, ttl, open).await,
+            Cmd::Forward {
+                server,
+                name,
+                port,
+                local,
+            } => self.forward(server, name, port, local).await,
             Cmd::System { server, json } => self.system(server, json).await,
             Cmd::Config { json } => self.config(json).await,
             Cmd::Completions { .. } => Ok(0),
@@ -214,7 +228,7 @@ impl Ctx<'_> {
 
     /// A request to `target` (2 s connect, `total` cap); a failure becomes
     /// the error that ends the command.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         target: &Server,
         method: Method,
@@ -292,7 +306,7 @@ impl Ctx<'_> {
     }
 
     /// The first server (cache order) that has space `name`.
-    async fn find_space(
+    pub(crate) async fn find_space(
         &self,
         name: &str,
         only: Option<&str>,

@@ -9,6 +9,7 @@ mod api;
 mod commands;
 mod config;
 mod discovery;
+mod ports;
 mod stream;
 mod style;
 
@@ -187,6 +188,40 @@ enum Cmd {
         server: Option<String>,
         name: Option<String>,
     },
+    /// Print a URL for a port of a space: the authenticated proxy, or with
+    /// --public a preview link that needs no key.
+    Port {
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        /// A preview link anyone with the URL can open (no key).
+        #[arg(long)]
+        public: bool,
+        /// Lifetime of a public link in seconds (default: a day).
+        #[arg(long, value_name = "SECONDS")]
+        ttl: Option<u64>,
+        /// Open it in the browser too.
+        #[arg(long)]
+        open: bool,
+        /// Name of the space.
+        name: String,
+        /// The port inside the space.
+        port: u16,
+    },
+    /// Forward a local port to a port of a space (over the API's
+    /// WebSocket, like kubectl port-forward) until interrupted.
+    Forward {
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        /// Name of the space.
+        name: String,
+        /// The port inside the space.
+        port: u16,
+        /// The local port on 127.0.0.1 (default: the same number; 0: any
+        /// free one, printed).
+        local: Option<u16>,
+    },
     /// Show a server's system status (default: the first server).
     System {
         #[arg(short, long)]
@@ -279,4 +314,14 @@ fn main() {
     let _ = std::io::stdout().flush();
     // Exit at once: a thread may still be blocked reading stdin.
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -143,6 +143,7 @@ pub fn router(state: AppState) -> Router {
             "/api/spaces/{name}/ports/{port}/{*path}",
             axum::routing::any(ports::proxy),
         )
+        .route("/api/spaces/{name}/tunnel/{port}", get(ports::tunnel))
         .route("/p/{token}", axum::routing::any(ports::preview_root))
         .route("/p/{token}/", axum::routing::any(ports::preview_root))
         .route("/p/{token}/{*path}", axum::routing::any(ports::preview))

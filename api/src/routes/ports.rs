@@ -489,3 +489,84 @@ mod tests {
         }
     }
 }
+
+/// `GET /api/spaces/{name}/tunnel/{port}` (WebSocket): a raw TCP
+/// connection to `port` on the space's loopback, carried in binary frames
+/// both ways (what `clawdspace forward` uses, like `kubectl
+/// port-forward`). A text frame `eof` from the client half-closes (the
+/// space's side sees end of file and may still answer); the space's side
+/// ending closes the socket.
+pub async fn tunnel(
+    State(st): State<AppState>,
+    Path((name, port)): Path<(String, String)>,
+    ws: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> ApiResult<Response> {
+    let port = parse_port(&port)?;
+    let ws = ws.map_err(|e| ApiError::bad_request(format!("WebSocket upgrade required: {e}")))?;
+    let permit = st.port_limits.take(&name)?;
+    awake(&st, &name).await?;
+    let stream = st.rt.connect_port(&name, port).await?;
+    Ok(ws
+        .on_upgrade(move |socket| async move {
+            let _permit = permit;
+            pipe(socket, stream).await;
+        })
+        .into_response())
+}
+
+/// Joins a WebSocket (binary frames) and a TCP connection.
+async fn pipe(socket: axum::extract::ws::WebSocket, stream: tokio::net::TcpStream) {
+    use axum::extract::ws::Message;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut wtx, mut wrx) = socket.split();
+    let (mut rd, mut wr) = stream.into_split();
+    let up = async {
+        while let Some(Ok(m)) = wrx.next().await {
+            match m {
+                Message::Binary(b) => {
+                    if wr.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                // The client's half-close: its side has ended.
+                Message::Text(t) if t.as_str() == "eof" => break,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if wtx
+                        .send(Message::Binary(bytes::Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = wtx.close().await;
+    };
+    // The space's side ending (EOF) ends the session once its bytes are
+    // sent; the client's side ending shuts the write half down first.
+    tokio::select! {
+        _ = down => {}
+        _ = async {
+            up.await;
+            // Half-closed by the client: the space's answer may still come,
+            // for a while.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        } => {}
+    }
+}
