@@ -473,23 +473,6 @@ pub async fn revoke(
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inner_paths_refuse_dot_segments_and_drop_the_key() {
-        assert_eq!(inner_target("", None).ok().as_deref(), Some("/"));
-        assert_eq!(
-            inner_target("a/b/", Some("x=1&key=k&y")).ok().as_deref(),
-            Some("/a/b/?x=1&y")
-        );
-        for bad in ["..", "a/../b", "%2e%2e/x", "./a", "a/%2E"] {
-            assert!(inner_target(bad, None).is_err(), "{bad}");
-        }
-    }
-}
-
 /// `GET /api/spaces/{name}/tunnel/{port}` (WebSocket): a raw TCP
 /// connection to `port` on the space's loopback, carried in binary frames
 /// both ways (what `clawdspace forward` uses, like `kubectl
@@ -526,16 +509,15 @@ async fn pipe(socket: axum::extract::ws::WebSocket, stream: tokio::net::TcpStrea
     let (mut rd, mut wr) = stream.into_split();
     let up = async {
         while let Some(Ok(m)) = wrx.next().await {
-            match m {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+            let more = match m {
+                Message::Binary(b) => wr.write_all(&b).await.is_ok(),
                 // The client's half-close: its side has ended.
-                Message::Text(t) if t.as_str() == "eof" => break,
-                Message::Close(_) => break,
-                _ => {}
+                Message::Text(t) if t.as_str() == "eof" => false,
+                Message::Close(_) => false,
+                _ => true,
+            };
+            if !more {
+                break;
             }
         }
         let _ = wr.shutdown().await;
@@ -568,5 +550,22 @@ async fn pipe(socket: axum::extract::ws::WebSocket, stream: tokio::net::TcpStrea
             // for a while.
             tokio::time::sleep(Duration::from_secs(60)).await;
         } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_paths_refuse_dot_segments_and_drop_the_key() {
+        assert_eq!(inner_target("", None).ok().as_deref(), Some("/"));
+        assert_eq!(
+            inner_target("a/b/", Some("x=1&key=k&y")).ok().as_deref(),
+            Some("/a/b/?x=1&y")
+        );
+        for bad in ["..", "a/../b", "%2e%2e/x", "./a", "a/%2E"] {
+            assert!(inner_target(bad, None).is_err(), "{bad}");
+        }
     }
 }
