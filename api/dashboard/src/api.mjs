@@ -103,7 +103,23 @@ export const api = {
   start: (node, name) => call('POST', space(node, name, '/start')),
   destroy: (node, name) => call('DELETE', space(node, name)),
   exec: (node, name, command) => call('POST', space(node, name, '/exec'), { command }),
+  openPort: (node, name, port, isPublic) =>
+    call('POST', space(node, name, '/ports'), { port, public: isPublic }),
+  previews: (node, name) => call('GET', space(node, name, '/ports')).then((d) => d.previews),
+  revokePort: (node, name, port) => call('DELETE', space(node, name, `/ports?port=${port}`)),
 };
+
+/**
+ * A port URL as this page can open it. The server's answer names the host
+ * it was asked at: for this server, this page's origin; for another node
+ * (asked through the relay), that node's own address, which is right for
+ * a public link and, for the keyed proxy, replaced by the relay path.
+ */
+export function portLink(node, url, isPublic) {
+  const u = new URL(url);
+  if (!node || node === selfNode) return `${location.origin}${u.pathname}`;
+  return isPublic ? url : `${base(node)}${u.pathname}`;
+}
 
 /**
  * The WebSocket URL of streaming exec in space `name` of `node` (the key as

@@ -1,7 +1,7 @@
 // The dashboard: polls the API every 2 s, keeps a few minutes of history for
 // the charts, and drives the dialogs (key, create, exec, destroy, terminal).
 
-import { api, ApiError, adoptKeyFromUrl, getKey, setKey, setSelfNode } from './api.mjs';
+import { api, ApiError, adoptKeyFromUrl, getKey, portLink, setKey, setSelfNode } from './api.mjs';
 import { Series, draw } from './charts.mjs';
 import * as fmt from './format.mjs';
 import { MISSING_TEXT, openTerminal, terminalAvailable } from './terminal.mjs';
@@ -291,6 +291,7 @@ function buildRow(s) {
   actions.append(
     button('Run', label('Run a command in', s), () => openExec(node, name), 'run'),
     button('Terminal', label('Open a terminal in', s), () => openTerm(node, name), 'term'),
+    button('Ports', label('Ports of', s), () => openPorts(node, name), 'ports'),
     button('Pause', label('Pause', s), (ev) => toggle(node, name, ev.currentTarget), 'toggle'),
     button('Destroy', label('Destroy', s), () => askDestroy(node, name), 'danger'),
   );
@@ -310,6 +311,7 @@ function updateRow(tr, s, now) {
   for (const b of tr.querySelectorAll('.actions button')) b.disabled = s.stale;
   tr.querySelector('button.run').setAttribute('aria-label', label('Run a command in', s));
   tr.querySelector('button.term').setAttribute('aria-label', label('Open a terminal in', s));
+  tr.querySelector('button.ports').setAttribute('aria-label', label('Ports of', s));
   tr.querySelector('button.danger').setAttribute('aria-label', label('Destroy', s));
   const st = tr.querySelector('[data-col=status]');
   if (st.dataset.status !== s.status) {
@@ -563,6 +565,57 @@ $('form-exec').addEventListener('submit', async (ev) => {
     $('exec-stdout').textContent = r.stdout;
     $('exec-stderr').textContent = r.stderr;
     $('exec-result').hidden = false;
+  });
+});
+
+// Ports
+let portsSpace = null;
+async function listPreviews() {
+  const { node, name } = portsSpace;
+  const list = $('ports-list');
+  list.replaceChildren();
+  const previews = await api.previews(node, name);
+  $('ports-none').hidden = previews.length > 0;
+  for (const p of previews) {
+    const li = document.createElement('li');
+    li.textContent = `Port ${p.port} · link ${p.id} · expires ${new Date(p.expiresAt).toLocaleString()} `;
+    li.append(button('Revoke', `Revoke the links to port ${p.port}`, async () => {
+      try {
+        await api.revokePort(node, name, p.port);
+        await listPreviews();
+      } catch (e) {
+        if (!handleError(e)) showError($('ports-error'), e.message);
+      }
+    }));
+    list.append(li);
+  }
+}
+
+function openPorts(node, name) {
+  portsSpace = { node, name };
+  $('ports-title').textContent = `Ports of ${name}${fleet() ? ` on ${node}` : ''}`;
+  showError($('ports-error'), '');
+  $('ports-result').hidden = true;
+  openDialog($('dlg-ports'), $('ports-port'));
+  listPreviews().catch((e) => { if (!handleError(e)) showError($('ports-error'), e.message); });
+}
+
+$('form-ports').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const port = Number($('ports-port').value);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    showError($('ports-error'), 'Invalid port (1-65535)');
+    return;
+  }
+  await submitting($('ports-submit'), 'Getting…', $('ports-error'), async () => {
+    const { node, name } = portsSpace;
+    const r = await api.openPort(node, name, port, $('ports-public').checked);
+    // The authenticated URL opens with the key in the address (?key=).
+    const link = portLink(node, r.url, r.public);
+    $('ports-link').href = r.public ? link : `${link}?key=${encodeURIComponent(getKey())}`;
+    $('ports-link').textContent = r.public ? link : `${link} (opens with your key)`;
+    $('ports-result').hidden = false;
+    if (r.public) await listPreviews();
   });
 });
 

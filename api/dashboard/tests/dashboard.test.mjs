@@ -129,6 +129,35 @@ try {
       `Run a command in ${name}`);
   });
 
+  await step('ports: a public link to a server in the space opens without the key', async () => {
+    const r = await fetch(`${URL}/api/spaces/${name}/exec`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ command: 'mkdir -p $HOME/www && echo hello-preview > $HOME/www/index.html && httpd -p 127.0.0.1:8000 -h $HOME/www' }),
+    });
+    assert.equal((await r.json()).exitCode, 0);
+    await page.getByRole('button', { name: `Ports of ${name}` }).click();
+    const dlg = page.locator('#dlg-ports');
+    await dlg.getByLabel('Port').fill('8000');
+    await dlg.getByLabel('Public link (24 h)').check();
+    await dlg.getByRole('button', { name: 'Get link' }).click();
+    const link = page.locator('#ports-link');
+    await link.waitFor();
+    const href = await link.getAttribute('href');
+    assert.match(href, /\/p\/[0-9a-f]{48}\/$/);
+    await page.locator('#ports-list li').first().waitFor();
+    // Opened in a fresh context: no key anywhere.
+    const other = await browser.newContext();
+    const p2 = await other.newPage();
+    await p2.goto(href);
+    assert.equal((await p2.locator('body').innerText()).trim(), 'hello-preview');
+    await other.close();
+    await dlg.getByRole('button', { name: 'Revoke the links to port 8000' }).click();
+    await page.locator('#ports-none').waitFor({ state: 'visible' });
+    await page.keyboard.press('Escape');
+    await dlg.waitFor({ state: 'hidden' });
+  });
+
   await step('web terminal: typed input is echoed, the shell answers, resize reaches the PTY', async () => {
     await page.getByRole('button', { name: `Open a terminal in ${name}` }).click();
     await page.locator('#term-status').filter({ hasText: 'connected' }).waitFor();
