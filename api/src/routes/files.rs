@@ -528,7 +528,6 @@ impl futures_util::Stream for ArchiveStream {
     }
 }
 
-
 /// Extracts a tar stream into a directory (created if missing).
 #[utoipa::path(put, path = "/api/spaces/{name}/archive", tag = "files",
     params(("name" = String, Path, description = "Space name"),
