@@ -50,7 +50,9 @@ export function adoptKeyFromUrl() {
 export async function call(method, path, body) {
   const headers = { Authorization: `Bearer ${getKey()}` };
   const init = { method, headers };
-  if (body !== undefined) {
+  if (body instanceof Blob) {
+    init.body = body; // raw bytes (uploads)
+  } else if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -107,6 +109,36 @@ export const api = {
     call('POST', space(node, name, '/ports'), { port, public: isPublic }),
   previews: (node, name) => call('GET', space(node, name, '/ports')).then((d) => d.previews),
   revokePort: (node, name, port) => call('DELETE', space(node, name, `/ports?port=${port}`)),
+  destroyWithVolume: (node, name) => call('DELETE', space(node, name, '?removeVolume=true')),
+  /** A directory under /workspace (`rel` relative to it). */
+  list: (node, name, rel) => call('GET', space(node, name, `/files?path=${encodeURIComponent(rel)}`)),
+  /** The first `maxBytes` of a file under /workspace, base64. */
+  head: (node, name, rel, maxBytes) =>
+    call('GET', space(node, name, `/file?path=${encodeURIComponent(rel)}&maxBytes=${maxBytes}`)),
+  /** Streams `blob` into the absolute path `abs`. */
+  upload: (node, name, abs, blob) =>
+    call('PUT', space(node, name, `/fs?path=${encodeURIComponent(abs)}&mkdirs=true`), blob),
+  remove: (node, name, abs) => call('DELETE', space(node, name, `/fs?path=${encodeURIComponent(abs)}`)),
+  /** The file `abs` as a Blob. */
+  download: async (node, name, abs) => {
+    let resp;
+    try {
+      resp = await fetch(space(node, name, `/fs?path=${encodeURIComponent(abs)}`),
+        { headers: { Authorization: `Bearer ${getKey()}` } });
+    } catch (e) {
+      throw new ApiError(0, `Cannot reach the server (${e.message})`);
+    }
+    if (!resp.ok) {
+      let msg = `HTTP ${resp.status}`;
+      try {
+        msg = (await resp.json()).error || msg;
+      } catch {
+        // not JSON
+      }
+      throw new ApiError(resp.status, msg);
+    }
+    return resp.blob();
+  },
 };
 
 /**

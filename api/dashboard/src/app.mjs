@@ -5,6 +5,7 @@ import { api, ApiError, adoptKeyFromUrl, getKey, portLink, setKey, setSelfNode }
 import { Series, draw } from './charts.mjs';
 import * as fmt from './format.mjs';
 import { MISSING_TEXT, openTerminal, terminalAvailable } from './terminal.mjs';
+import { initFiles, openFiles } from './files.mjs';
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
@@ -291,6 +292,7 @@ function buildRow(s) {
   actions.append(
     button('Run', label('Run a command in', s), () => openExec(node, name), 'run'),
     button('Terminal', label('Open a terminal in', s), () => openTerm(node, name), 'term'),
+    button('Files', label('Files of', s), () => openFiles(node, name), 'files'),
     button('Ports', label('Ports of', s), () => openPorts(node, name), 'ports'),
     button('Pause', label('Pause', s), (ev) => toggle(node, name, ev.currentTarget), 'toggle'),
     button('Destroy', label('Destroy', s), () => askDestroy(node, name), 'danger'),
@@ -311,6 +313,7 @@ function updateRow(tr, s, now) {
   for (const b of tr.querySelectorAll('.actions button')) b.disabled = s.stale;
   tr.querySelector('button.run').setAttribute('aria-label', label('Run a command in', s));
   tr.querySelector('button.term').setAttribute('aria-label', label('Open a terminal in', s));
+  tr.querySelector('button.files').setAttribute('aria-label', label('Files of', s));
   tr.querySelector('button.ports').setAttribute('aria-label', label('Ports of', s));
   tr.querySelector('button.danger').setAttribute('aria-label', label('Destroy', s));
   const st = tr.querySelector('[data-col=status]');
@@ -540,6 +543,9 @@ $('form-create').addEventListener('submit', async (ev) => {
   });
 });
 
+// Files
+initFiles({ openDialog, showError });
+
 // Exec
 let execSpace = null;
 function openExec(node, name) {
@@ -625,6 +631,7 @@ function askDestroy(node, name) {
   destroySpace = { node, name };
   $('destroy-name').textContent = name;
   $('destroy-node').textContent = fleet() ? ` on ${node}` : '';
+  $('destroy-volume').checked = false;
   showError($('destroy-error'), '');
   openDialog($('dlg-destroy'), $('destroy-cancel'));
 }
@@ -632,7 +639,7 @@ function askDestroy(node, name) {
 $('form-destroy').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   await submitting($('destroy-submit'), 'Destroying…', $('destroy-error'), async () => {
-    await api.destroy(destroySpace.node, destroySpace.name);
+    await ($('destroy-volume').checked ? api.destroyWithVolume : api.destroy)(destroySpace.node, destroySpace.name);
     $('dlg-destroy').close();
     refreshNow();
   });

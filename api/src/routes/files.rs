@@ -3,6 +3,7 @@
 //! absolute paths), plus the volumes kept by destroyed spaces.
 
 use std::collections::HashMap;
+use std::future::Future as _;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -527,13 +528,11 @@ impl futures_util::Stream for ArchiveStream {
     }
 }
 
-use std::future::Future as _;
-
 /// Extracts a tar stream into a directory (created if missing).
 #[utoipa::path(put, path = "/api/spaces/{name}/archive", tag = "files",
     params(("name" = String, Path, description = "Space name"),
         ("path" = String, Query, description = "Absolute path of the directory to extract into")),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A tar stream (any content type is accepted)"),
     responses((status = 200, body = Message), (status = 400, body = ErrorJson, description = "A bad or hostile archive (names the entry)"),
         (status = 401, body = ErrorJson), (status = 404, body = ErrorJson), (status = 507, body = ErrorJson)))]
 pub async fn archive_put(
@@ -581,4 +580,24 @@ pub async fn remove_volume(
     Ok(Json(Message {
         message: "Volume removed".into(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 10))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 10))));
+        assert_eq!(parse_range("bytes=90-200", 100), Some(Ok((90, 10))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 10))));
+        assert_eq!(parse_range("bytes=-500", 100), Some(Ok((0, 100))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=5-4", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=-0", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=x-1", 100), None);
+    }
 }
