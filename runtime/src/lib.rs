@@ -10,6 +10,7 @@ mod config;
 mod error;
 pub mod exec;
 mod fsutil;
+mod git;
 pub mod gpu;
 pub mod host;
 pub mod image;
@@ -32,7 +33,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
 pub use spaces::{
-    CreateSpace, ExecActivity, Runtime, SpaceName, INVALID_NAME, MIN_DISK, MIN_MEMORY,
+    check_env_var, CreateSpace, EnvFile, ExecActivity, GitPush, RepoClone, Runtime, SpaceName,
+    DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY,
     MIN_NANO_CPUS,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};

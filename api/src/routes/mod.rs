@@ -2,6 +2,7 @@
 //! stats, the OpenAPI document and the web dashboard.
 
 pub mod dashboard;
+pub mod git;
 pub mod spaces;
 pub mod stats;
 pub mod system;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/spaces/{name}/start", post(spaces::start))
         .route("/api/spaces/{name}/exec", post(spaces::exec))
         .route("/api/spaces/{name}/exec/ws", get(ws::exec_ws))
+        .route("/api/spaces/{name}/git/push", post(git::push))
         .route("/api/spaces/{name}/stats", get(stats::stats))
         .route("/api/system", get(system::system))
         .route("/api/system/capabilities", get(system::capabilities))

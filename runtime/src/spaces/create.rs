@@ -14,6 +14,7 @@ use crate::space_id::new_space_id;
 use crate::spec::space_env;
 use crate::store::{Space, SpaceStatus, SpaceUser};
 
+use super::extras::{self, merge_env, EnvFile, RepoClone};
 use super::name::SpaceName;
 use super::registry::{lock, Entry};
 use super::{blocking, Runtime};
@@ -48,6 +49,14 @@ pub struct CreateSpace {
     pub network: NetworkMode,
     /// Disk limit in bytes (needs project quotas on the state dir).
     pub disk: Option<u64>,
+    /// Environment added to the image's, for the init and every exec
+    /// (checked by [`crate::check_env_var`]).
+    pub env: Vec<(String, String)>,
+    /// A file written into the space as its user once it runs.
+    pub env_file: Option<EnvFile>,
+    /// A repository cloned into `/workspace` as the space's user once it
+    /// runs (after `env_file`).
+    pub repo: Option<RepoClone>,
 }
 
 impl CreateSpace {
@@ -64,14 +73,18 @@ impl CreateSpace {
             gpus: None,
             network: NetworkMode::default(),
             disk: None,
+            env: Vec::new(),
+            env_file: None,
+            repo: None,
         }
     }
 }
 
 impl Runtime {
-    /// Creates and starts a space. All or nothing: on any failure nothing of
-    /// it remains (no record, mount, cgroup, process or directory). Runs to
-    /// the end even if the caller goes away.
+    /// Creates and starts a space, then writes its environment file and
+    /// clones its repository when asked. All or nothing: on any failure
+    /// nothing of it remains (no record, mount, cgroup, process or
+    /// directory). Runs to the end even if the caller goes away.
     pub async fn create(&self, req: CreateSpace) -> Result<Space> {
         self.detached(move |rt| async move { rt.create_now(req).await })
             .await
@@ -98,6 +111,7 @@ impl Runtime {
             let dir = self.inner.store.dir().to_path_buf();
             blocking("checking disk quotas", move || quota::check_available(&dir)).await?;
         }
+        extras::check(&req)?;
         // No limit asked for: the server's default, if quotas allow one.
         let disk = req.disk.or(self.inner.config.default_disk);
         if self.entry(&req.name).is_ok() {
@@ -172,7 +186,11 @@ impl Runtime {
             status: SpaceStatus::Creating,
             init_pid: None,
             init_start_time: None,
-            env: space_env(&image.image.config.env, &req.name, &user.home),
+            env: {
+                let mut env = space_env(&image.image.config.env, &req.name, &user.home);
+                merge_env(&mut env, &req.env);
+                env
+            },
             user,
             layers: image.layer_dirs,
             network: SpaceNetwork {
@@ -201,7 +219,9 @@ impl Runtime {
                 let addr = self.net(move |n| n.allocate(&id)).await?;
                 lock(&entry.rec).network.address = Some(addr);
             }
-            self.start_init(&entry).await
+            let s = self.start_init(&entry).await?;
+            self.apply_extras(&s, &req).await?;
+            Ok::<_, Error>(s)
         };
         match started.await {
             Ok(s) => {

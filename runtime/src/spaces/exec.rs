@@ -78,13 +78,21 @@ impl Runtime {
             }
         };
         let _ = self.touch(name);
+        let handle = self.spawn_in(&s, req).await?;
+        Ok((handle, guard))
+    }
+
+    /// Starts `req` in the running space `s`: its user, working directory
+    /// and environment unless `req` overrides them. The caller made sure
+    /// the space runs (and keeps it so).
+    pub(super) async fn spawn_in(&self, s: &Space, req: &ExecRequest) -> Result<ExecHandle> {
         let (uid, gid, gids) = if req.cwd.is_none() && req.user.is_none() {
             let u = &s.user;
             (u.uid, u.gid, u.additional_gids.clone())
         } else {
             // Both read the space's files: off the async threads.
             let (rootfs, space, cwd, user) = (
-                self.rootfs_dir(&s),
+                self.rootfs_dir(s),
                 s.clone(),
                 req.cwd.clone(),
                 req.user.clone(),
@@ -113,11 +121,10 @@ impl Runtime {
             space_uid: s.user.uid,
             tty: None,
         };
-        let handle = match req.tty {
-            Some((cols, rows)) => self.spawn_tty(wreq, cols, rows).await?,
-            None => self.spawn_piped(wreq, req.stdin.is_some()).await?,
-        };
-        Ok((handle, guard))
+        match req.tty {
+            Some((cols, rows)) => self.spawn_tty(wreq, cols, rows).await,
+            None => self.spawn_piped(wreq, req.stdin.is_some()).await,
+        }
     }
 
     async fn spawn_piped(

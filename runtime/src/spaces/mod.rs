@@ -7,7 +7,8 @@
 //! One home per operation: [`registry`] (entries, locks, activity),
 //! [`create`] (validation, create and rollback), [`bundle`] (bundle and init
 //! start), [`lifecycle`] (destroy, pause, resume, start), [`exec`] (piped and
-//! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`images`]
+//! TTY exec), [`extras`] (env, env file and clone at create; git push),
+//! [`recovery`] (init watcher, restore, quarantine), [`images`]
 //! (image wrappers), [`cpu`] (CPU% samples). This module holds the handle,
 //! `open` and accessors.
 
@@ -35,6 +36,7 @@ mod bundle;
 mod cpu;
 mod create;
 mod exec;
+mod extras;
 mod images;
 mod lifecycle;
 mod name;
@@ -43,6 +45,10 @@ mod registry;
 
 pub use create::{CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
 pub use exec::ExecActivity;
+pub use extras::{
+    check_env_var, EnvFile, GitPush, RepoClone, DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST,
+    MAX_ENV_FILE,
+};
 pub use name::{SpaceName, INVALID_NAME};
 use registry::Entry;
 
