@@ -220,7 +220,20 @@ impl Runtime {
                 lock(&entry.rec).network.address = Some(addr);
             }
             let s = self.start_init(&entry).await?;
-            self.apply_extras(&s, &req).await?;
+            if let Err(e) = self.apply_extras(&s, &req).await {
+                // The space ran and has a durable record: mark it as being
+                // destroyed, so a crash during the rollback finishes it
+                // instead of bringing the space back.
+                let snap = {
+                    let mut r = lock(&entry.rec);
+                    r.status = SpaceStatus::Destroying;
+                    r.clone()
+                };
+                if let Err(e2) = self.save(snap, true).await {
+                    tracing::warn!(space = %req.name, "marking a failed create: {e2}");
+                }
+                return Err(e);
+            }
             Ok::<_, Error>(s)
         };
         match started.await {
@@ -230,6 +243,8 @@ impl Runtime {
             }
             Err(e) => {
                 tracing::warn!(space = %req.name, "create failed, rolling back: {e}");
+                // Its init's watcher, if it started one, must not restart it.
+                lock(&entry.rec).status = SpaceStatus::Destroying;
                 let rollback = self.teardown(&space).await;
                 if let Err(e2) = &rollback {
                     tracing::error!(space = %req.name, "rollback failed: {e2}");
