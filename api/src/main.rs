@@ -11,6 +11,7 @@ mod openapi;
 mod routes;
 mod server;
 mod sleep;
+mod stream;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -55,6 +55,20 @@ pub struct SpaceJson {
     /// when one was asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
+    /// The persistent volume mounted at `/workspace` (absent for spaces
+    /// created before volumes existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume: Option<SpaceVolume>,
+}
+
+/// A space's workspace volume.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SpaceVolume {
+    /// Volume name (see `GET /api/volumes`).
+    pub name: String,
+    /// Always `/workspace`.
+    #[schema(example = "/workspace")]
+    pub mountpoint: String,
 }
 
 impl From<&Space> for SpaceJson {
@@ -73,6 +87,10 @@ impl From<&Space> for SpaceJson {
             network: s.network.mode.to_string(),
             ip_address: s.network.address.map(|a| a.to_string()),
             disk: s.disk,
+            volume: s.volume.as_ref().map(|v| SpaceVolume {
+                name: v.clone(),
+                mountpoint: clawdspace_runtime::WORKSPACE.into(),
+            }),
         }
     }
 }

@@ -15,7 +15,6 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Proc, Stdio};
 use std::sync::{Arc, Mutex};
@@ -58,7 +57,7 @@ fn copy_in(root: &Path, p: &Path) {
 }
 
 /// Busybox plus the host's git, its https helper and their libraries,
-/// `ca` as the CA bundle, and `/workspace` owned by the space's user.
+/// `ca` as the CA bundle.
 fn git_rootfs(root: &Path, ca: &Path) {
     clawdspace_runtime::image::busybox_rootfs(root).expect("busybox rootfs");
     let bins = [
@@ -89,11 +88,6 @@ fn git_rootfs(root: &Path, ca: &Path) {
     let certs = root.join("etc/ssl/certs");
     fs::create_dir_all(&certs).expect("certs dir");
     fs::copy(ca, certs.join("ca-certificates.crt")).expect("ca");
-    // The workspace volume is mounted here when the daemon has one.
-    let ws = root.join("workspace");
-    fs::create_dir_all(&ws).expect("workspace");
-    chown(&ws, Some(1000), Some(1000)).expect("chown workspace");
-    fs::set_permissions(&ws, fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
 /// "The internet": a network namespace joined to the host by a veth, with

@@ -61,6 +61,18 @@ pub enum Error {
     /// (maps to 500).
     #[error("disk limit: {0}")]
     DiskLimit(String),
+    /// No volume with this name (maps to 404).
+    #[error("Volume not found")]
+    VolumeNotFound,
+    /// The volume is mounted by a space (maps to 409).
+    #[error("volume {0} is in use by space {1}")]
+    VolumeInUse(String, String),
+    /// A file or directory asked for does not exist in the space (maps to 404).
+    #[error("{0}")]
+    FileNotFound(String),
+    /// A write ran out of the space's disk quota or the disk (maps to 507).
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// Broad class of an [`Error`], for mapping to a protocol status.
@@ -76,6 +88,8 @@ pub enum ErrorKind {
     Internal,
     /// An upstream service (a registry) failed.
     Upstream,
+    /// Out of disk quota or disk space.
+    InsufficientStorage,
 }
 
 impl Error {
@@ -83,8 +97,14 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidInput(_) | Error::ImageNotFound(_) => ErrorKind::Invalid,
-            Error::SpaceNotFound => ErrorKind::NotFound,
-            Error::SpaceExists | Error::NotRunning | Error::ImageInUse(..) => ErrorKind::Conflict,
+            Error::SpaceNotFound | Error::VolumeNotFound | Error::FileNotFound(_) => {
+                ErrorKind::NotFound
+            }
+            Error::SpaceExists
+            | Error::NotRunning
+            | Error::ImageInUse(..)
+            | Error::VolumeInUse(..) => ErrorKind::Conflict,
+            Error::DiskFull(_) => ErrorKind::InsufficientStorage,
             Error::Io { .. }
             | Error::Container(_)
             | Error::State(_)

@@ -6,10 +6,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-
-/// Where the space's workspace is mounted; clones go under it and pushes
-/// start from it.
-pub const WORKSPACE: &str = "/workspace";
+use crate::WORKSPACE;
 
 /// Environment variable that carries a token to the credential helper of a
 /// `git` process the runtime starts (never written to any file).

@@ -64,6 +64,12 @@ impl Root {
         Ok(Root { fd: f.into() })
     }
 
+    /// A root of the directory `fd` is open on (say one resolved inside
+    /// another root).
+    pub fn from_fd(fd: OwnedFd) -> Root {
+        Root { fd }
+    }
+
     /// The root's own descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -33,9 +33,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
 pub use spaces::{
-    check_env_var, CreateSpace, EnvFile, ExecActivity, GitPush, RepoClone, Runtime, SpaceName,
+    check_env_var, normalize_path, workspace_path, CreateSpace, DirEntry, EnvFile, ExecActivity,
+    FileInfo, FileKind, GitPush, PutOptions, RepoClone, Runtime, SpaceName, VolumeInfo,
     DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY,
-    MIN_NANO_CPUS,
+    MIN_NANO_CPUS, WORKSPACE,
 };
 pub use store::{Space, SpaceStatus, SpaceUser};
 pub use worker::PoolStats;

@@ -144,19 +144,37 @@ fn free_project(f: &File, space_id: &str) -> Result<u32> {
 }
 
 /// Limits what the space writes into `upper` (and overlayfs' `work`, on
-/// the same filesystem) to `bytes`. Idempotent: a space that already has a
-/// project keeps it. Fails unless the filesystem enforces the limit.
-pub fn apply(upper: &Path, work: &Path, space_id: &str, bytes: u64) -> Result<()> {
+/// the same filesystem) and into its workspace volume `volume`, when it has
+/// one, to `bytes` together. Idempotent: a space that already has a project
+/// keeps it, and a reattached volume brings its project along (its files
+/// are already charged to it). Fails unless the filesystem enforces the
+/// limit.
+pub fn apply(
+    upper: &Path,
+    work: &Path,
+    volume: Option<&Path>,
+    space_id: &str,
+    bytes: u64,
+) -> Result<()> {
     check_available(upper)?;
     let f = open_dir(upper)?;
-    let current = get_xattr(&f)?.projid;
+    let dirs: Vec<&Path> = volume.into_iter().chain([upper, work]).collect();
+    let mut current = 0;
+    for d in &dirs {
+        let id = get_xattr(&open_dir(d)?)?.projid;
+        if id >= FIRST_PROJECT {
+            current = id;
+            break;
+        }
+    }
     let id = if current >= FIRST_PROJECT {
         current
     } else {
         free_project(&f, space_id)?
     };
-    set_project(upper, id)?;
-    set_project(work, id)?;
+    for d in &dirs {
+        set_project(d, id)?;
+    }
     set_limit(&f, id, bytes)
 }
 
@@ -247,7 +265,7 @@ mod tests {
         );
         if !enforced {
             // And a limit is never "applied" where it would not hold.
-            let e = apply(dir.path(), dir.path(), &"a".repeat(64), 1 << 30)
+            let e = apply(dir.path(), dir.path(), None, &"a".repeat(64), 1 << 30)
                 .expect_err("no enforcement");
             let e = not_applied("dev", 10 << 20, e).to_string();
             assert!(e.contains("space dev has a disk limit of 10 MiB"), "{e}");

@@ -248,6 +248,7 @@ mod tests {
             layers: vec![],
             network: Default::default(),
             disk: None,
+            volume: None,
         }
     }
 

@@ -103,6 +103,10 @@ pub struct Space {
     /// Disk limit of the space's writable layer in bytes (project quota).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
+    /// The persistent volume mounted at `/workspace` (spaces created
+    /// before volumes existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
 }
 
 impl Space {

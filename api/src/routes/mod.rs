@@ -2,6 +2,7 @@
 //! stats, the OpenAPI document and the web dashboard.
 
 pub mod dashboard;
+pub mod files;
 pub mod git;
 pub mod spaces;
 pub mod stats;
@@ -71,6 +72,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/spaces/{name}/exec/ws", get(ws::exec_ws))
         .route("/api/spaces/{name}/git/push", post(git::push))
         .route("/api/spaces/{name}/stats", get(stats::stats))
+        .route("/api/spaces/{name}/files", get(files::list))
+        .route(
+            "/api/spaces/{name}/file",
+            get(files::read).put(files::write),
+        )
+        .route(
+            "/api/spaces/{name}/fs",
+            get(files::get).put(files::put).delete(files::delete),
+        )
+        .route("/api/spaces/{name}/fs/stat", get(files::stat))
+        .route(
+            "/api/spaces/{name}/archive",
+            get(files::archive_get).put(files::archive_put),
+        )
+        .route("/api/volumes", get(files::volumes))
+        .route(
+            "/api/volumes/{name}",
+            axum::routing::delete(files::remove_volume),
+        )
         .route("/api/system", get(system::system))
         .route("/api/system/capabilities", get(system::capabilities))
         .route("/", get(dashboard::index))

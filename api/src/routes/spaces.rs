@@ -110,15 +110,19 @@ pub async fn get(
     }))
 }
 
-/// Destroys a space and its files.
+/// Destroys a space and its files; its `/workspace` volume is kept unless
+/// `removeVolume=true`.
 #[utoipa::path(delete, path = "/api/spaces/{name}", tag = "spaces",
-    params(("name" = String, Path, description = "Space name")),
+    params(("name" = String, Path, description = "Space name"),
+        ("removeVolume" = Option<bool>, Query, description = "Delete the space's /workspace volume too (default: keep it for a new space of the same name)")),
     responses((status = 200, body = Message), (status = 401, body = ErrorJson), (status = 404, body = ErrorJson)))]
 pub async fn destroy(
     State(st): State<AppState>,
     Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Json<Message>> {
-    st.rt.destroy(&name).await?;
+    let remove_volume = q.get("removeVolume").is_some_and(|v| v == "true");
+    st.rt.destroy_space(&name, remove_volume).await?;
     Ok(message("Space destroyed"))
 }
 

@@ -10,7 +10,7 @@ mod layout;
 mod manifest;
 mod pull;
 mod reference;
-mod unpack;
+pub(crate) mod unpack;
 mod user;
 
 use std::fs::{self, File};

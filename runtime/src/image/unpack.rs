@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{
-    fchmod, fchmodat, fstatat, futimens, mknodat, utimensat, FchmodatFlags, Mode, SFlag,
+    fchmod, fchmodat, fstatat, futimens, mknodat, utimensat, FchmodatFlags, Mode as NixMode, SFlag,
     UtimensatFlags,
 };
 use nix::sys::time::TimeSpec;
@@ -38,20 +38,48 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 /// `max_bytes` of file content (sparse files included).
 pub fn unpack_layer<R: Read>(tar: R, dest: &Path, max_bytes: u64) -> Result<()> {
     let root = Root::open(dest).map_err(|e| Error::io(format!("open {}", dest.display()), e))?;
+    unpack(tar, root, Mode::Layer, SizeCap::new("layer", max_bytes))
+}
+
+/// Extracts `tar` into the directory `dest` of a space (a tar a client
+/// sent), with the protections layers get: no entry is reached through a
+/// symlink or `..`, hardlinks stay inside `dest`. Unlike a layer, every
+/// entry is owned by `owner`, set-uid/set-gid bits and xattrs are dropped,
+/// and `.wh.` names are ordinary files. A write that runs out of disk or
+/// quota is [`Error::DiskFull`].
+pub fn unpack_into_space<R: Read>(tar: R, dest: Root, owner: (u32, u32)) -> Result<()> {
+    unpack(
+        tar,
+        dest,
+        Mode::Space(Uid::from_raw(owner.0), Gid::from_raw(owner.1)),
+        SizeCap::new("archive", u64::MAX),
+    )
+}
+
+fn unpack<R: Read>(tar: R, root: Root, mode: Mode, cap: std::sync::Arc<SizeCap>) -> Result<()> {
     let mut u = Unpacker {
         root,
-        written: SizeCap::new("layer", max_bytes),
+        mode,
+        written: cap,
         dir_times: Vec::new(),
+        disk_full: false,
     };
+    let what = u.mode.what();
     let mut archive = tar::Archive::new(tar);
     for entry in archive
         .entries()
-        .map_err(|e| Error::InvalidInput(format!("read layer: {e}")))?
+        .map_err(|e| Error::InvalidInput(format!("read {what}: {e}")))?
     {
-        let mut entry = entry.map_err(|e| Error::InvalidInput(format!("read layer: {e}")))?;
+        let mut entry = entry.map_err(|e| Error::InvalidInput(format!("read {what}: {e}")))?;
         let raw = entry.path_bytes().into_owned();
-        u.entry(&raw, &mut entry)
-            .map_err(|why| Error::InvalidInput(format!("layer entry {}: {why}", show(&raw))))?;
+        if let Err(why) = u.entry(&raw, &mut entry) {
+            let msg = format!("{what} entry {}: {why}", show(&raw));
+            return Err(if u.disk_full {
+                Error::DiskFull(msg)
+            } else {
+                Error::InvalidInput(msg)
+            });
+        }
     }
     // Directory times last: unpacking into a directory changes its mtime.
     for (path, mtime) in std::mem::take(&mut u.dir_times) {
@@ -60,15 +88,34 @@ pub fn unpack_layer<R: Read>(tar: R, dest: &Path, max_bytes: u64) -> Result<()> 
             .open_at(
                 &path,
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-                Mode::empty(),
+                NixMode::empty(),
                 Resolve::NoSymlinks,
             )
             .and_then(|fd| set_mtime(fd.as_fd(), mtime));
         if let Err(e) = set {
-            tracing::debug!(path = %path.display(), "layer directory time not set: {e}");
+            tracing::debug!(path = %path.display(), "{what} directory time not set: {e}");
         }
     }
     Ok(())
+}
+
+/// What is being unpacked, and so which rules apply.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// An image layer: owners, modes and kept xattrs from the tar, OCI
+    /// whiteouts converted.
+    Layer,
+    /// A client's archive into a space: everything owned by this user.
+    Space(Uid, Gid),
+}
+
+impl Mode {
+    fn what(self) -> &'static str {
+        match self {
+            Mode::Layer => "layer",
+            Mode::Space(..) => "archive",
+        }
+    }
 }
 
 /// A layer path for messages (never lossy about what it was).
@@ -81,21 +128,27 @@ type Why = String;
 
 struct Unpacker {
     root: Root,
+    mode: Mode,
     written: std::sync::Arc<SizeCap>,
     dir_times: Vec<(PathBuf, u64)>,
+    /// A write failed for want of disk or quota.
+    disk_full: bool,
 }
 
 /// What the header says about an entry's owner, mode and time.
 struct Meta {
     uid: Uid,
     gid: Gid,
-    mode: Mode,
+    mode: NixMode,
     mtime: u64,
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
 impl Unpacker {
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<'_, R>) -> Result<(), Why> {
+        if matches!(self.mode, Mode::Space(..)) && raw.starts_with(b"/") {
+            return Err("absolute names are not allowed in an archive".into());
+        }
         let comps = components(raw)?;
         let Some((&name, parents)) = comps.split_last() else {
             return Ok(()); // the layer's root directory itself
@@ -106,11 +159,12 @@ impl Unpacker {
             .create_dir_all(&parent_path, 0o755, None, Resolve::NoSymlinks)
             .map_err(resolve_error)?;
         let name_b = name.as_bytes();
-        if name_b == OPAQUE {
+        let layer = matches!(self.mode, Mode::Layer);
+        if layer && name_b == OPAQUE {
             let dir = reopen_dir(parent.as_fd(), Path::new(".")).map_err(io_why)?;
             return set_xattr(dir.as_fd(), c"trusted.overlay.opaque", b"y").map_err(io_why);
         }
-        if let Some(hidden) = name_b.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = name_b.strip_prefix(WHITEOUT_PREFIX).filter(|_| layer) {
             let hidden = OsStr::from_bytes(hidden);
             match hidden.as_bytes() {
                 b"" | b"." | b".." => return Err("a whiteout may not name '.' or '..'".into()),
@@ -125,12 +179,18 @@ impl Unpacker {
                 Some(parent.as_raw_fd()),
                 hidden,
                 SFlag::S_IFCHR,
-                Mode::empty(),
+                NixMode::empty(),
                 0,
             )
             .map_err(|e| io_why(e.into()));
         }
-        let meta = meta(entry)?;
+        let mut meta = meta(entry)?;
+        if let Mode::Space(uid, gid) = self.mode {
+            meta.uid = uid;
+            meta.gid = gid;
+            meta.mode &= NixMode::from_bits_truncate(0o1777);
+            meta.xattrs.clear();
+        }
         let dir = parent.as_fd();
         use tar::EntryType as T;
         match entry.header().entry_type() {
@@ -140,20 +200,25 @@ impl Unpacker {
                     dir,
                     Path::new(name),
                     OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW,
-                    Mode::from_bits_truncate(0o600),
+                    NixMode::from_bits_truncate(0o600),
                     Resolve::NoSymlinks,
                 )
-                .map_err(io_why)?;
+                .map_err(|e| self.io_why(e))?;
                 let mut file = File::from(f);
                 let mut data = CappedReader::new(entry, vec![self.written.clone()]);
-                io::copy(&mut data, &mut file).map_err(|e| {
+                let copied = io::copy(&mut data, &mut file).map_err(|e| {
                     if self.written.exceeded() {
                         self.written.message()
                     } else {
-                        format!("write: {e}")
+                        format!("write: {}", self.io_why(e))
                     }
-                })?;
-                apply_meta(file.as_fd(), &meta).map_err(io_why)
+                });
+                if copied.is_err() && !layer {
+                    // No partial file of a client's archive is left.
+                    let _ = unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir);
+                }
+                copied?;
+                apply_meta(file.as_fd(), &meta).map_err(|e| self.io_why(e))
             }
             T::Directory => {
                 match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -163,9 +228,9 @@ impl Unpacker {
                         nix::sys::stat::mkdirat(
                             Some(dir.as_raw_fd()),
                             name,
-                            Mode::from_bits_truncate(0o700),
+                            NixMode::from_bits_truncate(0o700),
                         )
-                        .map_err(|e| io_why(e.into()))?;
+                        .map_err(|e| self.io_why(e.into()))?;
                     }
                 }
                 let d = reopen_dir(dir, Path::new(name)).map_err(io_why)?;
@@ -197,6 +262,9 @@ impl Unpacker {
                     .link_name_bytes()
                     .ok_or("a hardlink without a target")?
                     .into_owned();
+                if !layer && target.starts_with(b"/") {
+                    return Err("a hardlink to an absolute path".into());
+                }
                 let (tdir, tname) = self
                     .existing_parent(&target)
                     .map_err(|why| format!("hardlink target {}: {why}", show(&target)))?;
@@ -235,6 +303,14 @@ impl Unpacker {
         }
     }
 
+    /// An I/O error in the user's words, noting a full disk or quota.
+    fn io_why(&mut self, e: io::Error) -> Why {
+        if matches!(e.raw_os_error(), Some(libc::EDQUOT) | Some(libc::ENOSPC)) {
+            self.disk_full = true;
+        }
+        e.to_string()
+    }
+
     fn chown_nofollow(&self, dir: BorrowedFd<'_>, name: &OsStr, m: &Meta) -> Result<(), Why> {
         fchownat(
             Some(dir.as_raw_fd()),
@@ -263,7 +339,7 @@ fn components(raw: &[u8]) -> Result<Vec<&OsStr>, Why> {
     for part in raw.split(|b| *b == b'/') {
         match part {
             b"" | b"." => {}
-            b".." => return Err("'..' is not allowed in a layer path".into()),
+            b".." => return Err("'..' is not allowed in an entry's path".into()),
             p if p.contains(&0) => return Err("a path with NUL".into()),
             p => out.push(OsStr::from_bytes(p)),
         }
@@ -280,7 +356,8 @@ fn meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, Why> {
     };
     let uid = Uid::from_raw(id(h.uid())?);
     let gid = Gid::from_raw(id(h.gid())?);
-    let mode = Mode::from_bits_truncate(h.mode().map_err(|e| format!("bad mode: {e}"))? & 0o7777);
+    let mode =
+        NixMode::from_bits_truncate(h.mode().map_err(|e| format!("bad mode: {e}"))? & 0o7777);
     let mtime = h.mtime().unwrap_or(0);
     let mut xattrs = Vec::new();
     if let Some(exts) = entry
@@ -337,7 +414,7 @@ fn reopen_dir(dir: BorrowedFd<'_>, name: &Path) -> io::Result<OwnedFd> {
         dir,
         name,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-        Mode::empty(),
+        NixMode::empty(),
         Resolve::NoSymlinks,
     )
 }
@@ -363,7 +440,7 @@ fn set_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
 
 /// Removes whatever `name` in `dir` is (a directory with its contents),
 /// never following a symlink; nothing there is fine.
-fn remove(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+pub(crate) fn remove(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(e) => Err(e.into()),
@@ -400,7 +477,7 @@ fn resolve_error(e: io::Error) -> Why {
     match e.raw_os_error() {
         Some(libc::ELOOP) | Some(libc::EXDEV) => "its path goes through a symlink".into(),
         Some(libc::ENOTDIR) => "its path goes through something that is not a directory".into(),
-        Some(libc::ENOENT) => "its parent directory does not exist in the layer".into(),
+        Some(libc::ENOENT) => "its parent directory does not exist".into(),
         _ => e.to_string(),
     }
 }

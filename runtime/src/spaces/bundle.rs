@@ -17,6 +17,7 @@ use crate::store::{Space, SpaceStatus};
 use crate::worker::proto::{CreateRequest, Reply, Request, RootfsPlan};
 
 use super::registry::{lock, Entry};
+use super::volumes::{ensure_volume, mount_volume};
 use super::{blocking, Runtime};
 
 impl Runtime {
@@ -26,11 +27,18 @@ impl Runtime {
         let space = entry.snapshot();
         let dir = self.inner.store.space_dir(&space.id);
         // The bundle directory, its quota and the seccomp filter.
+        let volume = self.space_volume(&space);
         {
-            let (dir, space) = (dir.clone(), space.clone());
-            blocking("preparing the bundle", move || prepare_bundle(&dir, &space)).await?;
+            let (dir, space, volume) = (dir.clone(), space.clone(), volume.clone());
+            blocking("preparing the bundle", move || {
+                prepare_bundle(&dir, &space, volume.as_deref())
+            })
+            .await?;
         }
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
+        if let Some(v) = &volume {
+            mount_volume(&mut spec, v)?;
+        }
         let net = if space.network.mode == NetworkMode::Internet {
             let (s, d) = (space.clone(), dir.clone());
             Some(
@@ -101,10 +109,13 @@ impl Runtime {
     }
 }
 
-/// Creates the bundle directory `dir` of `space`, applies its disk limit
-/// and writes its seccomp filter. Blocking.
-fn prepare_bundle(dir: &Path, space: &Space) -> Result<()> {
+/// Creates the bundle directory `dir` of `space` and its `volume`, applies
+/// its disk limit and writes its seccomp filter. Blocking.
+fn prepare_bundle(dir: &Path, space: &Space, volume: Option<&Path>) -> Result<()> {
     fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    if let Some(v) = volume {
+        ensure_volume(v, space.user.uid, space.user.gid)?;
+    }
     if let Some(bytes) = space.disk {
         // Never without its limit: a space whose limit cannot be applied
         // (say a reboot lost `prjquota`) stays stopped until it can.
@@ -112,7 +123,7 @@ fn prepare_bundle(dir: &Path, space: &Space) -> Result<()> {
         [&upper, &work]
             .iter()
             .try_for_each(|d| fs::create_dir_all(d).ctx(|| format!("create {}", d.display())))
-            .and_then(|()| quota::apply(&upper, &work, &space.id, bytes))
+            .and_then(|()| quota::apply(&upper, &work, volume, &space.id, bytes))
             .map_err(|e| quota::not_applied(&space.name, bytes, e))?;
     }
     write_filter(dir, space)

@@ -198,17 +198,23 @@ impl Runtime {
                 address: None,
             },
             disk,
+            // The volume of an earlier space of this name is reattached.
+            volume: Some(req.name.to_string()),
         };
-        // Reserve the name: a concurrent create of the same name sees it.
+        // Reserve the name: a concurrent create of the same name sees it,
+        // and so does a removal of its volume.
         let entry = Arc::new(Entry::new(space.clone()));
         let _op = entry.op.lock().await;
-        {
+        let had_volume = {
+            let _volumes = self.inner.volumes_lock.lock().await;
+            let had = self.volume_exists(req.name.as_str()).await;
             let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());
             if map.contains_key(req.name.as_str()) {
                 return Err(Error::SpaceExists);
             }
             map.insert(req.name.to_string(), entry.clone());
-        }
+            had
+        };
         let started = async {
             // First of all, so that a crash from here on leaves a directory
             // known never to have held a record (removed at startup).
@@ -245,7 +251,10 @@ impl Runtime {
                 tracing::warn!(space = %req.name, "create failed, rolling back: {e}");
                 // Its init's watcher, if it started one, must not restart it.
                 lock(&entry.rec).status = SpaceStatus::Destroying;
-                let rollback = self.teardown(&space).await;
+                let mut rollback = self.teardown(&space).await;
+                if rollback.is_ok() && !had_volume {
+                    rollback = self.drop_volume(&space).await;
+                }
                 if let Err(e2) = &rollback {
                     tracing::error!(space = %req.name, "rollback failed: {e2}");
                 }

@@ -91,15 +91,16 @@ impl Runtime {
             (u.uid, u.gid, u.additional_gids.clone())
         } else {
             // Both read the space's files: off the async threads.
-            let (rootfs, space, cwd, user) = (
+            let (rootfs, volume, space, cwd, user) = (
                 self.rootfs_dir(s),
+                self.space_volume(s),
                 s.clone(),
                 req.cwd.clone(),
                 req.user.clone(),
             );
             tokio::task::spawn_blocking(move || {
                 if let Some(cwd) = &cwd {
-                    check_dir_in_space(&rootfs, cwd)?;
+                    check_dir_in_space(&rootfs, volume.as_deref(), cwd)?;
                 }
                 exec_user(&rootfs, &space, user.as_deref())
             })
@@ -237,16 +238,21 @@ impl Drop for ExecActivity {
 }
 
 /// Refuses a working directory that is not a directory inside the space
-/// whose root is `rootfs`, resolving it as the space would (symlinks stay
-/// inside its root). Blocking.
-fn check_dir_in_space(rootfs: &Path, dir: &str) -> Result<()> {
+/// whose root is `rootfs` (and workspace volume `volume`, mounted at
+/// `/workspace`), resolving it as the space would (symlinks stay inside
+/// its root). Blocking.
+fn check_dir_in_space(rootfs: &Path, volume: Option<&Path>, dir: &str) -> Result<()> {
     use crate::inroot::{Resolve, Root};
     let bad = |why: &str| Error::InvalidInput(format!("working directory {dir}: {why}"));
     if !dir.starts_with('/') {
         return Err(bad("must be an absolute path"));
     }
-    let root = Root::open(rootfs).ctx(|| "open the space's root".into())?;
-    match root.dir(Path::new(dir), Resolve::InRoot) {
+    let (top, rel) = match (volume, Path::new(dir).strip_prefix(crate::WORKSPACE)) {
+        (Some(v), Ok(rel)) => (v, Path::new("/").join(rel)),
+        _ => (rootfs, Path::new(dir).to_path_buf()),
+    };
+    let root = Root::open(top).ctx(|| "open the space's root".into())?;
+    match root.dir(&rel, Resolve::InRoot) {
         Ok(_) => Ok(()),
         Err(e) => match nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
             nix::errno::Errno::ENOENT => Err(bad("no such directory in the space")),

@@ -49,15 +49,22 @@ impl Runtime {
         .map_err(|e| Error::Container(format!("removing space files: {e}")))?
     }
 
-    /// Destroys a space whatever its state. Nothing of it remains. Runs to
-    /// the end even if the caller goes away.
+    /// Destroys a space whatever its state. Nothing of it remains but its
+    /// workspace volume, which a new space of the same name gets back. Runs
+    /// to the end even if the caller goes away.
     pub async fn destroy(&self, name: &str) -> Result<()> {
+        self.destroy_space(name, false).await
+    }
+
+    /// [`Runtime::destroy`], deleting the space's volume too when
+    /// `remove_volume` is set.
+    pub async fn destroy_space(&self, name: &str, remove_volume: bool) -> Result<()> {
         let name = name.to_string();
-        self.detached(move |rt| async move { rt.destroy_now(&name).await })
+        self.detached(move |rt| async move { rt.destroy_now(&name, remove_volume).await })
             .await
     }
 
-    async fn destroy_now(&self, name: &str) -> Result<()> {
+    async fn destroy_now(&self, name: &str, remove_volume: bool) -> Result<()> {
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let snap = {
@@ -70,6 +77,9 @@ impl Runtime {
         };
         self.save(snap.clone(), true).await?;
         self.teardown(&snap).await?;
+        if remove_volume {
+            self.drop_volume(&snap).await?;
+        }
         let mut map = self.inner.spaces.write().unwrap_or_else(|p| p.into_inner());
         if map.get(name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
             map.remove(name);

@@ -32,16 +32,19 @@ use crate::spec::capabilities_for;
 use crate::store::{Space, Store};
 use crate::worker::{PoolStats, WorkerPool};
 
+mod archive;
 mod bundle;
 mod cpu;
 mod create;
 mod exec;
 mod extras;
+mod files;
 mod images;
 mod lifecycle;
 mod name;
 mod recovery;
 mod registry;
+mod volumes;
 
 pub use create::{CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
 pub use exec::ExecActivity;
@@ -49,8 +52,10 @@ pub use extras::{
     check_env_var, EnvFile, GitPush, RepoClone, DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST,
     MAX_ENV_FILE,
 };
+pub use files::{normalize_path, workspace_path, DirEntry, FileInfo, FileKind, PutOptions};
 pub use name::{SpaceName, INVALID_NAME};
 use registry::Entry;
+pub use volumes::{VolumeInfo, WORKSPACE};
 
 /// The static init binary bind-mounted into every space.
 static INIT_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clawdspace-init"));
@@ -75,6 +80,9 @@ struct Inner {
     ops_done: tokio::sync::Notify,
     /// Previous CPU samples of each space (for CPU%).
     cpu: cpu::CpuSamples,
+    /// Serialises the check-and-remove of a volume against creates that
+    /// reattach it.
+    volumes_lock: tokio::sync::Mutex<()>,
     /// Exclusive lock on the state dir: one runtime per state dir.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -187,6 +195,7 @@ impl Runtime {
                 ops: AtomicUsize::new(0),
                 ops_done: tokio::sync::Notify::new(),
                 cpu: Default::default(),
+                volumes_lock: tokio::sync::Mutex::new(()),
                 config,
                 _lock: lock,
             }),

@@ -224,5 +224,6 @@ fn placeholder() -> Space {
         layers: Vec::new(),
         network: Default::default(),
         disk: None,
+        volume: None,
     }
 }
