@@ -138,7 +138,7 @@ impl Ctx<'_> {
     pub async fn run(&self, cmd: Cmd) -> CmdResult {
         match cmd {
             Cmd::Servers { refresh, json } => self.servers_cmd(refresh, json).await,
-            Cmd::Create(args) => self.create(args).await,
+            Cmd::Create(args) => self.create(*args).await,
             Cmd::List { server, json } => self.list(server, json).await,
             Cmd::Exec {
                 server,

@@ -163,7 +163,7 @@ enum Cmd {
         json: bool,
     },
     /// Create a space on a server (auto-selected unless --server is given).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List spaces on every server (or one).
     #[command(visible_alias = "ls")]
     List {
