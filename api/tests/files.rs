@@ -490,9 +490,11 @@ async fn a_tree_round_trips_through_archives() {
     assert_eq!(before, after);
 }
 
-/// A tar with entries given as (name bytes, type, link target, data),
-/// names written raw (no checks of the `tar` crate's).
-fn hostile_tar(entries: &[(&[u8], tar::EntryType, &[u8], &[u8])]) -> Vec<u8> {
+/// An entry of a hand-made tar: name bytes, type, link target, data.
+type RawEntry<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+/// A tar of `entries`, names written raw (no checks of the `tar` crate's).
+fn hostile_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, kind, link, data) in entries {
         let mut h = tar::Header::new_old();
@@ -834,4 +836,94 @@ async fn one_gib_goes_in_and_out_intact_with_the_daemon_memory_flat() {
         growth >> 20
     );
     assert!(growth < 64 << 20, "RSS grew by {} MiB", growth >> 20);
+}
+
+/// Unmounts its directory when dropped (after the daemon using it).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_full_disk_gives_507_and_leaves_no_partial_file() {
+    // The daemon's state dir moves onto a 48 MiB tmpfs. (A full disk
+    // quota takes the same path: runtime/tests/disk_quota.rs.)
+    let _unmount;
+    let Some(mut d) = Daemon::start(&[]).await else {
+        return;
+    };
+    d.terminate();
+    let state = d.state();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m,mode=0700", "tmpfs"])
+        .arg(&state)
+        .status()
+        .expect("mount")
+        .success();
+    assert!(ok, "mount a tmpfs");
+    _unmount = Unmount(state.clone());
+    clawdspace_runtime::image::ImageStore::open(&state)
+        .and_then(|s| s.import_rootfs(common::IMAGE, &d.dir.join("rootfs"), Default::default()))
+        .expect("import image");
+    d.spawn().await;
+    d.create("full").await;
+    for dir in ["/workspace", "/home/sandbox"] {
+        let (s, _, b) = raw(
+            &d,
+            Method::PUT,
+            &format!("/api/spaces/full/fs?path={dir}/big"),
+            Some(pattern(64 << 20, 3)),
+            &[],
+        )
+        .await;
+        assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE, "{}", text(&b));
+        let v: Value = serde_json::from_slice(&b).expect("json");
+        assert!(
+            v["error"]
+                .as_str()
+                .expect("error")
+                .contains("no space left"),
+            "{v}"
+        );
+        assert_eq!(
+            sh(&d, "full", &format!("ls -A {dir} | grep big || true")).await,
+            ""
+        );
+    }
+    // The upstream API says the same.
+    let (s, v) = d
+        .call(
+            Method::PUT,
+            "/api/spaces/full/file?path=f",
+            Some(json!({"contentBase64": base64_of(&pattern(1_500_000, 5))})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Freed space is usable again.
+    let (s, _, _) = raw(
+        &d,
+        Method::PUT,
+        "/api/spaces/full/fs?path=/workspace/small",
+        Some(pattern(1 << 20, 4)),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = d
+        .call(Method::DELETE, "/api/spaces/full?removeVolume=true", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+fn base64_of(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
 }

@@ -23,6 +23,13 @@ fn checked_in_openapi_matches_the_code() {
         "/api/spaces/{name}",
         "/api/spaces/{name}/exec",
         "/api/system",
+        "/api/spaces/{name}/files",
+        "/api/spaces/{name}/file",
+        "/api/spaces/{name}/fs",
+        "/api/spaces/{name}/fs/stat",
+        "/api/spaces/{name}/archive",
+        "/api/volumes",
+        "/api/volumes/{name}",
     ] {
         assert!(generated["paths"].get(p).is_some(), "{p} documented");
     }

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::process::Command as HostCommand;
 
-use clawdspace_runtime::{CreateSpace, Error};
+use clawdspace_runtime::{CreateSpace, Error, ErrorKind, PutOptions};
 use common::{TestEnv, IMAGE};
 
 /// The test image's default request (see [`common::request`]) with `disk`.
@@ -55,14 +55,11 @@ fn run(cmd: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-#[tokio::test]
-#[ignore = "needs root"]
-async fn writes_past_the_disk_limit_fail_inside_the_space_only() {
-    let Some(mut env) = TestEnv::new().await else {
-        return;
-    };
-    // The state dir moves onto a fresh ext4 with project quotas; the
-    // environment's cleanup unmounts it (and so frees the loop device).
+/// Moves the state dir of `env` onto a fresh 256 MiB ext4 with project
+/// quotas and reopens the runtime there with the test image; false (the
+/// test is skipped) when this kernel cannot mount one. The environment's
+/// cleanup unmounts it (and so frees the loop device).
+async fn on_quota_fs(env: &mut TestEnv) -> bool {
     let img = env.dir.join("disk.img");
     let state = env.dir.join("state");
     let img_s = img.to_string_lossy().to_string();
@@ -80,13 +77,25 @@ async fn writes_past_the_disk_limit_fail_inside_the_space_only() {
             "skipped: this kernel cannot mount ext4 with project quotas \
              (needs CONFIG_QUOTA and CONFIG_QFMT_V2)"
         );
-        return;
+        return false;
     }
     env.rt = Some(env.open().await);
     env.rt()
         .images()
         .import_rootfs(IMAGE, &env.dir.join("fixture-rootfs"), Default::default())
         .expect("import busybox image");
+    true
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn writes_past_the_disk_limit_fail_inside_the_space_only() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    if !on_quota_fs(&mut env).await {
+        return;
+    }
 
     let small = env
         .rt()
@@ -222,4 +231,96 @@ async fn a_space_whose_disk_limit_cannot_be_applied_is_not_started_without_it() 
             .await,
         Err(Error::NotRunning)
     ));
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn uploads_past_the_disk_limit_fail_whole_and_leave_no_partial_file() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    if !on_quota_fs(&mut env).await {
+        return;
+    }
+    env.rt()
+        .create(request("full", Some(8 << 20)))
+        .await
+        .expect("create with a disk limit");
+    let zeros = || std::io::Read::take(std::io::repeat(0), 32 << 20);
+    let opts = PutOptions::default();
+    for dir in ["/home/sandbox", "/workspace"] {
+        let e = env
+            .rt()
+            .put_file("full", &format!("{dir}/big"), opts, zeros())
+            .await
+            .expect_err("over the limit");
+        assert_eq!(e.kind(), ErrorKind::InsufficientStorage, "{dir}: {e}");
+        assert!(e.to_string().contains("quota"), "{e}");
+        let left = env.rt().list_dir("full", dir).await.expect("list");
+        assert!(
+            left.iter().all(|e| !e.name.contains("big")),
+            "{dir}: a partial file is left: {left:?}"
+        );
+    }
+    // The volume counts against the same limit as the writable layer.
+    env.rt()
+        .put_file(
+            "full",
+            "/workspace/six",
+            opts,
+            std::io::Read::take(std::io::repeat(1), 6 << 20),
+        )
+        .await
+        .expect("6 MiB fit");
+    let e = env
+        .rt()
+        .put_file(
+            "full",
+            "/home/sandbox/four",
+            opts,
+            std::io::Read::take(std::io::repeat(1), 4 << 20),
+        )
+        .await
+        .expect_err("6 + 4 MiB do not");
+    assert_eq!(e.kind(), ErrorKind::InsufficientStorage, "{e}");
+    // An archive that does not fit is refused the same way, its file gone.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(
+        &mut h,
+        "t/big",
+        std::io::Read::take(std::io::repeat(2), 4 << 20),
+    )
+    .expect("tar");
+    let tarball = b.into_inner().expect("tar");
+    let e = env
+        .rt()
+        .extract_archive("full", "/home/sandbox/x", std::io::Cursor::new(tarball))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(e.kind(), ErrorKind::InsufficientStorage, "{e}");
+    assert!(env
+        .rt()
+        .list_dir("full", "/home/sandbox/x/t")
+        .await
+        .expect("list")
+        .is_empty());
+    // Freed space is usable again.
+    env.rt()
+        .delete_path("full", "/workspace/six")
+        .await
+        .expect("rm");
+    env.rt()
+        .put_file(
+            "full",
+            "/home/sandbox/four",
+            opts,
+            std::io::Read::take(std::io::repeat(1), 4 << 20),
+        )
+        .await
+        .expect("fits now");
+    env.rt().destroy_space("full", true).await.expect("destroy");
 }

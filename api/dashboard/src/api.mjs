@@ -50,7 +50,9 @@ export function adoptKeyFromUrl() {
 export async function call(method, path, body) {
   const headers = { Authorization: `Bearer ${getKey()}` };
   const init = { method, headers };
-  if (body !== undefined) {
+  if (body instanceof Blob) {
+    init.body = body; // raw bytes (uploads)
+  } else if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -85,7 +87,42 @@ export const api = {
   destroy: (name) => call('DELETE', `/api/spaces/${encodeURIComponent(name)}`),
   exec: (name, command) =>
     call('POST', `/api/spaces/${encodeURIComponent(name)}/exec`, { command }),
+  destroyWithVolume: (name) =>
+    call('DELETE', `/api/spaces/${encodeURIComponent(name)}?removeVolume=true`),
+  /** A directory under /workspace (`rel` relative to it). */
+  list: (name, rel) => call('GET', `${files(name)}/files?path=${encodeURIComponent(rel)}`),
+  /** The first `maxBytes` of a file under /workspace, base64. */
+  head: (name, rel, maxBytes) =>
+    call('GET', `${files(name)}/file?path=${encodeURIComponent(rel)}&maxBytes=${maxBytes}`),
+  /** Streams `blob` into the absolute path `abs`. */
+  upload: (name, abs, blob) =>
+    call('PUT', `${files(name)}/fs?path=${encodeURIComponent(abs)}&mkdirs=true`, blob),
+  remove: (name, abs) => call('DELETE', `${files(name)}/fs?path=${encodeURIComponent(abs)}`),
+  /** The file `abs` as a Blob. */
+  download: async (name, abs) => {
+    let resp;
+    try {
+      resp = await fetch(`${files(name)}/fs?path=${encodeURIComponent(abs)}`,
+        { headers: { Authorization: `Bearer ${getKey()}` } });
+    } catch (e) {
+      throw new ApiError(0, `Cannot reach the server (${e.message})`);
+    }
+    if (!resp.ok) {
+      let msg = `HTTP ${resp.status}`;
+      try {
+        msg = (await resp.json()).error || msg;
+      } catch {
+        // not JSON
+      }
+      throw new ApiError(resp.status, msg);
+    }
+    return resp.blob();
+  },
 };
+
+function files(name) {
+  return `/api/spaces/${encodeURIComponent(name)}`;
+}
 
 /** The WebSocket URL of streaming exec in `name` (the key as `?key=`: browsers cannot set headers). */
 export function execSocketUrl(name) {

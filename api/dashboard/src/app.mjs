@@ -5,6 +5,7 @@ import { api, ApiError, adoptKeyFromUrl, getKey, setKey } from './api.mjs';
 import { Series, draw } from './charts.mjs';
 import * as fmt from './format.mjs';
 import { MISSING_TEXT, openTerminal, terminalAvailable } from './terminal.mjs';
+import { initFiles, openFiles } from './files.mjs';
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
@@ -198,6 +199,7 @@ function buildRow(name) {
   actions.append(
     button('Run', `Run a command in ${name}`, () => openExec(name)),
     button('Terminal', `Open a terminal in ${name}`, () => openTerm(name)),
+    button('Files', `Files of ${name}`, () => openFiles(name)),
     button('Pause', `Pause ${name}`, (ev) => toggle(name, ev.currentTarget), 'toggle'),
     button('Destroy', `Destroy ${name}`, () => askDestroy(name), 'danger'),
   );
@@ -412,6 +414,9 @@ $('form-create').addEventListener('submit', async (ev) => {
   });
 });
 
+// Files
+initFiles({ openDialog, showError });
+
 // Exec
 let execSpace = null;
 function openExec(name) {
@@ -445,6 +450,7 @@ let destroySpace = null;
 function askDestroy(name) {
   destroySpace = name;
   $('destroy-name').textContent = name;
+  $('destroy-volume').checked = false;
   showError($('destroy-error'), '');
   openDialog($('dlg-destroy'), $('destroy-cancel'));
 }
@@ -452,7 +458,7 @@ function askDestroy(name) {
 $('form-destroy').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   await submitting($('destroy-submit'), 'Destroying…', $('destroy-error'), async () => {
-    await api.destroy(destroySpace);
+    await ($('destroy-volume').checked ? api.destroyWithVolume : api.destroy)(destroySpace);
     $('dlg-destroy').close();
     refreshNow();
   });

@@ -129,6 +129,49 @@ try {
       `Run a command in ${name}`);
   });
 
+  await step('files: upload by picker and by drop, view, download, delete', async () => {
+    await page.getByRole('button', { name: `Files of ${name}` }).click();
+    const dlg = page.locator('#dlg-files');
+    await dlg.waitFor();
+    assert.equal(await page.locator('#files-cwd').innerText(), '/workspace');
+    const text = 'hello from the browser\n';
+    await page.locator('#files-upload').setInputFiles(
+      { name: 'hello.txt', mimeType: 'text/plain', buffer: Buffer.from(text) });
+    await dlg.locator('tr[data-file="hello.txt"]').waitFor();
+    // Drag and drop.
+    const dt = await page.evaluateHandle(() => {
+      const t = new DataTransfer();
+      t.items.add(new File(['dropped bytes'], 'drop.txt', { type: 'text/plain' }));
+      return t;
+    });
+    await page.dispatchEvent('#files-drop', 'drop', { dataTransfer: dt });
+    await dlg.locator('tr[data-file="drop.txt"]').waitFor();
+    // The space has them, owned by its user.
+    const r = await fetch(`${URL}/api/spaces/${name}/fs?path=/workspace/drop.txt`,
+      { headers: { Authorization: `Bearer ${KEY}` } });
+    assert.equal(await r.text(), 'dropped bytes');
+    const st = await (await fetch(`${URL}/api/spaces/${name}/fs/stat?path=/workspace/hello.txt`,
+      { headers: { Authorization: `Bearer ${KEY}` } })).json();
+    assert.equal(st.uid, 1000);
+    await page.getByRole('button', { name: 'View hello.txt' }).click();
+    await page.locator('#files-view-text').filter({ hasText: 'hello from the browser' }).waitFor();
+    const [dl] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download hello.txt' }).click(),
+    ]);
+    assert.equal(dl.suggestedFilename(), 'hello.txt');
+    const { readFile } = await import('node:fs/promises');
+    assert.equal(await readFile(await dl.path(), 'utf8'), text);
+    // Delete asks once more on the same button.
+    const del = page.getByRole('button', { name: 'Delete drop.txt' });
+    await del.click();
+    assert.equal(await dlg.locator('tr[data-file="drop.txt"]').count(), 1);
+    await del.click();
+    await dlg.locator('tr[data-file="drop.txt"]').waitFor({ state: 'detached' });
+    await page.keyboard.press('Escape');
+    await dlg.waitFor({ state: 'hidden' });
+  });
+
   await step('web terminal: typed input is echoed, the shell answers, resize reaches the PTY', async () => {
     await page.getByRole('button', { name: `Open a terminal in ${name}` }).click();
     await page.locator('#term-status').filter({ hasText: 'connected' }).waitFor();

@@ -582,3 +582,23 @@ pub async fn remove_volume(
         message: "Volume removed".into(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 10))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 10))));
+        assert_eq!(parse_range("bytes=90-200", 100), Some(Ok((90, 10))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 10))));
+        assert_eq!(parse_range("bytes=-500", 100), Some(Ok((0, 100))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=5-4", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=-0", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=x-1", 100), None);
+    }
+}

@@ -525,7 +525,7 @@ fn put<R: Read>(loc: &Located, opts: PutOptions, mut body: R) -> Result<FileInfo
         ".{}.upload-{:08x}",
         String::from_utf8_lossy(last.as_bytes())
             .chars()
-            .take(64)
+            .take(40)
             .collect::<String>(),
         rand::random::<u32>()
     );
@@ -601,4 +601,25 @@ fn put<R: Read>(loc: &Located, opts: PutOptions, mut body: R) -> Result<FileInfo
         let _ = nix::unistd::fsync(d.as_raw_fd());
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_dot_is_resolved_by_name_and_clamped() {
+        let n = |p: &str| normalize_path(p).map(|p| p.display().to_string());
+        assert_eq!(n("/a/./b/../c").ok().as_deref(), Some("/a/c"));
+        assert_eq!(n("/../../etc/x").ok().as_deref(), Some("/etc/x"));
+        assert_eq!(n("/workspace/../etc").ok().as_deref(), Some("/etc"));
+        assert_eq!(n("//x//").ok().as_deref(), Some("/x"));
+        assert!(n("relative").is_err());
+        assert!(normalize_path("/a\u{0}b").is_err());
+        let w = |p: &str| workspace_path(p).map(|p| p.display().to_string());
+        assert_eq!(w("x").ok().as_deref(), Some("/workspace/x"));
+        assert_eq!(w("/x").ok().as_deref(), Some("/workspace/x"));
+        assert_eq!(w("../../etc/x").ok().as_deref(), Some("/workspace/etc/x"));
+        assert_eq!(w("/").ok().as_deref(), Some("/workspace"));
+    }
 }

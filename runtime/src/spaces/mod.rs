@@ -353,6 +353,7 @@ fn prepare_state(config: &mut RuntimeConfig) -> Result<Prepared> {
     tracing::info!(mode = cgroup_mode.describe(), "cgroups");
     let images = ImageStore::open(state)?.with_limits(config.registries.limits);
     let store = Store::open(state)?;
+    volumes::clean_trash(&state.join("volumes"));
     config.default_disk = quota::usable_default(config.default_disk, store.dir());
     let net = Network::new(config.network.clone(), state)?;
     Ok(Prepared {

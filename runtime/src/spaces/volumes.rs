@@ -196,6 +196,19 @@ fn remove_volume_dir(root: &Path, dir: &Path) -> Result<()> {
     crate::fsutil::remove_dir_all_if_exists(&trash)
 }
 
+/// Finishes removals of volumes that a crash interrupted (`.trash-*`
+/// under `root`). Blocking.
+pub(super) fn clean_trash(root: &Path) {
+    let Ok(rd) = fs::read_dir(root) else { return };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".trash-") {
+            if let Err(err) = crate::fsutil::remove_dir_all_if_exists(&e.path()) {
+                tracing::warn!("removing {}: {err}", e.path().display());
+            }
+        }
+    }
+}
+
 /// Bytes allocated to the files under `dir`, never following symlinks.
 fn disk_usage(dir: &Path) -> u64 {
     let mut total = 0;
