@@ -155,6 +155,7 @@ try {
     assert.equal(st.uid, 1000);
     await page.getByRole('button', { name: 'View hello.txt' }).click();
     await page.locator('#files-view-text').filter({ hasText: 'hello from the browser' }).waitFor();
+    await page.screenshot({ path: join(SHOTS, 'dashboard-files.png') });
     const [dl] = await Promise.all([
       page.waitForEvent('download'),
       page.getByRole('button', { name: 'Download hello.txt' }).click(),

@@ -3,6 +3,7 @@
 //! absolute paths), plus the volumes kept by destroyed spaces.
 
 use std::collections::HashMap;
+use std::future::Future as _;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -526,8 +527,6 @@ impl futures_util::Stream for ArchiveStream {
         }
     }
 }
-
-use std::future::Future as _;
 
 /// Extracts a tar stream into a directory (created if missing).
 #[utoipa::path(put, path = "/api/spaces/{name}/archive", tag = "files",

@@ -175,6 +175,9 @@ pub fn normalize_path(path: &str) -> Result<PathBuf> {
 pub fn workspace_path(path: &str) -> Result<PathBuf> {
     let inner = normalize_path(&format!("/{path}"))?;
     let rel = inner.strip_prefix("/").unwrap_or(&inner);
+    if rel.as_os_str().is_empty() {
+        return Ok(PathBuf::from(WORKSPACE));
+    }
     Ok(Path::new(WORKSPACE).join(rel))
 }
 
