@@ -391,6 +391,15 @@ async fn env_reaches_the_init_and_piped_and_tty_execs() {
         out, "bar baz|/tmp|",
         "piped exec, an image variable replaced"
     );
+    // A working directory in the workspace volume is found there.
+    let (s, v) = d
+        .post(
+            "/api/spaces/e/exec",
+            json!({"command": "pwd; echo $FOO", "cwd": "/workspace"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["stdout"], "/workspace\nbar baz");
     let (init, _) = sh(&d, "e", "tr '\\0' '\\n' < /proc/1/environ | grep ^FOO=").await;
     assert_eq!(init, "FOO=bar baz", "the init's environment");
     // Over the WebSocket, on a terminal.
