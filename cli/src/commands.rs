@@ -827,8 +827,8 @@ impl Ctx<'_> {
             println!("  Its /workspace volume was removed too.");
         } else {
             println!(
-                "  Its /workspace volume was kept: a new space named '{name}' gets it back \
-                 ('clawdspace destroy --volume' removes it with the space)."
+                "  Its /workspace volume was kept for a new space named '{name}' \
+                 (destroy --volume deletes it with the space)."
             );
         }
         Ok(0)
