@@ -675,3 +675,74 @@ async fn failed_extras_are_400s_that_leave_nothing() {
     // And a good create of the same name still works afterwards.
     d.create("x").await;
 }
+
+/// Host pids of `comm` in the daemon's cgroups.
+fn processes_named(d: &Daemon, comm: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").expect("proc").flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let ours =
+            fs::read_to_string(e.path().join("cgroup")).is_ok_and(|c| c.contains(&d.cgroup_parent));
+        let name = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if ours && name.trim() == comm {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_daemon_killed_during_a_clone_leaves_nothing_after_restart() {
+    let mut t = setup().await;
+    // A server that accepts and never answers: the clone hangs.
+    let hang = Proc::new("ip")
+        .args(["netns", "exec", &t._world.ns, "python3", "-c"])
+        .arg(
+            "import socket, sys, time\n\
+             s = socket.socket(); s.bind((sys.argv[1], 9443)); s.listen()\n\
+             print('ready', flush=True); c = s.accept(); time.sleep(600)",
+        )
+        .arg(t._world.ip.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hanging server");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut hang = Kill(hang);
+    let mut line = String::new();
+    BufReader::new(hang.0.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    let (http, url) = (t.d.http.clone(), t.d.url("/api/spaces"));
+    let body = json!({"name": "h", "memory": "256m", "image": GIT_IMAGE,
+                      "repoUrl": format!("https://{}:9443/r.git", t._world.ip)});
+    tokio::spawn(async move {
+        let _ = http.post(url).bearer_auth(KEY).json(&body).send().await;
+    });
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while processes_named(&t.d, "git-remote-http").is_empty() {
+        assert!(std::time::Instant::now() < end, "the clone never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.d.kill9();
+    t.d.spawn().await;
+    let (_, list) = t.d.get("/api/spaces").await;
+    assert_eq!(list["spaces"], json!([]));
+    let left: Vec<String> = leftovers(&t.d)
+        .into_iter()
+        .filter(|l| !l.starts_with("volumes/"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    assert!(processes_named(&t.d, "git-remote-http").is_empty());
+    // The name is free again.
+    t.d.create("h").await;
+}

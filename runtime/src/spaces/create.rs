@@ -226,21 +226,22 @@ impl Runtime {
                 lock(&entry.rec).network.address = Some(addr);
             }
             let s = self.start_init(&entry).await?;
+            if !extras::wanted(&req) {
+                return Ok(s);
+            }
+            // Until its file and clone are made the space is still being
+            // created (not listed, and removed at startup if the daemon
+            // stops meanwhile: a clone can outlast a shutdown's grace).
+            let s = self.set_status(&entry, SpaceStatus::Creating, true).await?;
             if let Err(e) = self.apply_extras(&s, &req).await {
-                // The space ran and has a durable record: mark it as being
-                // destroyed, so a crash during the rollback finishes it
-                // instead of bringing the space back.
-                let snap = {
-                    let mut r = lock(&entry.rec);
-                    r.status = SpaceStatus::Destroying;
-                    r.clone()
-                };
-                if let Err(e2) = self.save(snap, true).await {
+                // Marked as being destroyed, so a crash during the rollback
+                // finishes it instead of bringing the space back.
+                if let Err(e2) = self.set_status(&entry, SpaceStatus::Destroying, true).await {
                     tracing::warn!(space = %req.name, "marking a failed create: {e2}");
                 }
                 return Err(e);
             }
-            Ok::<_, Error>(s)
+            self.set_status(&entry, SpaceStatus::Running, true).await
         };
         match started.await {
             Ok(s) => {

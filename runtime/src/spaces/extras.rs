@@ -143,6 +143,11 @@ pub(super) fn check(req: &CreateSpace) -> Result<()> {
     Ok(())
 }
 
+/// Whether a create asks for steps run in the new space.
+pub(super) fn wanted(req: &CreateSpace) -> bool {
+    req.env_file.is_some() || req.repo.is_some()
+}
+
 /// `base` with `extra` added, a name already there replaced in place.
 pub(super) fn merge_env(base: &mut Vec<String>, extra: &[(String, String)]) {
     for (k, v) in extra {
