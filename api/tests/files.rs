@@ -927,3 +927,59 @@ fn base64_of(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn an_upload_cut_off_by_its_client_leaves_nothing_behind() {
+    use tokio::io::AsyncWriteExt;
+    let Some(d) = Daemon::start(&[]).await else {
+        return;
+    };
+    d.create("cut").await;
+    let (s, _, _) = raw(
+        &d,
+        Method::PUT,
+        "/api/spaces/cut/fs?path=/workspace/f",
+        Some(b"old".to_vec()),
+        &[],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    for chunked in [false, true] {
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+            .await
+            .expect("connect");
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", 64 << 20)
+        };
+        let head = format!(
+            "PUT /api/spaces/cut/fs?path=/workspace/f HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {KEY}\r\n{framing}\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).await.expect("head");
+        let part = pattern(4 << 20, 9);
+        if chunked {
+            c.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                .await
+                .expect("chunk");
+        }
+        c.write_all(&part).await.expect("part");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(c); // hang up half-way
+                 // The old file stays whole, and no temporary file is left.
+        let mut left = String::new();
+        for _ in 0..50 {
+            left = sh(&d, "cut", "ls -A /workspace").await;
+            if left == "f" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(left, "f", "chunked={chunked}");
+        assert_eq!(sh(&d, "cut", "cat /workspace/f").await, "old");
+    }
+    let (_, v) = d.get("/api/system").await;
+    assert_eq!(v["workers"]["operations"], 0, "{v}");
+}

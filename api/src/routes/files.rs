@@ -532,7 +532,7 @@ impl futures_util::Stream for ArchiveStream {
 #[utoipa::path(put, path = "/api/spaces/{name}/archive", tag = "files",
     params(("name" = String, Path, description = "Space name"),
         ("path" = String, Query, description = "Absolute path of the directory to extract into")),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A tar stream (any content type is accepted)"),
     responses((status = 200, body = Message), (status = 400, body = ErrorJson, description = "A bad or hostile archive (names the entry)"),
         (status = 401, body = ErrorJson), (status = 404, body = ErrorJson), (status = 507, body = ErrorJson)))]
 pub async fn archive_put(

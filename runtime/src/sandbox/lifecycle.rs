@@ -343,6 +343,10 @@ fn freezer_dir(c: &Container) -> Res<PathBuf> {
 pub fn pause(state_root: &Path, id: &str) -> Res<()> {
     let mut c = load(state_root, id)?;
     c.refresh_status().map_err(lc("container status"))?;
+    // Asked again after a worker died having done it: done.
+    if c.status() == libcontainer::container::ContainerStatus::Paused {
+        return Ok(());
+    }
     if !c.can_pause() {
         return Err(SandboxError::State(format!(
             "cannot pause a space whose container is {:?}",
@@ -394,6 +398,10 @@ fn freeze(
 pub fn resume(state_root: &Path, id: &str) -> Res<()> {
     let mut c = load(state_root, id)?;
     c.refresh_status().map_err(lc("container status"))?;
+    // Asked again after a worker died having done it: done.
+    if c.status() == libcontainer::container::ContainerStatus::Running {
+        return Ok(());
+    }
     if !c.can_resume() {
         return Err(SandboxError::State(format!(
             "cannot resume a space whose container is {:?}",

@@ -361,6 +361,17 @@ impl Conn {
                 .try_io(|s| fdpass::send(s.get_ref().as_raw_fd(), data, fds).map_err(Into::into))
             {
                 Ok(Ok(())) => return Ok(()),
+                // The worker died before its death was noticed: the request
+                // never reached it, so it is a worker death (idempotent
+                // requests are asked again on a fresh worker).
+                Ok(Err(e))
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPIPE) | Some(libc::ECONNRESET) | Some(libc::ECONNREFUSED)
+                    ) =>
+                {
+                    return Err(died())
+                }
                 Ok(Err(e)) => return Err(Error::Container(format!("send to worker: {e}"))),
                 Err(_would_block) => continue,
             }
