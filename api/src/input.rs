@@ -8,12 +8,14 @@ use serde_json::Value;
 
 use clawdspace_runtime::gpu::GpuRequest;
 use clawdspace_runtime::{
-    Command, ExecRequest, NetworkMode, SpaceName, INVALID_NAME, MIN_DISK, MIN_MEMORY,
+    Command, EnvFile, ExecRequest, GitPush, NetworkMode, RepoClone, SpaceName,
+    DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY,
 };
 
 use crate::error::ApiError;
 use crate::model::{
-    CommandSpec, CpusSpec, CreateSpaceBody, ExecBody, Field, GpuId, GpusSpec, NetworkName,
+    CommandSpec, CpusSpec, CreateSpaceBody, ExecBody, Field, GitPushBody, GpuId, GpusSpec,
+    NetworkName,
 };
 
 /// Default memory: 2 GiB.
@@ -186,6 +188,101 @@ pub fn command(body: &ExecBody) -> Result<Command, ApiError> {
     }
 }
 
+/// A string field of the later additions (SPEC 12): absent or null is
+/// `None`, a string `Some`, anything else a 400 naming it.
+fn string<'a>(f: &'a Option<Field<String>>, what: &str) -> Result<Option<&'a str>, ApiError> {
+    match f {
+        None => Ok(None),
+        Some(Field::Typed(s)) => Ok(Some(s)),
+        Some(Field::Other(Value::Null)) => Ok(None),
+        Some(Field::Other(_)) => Err(ApiError::bad_request(format!("{what} must be a string"))),
+    }
+}
+
+/// The `env` of a create: an object of strings (the runtime checks names
+/// and sizes).
+pub fn create_env(body: &CreateSpaceBody) -> Result<Vec<(String, String)>, ApiError> {
+    match &body.env {
+        None | Some(Field::Other(Value::Null)) => Ok(Vec::new()),
+        Some(Field::Typed(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        Some(Field::Other(_)) => Err(ApiError::bad_request("env must be an object of strings")),
+    }
+}
+
+/// The environment file of a create: `envFileText` or `envFileBase64`
+/// (not both), at `envFilePath` (default `/workspace/.env`).
+pub fn env_file(body: &CreateSpaceBody) -> Result<Option<EnvFile>, ApiError> {
+    use base64::Engine;
+    // Empty content is no file, as upstream has it.
+    let text = string(&body.env_file_text, "envFileText")?.filter(|t| !t.is_empty());
+    let b64 = string(&body.env_file_base64, "envFileBase64")?.filter(|t| !t.is_empty());
+    let path = string(&body.env_file_path, "envFilePath")?;
+    let content = match (text, b64) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "envFileText and envFileBase64 are exclusive",
+            ))
+        }
+        (Some(t), None) => t.as_bytes().to_vec(),
+        (None, Some(b)) => {
+            // Decoded size is at most 3/4 of the text: refuse before decoding.
+            if b.len() / 4 * 3 > MAX_ENV_FILE + 3 {
+                return Err(ApiError::bad_request("env file larger than 1 MiB"));
+            }
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|e| ApiError::bad_request(format!("envFileBase64: invalid base64: {e}")))?
+        }
+        // As upstream: a path alone writes nothing.
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(EnvFile {
+        path: path.unwrap_or(DEFAULT_ENV_FILE_PATH).to_string(),
+        content,
+    }))
+}
+
+/// The repository of a create: `repoUrl`, `repoBranch`, `repoDest`
+/// (default `repo`); the runtime checks them.
+pub fn repo(body: &CreateSpaceBody) -> Result<Option<RepoClone>, ApiError> {
+    let url = string(&body.repo_url, "repoUrl")?;
+    let branch = string(&body.repo_branch, "repoBranch")?;
+    let dest = string(&body.repo_dest, "repoDest")?;
+    // As upstream: no URL (or an empty one), no clone.
+    let Some(url) = url.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(Some(RepoClone {
+        url: url.to_string(),
+        branch: branch.filter(|b| !b.is_empty()).map(str::to_string),
+        dest: dest
+            .filter(|d| !d.is_empty())
+            .unwrap_or(DEFAULT_REPO_DEST)
+            .to_string(),
+    }))
+}
+
+/// A `git push` request: `repoPath`, `remote` (default `origin`), `branch`
+/// (default `main`), `token` (required; checked by the runtime).
+pub fn git_push(body: &GitPushBody) -> Result<GitPush, ApiError> {
+    let token = string(&body.token, "token")?.unwrap_or("");
+    if token.is_empty() {
+        return Err(ApiError::bad_request("token required"));
+    }
+    let repo_path = string(&body.repo_path, "repoPath")?
+        .ok_or_else(|| ApiError::bad_request("repoPath required"))?;
+    Ok(GitPush {
+        repo_path: repo_path.to_string(),
+        remote: string(&body.remote, "remote")?
+            .unwrap_or("origin")
+            .to_string(),
+        branch: string(&body.branch, "branch")?
+            .unwrap_or("main")
+            .to_string(),
+        token: token.to_string(),
+    })
+}
+
 /// A string extension field; other JSON types are ignored, as they always
 /// were.
 fn text(f: &Option<Field<String>>) -> Option<&str> {
@@ -279,6 +376,75 @@ mod tests {
 
     fn mem(v: Value) -> Result<u64, u16> {
         memory(&create(json!({ "memory": v }))).map_err(|e| e.status.as_u16())
+    }
+
+    #[test]
+    fn create_extras_are_typed() {
+        let b =
+            create(json!({"env": {"A": "1"}, "envFileText": "K=V\n", "repoUrl": "https://x/r"}));
+        assert_eq!(create_env(&b).ok(), Some(vec![("A".into(), "1".into())]));
+        let f = env_file(&b).ok().flatten().expect("file");
+        assert_eq!(
+            (f.path.as_str(), f.content.as_slice()),
+            ("/workspace/.env", &b"K=V\n"[..])
+        );
+        let r = repo(&b).ok().flatten().expect("repo");
+        assert_eq!((r.dest.as_str(), r.branch), ("repo", None));
+        let f = env_file(&create(
+            json!({"envFileBase64": "aGk=", "envFilePath": "/w/x"}),
+        ))
+        .ok()
+        .flatten()
+        .expect("file");
+        assert_eq!(
+            (f.path.as_str(), f.content.as_slice()),
+            ("/w/x", &b"hi"[..])
+        );
+        for bad in [
+            json!({"env": {"A": 1}}),
+            json!({"env": "A=1"}),
+            json!({"envFileText": "a", "envFileBase64": "YQ=="}),
+            json!({"envFileBase64": "%%%"}),
+            json!({"envFileText": 5}),
+            json!({"repoUrl": ["https://x"]}),
+            json!({"repoBranch": 1, "repoUrl": "https://x/r"}),
+        ] {
+            let b = create(bad.clone());
+            let r = create_env(&b)
+                .and_then(|_| env_file(&b))
+                .and_then(|_| repo(&b));
+            assert_eq!(r.err().map(|e| e.status.as_u16()), Some(400), "{bad}");
+        }
+        let b = create(json!({"envFilePath": "/x", "repoBranch": "main", "envFileText": ""}));
+        assert!(
+            matches!(env_file(&b), Ok(None)),
+            "a path alone writes nothing"
+        );
+        assert!(
+            matches!(repo(&b), Ok(None)),
+            "a branch alone clones nothing"
+        );
+        let big = "A".repeat(2 << 20);
+        assert!(env_file(&create(json!({ "envFileBase64": big }))).is_err());
+    }
+
+    #[test]
+    fn git_push_needs_a_token_and_a_path() {
+        let p =
+            |v: Value| git_push(&crate::body::fields(v).expect("fields")).map_err(|e| e.message);
+        assert_eq!(
+            p(json!({"repoPath": "/workspace/r"})).err().as_deref(),
+            Some("token required")
+        );
+        assert_eq!(
+            p(json!({"repoPath": "/workspace/r", "token": ""}))
+                .err()
+                .as_deref(),
+            Some("token required")
+        );
+        assert!(p(json!({"token": "t"})).is_err());
+        let ok = p(json!({"repoPath": "/workspace/r", "token": "t"})).expect("ok");
+        assert_eq!((ok.remote.as_str(), ok.branch.as_str()), ("origin", "main"));
     }
 
     #[test]

@@ -458,6 +458,70 @@ pub struct CreateSpaceBody {
     /// Needs project quotas on the state directory's filesystem, else 400.
     #[schema(value_type = Option<String>, example = "10g")]
     pub disk: Option<Field<String>>,
+    /// Environment variables added to the space's (image's) environment,
+    /// for its init and every exec (names `^[A-Za-z_][A-Za-z0-9_]*$`, at
+    /// most 256, values up to 32 KiB). `GITHUB_TOKEN` is also the token for
+    /// cloning a private https `repoUrl`.
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub env: Option<Field<BTreeMap<String, String>>>,
+    /// Text of a file written into the space as its user, mode 0600 (at
+    /// most 1 MiB; not together with `envFileBase64`).
+    #[serde(rename = "envFileText")]
+    #[schema(value_type = Option<String>)]
+    pub env_file_text: Option<Field<String>>,
+    /// The same as base64 (standard alphabet, padded).
+    #[serde(rename = "envFileBase64")]
+    #[schema(value_type = Option<String>)]
+    pub env_file_base64: Option<Field<String>>,
+    /// Where the file goes: an absolute path (default `/workspace/.env`).
+    #[serde(rename = "envFilePath")]
+    #[schema(value_type = Option<String>, example = "/workspace/.env")]
+    pub env_file_path: Option<Field<String>>,
+    /// A git repository cloned into `/workspace/<repoDest>` as the space's
+    /// user, through the space's network: `https://…` (no credentials in
+    /// it) or `git@host:path`. Needs `git` in the image.
+    #[serde(rename = "repoUrl")]
+    #[schema(value_type = Option<String>, example = "https://github.com/owner/repo.git")]
+    pub repo_url: Option<Field<String>>,
+    /// Branch to check out (default: the remote's default branch).
+    #[serde(rename = "repoBranch")]
+    #[schema(value_type = Option<String>, example = "main")]
+    pub repo_branch: Option<Field<String>>,
+    /// Destination relative to `/workspace` (default `repo`).
+    #[serde(rename = "repoDest")]
+    #[schema(value_type = Option<String>, example = "repo")]
+    pub repo_dest: Option<Field<String>>,
+}
+
+/// `POST /api/spaces/{name}/git/push` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct GitPushBody {
+    /// The repository: an absolute path under `/workspace`.
+    #[serde(rename = "repoPath")]
+    #[schema(value_type = String, example = "/workspace/repo")]
+    pub repo_path: Option<Field<String>>,
+    /// Remote name (default `origin`).
+    #[schema(value_type = Option<String>, example = "origin")]
+    pub remote: Option<Field<String>>,
+    /// Branch to push (default `main`).
+    #[schema(value_type = Option<String>, example = "main")]
+    pub branch: Option<Field<String>>,
+    /// Token for an https remote (required), handed to git through its
+    /// environment, never stored in the space.
+    #[schema(value_type = String)]
+    pub token: Option<Field<String>>,
+}
+
+/// The result of `git push`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GitPushResult {
+    /// git's standard output, trimmed.
+    pub stdout: String,
+    /// git's standard error, trimmed.
+    pub stderr: String,
+    /// Exit status (0: a failing push is a 400).
+    #[serde(rename = "exitCode")]
+    pub exit_code: i32,
 }
 
 /// `cpus` of a create body.

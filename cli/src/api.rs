@@ -149,6 +149,25 @@ pub fn encode_segment(s: &str) -> String {
     out
 }
 
+/// The server's `error` text of a failed answer, else its short body, else
+/// the status.
+fn error_text(status: StatusCode, bytes: &[u8]) -> String {
+    serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(bytes).trim().to_string();
+            if text.is_empty() || text.len() > 200 {
+                format!("HTTP {}", status.as_u16())
+            } else {
+                text
+            }
+        })
+}
+
 impl Api {
     /// A client using the configured key.
     pub fn new(settings: &Settings) -> anyhow::Result<Api> {
@@ -223,6 +242,41 @@ impl Api {
         Ok((status, bytes.to_vec()))
     }
 
+    /// An authenticated request whose bodies are streams (no cap on its
+    /// time: a transfer takes what it takes); a non-2xx answer becomes the
+    /// same error as [`Api::call`]'s.
+    pub async fn stream(
+        &self,
+        server: &Server,
+        method: Method,
+        path: &str,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let url = format!("{}/api{path}", server.url);
+        let mut req = self.normal.request(method, &url).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable(describe(&e)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ApiError::Unauthorized);
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Err(ApiError::Status(
+            status.as_u16(),
+            error_text(status, &bytes),
+        ))
+    }
+
     /// An authenticated JSON call; non-2xx statuses become errors carrying
     /// the server's `error` text.
     pub async fn call(
@@ -239,20 +293,10 @@ impl Api {
             return Err(ApiError::Unauthorized);
         }
         if !status.is_success() {
-            let msg = json
-                .as_ref()
-                .and_then(|v| v.get("error"))
-                .and_then(Value::as_str)
-                .map(String::from)
-                .unwrap_or_else(|| {
-                    let text = String::from_utf8_lossy(&bytes).trim().to_string();
-                    if text.is_empty() || text.len() > 200 {
-                        format!("HTTP {}", status.as_u16())
-                    } else {
-                        text
-                    }
-                });
-            return Err(ApiError::Status(status.as_u16(), msg));
+            return Err(ApiError::Status(
+                status.as_u16(),
+                error_text(status, &bytes),
+            ));
         }
         match json {
             Some(v) if v.get("error").is_some() && !v.is_array() => Err(ApiError::Status(

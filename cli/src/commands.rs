@@ -189,7 +189,7 @@ impl Ctx<'_> {
     pub async fn run(&self, cmd: Cmd) -> CmdResult {
         match cmd {
             Cmd::Servers { refresh, json } => self.servers_cmd(refresh, json).await,
-            Cmd::Create(args) => self.create(args).await,
+            Cmd::Create(args) => self.create(*args).await,
             Cmd::List { server, json } => self.list(server, json).await,
             Cmd::Exec {
                 server,
@@ -203,9 +203,10 @@ impl Ctx<'_> {
             Cmd::Start { server, name } => self.stop_start(server, name, false).await,
             Cmd::Destroy {
                 force,
+                volume,
                 server,
                 name,
-            } => self.destroy(server, name, force).await,
+            } => self.destroy(server, name, force, volume).await,
             Cmd::Port {
                 server,
                 public,
@@ -220,6 +221,7 @@ impl Ctx<'_> {
                 port,
                 local,
             } => self.forward(server, name, port, local).await,
+            Cmd::Cp { server, src, dst } => self.cp(server, src, dst).await,
             Cmd::System { server, json } => self.system(server, json).await,
             Cmd::Config { json } => self.config(json).await,
             Cmd::Completions { .. } => Ok(0),
@@ -506,6 +508,14 @@ impl Ctx<'_> {
             gpus,
             image,
             network,
+            env,
+            env_file,
+            env_file_path,
+            repo,
+            branch,
+            dest,
+            github_token,
+            github_token_stdin,
         } = args;
         let gpus = gpus.as_deref().map(gpus_json).transpose()?;
         let gpu = gpu || gpus.is_some();
@@ -514,6 +524,40 @@ impl Ctx<'_> {
             return Err(Fail::error(format!(
                 "Invalid cpus '{cpus}' (a number of cores, e.g. 1 or 0.5)"
             )));
+        };
+        let mut vars = serde_json::Map::new();
+        for e in &env {
+            let (k, v) = match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (
+                    e.clone(),
+                    std::env::var(e).map_err(|_| {
+                        Fail::error(format!("--env {e}: not set here (use --env {e}=VALUE)"))
+                    })?,
+                ),
+            };
+            vars.insert(k, json!(v));
+        }
+        let token = if github_token_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Fail::error(format!("reading the token from stdin: {e}")))?;
+            Some(line.trim().to_string()).filter(|t| !t.is_empty())
+        } else {
+            github_token
+        };
+        if let Some(t) = token {
+            vars.insert("GITHUB_TOKEN".into(), json!(t));
+        }
+        let env_file = match &env_file {
+            Some(f) => {
+                use base64::Engine;
+                let bytes = std::fs::read(f)
+                    .map_err(|e| Fail::error(format!("--env-file {}: {e}", f.display())))?;
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            None => None,
         };
         let target = match &server {
             Some(s) => {
@@ -539,12 +583,32 @@ impl Ctx<'_> {
         if let Some(n) = network {
             body["network"] = json!(n);
         }
+        if !vars.is_empty() {
+            body["env"] = Value::Object(vars);
+        }
+        if let Some(b64) = env_file {
+            body["envFileBase64"] = json!(b64);
+            body["envFilePath"] = json!(env_file_path);
+        }
+        if let Some(r) = &repo {
+            body["repoUrl"] = json!(r);
+            if let Some(b) = &branch {
+                body["repoBranch"] = json!(b);
+            }
+            if let Some(d) = &dest {
+                body["repoDest"] = json!(d);
+            }
+        }
         self.send(&target, Method::POST, "/spaces", Some(&body), None)
             .await?;
         println!("{}", style::out(GREEN, &format!("✓ Created space: {name}")));
         println!("  Server: {}", target.name);
         println!("  Memory: {memory}");
         println!("  CPUs: {cpus}");
+        if let Some(r) = &repo {
+            let d = dest.as_deref().unwrap_or("repo");
+            println!("  Repository: {r} in /workspace/{d}");
+        }
         Ok(0)
     }
 
@@ -763,6 +827,7 @@ impl Ctx<'_> {
         server: Option<String>,
         name: Option<String>,
         force: bool,
+        volume: bool,
     ) -> CmdResult {
         let name = required(name, "destroy [-f] <name>")?;
         let target = self.find_space(&name, server.as_deref(), false).await?;
@@ -777,7 +842,10 @@ impl Ctx<'_> {
                 return Ok(0);
             }
         }
-        let path = space_path(&name, "");
+        let mut path = space_path(&name, "");
+        if volume {
+            path.push_str("?removeVolume=true");
+        }
         self.send(&target, Method::DELETE, &path, None, LIFECYCLE_CAP)
             .await?;
         println!(
@@ -787,6 +855,14 @@ impl Ctx<'_> {
                 &format!("✓ Destroyed: {name} (was on {})", target.name)
             )
         );
+        if volume {
+            println!("  Its /workspace volume was removed too.");
+        } else {
+            println!(
+                "  Its /workspace volume was kept for a new space named '{name}' \
+                 (destroy --volume deletes it with the space)."
+            );
+        }
         Ok(0)
     }
 

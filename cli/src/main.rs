@@ -8,6 +8,7 @@
 mod api;
 mod commands;
 mod config;
+mod cp;
 mod discovery;
 mod ports;
 mod stream;
@@ -75,6 +76,8 @@ Examples:
   clawdspace create dev --memory 4g --cpus 2
   clawdspace exec dev 'uname -a'
   clawdspace shell dev
+  clawdspace create dev --repo https://github.com/o/r.git --env DEBUG=1
+  clawdspace cp ./data dev:/workspace/data
   clawdspace destroy dev -f";
 
 /// clawdspace - Multi-server sandboxed execution environments
@@ -113,6 +116,40 @@ pub struct CreateArgs {
     /// or `none` (loopback only).
     #[arg(long, value_parser = ["internet", "none"])]
     pub network: Option<String>,
+    /// An environment variable for the space's init and every exec
+    /// (repeatable); `KEY` alone takes its value from here.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// A local file written into the space (mode 0600, as its user) at
+    /// --env-file-path.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<std::path::PathBuf>,
+    /// Where --env-file goes in the space.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/workspace/.env",
+        requires = "env_file"
+    )]
+    pub env_file_path: String,
+    /// A git repository to clone into /workspace/<dest> (https:// or
+    /// git@host:path; the image needs git).
+    #[arg(long, value_name = "URL")]
+    pub repo: Option<String>,
+    /// The branch to check out (default: the remote's).
+    #[arg(long, value_name = "BRANCH", requires = "repo")]
+    pub branch: Option<String>,
+    /// Where to clone, relative to /workspace (default `repo`).
+    #[arg(long, value_name = "DIR", requires = "repo")]
+    pub dest: Option<String>,
+    /// A token for a private https repository (sent as the space's
+    /// GITHUB_TOKEN variable). Prefer --github-token-stdin: arguments are
+    /// visible to other users of this machine.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "github_token_stdin")]
+    pub github_token: Option<String>,
+    /// Read the GitHub token from the first line of stdin.
+    #[arg(long)]
+    pub github_token_stdin: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,7 +164,7 @@ enum Cmd {
         json: bool,
     },
     /// Create a space on a server (auto-selected unless --server is given).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List spaces on every server (or one).
     #[command(visible_alias = "ls")]
     List {
@@ -178,11 +215,16 @@ enum Cmd {
         server: Option<String>,
         name: Option<String>,
     },
-    /// Destroy a space and its files (asks first unless forced).
+    /// Destroy a space and its files (asks first unless forced); its
+    /// /workspace volume is kept for a new space of the same name unless
+    /// --volume is given.
     Destroy {
         /// Do not ask for confirmation.
         #[arg(short, long)]
         force: bool,
+        /// Delete the space's /workspace volume too.
+        #[arg(long)]
+        volume: bool,
         /// Only look for the space on this server.
         #[arg(short, long)]
         server: Option<String>,
@@ -221,6 +263,19 @@ enum Cmd {
         /// The local port on 127.0.0.1 (default: the same number; 0: any
         /// free one, printed).
         local: Option<u16>,
+    },
+    /// Copy files or directories between here and a space, streamed:
+    /// `cp ./local dev:/path`, `cp dev:/path ./local` (a relative space
+    /// path is under /workspace; `-` is stdin or stdout: a file's bytes, or
+    /// a directory as a tar stream).
+    Cp {
+        /// Only look for the space on this server.
+        #[arg(short, long)]
+        server: Option<String>,
+        /// What to copy: a local path, `-`, or `space:path`.
+        src: String,
+        /// Where to: a local path, `-`, or `space:path`.
+        dst: String,
     },
     /// Show a server's system status (default: the first server).
     System {

@@ -11,6 +11,7 @@ mod error;
 mod error_kind;
 pub mod exec;
 mod fsutil;
+mod git;
 pub mod gpu;
 pub mod host;
 pub mod image;
@@ -37,9 +38,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{NetworkConfig, NetworkMode};
 pub use spaces::{
-    normalize_path, workspace_path, CreateSpace, DirEntry, ExecActivity, FileInfo, FileKind,
-    PutOptions, Runtime, SpaceName, VolumeInfo, INVALID_NAME, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS,
-    WORKSPACE,
+    check_env_var, normalize_path, workspace_path, CreateSpace, DirEntry, EnvFile, ExecActivity,
+    FileInfo, FileKind, GitPush, PutOptions, RepoClone, Runtime, SpaceName, VolumeInfo,
+    DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY,
+    MIN_NANO_CPUS, WORKSPACE,
 };
 pub use store::{Quarantined, Space, SpaceStatus, SpaceUser};
 pub use worker::{log_to_stderr, run_if_worker, PoolStats};

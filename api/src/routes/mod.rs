@@ -3,6 +3,7 @@
 
 pub mod dashboard;
 pub mod files;
+pub mod git;
 pub mod nodes;
 pub mod ports;
 pub mod relay;
@@ -107,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/spaces/{name}/start", post(spaces::start))
         .route("/api/spaces/{name}/exec", post(spaces::exec))
         .route("/api/spaces/{name}/exec/ws", get(ws::exec_ws))
+        .route("/api/spaces/{name}/git/push", post(git::push))
         .route("/api/spaces/{name}/stats", get(stats::stats))
         .route("/api/spaces/{name}/files", get(files::list))
         .route(

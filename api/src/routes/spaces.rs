@@ -29,7 +29,9 @@ pub async fn list(State(st): State<AppState>) -> Json<SpaceList> {
     })
 }
 
-/// Creates and starts a space (pulling its image when needed).
+/// Creates and starts a space (pulling its image when needed), then
+/// writes its environment file and clones its repository when asked (a
+/// failure of either is a 400 and removes the space).
 #[utoipa::path(post, path = "/api/spaces", tag = "spaces",
     request_body = CreateSpaceBody,
     responses((status = 201, body = SpaceEnvelope), (status = 400, body = ErrorJson),
@@ -66,6 +68,9 @@ pub async fn create(
     let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
     let network = input::network(&body)?;
     let disk = input::disk(&body)?;
+    let env = input::create_env(&body)?;
+    let env_file = input::env_file(&body)?;
+    let repo = input::repo(&body)?;
     let space = st
         .rt
         .create(CreateSpace {
@@ -78,6 +83,9 @@ pub async fn create(
             gpus,
             network,
             disk,
+            env,
+            env_file,
+            repo,
         })
         .await?;
     Ok(json_response(

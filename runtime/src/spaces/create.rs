@@ -14,6 +14,7 @@ use crate::space_id::new_space_id;
 use crate::spec::space_env;
 use crate::store::{Space, SpaceStatus, SpaceUser};
 
+use super::extras::{self, merge_env, EnvFile, RepoClone};
 use super::name::SpaceName;
 use super::registry::{lock, Entry};
 use super::{blocking, Runtime};
@@ -48,6 +49,14 @@ pub struct CreateSpace {
     pub network: NetworkMode,
     /// Disk limit in bytes (needs project quotas on the state dir).
     pub disk: Option<u64>,
+    /// Environment added to the image's, for the init and every exec
+    /// (checked by [`crate::check_env_var`]).
+    pub env: Vec<(String, String)>,
+    /// A file written into the space as its user once it runs.
+    pub env_file: Option<EnvFile>,
+    /// A repository cloned into `/workspace` as the space's user once it
+    /// runs (after `env_file`).
+    pub repo: Option<RepoClone>,
 }
 
 impl CreateSpace {
@@ -64,14 +73,18 @@ impl CreateSpace {
             gpus: None,
             network: NetworkMode::default(),
             disk: None,
+            env: Vec::new(),
+            env_file: None,
+            repo: None,
         }
     }
 }
 
 impl Runtime {
-    /// Creates and starts a space. All or nothing: on any failure nothing of
-    /// it remains (no record, mount, cgroup, process or directory). Runs to
-    /// the end even if the caller goes away.
+    /// Creates and starts a space, then writes its environment file and
+    /// clones its repository when asked. All or nothing: on any failure
+    /// nothing of it remains (no record, mount, cgroup, process or
+    /// directory). Runs to the end even if the caller goes away.
     pub async fn create(&self, req: CreateSpace) -> Result<Space> {
         self.detached(move |rt| async move { rt.create_now(req).await })
             .await
@@ -98,6 +111,7 @@ impl Runtime {
             let dir = self.inner.store.dir().to_path_buf();
             blocking("checking disk quotas", move || quota::check_available(&dir)).await?;
         }
+        extras::check(&req)?;
         // No limit asked for: the server's default, if quotas allow one.
         let disk = req.disk.or(self.inner.config.default_disk);
         if self.entry(&req.name).is_ok() {
@@ -172,7 +186,11 @@ impl Runtime {
             status: SpaceStatus::Creating,
             init_pid: None,
             init_start_time: None,
-            env: space_env(&image.image.config.env, &req.name, &user.home),
+            env: {
+                let mut env = space_env(&image.image.config.env, &req.name, &user.home);
+                merge_env(&mut env, &req.env);
+                env
+            },
             user,
             layers: image.layer_dirs,
             network: SpaceNetwork {
@@ -207,7 +225,23 @@ impl Runtime {
                 let addr = self.net(move |n| n.allocate(&id)).await?;
                 lock(&entry.rec).network.address = Some(addr);
             }
-            self.start_init(&entry).await
+            let s = self.start_init(&entry).await?;
+            if !extras::wanted(&req) {
+                return Ok(s);
+            }
+            // Until its file and clone are made the space is still being
+            // created (not listed, and removed at startup if the daemon
+            // stops meanwhile: a clone can outlast a shutdown's grace).
+            let s = self.set_status(&entry, SpaceStatus::Creating, true).await?;
+            if let Err(e) = self.apply_extras(&s, &req).await {
+                // Marked as being destroyed, so a crash during the rollback
+                // finishes it instead of bringing the space back.
+                if let Err(e2) = self.set_status(&entry, SpaceStatus::Destroying, true).await {
+                    tracing::warn!(space = %req.name, "marking a failed create: {e2}");
+                }
+                return Err(e);
+            }
+            self.set_status(&entry, SpaceStatus::Running, true).await
         };
         match started.await {
             Ok(s) => {
@@ -216,6 +250,8 @@ impl Runtime {
             }
             Err(e) => {
                 tracing::warn!(space = %req.name, "create failed, rolling back: {e}");
+                // Its init's watcher, if it started one, must not restart it.
+                lock(&entry.rec).status = SpaceStatus::Destroying;
                 let mut rollback = self.teardown(&space).await;
                 if rollback.is_ok() && !had_volume {
                     rollback = self.drop_volume(&space).await;

@@ -78,20 +78,29 @@ impl Runtime {
             }
         };
         let _ = self.touch(name);
+        let handle = self.spawn_in(&s, req).await?;
+        Ok((handle, guard))
+    }
+
+    /// Starts `req` in the running space `s`: its user, working directory
+    /// and environment unless `req` overrides them. The caller made sure
+    /// the space runs (and keeps it so).
+    pub(super) async fn spawn_in(&self, s: &Space, req: &ExecRequest) -> Result<ExecHandle> {
         let (uid, gid, gids) = if req.cwd.is_none() && req.user.is_none() {
             let u = &s.user;
             (u.uid, u.gid, u.additional_gids.clone())
         } else {
             // Both read the space's files: off the async threads.
-            let (rootfs, space, cwd, user) = (
-                self.rootfs_dir(&s),
+            let (rootfs, volume, space, cwd, user) = (
+                self.rootfs_dir(s),
+                self.space_volume(s),
                 s.clone(),
                 req.cwd.clone(),
                 req.user.clone(),
             );
             tokio::task::spawn_blocking(move || {
                 if let Some(cwd) = &cwd {
-                    check_dir_in_space(&rootfs, cwd)?;
+                    check_dir_in_space(&rootfs, volume.as_deref(), cwd)?;
                 }
                 exec_user(&rootfs, &space, user.as_deref())
             })
@@ -113,11 +122,10 @@ impl Runtime {
             space_uid: s.user.uid,
             tty: None,
         };
-        let handle = match req.tty {
-            Some((cols, rows)) => self.spawn_tty(wreq, cols, rows).await?,
-            None => self.spawn_piped(wreq, req.stdin.is_some()).await?,
-        };
-        Ok((handle, guard))
+        match req.tty {
+            Some((cols, rows)) => self.spawn_tty(wreq, cols, rows).await,
+            None => self.spawn_piped(wreq, req.stdin.is_some()).await,
+        }
     }
 
     async fn spawn_piped(
@@ -245,16 +253,21 @@ impl Drop for ExecActivity {
 }
 
 /// Refuses a working directory that is not a directory inside the space
-/// whose root is `rootfs`, resolving it as the space would (symlinks stay
-/// inside its root). Blocking.
-fn check_dir_in_space(rootfs: &Path, dir: &str) -> Result<()> {
+/// whose root is `rootfs` (and workspace volume `volume`, mounted at
+/// `/workspace`), resolving it as the space would (symlinks stay inside
+/// its root). Blocking.
+fn check_dir_in_space(rootfs: &Path, volume: Option<&Path>, dir: &str) -> Result<()> {
     use crate::inroot::{Resolve, Root};
     let bad = |why: &str| Error::InvalidInput(format!("working directory {dir}: {why}"));
     if !dir.starts_with('/') {
         return Err(bad("must be an absolute path"));
     }
-    let root = Root::open(rootfs).ctx(|| "open the space's root".into())?;
-    match root.dir(Path::new(dir), Resolve::InRoot) {
+    let (top, rel) = match (volume, Path::new(dir).strip_prefix(crate::WORKSPACE)) {
+        (Some(v), Ok(rel)) => (v, Path::new("/").join(rel)),
+        _ => (rootfs, Path::new(dir).to_path_buf()),
+    };
+    let root = Root::open(top).ctx(|| "open the space's root".into())?;
+    match root.dir(&rel, Resolve::InRoot) {
         Ok(_) => Ok(()),
         Err(e) => match nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
             nix::errno::Errno::ENOENT => Err(bad("no such directory in the space")),

@@ -128,16 +128,22 @@ impl Runtime {
         }
     }
 
-    /// Records running/paused. Not fsynced: after a crash the runtime reads
-    /// the real state from the freezer anyway.
-    async fn set_status(&self, entry: &Entry, status: SpaceStatus) -> Result<Space> {
+    /// Records a status, `durable`ly (fsynced) or not (running/paused:
+    /// after a crash the runtime reads the real state from the freezer
+    /// anyway); the caller holds the space's lock.
+    pub(super) async fn set_status(
+        &self,
+        entry: &Entry,
+        status: SpaceStatus,
+        durable: bool,
+    ) -> Result<Space> {
         let snap = {
             let mut r = lock(&entry.rec);
             r.status = status;
             r.clone()
         };
         entry.dirty.store(false, Ordering::Release);
-        self.save(snap.clone(), false).await?;
+        self.save(snap.clone(), durable).await?;
         Ok(snap)
     }
 
@@ -161,7 +167,7 @@ impl Runtime {
                     state_root: self.inner.state_root.clone(),
                 })
                 .await?;
-                self.set_status(&entry, SpaceStatus::Paused).await
+                self.set_status(&entry, SpaceStatus::Paused, false).await
             }
             _ => Err(Error::NotRunning),
         }
@@ -192,7 +198,7 @@ impl Runtime {
             state_root: self.inner.state_root.clone(),
         })
         .await?;
-        self.set_status(&entry, SpaceStatus::Paused).await?;
+        self.set_status(&entry, SpaceStatus::Paused, false).await?;
         Ok(true)
     }
 
@@ -217,7 +223,7 @@ impl Runtime {
                     state_root: self.inner.state_root.clone(),
                 })
                 .await?;
-                self.set_status(entry, SpaceStatus::Running).await
+                self.set_status(entry, SpaceStatus::Running, false).await
             }
             _ => Err(Error::NotRunning),
         }

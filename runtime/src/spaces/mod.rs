@@ -7,7 +7,8 @@
 //! One home per operation: [`registry`] (entries, locks, activity),
 //! [`create`] (validation, create and rollback), [`bundle`] (bundle and init
 //! start), [`lifecycle`] (destroy, pause, resume, start), [`exec`] (piped and
-//! TTY exec), [`recovery`] (init watcher, restore, quarantine), [`shutdown`]
+//! TTY exec), [`extras`] (env, env file and clone at create; git push),
+//! [`recovery`] (init watcher, restore, quarantine), [`shutdown`]
 //! (background tasks, `close`), [`images`] (image wrappers), [`cpu`] (CPU%
 //! samples). This module holds the handle, `open` and accessors.
 
@@ -35,6 +36,7 @@ mod bundle;
 mod cpu;
 mod create;
 mod exec;
+mod extras;
 mod files;
 mod images;
 mod lifecycle;
@@ -47,6 +49,10 @@ mod volumes;
 
 pub use create::{CreateSpace, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS};
 pub use exec::ExecActivity;
+pub use extras::{
+    check_env_var, EnvFile, GitPush, RepoClone, DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST,
+    MAX_ENV_FILE,
+};
 pub use files::{normalize_path, workspace_path, DirEntry, FileInfo, FileKind, PutOptions};
 pub use name::{SpaceName, INVALID_NAME};
 use registry::Entry;

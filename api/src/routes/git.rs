@@ -1,0 +1,33 @@
+//! `POST /api/spaces/{name}/git/push` (SPEC 12).
+
+use axum::extract::{Path, State};
+
+use crate::body::{Json, JsonBody};
+use crate::error::ApiResult;
+use crate::format::js_trim;
+use crate::input;
+use crate::model::{ErrorJson, GitPushBody, GitPushResult};
+use crate::AppState;
+
+/// Pushes a branch of a repository in the space, as the space's user; the
+/// token reaches git through its environment only.
+#[utoipa::path(post, path = "/api/spaces/{name}/git/push", tag = "spaces",
+    params(("name" = String, Path, description = "Space name")),
+    request_body = GitPushBody,
+    responses((status = 200, body = GitPushResult),
+        (status = 400, description = "No token, a path not under /workspace, a bad remote or branch name, or a failing push (git's stderr quoted)", body = ErrorJson),
+        (status = 401, body = ErrorJson), (status = 404, body = ErrorJson), (status = 409, body = ErrorJson)))]
+pub async fn push(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<GitPushBody>,
+) -> ApiResult<Json<GitPushResult>> {
+    let req = input::git_push(&body)?;
+    let out = st.rt.git_push(&name, req).await?;
+    let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
+    Ok(Json(GitPushResult {
+        stdout: text(&out.stdout),
+        stderr: text(&out.stderr),
+        exit_code: out.exit_code,
+    }))
+}
