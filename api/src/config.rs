@@ -187,12 +187,28 @@ pub struct Config {
     #[arg(long, env = "CLAWDSPACE_PORT_CONNECTIONS", default_value_t = 256,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub port_connections: u64,
+    /// Bytes per second the port proxy moves for one space, each way, all
+    /// its connections together (`0`: no cap; `10m` = 10 MiB/s).
+    #[arg(long, env = "CLAWDSPACE_PORT_BANDWIDTH", default_value = "0",
+        value_parser = parse_rate)]
+    pub port_bandwidth: u64,
+    /// Wildcard domain of host-based preview URLs: `<port>-<name>.<domain>`
+    /// (`preview.example.com`, or `https://preview.example.com` behind a
+    /// TLS proxy). Unset: links are `/p/<token>/` only.
+    #[arg(long, env = "CLAWDSPACE_PREVIEW_DOMAIN")]
+    pub preview_domain: Option<String>,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     pub openapi: bool,
+}
+
+/// `0`, `500k`, `10m`, `1g` (binary units) bytes per second.
+fn parse_rate(s: &str) -> Result<u64, String> {
+    clawdspace_runtime::image::parse_bytes(s)
+        .ok_or_else(|| format!("'{s}' is not a rate in bytes per second (e.g. 0, 500k, 10m)"))
 }
 
 impl Config {

@@ -1,6 +1,7 @@
 //! `clawdspaced`: the Clawdspace REST daemon.
 
 mod auth;
+mod bandwidth;
 mod body;
 mod config;
 mod error;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub previews: Arc<clawdspace_runtime::previews::Previews>,
     /// Connection caps of the port proxy.
     pub port_limits: Arc<routes::ports::PortLimits>,
+    /// Host-based preview routing (`CLAWDSPACE_PREVIEW_DOMAIN`), if set.
+    pub preview_domain: Option<routes::preview_host::PreviewDomain>,
 }
 
 fn main() -> ExitCode {
@@ -123,7 +126,15 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
             .context("preview links")?;
     let port_limits = Arc::new(routes::ports::PortLimits::new(
         usize::try_from(config.port_connections).unwrap_or(usize::MAX),
+        config.port_bandwidth,
     ));
+    let preview_domain = config
+        .preview_domain
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .map(routes::preview_host::PreviewDomain::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("CLAWDSPACE_PREVIEW_DOMAIN: {e}"))?;
     let state = AppState {
         rt: runtime.clone(),
         config: Arc::new(config),
@@ -131,10 +142,15 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         nodes,
         previews: Arc::new(previews),
         port_limits,
+        preview_domain,
     };
     let limits = state.config.limits();
-    let app =
-        tower::util::MapRequestLayer::new(routes::trim_trailing_slash).layer(routes::router(state));
+    // Preview hosts first: their paths belong to the space's server.
+    let app = axum::middleware::from_fn_with_state(state.clone(), routes::preview_host::route)
+        .layer(
+            tower::util::MapRequestLayer::new(routes::trim_trailing_slash)
+                .layer(routes::router(state)),
+        );
     server::serve(listener, app, limits, shutdown()).await;
     // Operations whose clients went away still run: let them finish.
     if runtime.wait_operations(Duration::from_secs(30)).await {

@@ -281,3 +281,139 @@ async fn ports_are_proxied_with_the_key_and_previews_without_it() {
     let (s, _) = get_text(&d, &link, false).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// One raw request for `host` (a preview host) with extra header lines;
+/// the whole answer.
+fn raw_host(d: &Daemon, host: &str, path: &str, extra: &str) -> String {
+    raw(
+        d,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn preview_hosts_and_bandwidth_caps() {
+    let Some(d) = Daemon::start(&[
+        ("CLAWDSPACE_PREVIEW_DOMAIN", "preview.test"),
+        ("CLAWDSPACE_PORT_BANDWIDTH", "256k"),
+    ])
+    .await
+    else {
+        return;
+    };
+    d.create("web").await;
+    serve(&d, "web").await;
+    let r = d
+        .exec(
+            "web",
+            json!("printf '#!/bin/sh\\necho \"Content-Type: text/plain\"\\necho\\necho \"cookie=$HTTP_COOKIE path=$REQUEST_URI\"\\n' > /tmp/www/cgi-bin/cookie && chmod +x /tmp/www/cgi-bin/cookie && head -c 1048576 /dev/zero > /tmp/www/big"),
+        )
+        .await;
+    assert_eq!(r["exitCode"], 0, "{r}");
+    let host = "8000-web.preview.test";
+
+    // By host: the path is the space's own; the key or a link is needed.
+    let a = raw_host(&d, host, "/index.html", "");
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    let a = raw_host(
+        &d,
+        host,
+        "/index.html",
+        &format!("Authorization: Bearer {KEY}\r\n"),
+    );
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(a.ends_with("hello from web\n"), "{a}");
+    // The API itself is not served under a preview host.
+    let a = raw_host(
+        &d,
+        host,
+        "/api/spaces",
+        &format!("Authorization: Bearer {KEY}\r\n"),
+    );
+    assert!(a.starts_with("HTTP/1.1 404"), "{a}");
+
+    // A public link's host URL: the token once, then a cookie for the host.
+    let (s, v) = d
+        .post(
+            "/api/spaces/web/ports",
+            json!({"port": 8000, "public": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let host_url = v["hostUrl"].as_str().expect("hostUrl").to_string();
+    let token = host_url
+        .strip_prefix("http://8000-web.preview.test/?clawdspace_token=")
+        .expect("host url form")
+        .to_string();
+    let a = raw_host(
+        &d,
+        host,
+        &format!("/cgi-bin/cookie?x=1&clawdspace_token={token}"),
+        "",
+    );
+    assert!(a.starts_with("HTTP/1.1 302"), "{a}");
+    assert!(a.contains("location: /cgi-bin/cookie?x=1\r\n"), "{a}");
+    assert!(
+        a.contains(&format!(
+            "set-cookie: clawdspace_preview={token}; Path=/; HttpOnly"
+        )),
+        "{a}"
+    );
+    let cookie = format!("Cookie: theirs=1; clawdspace_preview={token}\r\n");
+    let a = raw_host(&d, host, "/cgi-bin/cookie?x=1", &cookie);
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    // The space sees its own cookies, never the link's.
+    assert!(
+        a.contains("cookie=theirs=1 path=/cgi-bin/cookie?x=1\n"),
+        "{a}"
+    );
+    // The cookie opens only its own port and space.
+    let a = raw_host(&d, "9000-web.preview.test", "/", &cookie);
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    let a = raw_host(
+        &d,
+        host,
+        &format!("/?clawdspace_token={}", "0".repeat(48)),
+        "",
+    );
+    assert!(a.starts_with("HTTP/1.1 404"), "{a}");
+    // Revoked: the cookie is worth nothing.
+    let (s, _) = d
+        .call(
+            reqwest::Method::DELETE,
+            "/api/spaces/web/ports?port=8000",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let a = raw_host(&d, host, "/index.html", &cookie);
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    // Other hosts still reach the API.
+    let (s, _) = d.get("/api/spaces/web").await;
+    assert_eq!(s, StatusCode::OK);
+
+    // Bandwidth: 1 MiB at 256 KiB/s (a second's burst) takes about 3 s,
+    // and two downloads at once share the space's rate.
+    let fetch = |d: &Daemon| {
+        d.http
+            .get(d.url("/api/spaces/web/ports/8000/big"))
+            .header("Authorization", format!("Bearer {KEY}"))
+            .send()
+    };
+    let t = std::time::Instant::now();
+    let r = fetch(&d).await.expect("download");
+    assert_eq!(r.bytes().await.expect("body").len(), 1 << 20);
+    let one = t.elapsed();
+    assert!(
+        one >= Duration::from_millis(2500) && one < Duration::from_secs(8),
+        "{one:?}"
+    );
+    let t = std::time::Instant::now();
+    let (a, b) = tokio::join!(fetch(&d), fetch(&d));
+    let (a, b) = (a.expect("a"), b.expect("b"));
+    let (a, b) = tokio::join!(a.bytes(), b.bytes());
+    assert_eq!(a.expect("a").len() + b.expect("b").len(), 2 << 20);
+    let two = t.elapsed();
+    assert!(two >= Duration::from_millis(6500), "{two:?}");
+}

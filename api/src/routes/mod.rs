@@ -6,6 +6,7 @@ pub mod files;
 pub mod git;
 pub mod nodes;
 pub mod ports;
+pub mod preview_host;
 pub mod relay;
 pub mod spaces;
 pub mod stats;

@@ -28,28 +28,47 @@ use utoipa::ToSchema;
 use clawdspace_runtime::previews::{Preview, DEFAULT_TTL};
 use clawdspace_runtime::{Space, SpaceStatus};
 
+use crate::bandwidth::{Bandwidth, Caps, Throttled};
 use crate::body::Json;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ErrorJson, Message};
 use crate::AppState;
 
-/// Open proxied connections per space at most (`CLAWDSPACE_PORT_CONNECTIONS`).
+/// Open proxied connections per space at most (`CLAWDSPACE_PORT_CONNECTIONS`)
+/// and their shared bandwidth (`CLAWDSPACE_PORT_BANDWIDTH`).
 #[derive(Default)]
 pub struct PortLimits {
     per_space: usize,
     open: Mutex<HashMap<String, Arc<Semaphore>>>,
+    bandwidth: Bandwidth,
+}
+
+/// One proxied connection's place in its space's limits.
+struct Slot {
+    permit: OwnedSemaphorePermit,
+    caps: Option<Caps>,
 }
 
 impl PortLimits {
-    /// At most `per_space` proxied connections per space.
-    pub fn new(per_space: usize) -> PortLimits {
+    /// At most `per_space` proxied connections per space, moving at most
+    /// `rate` bytes per second each way together (0: no cap).
+    pub fn new(per_space: usize, rate: u64) -> PortLimits {
         PortLimits {
             per_space: per_space.max(1),
             open: Mutex::default(),
+            bandwidth: Bandwidth::new(rate),
         }
     }
 
-    fn take(&self, space: &str) -> ApiResult<OwnedSemaphorePermit> {
+    fn take(&self, space: &str) -> ApiResult<Slot> {
+        let permit = self.permit(space)?;
+        Ok(Slot {
+            permit,
+            caps: self.bandwidth.caps(space),
+        })
+    }
+
+    fn permit(&self, space: &str) -> ApiResult<OwnedSemaphorePermit> {
         let sem = {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             open.retain(|_, s| s.available_permits() < self.per_space);
@@ -79,7 +98,7 @@ const DROP_REQUEST: &[HeaderName] = &[
     header::TRANSFER_ENCODING,
 ];
 
-fn parse_port(port: &str) -> ApiResult<u16> {
+pub(crate) fn parse_port(port: &str) -> ApiResult<u16> {
     port.parse::<u16>()
         .ok()
         .filter(|p| *p > 0)
@@ -90,7 +109,7 @@ fn parse_port(port: &str) -> ApiResult<u16> {
 /// no `.`/`..` segments (a client's `..` would only reach the same
 /// server, but it is refused rather than guessed at), the query without
 /// `key`.
-fn inner_target(path: &str, query: Option<&str>) -> ApiResult<String> {
+pub(crate) fn inner_target(path: &str, query: Option<&str>) -> ApiResult<String> {
     if path.split('/').any(|s| {
         s == ".." || s == "." || s.eq_ignore_ascii_case("%2e%2e") || s.eq_ignore_ascii_case("%2e")
     }) {
@@ -135,7 +154,7 @@ async fn awake(st: &AppState, name: &str) -> ApiResult<Space> {
 
 /// Forwards `req` to `port` of space `name` as `target`; `prefix` is the
 /// path the client sees the server under (`X-Forwarded-Prefix`).
-async fn forward(
+pub(crate) async fn forward(
     st: &AppState,
     name: &str,
     port: u16,
@@ -143,9 +162,10 @@ async fn forward(
     prefix: String,
     mut req: Request,
 ) -> ApiResult<Response> {
-    let permit = st.port_limits.take(name)?;
+    let slot = st.port_limits.take(name)?;
+    let permit = slot.permit;
     awake(st, name).await?;
-    let stream = st.rt.connect_port(name, port).await?;
+    let stream = Throttled::new(st.rt.connect_port(name, port).await?, slot.caps);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("port {port}: {e}")))?;
@@ -177,7 +197,9 @@ async fn forward(
         HeaderValue::from_static("http"),
     );
     if let Ok(v) = HeaderValue::from_str(&prefix) {
-        set(&mut headers, "x-forwarded-prefix", v);
+        if !prefix.is_empty() {
+            set(&mut headers, "x-forwarded-prefix", v);
+        }
     }
     let mut out = axum::http::Request::builder()
         .method(parts.method)
@@ -286,7 +308,7 @@ pub async fn proxy_root(
 }
 
 /// The link a token opens, if its space still exists as it was.
-fn preview_of(st: &AppState, token: &str) -> ApiResult<Preview> {
+pub(crate) fn preview_of(st: &AppState, token: &str) -> ApiResult<Preview> {
     let gone = || ApiError::new(StatusCode::NOT_FOUND, "Preview link not found or expired");
     let p = st.previews.resolve(token).ok_or_else(gone)?;
     match st.rt.get(&p.space) {
@@ -345,6 +367,11 @@ pub struct PortJson {
     /// When a public link expires (ISO 8601).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// With `CLAWDSPACE_PREVIEW_DOMAIN` set (and a space name that can be
+    /// a host label): the same port at `<port>-<name>.<domain>`, paths
+    /// unchanged; a public link's token is in it once, then in a cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_url: Option<String>,
 }
 
 /// `GET /api/spaces/{name}/ports`: the live public links.
@@ -391,6 +418,7 @@ pub async fn open(
         .and_then(|p| parse_port(&p.to_string()))?;
     let space = st.rt.get(&name)?;
     let base = base_url(&headers);
+    let host_url = st.preview_domain.as_ref().and_then(|d| d.url(&name, port));
     let json = if body.public {
         let ttl = body.ttl_seconds.map_or(DEFAULT_TTL, Duration::from_secs);
         let previews = st.previews.clone();
@@ -403,6 +431,8 @@ pub async fn open(
             url: format!("{base}/p/{token}/"),
             id: Some(p.id),
             expires_at: Some(crate::format::iso_millis(&p.expires)),
+            host_url: host_url
+                .map(|u| format!("{u}/?{}={token}", crate::routes::preview_host::TOKEN_PARAM)),
         }
     } else {
         PortJson {
@@ -411,6 +441,7 @@ pub async fn open(
             url: format!("{base}/api/spaces/{name}/ports/{port}/"),
             id: None,
             expires_at: None,
+            host_url: host_url.map(|u| format!("{u}/")),
         }
     };
     Ok((StatusCode::CREATED, Json(json)).into_response())
@@ -489,9 +520,10 @@ pub async fn tunnel(
 ) -> ApiResult<Response> {
     let port = parse_port(&port)?;
     let ws = ws.map_err(|e| ApiError::bad_request(format!("WebSocket upgrade required: {e}")))?;
-    let permit = st.port_limits.take(&name)?;
+    let slot = st.port_limits.take(&name)?;
     awake(&st, &name).await?;
-    let stream = st.rt.connect_port(&name, port).await?;
+    let stream = Throttled::new(st.rt.connect_port(&name, port).await?, slot.caps);
+    let permit = slot.permit;
     Ok(ws
         .on_upgrade(move |socket| async move {
             let _permit = permit;
@@ -501,12 +533,15 @@ pub async fn tunnel(
 }
 
 /// Joins a WebSocket (binary frames) and a TCP connection.
-async fn pipe(socket: axum::extract::ws::WebSocket, stream: tokio::net::TcpStream) {
+async fn pipe<S>(socket: axum::extract::ws::WebSocket, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     use axum::extract::ws::Message;
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (mut wtx, mut wrx) = socket.split();
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let up = async {
         while let Some(Ok(m)) = wrx.next().await {
             let more = match m {

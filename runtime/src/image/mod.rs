@@ -134,7 +134,7 @@ impl ImageLimits {
 }
 
 /// `123`, `4K`, `16G`, `1T` (binary units) as bytes.
-fn parse_bytes(s: &str) -> Option<u64> {
+pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, shift) = match s.char_indices().last()? {
         (i, 'k' | 'K') => (&s[..i], 10),
