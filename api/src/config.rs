@@ -131,6 +131,11 @@ pub struct Config {
     /// networked space is destroyed; 0: removed at once.
     #[arg(long, env = "CLAWDSPACE_NETWORK_LINGER_MS", default_value_t = 60_000)]
     pub network_linger_ms: u64,
+    /// Let spaces publish TCP ports on the host's addresses (`ports` at
+    /// create; `1`/`true` or `0`/`false`).
+    #[arg(long, env = "CLAWDSPACE_PUBLISH_PORTS", default_value = "0", value_parser = parse_switch,
+        action = clap::ArgAction::Set)]
+    pub publish_ports: bool,
     /// Disk limit of spaces created without `disk`, written like `disk`
     /// (`"10g"`); unset or empty: none. Ignored, with a warning at start,
     /// when the state directory's filesystem does not enforce project quotas.
@@ -203,6 +208,15 @@ pub struct Config {
     /// Print the OpenAPI document and exit.
     #[arg(long)]
     pub openapi: bool,
+}
+
+/// `1`/`true` or `0`/`false`.
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "1" | "true" => Ok(true),
+        "0" | "false" | "" => Ok(false),
+        _ => Err(format!("'{s}': 1 or 0")),
+    }
 }
 
 /// `0`, `500k`, `10m`, `1g` (binary units) bytes per second.
@@ -292,6 +306,7 @@ impl Config {
             allow: self.allow_nets.0.clone(),
             dns: self.dns.0.clone(),
             linger: std::time::Duration::from_millis(self.network_linger_ms),
+            publish: self.publish_ports,
         };
         c.default_disk = self.default_disk.and_then(|d| d.0);
         c
@@ -305,6 +320,19 @@ mod tests {
     fn default_disk_of(arg: &str) -> Result<Option<u64>, clap::Error> {
         Config::try_parse_from(["clawdspaced", &format!("--default-disk={arg}")])
             .map(|c| c.runtime().default_disk)
+    }
+
+    #[test]
+    fn publishing_is_off_unless_switched_on() {
+        let of = |args: &[&str]| {
+            let mut v = vec!["clawdspaced"];
+            v.extend_from_slice(args);
+            Config::try_parse_from(v).map(|c| c.runtime().network.publish)
+        };
+        assert_eq!(of(&[]).ok(), Some(false));
+        assert_eq!(of(&["--publish-ports=1"]).ok(), Some(true));
+        assert_eq!(of(&["--publish-ports=false"]).ok(), Some(false));
+        assert!(of(&["--publish-ports=yes"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use clawdspace_runtime::gpu::GpuRequest;
 use clawdspace_runtime::{
-    Command, EnvFile, ExecRequest, GitPush, NetworkMode, RepoClone, SpaceName,
+    Command, EnvFile, ExecRequest, GitPush, NetworkMode, PublishedPort, RepoClone, SpaceName,
     DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY,
 };
 
@@ -94,6 +94,23 @@ pub fn disk_size(s: &str) -> Result<u64, &'static str> {
         return Err("Invalid disk");
     }
     Ok(bytes)
+}
+
+/// Ports to publish on the host (`ports`); absent or null: none.
+pub fn ports(body: &CreateSpaceBody) -> Result<Vec<PublishedPort>, ApiError> {
+    match &body.ports {
+        None | Some(Field::Other(Value::Null)) => Ok(Vec::new()),
+        Some(Field::Typed(v)) => Ok(v
+            .iter()
+            .map(|p| PublishedPort {
+                container: p.container,
+                host: p.host,
+            })
+            .collect()),
+        Some(Field::Other(_)) => Err(ApiError::bad_request(
+            "Invalid ports (a list of {\"container\": port, \"host\": port}, ports 1-65535)",
+        )),
+    }
 }
 
 /// CPUs in nano-CPUs: a number (or, for compatibility, a numeric string) in

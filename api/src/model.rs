@@ -59,6 +59,22 @@ pub struct SpaceJson {
     /// created before volumes existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume: Option<SpaceVolume>,
+    /// TCP ports published on the host's addresses (extension; only when
+    /// some are).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+}
+
+/// A port of a space published on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    /// The port inside the space.
+    #[schema(example = 8000)]
+    pub container: u16,
+    /// The port on the host's addresses.
+    #[schema(example = 18000)]
+    pub host: u16,
 }
 
 /// A space's workspace volume.
@@ -91,6 +107,15 @@ impl From<&Space> for SpaceJson {
                 name: v.clone(),
                 mountpoint: clawdspace_runtime::WORKSPACE.into(),
             }),
+            ports: s
+                .network
+                .published
+                .iter()
+                .map(|p| PortMapping {
+                    container: p.container,
+                    host: p.host,
+                })
+                .collect(),
         }
     }
 }
@@ -458,6 +483,12 @@ pub struct CreateSpaceBody {
     /// Needs project quotas on the state directory's filesystem, else 400.
     #[schema(value_type = Option<String>, example = "10g")]
     pub disk: Option<Field<String>>,
+    /// TCP ports to publish on the host's addresses (extension):
+    /// `[{"container": 8000, "host": 18000}]`, at most 16. Only where the
+    /// operator allows it (`CLAWDSPACE_PUBLISH_PORTS=1`), else 400; needs
+    /// network `internet`.
+    #[schema(value_type = Option<Vec<PortMapping>>)]
+    pub ports: Option<Field<Vec<PortMapping>>>,
     /// Environment variables added to the space's (image's) environment,
     /// for its init and every exec (names `^[A-Za-z_][A-Za-z0-9_]*$`, at
     /// most 256, values up to 32 KiB). `GITHUB_TOKEN` is also the token for

@@ -68,6 +68,7 @@ pub async fn create(
     let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
     let network = input::network(&body)?;
     let disk = input::disk(&body)?;
+    let publish = input::ports(&body)?;
     let env = input::create_env(&body)?;
     let env_file = input::env_file(&body)?;
     let repo = input::repo(&body)?;
@@ -82,6 +83,7 @@ pub async fn create(
             gpu,
             gpus,
             network,
+            publish,
             disk,
             env,
             env_file,

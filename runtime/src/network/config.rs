@@ -94,6 +94,9 @@ pub struct NetworkConfig {
     /// is destroyed (a space created meanwhile finds them up); zero: they
     /// go at once.
     pub linger: std::time::Duration,
+    /// Whether spaces may publish ports on the host's addresses
+    /// (`CLAWDSPACE_PUBLISH_PORTS=1`).
+    pub publish: bool,
 }
 
 impl Default for NetworkConfig {
@@ -107,6 +110,7 @@ impl Default for NetworkConfig {
             allow: Vec::new(),
             dns: Vec::new(),
             linger: DEFAULT_LINGER,
+            publish: false,
         }
     }
 }
@@ -177,6 +181,13 @@ impl NetworkConfig {
         }
         if let Some(ms) = var("CLAWDSPACE_NETWORK_LINGER_MS") {
             c.linger = parse_linger(&ms)?;
+        }
+        if let Some(p) = var("CLAWDSPACE_PUBLISH_PORTS") {
+            c.publish = match p.trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => return Err(format!("invalid CLAWDSPACE_PUBLISH_PORTS '{p}': 1 or 0")),
+            };
         }
         c.validate()?;
         Ok(c)

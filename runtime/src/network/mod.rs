@@ -90,7 +90,23 @@ pub struct SpaceNetwork {
     /// Its address (mode `internet`), held until destroy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Ipv4Addr>,
+    /// Its ports published on the host's addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedPort>,
 }
+
+/// A TCP port of a space published on the host: connections to `host` on
+/// any of the host's addresses (not loopback) go to `container`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// The port inside the space.
+    pub container: u16,
+    /// The port on the host.
+    pub host: u16,
+}
+
+/// At most this many published ports per space.
+pub const MAX_PUBLISHED: usize = 16;
 
 /// What the OCI spec of a networked space needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +161,9 @@ pub struct Network {
     pool: Mutex<Pool>,
     /// Bridge state; changed only with `pool` held.
     bridge: Mutex<BridgeState>,
+    /// Published ports by space id (with its address); changed only with
+    /// `pool` held.
+    published: Mutex<BTreeMap<String, (Ipv4Addr, Vec<PublishedPort>)>>,
 }
 
 /// Whether our bridge and tables are up, since when nobody uses them, and
@@ -171,6 +190,7 @@ impl Network {
             resolvers: dns::host_resolvers(&cfg.dns),
             pool: Mutex::new(Pool::new(cfg.subnet)),
             bridge: Mutex::new(BridgeState::default()),
+            published: Mutex::default(),
             cfg,
             state_dir: state_dir.to_path_buf(),
         })
@@ -199,6 +219,98 @@ impl Network {
         self.bridge.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn published_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (Ipv4Addr, Vec<PublishedPort>)>> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn published_list(&self) -> Vec<nft::Published> {
+        self.published_map()
+            .values()
+            .flat_map(|(a, ps)| ps.iter().map(move |p| (*a, *p)))
+            .collect()
+    }
+
+    /// Checks ports that space `name` wants published: publishing on, a
+    /// networked space, at most [`MAX_PUBLISHED`], no host port twice,
+    /// none published by another space or in use on the host.
+    pub fn check_publish(
+        &self,
+        name: &str,
+        mode: NetworkMode,
+        ports: &[PublishedPort],
+    ) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let bad = |m: String| Err(Error::InvalidInput(format!("Invalid ports: {m}")));
+        if !self.cfg.publish {
+            return bad(format!(
+                "publishing ports on the host is off on this server (its operator turns it on \
+                 with CLAWDSPACE_PUBLISH_PORTS=1); reach a port through the API instead: \
+                 POST /api/spaces/{name}/ports"
+            ));
+        }
+        if mode != NetworkMode::Internet {
+            return bad("publishing needs network \"internet\"".into());
+        }
+        if ports.len() > MAX_PUBLISHED {
+            return bad(format!("at most {MAX_PUBLISHED} per space"));
+        }
+        let taken = self.published_list();
+        for (i, p) in ports.iter().enumerate() {
+            if p.container == 0 || p.host == 0 {
+                return bad("ports are 1-65535".into());
+            }
+            if ports[..i].iter().any(|q| q.host == p.host) {
+                return bad(format!("host port {} is given twice", p.host));
+            }
+            if taken.iter().any(|(_, q)| q.host == p.host) {
+                return bad(format!(
+                    "host port {} is published by another space",
+                    p.host
+                ));
+            }
+            // A host service there would be hidden by the forward.
+            if std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, p.host)).is_err() {
+                return bad(format!("host port {} is in use on this server", p.host));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `ports` of space `id` at `addr` (replacing what it had).
+    fn publish(&self, id: &str, addr: Ipv4Addr, ports: &[PublishedPort]) -> Result<()> {
+        {
+            let mut map = self.published_map();
+            if map.get(id).is_some_and(|(a, p)| *a == addr && p == ports) {
+                return Ok(());
+            }
+            let clash = map.iter().find(|(other, (_, ps))| {
+                other.as_str() != id && ps.iter().any(|p| ports.iter().any(|q| q.host == p.host))
+            });
+            if let Some((_, (_, ps))) = clash {
+                let host = ps
+                    .iter()
+                    .find(|p| ports.iter().any(|q| q.host == p.host))
+                    .map_or(0, |p| p.host);
+                return Err(Error::InvalidInput(format!(
+                    "Invalid ports: host port {host} is published by another space"
+                )));
+            }
+            map.insert(id.to_string(), (addr, ports.to_vec()));
+        }
+        self.commit_published()
+    }
+
+    /// Writes the published ports' table anew.
+    fn commit_published(&self) -> Result<()> {
+        let mut b = nfnl::Batch::new();
+        nft::publish(&mut b, self.cfg.table(), &self.published_list());
+        b.commit()
+    }
+
     /// Brings the bridge and tables up, with every port of `pool` bound
     /// (caller holds the pool lock).
     fn up(&self, pool: &Pool) -> Result<()> {
@@ -207,7 +319,13 @@ impl Network {
             .iter()
             .map(|(a, id)| (id.as_str(), *a))
             .collect();
-        bridge::up(&self.cfg, &self.resolvers.servers, &ports, &self.state_dir)?;
+        bridge::up(
+            &self.cfg,
+            &self.resolvers.servers,
+            &ports,
+            &self.published_list(),
+            &self.state_dir,
+        )?;
         *self.bridge_state() = BridgeState {
             up: true,
             ..Default::default()
@@ -265,6 +383,10 @@ impl Network {
             if let (NetworkMode::Internet, Some(a)) = (net.mode, net.address) {
                 pool.hold(a, id);
                 ids.push(id.as_str());
+                if !net.published.is_empty() {
+                    self.published_map()
+                        .insert(id.clone(), (a, net.published.clone()));
+                }
             }
         }
         if pool.is_empty() {
@@ -335,6 +457,9 @@ impl Network {
         } else if !netns::attached(id, &self.cfg.bridge) {
             netns::attach(&[id], &self.cfg.bridge)?;
         }
+        if !net.published.is_empty() {
+            self.publish(id, addr, &net.published)?;
+        }
         let net = SpaceNet {
             netns: netns::netns_path(id),
             resolv_conf: dir.join("resolv.conf"),
@@ -368,6 +493,9 @@ impl Network {
     pub fn release(&self, id: &str) -> Result<()> {
         netns::remove(id)?;
         let mut pool = self.pool();
+        if self.published_map().remove(id).is_some() && self.bridge_state().up {
+            self.commit_published()?;
+        }
         let addr = pool.address_of(id);
         if !pool.release(id) {
             return Ok(());
@@ -444,9 +572,19 @@ mod tests {
         let n = SpaceNetwork {
             mode: NetworkMode::Internet,
             address: Some(Ipv4Addr::new(10, 88, 0, 2)),
+            published: Vec::new(),
         };
         let v = serde_json::to_value(&n).expect("json");
         assert_eq!(v, json!({"mode": "internet", "address": "10.88.0.2"}));
+        let n = SpaceNetwork {
+            published: vec![PublishedPort {
+                container: 80,
+                host: 8080,
+            }],
+            ..n
+        };
+        let v = serde_json::to_value(&n).expect("json");
+        assert_eq!(v["published"], json!([{"container": 80, "host": 8080}]));
     }
 
     #[test]

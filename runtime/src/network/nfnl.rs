@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 pub const INET: u8 = libc::NFPROTO_INET as u8;
 /// The `bridge` family.
 pub const BRIDGE: u8 = libc::NFPROTO_BRIDGE as u8;
+/// The `ip` family (IPv4).
+pub const IP: u8 = libc::NFPROTO_IPV4 as u8;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -40,6 +42,7 @@ const DATA_VERDICT: u16 = 2;
 /// (concatenations are loaded into consecutive 4-byte registers).
 const REG_VERDICT: u32 = 0;
 const REG_1: u32 = 1;
+const REG_2: u32 = 2;
 const REG32_00: u32 = 8;
 
 /// A netlink attribute: bytes, or nested attributes.
@@ -228,6 +231,59 @@ impl Rule {
                 ct,
                 bitwise(REG_1, &6u32.to_ne_bytes()),
                 cmp(false, REG_1, &[0; 4]),
+            ],
+        )
+    }
+
+    /// `ct status dnat`: a connection whose destination was rewritten
+    /// (a published port's), in either direction.
+    pub fn dnatted(self) -> Rule {
+        // NFTA_CT_KEY (NFT_CT_STATUS 2), _DREG; IPS_DST_NAT = 1 << 5 in
+        // host order.
+        let ct = expr("ct", vec![be32(2, 2), be32(1, REG_1)]);
+        self.with(
+            "ct status dnat".into(),
+            [
+                ct,
+                bitwise(REG_1, &0x20u32.to_ne_bytes()),
+                cmp(false, REG_1, &[0; 4]),
+            ],
+        )
+    }
+
+    /// `fib daddr type local`: to one of the host's own addresses.
+    pub fn to_local_address(self) -> Rule {
+        // NFTA_FIB_DREG, _RESULT (NFT_FIB_RESULT_ADDRTYPE 3), _FLAGS
+        // (NFTA_FIB_F_DADDR 2); the result is RTN_LOCAL (2), host order.
+        let fib = expr("fib", vec![be32(1, REG_1), be32(2, 3), be32(3, 2)]);
+        self.with(
+            "fib daddr type local".into(),
+            [fib, cmp(true, REG_1, &2u32.to_ne_bytes())],
+        )
+    }
+
+    /// `dnat ip to addr:port`.
+    pub fn dnat(self, addr: std::net::Ipv4Addr, port: u16) -> Rule {
+        // NFTA_IMMEDIATE_DREG, _DATA { NFTA_DATA_VALUE }
+        let load = |reg: u32, data: &[u8]| expr("immediate", vec![be32(1, reg), value(2, data)]);
+        // NFTA_NAT_TYPE (NFT_NAT_DNAT 1), _FAMILY, _REG_ADDR_MIN,
+        // _REG_PROTO_MIN, _FLAGS (NF_NAT_RANGE_PROTO_SPECIFIED 2)
+        let nat = expr(
+            "nat",
+            vec![
+                be32(1, 1),
+                be32(2, libc::NFPROTO_IPV4 as u32),
+                be32(3, REG_1),
+                be32(5, REG_2),
+                be32(7, 2),
+            ],
+        );
+        self.with(
+            format!("dnat ip to {addr}:{port}"),
+            [
+                load(REG_1, &addr.octets()),
+                load(REG_2, &port.to_be_bytes()),
+                nat,
             ],
         )
     }
@@ -633,6 +689,7 @@ fn fail(what: &str, e: impl std::fmt::Display) -> Error {
 
 fn family_name(f: u8) -> &'static str {
     match f {
+        IP => "ip",
         INET => "inet",
         BRIDGE => "bridge",
         _ => "?",

@@ -7,7 +7,11 @@ use std::net::Ipv4Addr;
 
 use super::binding::{self, Port};
 use super::config::{Ipv4Net, NetworkConfig};
-use super::nfnl::{Batch, Hook, Rule, BRIDGE, INET};
+use super::nfnl::{Batch, Hook, Rule, BRIDGE, INET, IP};
+use super::PublishedPort;
+
+/// A published port and the address of its space.
+pub type Published = (Ipv4Addr, PublishedPort);
 
 /// Destinations spaces cannot reach unless allowed: "this" network,
 /// private (RFC 1918), shared/CGNAT, loopback, link-local (incl. the cloud
@@ -52,8 +56,14 @@ fn exceptions(br: &str, resolvers: &[Ipv4Addr], allow: &[Ipv4Net]) -> Vec<Rule> 
 /// The whole transaction: removes our tables and makes them again.
 /// `resolvers` are the DNS servers written into the spaces' resolv.conf:
 /// port 53 on them stays reachable even in a blocked range or on the host.
-/// `ports` are the spaces bound to their addresses.
-pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], ports: &[Port]) -> Batch {
+/// `ports` are the spaces bound to their addresses, `published` their
+/// ports published on the host.
+pub fn ruleset(
+    cfg: &NetworkConfig,
+    resolvers: &[Ipv4Addr],
+    ports: &[Port],
+    published: &[Published],
+) -> Batch {
     let t = cfg.table();
     let br = cfg.bridge.as_str();
     let mut b = delete(t);
@@ -78,8 +88,12 @@ pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], ports: &[Port]) -> B
     input.push(from().drop());
     let mut forward = vec![
         from().oifname(br, true).drop(),
+        // Connections to published ports, and their answers (to clients
+        // in any range).
+        to().dnatted().accept(),
         to().established().accept(),
         to().drop(),
+        from().established().dnatted().accept(),
         from().ipv6().drop(),
     ];
     forward.extend(allowed);
@@ -101,7 +115,43 @@ pub fn ruleset(cfg: &NetworkConfig, resolvers: &[Ipv4Addr], ports: &[Port]) -> B
         }
     }
     binding::table(&mut b, t, ports);
+    publish(&mut b, t, published);
     b
+}
+
+/// Replaces the `ip` table `t` of published ports: TCP to `host` on any
+/// of the host's own addresses (from outside, `prerouting`, or from the
+/// host itself, `output`; not loopback) goes to `container` of the space.
+/// No table at all when nothing is published.
+pub fn publish(b: &mut Batch, t: &str, published: &[Published]) {
+    b.delete_table(IP, t);
+    if published.is_empty() {
+        return;
+    }
+    b.add_table(IP, t);
+    let chains = [
+        ("prerouting", libc::NF_INET_PRE_ROUTING as u32),
+        ("output", libc::NF_INET_LOCAL_OUT as u32),
+    ];
+    for (name, num) in chains {
+        b.add_chain(
+            IP,
+            t,
+            name,
+            Hook {
+                num,
+                priority: -100,
+                kind: "nat",
+            },
+        );
+        for (addr, p) in published {
+            let rule = Rule::new()
+                .to_local_address()
+                .dport(libc::IPPROTO_TCP as u8, p.host)
+                .dnat(*addr, p.container);
+            b.add_rule(IP, t, name, rule);
+        }
+    }
 }
 
 /// The transaction that removes our tables `t` (and succeeds when they
@@ -110,6 +160,7 @@ pub fn delete(t: &str) -> Batch {
     let mut b = Batch::new();
     b.delete_table(INET, t);
     b.delete_table(BRIDGE, t);
+    b.delete_table(IP, t);
     b
 }
 
@@ -120,7 +171,7 @@ mod tests {
     #[test]
     fn rules_name_our_bridge_subnet_and_exceptions() {
         let mut cfg = NetworkConfig::default();
-        let r = ruleset(&cfg, &[], &[]).lines().join("\n");
+        let r = ruleset(&cfg, &[], &[], &[]).lines().join("\n");
         assert!(r.contains("add table inet clawdspace0\n"));
         assert!(
             r.contains("postrouting ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade")
@@ -128,7 +179,7 @@ mod tests {
         assert!(r.contains("forward iifname \"clawdspace0\" oifname \"clawdspace0\" drop"));
         assert!(!r.contains("th dport 53"));
         cfg.allow = vec!["192.168.1.0/24".parse().expect("net")];
-        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)], &[])
+        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)], &[], &[])
             .lines()
             .join("\n");
         assert!(r.contains(
@@ -151,7 +202,7 @@ mod tests {
                 .args(args.split_whitespace())
                 .output()
                 .expect("nft");
-            assert!(o.status.success(), "nft {args}");
+            assert!(o.status.success(), "nft {args}: {}", String::from_utf8_lossy(&o.stderr));
             String::from_utf8_lossy(&o.stdout).into_owned()
         };
         super::super::rtnl::tests::in_private_netns(|| {
@@ -162,7 +213,16 @@ mod tests {
             let id = "0123456789abcdef";
             let a = Ipv4Addr::new(10, 88, 0, 2);
             let dns = [Ipv4Addr::new(10, 255, 255, 53)];
-            ruleset(&cfg, &dns, &[(id, a)]).commit().expect("tables");
+            let published = [(
+                a,
+                PublishedPort {
+                    container: 8000,
+                    host: 18000,
+                },
+            )];
+            ruleset(&cfg, &dns, &[(id, a)], &published)
+                .commit()
+                .expect("tables");
             let all = nft("list ruleset");
             for want in [
                 "iifname \"clawdspace0\" ct state established,related accept",
@@ -175,13 +235,26 @@ mod tests {
                 "iifname != @ports accept",
                 "iifname . ether saddr . ip saddr @bindings accept",
                 "\"cs0123456789ab\" . 02:63:0a:58:00:02 . 10.88.0.2",
+                "oifname \"clawdspace0\" ct status dnat accept",
+                "type nat hook output priority",
+                "fib daddr type local tcp dport 18000 dnat to 10.88.0.2:8000",
             ] {
                 assert!(all.contains(want), "{want} missing from:\n{all}");
             }
             // Again: replaced, not doubled.
-            ruleset(&cfg, &dns, &[]).commit().expect("again");
+            ruleset(&cfg, &dns, &[], &[]).commit().expect("again");
             let all = nft("list ruleset");
             assert_eq!(all.matches("masquerade").count(), 1, "{all}");
+            assert!(!all.contains("dnat to"), "{all}");
+            // Published ports alone: their table comes and goes.
+            let mut b = Batch::new();
+            publish(&mut b, "clawdspace0", &published);
+            b.commit().expect("publish");
+            assert!(nft("list table ip clawdspace0").contains("tcp dport 18000 dnat"));
+            let mut b = Batch::new();
+            publish(&mut b, "clawdspace0", &[]);
+            b.commit().expect("unpublish");
+            assert!(!nft("list tables").contains("table ip clawdspace0"));
             assert!(!all.contains("cs0123456789ab"), "{all}");
             // Bind, unbind (twice: absent elements are fine).
             let b = Ipv4Addr::new(10, 88, 0, 3);
@@ -202,7 +275,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, id)| (id.as_str(), Ipv4Addr::from(0x0a58_0000 + 2 + i as u32)))
                 .collect();
-            ruleset(&cfg, &dns, &many).commit().expect("many");
+            ruleset(&cfg, &dns, &many, &[]).commit().expect("many");
             let set = nft("list set bridge clawdspace0 bindings");
             assert_eq!(set.matches(" . 02:63:").count(), 3000);
             assert!(set.contains("\"cs000000000bb7\" . 02:63:0a:58:0b:b9 . 10.88.11.185"));

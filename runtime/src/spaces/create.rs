@@ -8,7 +8,7 @@ use chrono::Utc;
 use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
 use crate::image::resolve_user;
-use crate::network::{NetworkMode, SpaceNetwork};
+use crate::network::{NetworkMode, PublishedPort, SpaceNetwork};
 use crate::quota;
 use crate::space_id::new_space_id;
 use crate::spec::space_env;
@@ -47,6 +47,9 @@ pub struct CreateSpace {
     /// How the space is connected (default here: `none`; the API's
     /// default is `internet`).
     pub network: NetworkMode,
+    /// TCP ports published on the host's addresses (needs
+    /// `CLAWDSPACE_PUBLISH_PORTS=1` and network `internet`).
+    pub publish: Vec<PublishedPort>,
     /// Disk limit in bytes (needs project quotas on the state dir).
     pub disk: Option<u64>,
     /// Environment added to the image's, for the init and every exec
@@ -72,6 +75,7 @@ impl CreateSpace {
             gpu: false,
             gpus: None,
             network: NetworkMode::default(),
+            publish: Vec::new(),
             disk: None,
             env: Vec::new(),
             env_file: None,
@@ -112,6 +116,11 @@ impl Runtime {
             blocking("checking disk quotas", move || quota::check_available(&dir)).await?;
         }
         extras::check(&req)?;
+        if !req.publish.is_empty() {
+            let (name, mode, ports) = (req.name.to_string(), req.network, req.publish.clone());
+            self.net(move |n| n.check_publish(&name, mode, &ports))
+                .await?;
+        }
         // No limit asked for: the server's default, if quotas allow one.
         let disk = req.disk.or(self.inner.config.default_disk);
         if self.entry(&req.name).is_ok() {
@@ -196,6 +205,7 @@ impl Runtime {
             network: SpaceNetwork {
                 mode: req.network,
                 address: None,
+                published: req.publish.clone(),
             },
             disk,
             // The volume of an earlier space of this name is reattached.
