@@ -313,6 +313,25 @@ async fn preview_hosts_and_bandwidth_caps() {
     assert_eq!(r["exitCode"], 0, "{r}");
     let host = "8000-web.preview.test";
 
+    // Publishing on the host is off here: refused, saying how to turn it
+    // on, and nothing is left.
+    let (s, v) = d
+        .post(
+            "/api/spaces",
+            json!({"name": "pub", "memory": "128m", "ports": [{"container": 8000, "host": 18000}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CLAWDSPACE_PUBLISH_PORTS=1"),
+        "{v}"
+    );
+    let (s, _) = d.get("/api/spaces/pub").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
     // By host: the path is the space's own; the key or a link is needed.
     let a = raw_host(&d, host, "/index.html", "");
     assert!(a.starts_with("HTTP/1.1 401"), "{a}");
@@ -416,4 +435,108 @@ async fn preview_hosts_and_bandwidth_caps() {
     assert_eq!(a.expect("a").len() + b.expect("b").len(), 2 << 20);
     let two = t.elapsed();
     assert!(two >= Duration::from_millis(6500), "{two:?}");
+}
+
+/// GET / over plain HTTP/1.0 to `addr:port`; the body, or None when the
+/// connection is refused.
+fn get_root(addr: std::net::Ipv4Addr, port: u16) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn published_ports_reach_the_space_from_the_hosts_addresses() {
+    let Some(mut d) = Daemon::start(&[("CLAWDSPACE_PUBLISH_PORTS", "1")]).await else {
+        return;
+    };
+    let host_port = free_tcp_port();
+    let ports = json!([{"container": 8000, "host": host_port}]);
+    let (s, v) = d
+        .post(
+            "/api/spaces",
+            json!({"name": "pub", "memory": "128m", "ports": ports}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["space"]["ports"], ports, "{v}");
+    let r = d
+        .exec(
+            "pub",
+            json!(
+                "mkdir -p /tmp/w && echo published > /tmp/w/index.html && httpd -p 8000 -h /tmp/w"
+            ),
+        )
+        .await;
+    assert_eq!(r["exitCode"], 0, "{r}");
+    // One of the host's own addresses (the bridge's), as a client on the
+    // host reaches it.
+    let gw = d.network.gateway();
+    assert_eq!(get_root(gw, host_port).as_deref(), Some("published\n"));
+
+    // Refused: the same host port again, a port a host service uses,
+    // network none, bad values; nothing is left of any of them.
+    let busy = std::net::TcpListener::bind("0.0.0.0:0").expect("listener");
+    let busy_port = busy.local_addr().expect("addr").port();
+    for (body, want) in [
+        (
+            json!({"name": "p2", "memory": "128m", "ports": [{"container": 80, "host": host_port}]}),
+            "is published by another space",
+        ),
+        (
+            json!({"name": "p2", "memory": "128m", "ports": [{"container": 80, "host": busy_port}]}),
+            "is in use on this server",
+        ),
+        (
+            json!({"name": "p2", "memory": "128m", "network": "none", "ports": [{"container": 80, "host": 18001}]}),
+            "needs network",
+        ),
+        (
+            json!({"name": "p2", "memory": "128m", "ports": [{"container": 0, "host": 18001}]}),
+            "ports are 1-65535",
+        ),
+        (
+            json!({"name": "p2", "memory": "128m", "ports": [{"container": 80, "hostPort": 18001}]}),
+            "Invalid ports",
+        ),
+        (
+            json!({"name": "p2", "memory": "128m", "ports": [{"container": 80, "host": 18001}, {"container": 81, "host": 18001}]}),
+            "given twice",
+        ),
+    ] {
+        let (s, v) = d.post("/api/spaces", body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(want),
+            "{body}: {v}"
+        );
+        let (s, _) = d.get("/api/spaces/p2").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    drop(busy);
+
+    // A restarted daemon keeps the space and its published port.
+    d.terminate();
+    d.spawn().await;
+    assert_eq!(get_root(gw, host_port).as_deref(), Some("published\n"));
+
+    // Destroyed: the port is free again.
+    let (s, _) = d
+        .call(reqwest::Method::DELETE, "/api/spaces/pub", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(get_root(gw, host_port), None);
+    std::net::TcpListener::bind(("0.0.0.0", host_port)).expect("host port free again");
 }

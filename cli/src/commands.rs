@@ -508,6 +508,7 @@ impl Ctx<'_> {
             gpus,
             image,
             network,
+            publish,
             env,
             env_file,
             env_file_path,
@@ -582,6 +583,12 @@ impl Ctx<'_> {
         }
         if let Some(n) = network {
             body["network"] = json!(n);
+        }
+        if !publish.is_empty() {
+            body["ports"] = publish
+                .iter()
+                .map(|(host, container)| json!({"container": container, "host": host}))
+                .collect();
         }
         if !vars.is_empty() {
             body["env"] = Value::Object(vars);

@@ -116,6 +116,10 @@ pub struct CreateArgs {
     /// or `none` (loopback only).
     #[arg(long, value_parser = ["internet", "none"])]
     pub network: Option<String>,
+    /// Publish a TCP port of the space on the server's addresses
+    /// (repeatable; the server must allow it: CLAWDSPACE_PUBLISH_PORTS=1).
+    #[arg(long = "publish", value_name = "HOST:CONTAINER", value_parser = parse_publish)]
+    pub publish: Vec<(u16, u16)>,
     /// An environment variable for the space's init and every exec
     /// (repeatable); `KEY` alone takes its value from here.
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
@@ -295,6 +299,20 @@ enum Cmd {
     Completions { shell: clap_complete::Shell },
 }
 
+/// `18000:8000` as (host, container).
+fn parse_publish(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("'{s}': HOST:CONTAINER, ports 1-65535 (e.g. 18000:8000)");
+    let (h, c) = s.split_once(':').ok_or_else(bad)?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(bad)
+    };
+    Ok((port(h)?, port(c)?))
+}
+
 fn real_main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -378,5 +396,13 @@ mod tests {
     #[test]
     fn the_command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn published_ports_are_host_then_container() {
+        assert_eq!(parse_publish("18000:8000"), Ok((18000, 8000)));
+        for bad in ["8000", "0:80", "80:70000", "a:b", ":80"] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
     }
 }

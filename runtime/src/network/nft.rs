@@ -202,7 +202,11 @@ mod tests {
                 .args(args.split_whitespace())
                 .output()
                 .expect("nft");
-            assert!(o.status.success(), "nft {args}: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "nft {args}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             String::from_utf8_lossy(&o.stdout).into_owned()
         };
         super::super::rtnl::tests::in_private_netns(|| {
