@@ -252,7 +252,7 @@ impl Rule {
     }
 
     /// `fib daddr type local`: to one of the host's own addresses.
-    pub fn to_local_address(self) -> Rule {
+    pub fn daddr_local(self) -> Rule {
         // NFTA_FIB_DREG, _RESULT (NFT_FIB_RESULT_ADDRTYPE 3), _FLAGS
         // (NFTA_FIB_F_DADDR 2); the result is RTN_LOCAL (2), host order.
         let fib = expr("fib", vec![be32(1, REG_1), be32(2, 3), be32(3, 2)]);

@@ -146,7 +146,7 @@ pub fn publish(b: &mut Batch, t: &str, published: &[Published]) {
         );
         for (addr, p) in published {
             let rule = Rule::new()
-                .to_local_address()
+                .daddr_local()
                 .dport(libc::IPPROTO_TCP as u8, p.host)
                 .dnat(*addr, p.container);
             b.add_rule(IP, t, name, rule);
