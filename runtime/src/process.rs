@@ -23,6 +23,57 @@ pub fn kill_group(pid: i32) {
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
 }
 
+/// SIGKILLs the process group `pgid` and waits up to `timeout` until none
+/// of its members but the leader runs any more (the dead wait to be reaped
+/// by whoever adopted them). Returns whether any member had to be killed,
+/// or `None` if some still ran after `timeout`. The leader
+/// (`pgid` itself) must be a child of this process that has exited and is
+/// not reaped yet: its pid, and so the group's id, cannot be reused
+/// meanwhile, so nothing outside the group is ever signalled. For the
+/// processes libcontainer cloned from a worker that died (its clones stay
+/// in the worker's group until the container's init calls `setsid`), which
+/// would otherwise go on making cgroups and directories of a create that
+/// was already rolled back. Blocking.
+pub fn kill_group_and_wait(pgid: i32, timeout: std::time::Duration) -> Option<bool> {
+    use nix::sys::signal::{killpg, Signal};
+    use nix::unistd::Pid;
+    let end = std::time::Instant::now() + timeout;
+    let had = group_runs(pgid);
+    loop {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        if !group_runs(pgid) {
+            return Some(had);
+        }
+        if std::time::Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether a process of group `pgid` other than its leader runs (is not a
+/// zombie): from field 5 of `/proc/<pid>/stat`.
+fn group_runs(pgid: i32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != pgid)
+        .any(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+                return false;
+            };
+            let mut f = rest.split(' ');
+            let (state, group) = (f.next(), f.nth(1).and_then(|g| g.parse::<i32>().ok()));
+            group == Some(pgid) && !matches!(state, Some("Z") | Some("X") | Some("x"))
+        })
+}
+
 /// SIGKILLs every process but this one and its own children that holds
 /// one of the pipes whose inode numbers are `pipes` (`pipe:[N]` in
 /// `/proc/<pid>/fd`), with its process group; scans again until none is
@@ -85,6 +136,48 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    #[test]
+    fn a_dead_leaders_orphaned_group_is_killed_and_waited_for() {
+        use std::os::unix::process::CommandExt;
+        // The shell leads a group of its own and leaves two `sleep`s in it
+        // (orphans, not our children), as a killed worker leaves its clones.
+        let mut sh = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 30 >/dev/null & sleep 30 >/dev/null & echo $!; exit 0",
+            ])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let pgid = sh.id() as i32;
+        let mut out = String::new();
+        sh.stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("read");
+        let sleeper: i32 = out.trim().parse().expect("pid of sleep");
+        // Exited, not reaped: the group's id stays reserved.
+        nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pgid)),
+            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        )
+        .expect("waitid");
+        assert!(group_runs(pgid), "the sleeps run");
+        assert_eq!(
+            kill_group_and_wait(pgid, Duration::from_secs(5)),
+            Some(true)
+        );
+        assert!(!group_runs(pgid));
+        let stat = std::fs::read_to_string(format!("/proc/{sleeper}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat[stat.rfind(')').expect("stat") + 2..].starts_with('Z'),
+            "sleep {sleeper} still runs: {stat}"
+        );
+        sh.wait().expect("reap");
+    }
 
     #[test]
     fn the_orphaned_holders_of_a_pipe_are_killed() {

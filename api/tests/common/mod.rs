@@ -101,6 +101,20 @@ impl Daemon {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        // CLAWDSPACE_TEST_DAEMON_LOG=<file>: the daemon's log (level
+        // CLAWDSPACE_TEST_DAEMON_LOG_LEVEL, default `warn`) is appended there.
+        if let Some(path) = std::env::var_os("CLAWDSPACE_TEST_DAEMON_LOG") {
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("daemon log file");
+            let level =
+                std::env::var("CLAWDSPACE_TEST_DAEMON_LOG_LEVEL").unwrap_or_else(|_| "warn".into());
+            cmd.env("CLAWDSPACE_LOG", level)
+                .stdout(log.try_clone().expect("daemon log file"))
+                .stderr(log);
+        }
         self.child = Some(cmd.spawn().expect("start clawdspaced"));
         let end = Instant::now() + Duration::from_secs(20);
         loop {

@@ -298,10 +298,11 @@ async fn restore_if_torn(path: &Path, old: &[u8]) -> Result<()> {
 /// hierarchy. Blocking.
 fn remove_cgroup(path: &str) -> Result<()> {
     let dirs = crate::purge::parent_dirs(path);
-    for d in &dirs {
-        crate::purge::thaw_and_kill(d);
-    }
     for _ in 0..100 {
+        // Killed again each time: a process may have joined since.
+        for d in &dirs {
+            crate::purge::thaw_and_kill(d);
+        }
         let gone = dirs.iter().all(|d| match fs::remove_dir(d) {
             Ok(()) => true,
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,

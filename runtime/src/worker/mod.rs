@@ -199,6 +199,9 @@ fn spawn_process(exe: &Path) -> Result<(std::process::Child, OwnedFd)> {
     let mut cmd = Command::new(exe);
     cmd.arg(WORKER_ARG)
         .env(FD_ENV, their_fd.to_string())
+        // A group of its own, which what libcontainer clones from it
+        // inherits: killed with the worker's death (see `end_worker`).
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -405,26 +408,23 @@ impl Conn {
                 }
             }
         }
-        // The worker is gone: fail what waits on it and free its slot (the
-        // next request there starts a new worker).
+        // The worker is gone: no new request goes to it.
         conn.alive.store(false, Ordering::Release);
+        let child = lock(&conn.child).take();
+        let closing = conn.closing.load(Ordering::Acquire);
+        if let Some(child) = child {
+            // Never waited for on an async thread.
+            let _ = tokio::task::spawn_blocking(move || end_worker(child, closing)).await;
+        }
+        // Only now that nothing of the worker runs any more, fail what
+        // waits on it (a create rolls back) and free its slot (the next
+        // request there starts a new worker).
         if let Some(tx) = conn.take_pending(None) {
             conn.slots.release(conn.idx);
             // The caller sees the closed channel: `died()`.
             drop(tx);
         }
         lock(&conn.exits).clear();
-        let child = lock(&conn.child).take();
-        let closing = conn.closing.load(Ordering::Acquire);
-        if let Some(mut child) = child {
-            // Dead already, or (EOF without a pidfd) to be made so; a worker
-            // closed on purpose finishes its request in flight first. Never
-            // waited for on an async thread.
-            if !closing {
-                let _ = child.kill();
-            }
-            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
-        }
         conn.reaped.send_replace(true);
         if closing {
             tracing::debug!("worker process exited");
@@ -462,6 +462,52 @@ impl Conn {
         }
     }
 }
+
+/// Ends a worker whose socket closed or whose process exited, and what it
+/// left running, then reaps it. Blocking.
+///
+/// Dead already, or (EOF without a pidfd) made so; a worker closed on
+/// purpose finishes its request in flight first. Processes libcontainer
+/// cloned for that request (a create's intermediate process and, until it
+/// calls `setsid`, its init) outlive a worker that was killed and carry on:
+/// they would make the space's cgroup, or directories under its bundle,
+/// after the rollback of the failed create removed them. They are in the
+/// worker's process group: it is killed, and they are waited for, before
+/// the worker is reaped (its pid, the group's id, stays reserved until
+/// then) and before its caller hears of its death. An init that already
+/// called `setsid` is in the space's cgroup, which the rollback kills.
+fn end_worker(mut child: std::process::Child, closing: bool) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    if !closing {
+        let _ = child.kill();
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Exited, not reaped.
+    let exited = loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.is_ok(),
+        }
+    };
+    if exited {
+        match crate::process::kill_group_and_wait(pid.as_raw(), GROUP_GRACE) {
+            Some(false) => {}
+            Some(true) => tracing::info!(
+                worker = pid.as_raw(),
+                "killed what libcontainer had cloned from a dead worker"
+            ),
+            None => tracing::error!(
+                worker = pid.as_raw(),
+                "processes cloned from a dead worker still run {} s after SIGKILL",
+                GROUP_GRACE.as_secs()
+            ),
+        }
+    }
+    let _ = child.wait();
+}
+
+/// How long a dead worker's clones may take to die after SIGKILL.
+const GROUP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
