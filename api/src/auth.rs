@@ -128,7 +128,9 @@ pub fn local_same_origin(req: &Request) -> Result<(), &'static str> {
         {
             Ok(())
         }
-        Some(_) => Err("Forbidden: authentication is disabled, and cross-origin requests are refused"),
+        Some(_) => {
+            Err("Forbidden: authentication is disabled, and cross-origin requests are refused")
+        }
     }
 }
 

@@ -145,9 +145,15 @@ mod tests {
             json!({"name": "x", "repoDest": "mine", "repoUrl": "https://h/r", "image": "b"}),
             "name: t\nresources: {memory: 300, image: 'alpine:3'}\nworkspace: {defaultRepoDest: src}",
         );
-        assert_eq!((&v["memory"], &v["repoDest"], &v["image"]), (&json!("300"), &json!("mine"), &json!("b")));
+        assert_eq!(
+            (&v["memory"], &v["repoDest"], &v["image"]),
+            (&json!("300"), &json!("mine"), &json!("b"))
+        );
         // No clone asked for: no destination added.
-        let v = merged(json!({"name": "x"}), "name: t\nworkspace: {defaultRepoDest: src}");
+        let v = merged(
+            json!({"name": "x"}),
+            "name: t\nworkspace: {defaultRepoDest: src}",
+        );
         assert!(v.get("repoDest").is_none());
     }
 }

@@ -98,11 +98,7 @@ async fn close(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, cod
 
 async fn session(st: AppState, name: String, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
-    let mut req = ExecRequest::new(Command::Argv(vec![
-        "sh".into(),
-        "-c".into(),
-        SHELL.into(),
-    ]));
+    let mut req = ExecRequest::new(Command::Argv(vec!["sh".into(), "-c".into(), SHELL.into()]));
     req.tty = Some(INITIAL);
     req.stdin = Some(Vec::new());
     req.env.push("TERM=xterm-256color".into());
@@ -223,7 +219,10 @@ mod tests {
             TextMessage::Ignore
         );
         assert_eq!(text_message(r#"{"type":"ping"}"#), TextMessage::Ping);
-        assert_eq!(text_message("echo hi\r"), TextMessage::Input(b"echo hi\r".to_vec()));
+        assert_eq!(
+            text_message("echo hi\r"),
+            TextMessage::Input(b"echo hi\r".to_vec())
+        );
         assert_eq!(
             text_message(r#"{"type":"other"}"#),
             TextMessage::Input(br#"{"type":"other"}"#.to_vec())
