@@ -216,9 +216,11 @@ impl Config {
         match self.auth_disabled.trim() {
             "true" => {}
             "" | "false" => return None,
-            other => return Some(Err(format!(
+            other => {
+                return Some(Err(format!(
                 "CLAWDSPACE_AUTH_DISABLED={other:?} ignored: only \"true\" disables authentication"
-            ))),
+            )))
+            }
         }
         let addr = self.listen_addr();
         if addr.ip().is_loopback() {
