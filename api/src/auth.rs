@@ -85,17 +85,66 @@ pub async fn middleware(State(st): State<AppState>, req: Request, next: Next) ->
     } else {
         let path = req.uri().path();
         let needs_key = (path == "/api" || path.starts_with("/api/")) && !OPEN.contains(&path);
-        if needs_key && !authorized(&req, &st.key) {
+        if st.auth_disabled {
+            match local_same_origin(&req) {
+                Ok(()) => next.run(req).await,
+                Err(e) => ApiError::new(StatusCode::FORBIDDEN, e).into_response(),
+            }
+        } else if needs_key && !authorized(&req, &st.key) {
             ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
         } else {
             next.run(req).await
         }
     };
-    resp.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    // Without a key, no other site's page may read or drive the API.
+    if !st.auth_disabled {
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     resp
+}
+
+/// With authentication disabled (loopback only), the guard that takes the
+/// key's place against web pages: the request must name a loopback host
+/// (no DNS rebinding) and, when a browser says where it comes from
+/// (`Origin`), come from this very server (no cross-site requests or
+/// WebSockets).
+pub fn local_same_origin(req: &Request) -> Result<(), &'static str> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !is_loopback_host(host) {
+        return Err("Forbidden: authentication is disabled, and only a loopback host is served");
+    }
+    match req.headers().get(header::ORIGIN).map(HeaderValue::to_str) {
+        None => Ok(()),
+        Some(Ok(o))
+            if o.split_once("://")
+                .is_some_and(|(_, a)| a.eq_ignore_ascii_case(host)) =>
+        {
+            Ok(())
+        }
+        Some(_) => {
+            Err("Forbidden: authentication is disabled, and cross-origin requests are refused")
+        }
+    }
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or("", |(a, _)| a)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The key to use: `API_KEY` when set and non-empty, else the one in
@@ -146,6 +195,26 @@ mod tests {
             b = b.header("authorization", a);
         }
         b.body(axum::body::Body::empty()).expect("request")
+    }
+
+    #[test]
+    fn without_auth_only_local_same_origin_requests_pass() {
+        let r = |host: &str, origin: Option<&str>| {
+            let mut b = axum::http::Request::builder()
+                .uri("/api/spaces")
+                .header("host", host);
+            if let Some(o) = origin {
+                b = b.header("origin", o);
+            }
+            local_same_origin(&b.body(axum::body::Body::empty()).expect("request"))
+        };
+        assert!(r("127.0.0.1:7777", None).is_ok());
+        assert!(r("localhost:7777", Some("http://localhost:7777")).is_ok());
+        assert!(r("[::1]:7777", None).is_ok());
+        assert!(r("evil.example:7777", None).is_err());
+        assert!(r("127.0.0.1:7777", Some("http://evil.example")).is_err());
+        assert!(r("127.0.0.1:7777", Some("null")).is_err());
+        assert!(r("127.0.0.1:7777", Some("http://127.0.0.1:7778")).is_err());
     }
 
     #[test]

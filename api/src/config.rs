@@ -202,6 +202,11 @@ pub struct Config {
     /// TLS proxy). Unset: links are `/p/<token>/` only.
     #[arg(long, env = "CLAWDSPACE_PREVIEW_DOMAIN")]
     pub preview_domain: Option<String>,
+    /// `true`: no API key is asked for, as upstream has it; refused (with
+    /// an error in the log, the key stays required) unless the API
+    /// listens on a loopback address only (`CLAWDSPACE_LISTEN`).
+    #[arg(long, env = "CLAWDSPACE_AUTH_DISABLED", default_value = "")]
+    pub auth_disabled: String,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -232,6 +237,30 @@ impl Config {
             header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
             idle_timeout: std::time::Duration::from_millis(self.keepalive_timeout_ms),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Whether requests go without a key: `CLAWDSPACE_AUTH_DISABLED=true`
+    /// and a loopback listen address; else why not (`None`: not asked).
+    pub fn auth_disabled(&self) -> Option<Result<(), String>> {
+        match self.auth_disabled.trim() {
+            "true" => {}
+            "" | "false" => return None,
+            other => {
+                return Some(Err(format!(
+                "CLAWDSPACE_AUTH_DISABLED={other:?} ignored: only \"true\" disables authentication"
+            )))
+            }
+        }
+        let addr = self.listen_addr();
+        if addr.ip().is_loopback() {
+            Some(Ok(()))
+        } else {
+            Some(Err(format!(
+                "CLAWDSPACE_AUTH_DISABLED=true refused: the API listens on {addr}, not on loopback only \
+                 (set CLAWDSPACE_LISTEN=127.0.0.1:{}); the API key stays required",
+                addr.port()
+            )))
         }
     }
 
@@ -333,6 +362,29 @@ mod tests {
         assert_eq!(of(&["--publish-ports=1"]).ok(), Some(true));
         assert_eq!(of(&["--publish-ports=false"]).ok(), Some(false));
         assert!(of(&["--publish-ports=yes"]).is_err());
+    }
+
+    #[test]
+    fn auth_is_disabled_only_on_loopback() {
+        let of = |args: &[&str]| {
+            let mut a = vec!["clawdspaced"];
+            a.extend_from_slice(args);
+            Config::try_parse_from(a).expect("config").auth_disabled()
+        };
+        assert_eq!(of(&[]), None);
+        assert_eq!(of(&["--auth-disabled=false"]), None);
+        assert_eq!(
+            of(&["--auth-disabled=true", "--listen=127.0.0.1:7777"]),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            of(&["--auth-disabled=true", "--listen=[::1]:7777"]),
+            Some(Ok(()))
+        );
+        let e = of(&["--auth-disabled=true"]).and_then(Result::err);
+        assert!(e.is_some_and(|e| e.contains("0.0.0.0:7777")));
+        let e = of(&["--auth-disabled=1", "--listen=127.0.0.1:1"]).and_then(Result::err);
+        assert!(e.is_some_and(|e| e.contains("ignored")));
     }
 
     #[test]

@@ -151,6 +151,28 @@ pub fn network(body: &CreateSpaceBody) -> Result<NetworkMode, ApiError> {
     }
 }
 
+/// `writableRootfs` (extension): whether the root filesystem is to be
+/// read-only (`false` given); absent or null: writable.
+pub fn readonly_rootfs(body: &CreateSpaceBody) -> Result<bool, ApiError> {
+    match &body.writable_rootfs {
+        None | Some(Field::Other(Value::Null)) => Ok(false),
+        Some(Field::Typed(w)) => Ok(!w),
+        Some(Field::Other(_)) => Err(ApiError::bad_request("Invalid writableRootfs")),
+    }
+}
+
+/// The `template` of a create: a name, or none when absent, null or
+/// empty (as upstream has it).
+pub fn template(body: &CreateSpaceBody) -> Result<Option<&str>, ApiError> {
+    match &body.template {
+        None | Some(Field::Other(Value::Null)) => Ok(None),
+        Some(Field::Typed(t)) => Ok(Some(t.as_str()).filter(|t| !t.is_empty())),
+        Some(Field::Other(_)) => Err(ApiError::bad_request(
+            "Invalid template: template must be a string",
+        )),
+    }
+}
+
 /// The `gpus` extension: a count (integer ≥ 1), or a non-empty list of
 /// GPU indexes (numbers or strings) or UUIDs. Absent or null: none given.
 pub fn gpus(body: &CreateSpaceBody) -> Result<Option<GpuRequest>, ApiError> {

@@ -14,6 +14,7 @@ mod routes;
 mod server;
 mod sleep;
 mod stream;
+mod template;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +43,10 @@ pub struct AppState {
     pub port_limits: Arc<routes::ports::PortLimits>,
     /// Host-based preview routing (`CLAWDSPACE_PREVIEW_DOMAIN`), if set.
     pub preview_domain: Option<routes::preview_host::PreviewDomain>,
+    /// Space templates.
+    pub templates: Arc<clawdspace_runtime::templates::Templates>,
+    /// No key asked for (`CLAWDSPACE_AUTH_DISABLED=true` on loopback).
+    pub auth_disabled: bool,
 }
 
 fn main() -> ExitCode {
@@ -124,6 +129,27 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || clawdspace_runtime::previews::Previews::open(&dir))
             .await?
             .context("preview links")?;
+    let (dir, gpu_image) = (config.state_dir.clone(), config.gpu_image.clone());
+    let templates = tokio::task::spawn_blocking(move || {
+        let t = clawdspace_runtime::templates::Templates::open(&dir)?;
+        t.install_defaults(&gpu_image)?;
+        Ok::<_, clawdspace_runtime::Error>(t)
+    })
+    .await?
+    .context("templates")?;
+    let auth_disabled = match config.auth_disabled() {
+        None => false,
+        Some(Ok(())) => {
+            tracing::warn!(
+                "authentication is disabled (CLAWDSPACE_AUTH_DISABLED=true, listening on loopback only)"
+            );
+            true
+        }
+        Some(Err(why)) => {
+            tracing::error!("{why}");
+            false
+        }
+    };
     let port_limits = Arc::new(routes::ports::PortLimits::new(
         usize::try_from(config.port_connections).unwrap_or(usize::MAX),
         config.port_bandwidth,
@@ -143,6 +169,8 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         previews: Arc::new(previews),
         port_limits,
         preview_domain,
+        templates: Arc::new(templates),
+        auth_disabled,
     };
     let limits = state.config.limits();
     // Preview hosts first: their paths belong to the space's server.

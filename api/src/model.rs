@@ -59,6 +59,9 @@ pub struct SpaceJson {
     /// created before volumes existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub volume: Option<SpaceVolume>,
+    /// `false` when the root filesystem is read-only (absent otherwise).
+    #[serde(rename = "writableRootfs", skip_serializing_if = "Option::is_none")]
+    pub writable_rootfs: Option<bool>,
     /// TCP ports published on the host's addresses (extension; only when
     /// some are).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -116,6 +119,7 @@ impl From<&Space> for SpaceJson {
                     host: p.host,
                 })
                 .collect(),
+            writable_rootfs: s.readonly_rootfs.then_some(false),
         }
     }
 }
@@ -148,13 +152,60 @@ pub struct ErrorJson {
     pub error: String,
 }
 
-/// `{"status":"ok","version":"1.0.0"}`.
+/// `{"status":"ok","version":"1.6.0"}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// Always `ok`.
     pub status: String,
-    /// Contract version.
+    /// Version of the API contract (upstream's release it matches).
+    #[schema(example = "1.6.0")]
     pub version: String,
+}
+
+/// `GET /api/templates`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateList {
+    /// Every template, by name.
+    pub templates: Vec<TemplateSummaryJson>,
+}
+
+/// A template in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateSummaryJson {
+    /// Its name.
+    #[schema(example = "default")]
+    pub name: String,
+    /// Its description (`""` when it has none).
+    pub description: String,
+}
+
+/// `GET /api/templates/{name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateYaml {
+    /// The name asked for.
+    pub name: String,
+    /// The stored YAML document.
+    #[schema(example = "name: default\nresources:\n  memory: 2g\n")]
+    pub yaml: String,
+}
+
+/// `PUT /api/templates` body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct PutTemplateBody {
+    /// The template as a YAML document (at most 64 KiB): `name`,
+    /// `description`, `managed`, `resources{memory, cpus, gpu, image}`,
+    /// `security{writableRootfs}`, `network{mode, blockCidrs}`,
+    /// `workspace{defaultRepoDest}` (docs/API.md).
+    #[schema(value_type = String, example = "name: small\nresources:\n  memory: 512m\n  cpus: 0.5\n")]
+    pub yaml: Option<Field<String>>,
+}
+
+/// `{"template": Template}`: the template as stored, as JSON.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateEnvelope {
+    /// The parsed template (the YAML document's fields).
+    #[schema(value_type = Object)]
+    pub template: Value,
 }
 
 /// The result of a command.
@@ -522,6 +573,15 @@ pub struct CreateSpaceBody {
     #[serde(rename = "repoDest")]
     #[schema(value_type = Option<String>, example = "repo")]
     pub repo_dest: Option<Field<String>>,
+    /// A template (`GET /api/templates`) whose resources, image, network
+    /// and workspace defaults fill the fields this request leaves out.
+    #[schema(value_type = Option<String>, example = "default")]
+    pub template: Option<Field<String>>,
+    /// `false`: the root filesystem is read-only (`/workspace`, `/tmp` and
+    /// `/run` stay writable); default true (extension).
+    #[serde(rename = "writableRootfs")]
+    #[schema(value_type = Option<bool>)]
+    pub writable_rootfs: Option<Field<bool>>,
 }
 
 /// `POST /api/spaces/{name}/git/push` body.

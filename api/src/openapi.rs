@@ -7,7 +7,7 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Clawdspace API", description = "Sandboxed Linux spaces on your own servers. Every path except /api/health and /api/openapi.json needs `Authorization: Bearer <key>` or `?key=<key>`. Streaming exec: GET /api/spaces/{name}/exec/ws (WebSocket, see docs/API.md)."),
+    info(title = "Clawdspace API", description = "Sandboxed Linux spaces on your own servers. Every path except /api/health and /api/openapi.json needs `Authorization: Bearer <key>` or `?key=<key>`. Streaming exec: GET /api/spaces/{name}/exec/ws; terminal: GET /api/spaces/{name}/terminal (WebSockets, see docs/API.md)."),
     paths(
         routes::health,
         routes::spaces::list,
@@ -38,13 +38,17 @@ use crate::routes;
         routes::ports::open,
         routes::ports::list,
         routes::ports::revoke,
+        routes::templates::list,
+        routes::templates::get,
+        routes::templates::put,
+        routes::templates::delete,
     ),
     components(schemas(CreateSpaceBody, ExecBody, GitPushBody, GitPushResult, CommandSpec, SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
         SystemInfo, QuarantinedJson, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities, NodesJson, NodeJson, NodeCapabilities, PlacementJson, routes::ports::PortBody, routes::ports::PortJson, routes::ports::PortList, routes::ports::PreviewJson,
         routes::stats::StatsEnvelope, routes::stats::SpaceStatsJson, SpaceVolume,
         routes::files::FileEntryJson, routes::files::FileListJson, routes::files::FileContentJson,
         routes::files::PutFileBody, routes::files::FileStatJson, routes::files::VolumeJson,
-        routes::files::VolumeList)),
+        routes::files::VolumeList, TemplateList, TemplateSummaryJson, TemplateYaml, PutTemplateBody, TemplateEnvelope)),
     modifiers(&Security),
     security(("bearer" = []), ("key" = []))
 )]

@@ -31,7 +31,7 @@ async fn auth_cors_and_unknown_paths_follow_the_contract() {
     );
     assert_eq!(
         r.text().await.expect("body"),
-        r#"{"status":"ok","version":"1.0.0"}"#
+        r#"{"status":"ok","version":"1.6.0"}"#
     );
     // Every method under /api/spaces and /api/system needs the key.
     for (m, p) in [

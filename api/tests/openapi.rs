@@ -30,6 +30,8 @@ fn checked_in_openapi_matches_the_code() {
         "/api/spaces/{name}/archive",
         "/api/volumes",
         "/api/volumes/{name}",
+        "/api/templates",
+        "/api/templates/{name}",
     ] {
         assert!(generated["paths"].get(p).is_some(), "{p} documented");
     }

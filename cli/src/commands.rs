@@ -143,6 +143,17 @@ pub fn gpus_json(arg: &str) -> Result<Value, Fail> {
     Ok(json!(ids))
 }
 
+/// A size in bytes written as `create --memory` takes it (`2g`, `512m`,
+/// `1536k`), or in bytes when it is not a whole number of KiB.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b > 0 && b % (1 << 30) == 0 => format!("{}g", b >> 30),
+        b if b > 0 && b % (1 << 20) == 0 => format!("{}m", b >> 20),
+        b if b > 0 && b % (1 << 10) == 0 => format!("{}k", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
 /// The CPU number for a create request: an integer when integral.
 pub fn cpus_json(cpus: &str) -> Option<Value> {
     let t = cpus.trim();
@@ -502,6 +513,7 @@ impl Ctx<'_> {
         let CreateArgs {
             name,
             server,
+            template,
             memory,
             cpus,
             gpu,
@@ -521,10 +533,23 @@ impl Ctx<'_> {
         let gpus = gpus.as_deref().map(gpus_json).transpose()?;
         let gpu = gpu || gpus.is_some();
         let name = required(name, "create <name> [OPTIONS]")?;
-        let Some(cpus_value) = cpus_json(&cpus) else {
-            return Err(Fail::error(format!(
-                "Invalid cpus '{cpus}' (a number of cores, e.g. 1 or 0.5)"
-            )));
+        // With a template, what is not given here is the template's (as
+        // upstream's CLI has it); without one, the usual defaults are sent.
+        let template = template.filter(|t| !t.is_empty());
+        let (memory, cpus) = match &template {
+            Some(_) => (memory, cpus),
+            None => (
+                Some(memory.unwrap_or_else(|| "2g".into())),
+                Some(cpus.unwrap_or_else(|| "1".into())),
+            ),
+        };
+        let cpus_value = match &cpus {
+            Some(c) => Some(cpus_json(c).ok_or_else(|| {
+                Fail::error(format!(
+                    "Invalid cpus '{c}' (a number of cores, e.g. 1 or 0.5)"
+                ))
+            })?),
+            None => None,
         };
         let mut vars = serde_json::Map::new();
         for e in &env {
@@ -574,7 +599,19 @@ impl Ctx<'_> {
                 &format!("Creating space '{name}' on {}...", target.name)
             )
         );
-        let mut body = json!({"name": name, "memory": memory, "cpus": cpus_value, "gpu": gpu});
+        let mut body = json!({ "name": name });
+        if let Some(m) = &memory {
+            body["memory"] = json!(m);
+        }
+        if let Some(c) = cpus_value {
+            body["cpus"] = c;
+        }
+        if gpu || template.is_none() {
+            body["gpu"] = json!(gpu);
+        }
+        if let Some(t) = &template {
+            body["template"] = json!(t);
+        }
         if let Some(img) = &image {
             body["image"] = json!(img);
         }
@@ -606,10 +643,20 @@ impl Ctx<'_> {
                 body["repoDest"] = json!(d);
             }
         }
-        self.send(&target, Method::POST, "/spaces", Some(&body), None)
+        let created = self
+            .send(&target, Method::POST, "/spaces", Some(&body), None)
             .await?;
         println!("{}", style::out(GREEN, &format!("✓ Created space: {name}")));
         println!("  Server: {}", target.name);
+        if let Some(t) = &template {
+            println!("  Template: {t}");
+        }
+        let space = created.get("space");
+        let memory = memory.unwrap_or_else(|| {
+            let bytes = space.and_then(|s| s.get("memory")).and_then(Value::as_u64);
+            bytes.map_or_else(|| "?".into(), size_text)
+        });
+        let cpus = cpus.unwrap_or_else(|| show(space.and_then(|s| s.get("cpus"))));
         println!("  Memory: {memory}");
         println!("  CPUs: {cpus}");
         if let Some(r) = &repo {

@@ -96,12 +96,17 @@ pub struct CreateArgs {
     /// Server name (see `servers`), URL, or configured host.
     #[arg(short, long)]
     pub server: Option<String>,
-    /// Memory limit, e.g. 512m, 2g.
-    #[arg(short, long, default_value = "2g")]
-    pub memory: String,
-    /// CPU limit in cores, e.g. 1, 0.5.
-    #[arg(short, long, default_value = "1")]
-    pub cpus: String,
+    /// A template of the server (`default`, `gpu`, `offline`, `lan`, or
+    /// one of its own): its resources, image, network and workspace
+    /// defaults apply; the options given here win.
+    #[arg(short, long, value_name = "NAME")]
+    pub template: Option<String>,
+    /// Memory limit, e.g. 512m, 2g [default: 2g, or the template's].
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPU limit in cores, e.g. 1, 0.5 [default: 1, or the template's].
+    #[arg(short, long)]
+    pub cpus: Option<String>,
     /// Create a GPU space on a server that has a GPU.
     #[arg(short, long)]
     pub gpu: bool,

@@ -241,12 +241,55 @@ fn create_picks_the_server_with_most_free_memory() {
     let r = home.run(&["create"]);
     r.expect_code(1);
     assert!(r.stderr.contains("Error: name required"));
+    // A template decides what is not given: only given limits are sent.
+    let r = home.run(&["create", "tp", "-s", "small", "-t", "gpu", "-m", "4g"]);
+    r.expect_code(0);
+    let last = small
+        .requests()
+        .into_iter()
+        .rfind(|q| q.method == "POST")
+        .expect("post");
+    assert_eq!(
+        serde_json::from_str::<Value>(&last.body).expect("json"),
+        json!({"name": "tp", "memory": "4g", "template": "gpu"})
+    );
+    assert!(
+        r.stdout
+            .contains("  Template: gpu\n  Memory: 4g\n  CPUs: 4\n"),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&[
+        "create",
+        "tp2",
+        "-s",
+        "small",
+        "--template",
+        "offline",
+        "-c",
+        "2",
+    ]);
+    r.expect_code(0);
+    let last = small
+        .requests()
+        .into_iter()
+        .rfind(|q| q.method == "POST")
+        .expect("post");
+    assert_eq!(
+        serde_json::from_str::<Value>(&last.body).expect("json"),
+        json!({"name": "tp2", "cpus": 2, "template": "offline"})
+    );
+    assert!(
+        r.stdout.contains("  Memory: 2g\n  CPUs: 2\n"),
+        "{}",
+        r.stdout
+    );
 
     // list reads every server, in cache order.
     let r = home.run(&["ls"]);
     r.expect_code(0);
     let rows: Vec<&str> = r.stdout.lines().skip(4).collect();
-    assert_eq!(rows.len(), 4, "{}", r.stdout);
+    assert_eq!(rows.len(), 6, "{}", r.stdout);
     assert!(
         rows[0].starts_with("sp                   big          running      1cpu, 2.0GB"),
         "{}",

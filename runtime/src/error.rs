@@ -75,6 +75,9 @@ pub enum Error {
     /// A write ran out of the space's disk quota or the disk (maps to 507).
     #[error("{0}")]
     DiskFull(String),
+    /// No template with this name (maps to 404).
+    #[error("Template not found")]
+    TemplateNotFound,
     /// Nothing listens on a port inside a space (maps to 502).
     #[error("{0}")]
     PortClosed(String),
@@ -85,9 +88,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidInput(_) | Error::ImageNotFound(_) => ErrorKind::Invalid,
-            Error::SpaceNotFound | Error::VolumeNotFound | Error::FileNotFound(_) => {
-                ErrorKind::NotFound
-            }
+            Error::SpaceNotFound
+            | Error::VolumeNotFound
+            | Error::FileNotFound(_)
+            | Error::TemplateNotFound => ErrorKind::NotFound,
             Error::SpaceExists
             | Error::NotRunning
             | Error::ImageInUse(..)

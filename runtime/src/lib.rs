@@ -28,6 +28,7 @@ mod space_id;
 mod spaces;
 mod spec;
 mod store;
+pub mod templates;
 #[doc(hidden)]
 pub mod testing;
 mod worker;

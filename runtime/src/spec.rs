@@ -131,9 +131,9 @@ pub fn spec_json(space: &Space, cgroups_path: &str, init_host_path: &Path) -> Va
     let caps = capabilities_for(space.user.uid);
     let mut gids = space.user.additional_gids.clone();
     gids.retain(|g| *g != space.user.gid);
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
-        "root": { "path": "rootfs", "readonly": false },
+        "root": { "path": "rootfs", "readonly": space.readonly_rootfs },
         "hostname": space.name,
         "process": {
             "terminal": false,
@@ -182,7 +182,21 @@ pub fn spec_json(space: &Space, cgroups_path: &str, init_host_path: &Path) -> Va
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS
         }
-    })
+    });
+    if space.readonly_rootfs {
+        // A read-only root still needs somewhere to put temporary files.
+        if let Some(m) = spec["mounts"].as_array_mut() {
+            m.push(
+                json!({ "destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "noexec", "mode=1777", "size=512m"] }),
+            );
+            m.push(
+                json!({ "destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                "options": ["nosuid", "nodev", "noexec", "mode=755", "size=16m"] }),
+            );
+        }
+    }
+    spec
 }
 
 /// The spec as a typed [`Spec`], checked against the OCI schema types.
@@ -249,6 +263,7 @@ mod tests {
             network: Default::default(),
             disk: None,
             volume: None,
+            readonly_rootfs: false,
         }
     }
 
@@ -273,6 +288,24 @@ mod tests {
             Some(INIT_PATH_IN_SPACE)
         );
         assert_eq!(p.cwd().to_str(), Some("/home/sandbox"));
+    }
+
+    #[test]
+    fn a_read_only_root_gets_writable_tmp_and_run() {
+        let mut sp = space(1000);
+        let rw = spec_json(&sp, "/c/x", Path::new("/s/init"));
+        assert_eq!(rw["root"]["readonly"], false);
+        sp.readonly_rootfs = true;
+        let ro = build_spec(&sp, "/c/x", Path::new("/s/init")).expect("spec");
+        assert_eq!(ro.root().as_ref().and_then(|r| r.readonly()), Some(true));
+        let tmpfs: Vec<String> = ro
+            .mounts()
+            .iter()
+            .flatten()
+            .filter(|m| m.typ().as_deref() == Some("tmpfs"))
+            .map(|m| m.destination().display().to_string())
+            .collect();
+        assert!(tmpfs.contains(&"/tmp".into()) && tmpfs.contains(&"/run".into()));
     }
 
     #[test]

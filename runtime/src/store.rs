@@ -107,6 +107,9 @@ pub struct Space {
     /// before volumes existed have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// Whether the root filesystem is mounted read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly_rootfs: bool,
 }
 
 impl Space {

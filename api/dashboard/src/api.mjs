@@ -110,6 +110,11 @@ export const api = {
   previews: (node, name) => call('GET', space(node, name, '/ports')).then((d) => d.previews),
   revokePort: (node, name, port) => call('DELETE', space(node, name, `/ports?port=${port}`)),
   destroyWithVolume: (node, name) => call('DELETE', space(node, name, '?removeVolume=true')),
+  templates: (node) => call('GET', `${base(node)}/api/templates`).then((d) => d.templates),
+  template: (node, name) =>
+    call('GET', `${base(node)}/api/templates/${encodeURIComponent(name)}`).then((d) => d.yaml),
+  saveTemplate: (node, yaml) => call('PUT', `${base(node)}/api/templates`, { yaml }).then((d) => d.template),
+  deleteTemplate: (node, name) => call('DELETE', `${base(node)}/api/templates/${encodeURIComponent(name)}`),
   /** A directory under /workspace (`rel` relative to it). */
   list: (node, name, rel) => call('GET', space(node, name, `/files?path=${encodeURIComponent(rel)}`)),
   /** The first `maxBytes` of a file under /workspace, base64. */

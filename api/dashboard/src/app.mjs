@@ -31,6 +31,7 @@ const state = {
   cpus: 1,
   authFailed: false,
   askedKey: false,
+  keyless: false, // the server asks for no key (CLAWDSPACE_AUTH_DISABLED)
   timer: null,
   inFlight: false,
   again: false,
@@ -399,7 +400,16 @@ async function loadStats(spaces) {
 
 async function refresh() {
   if (state.authFailed) return;
-  if (!getKey()) {
+  if (!getKey() && !state.keyless) {
+    // A server with authentication disabled (loopback only) needs none.
+    try {
+      await api.nodes();
+      state.keyless = true;
+    } catch {
+      // It needs one.
+    }
+  }
+  if (!getKey() && !state.keyless) {
     banner('No API key yet. ' + KEY_HELP, 'info');
     if (!state.askedKey) {
       state.askedKey = true;
@@ -505,8 +515,43 @@ $('btn-create').addEventListener('click', () => {
   }
   showError($('create-error'), '');
   $('create-name').removeAttribute('aria-invalid');
+  applyTemplateChoice();
   openDialog($('dlg-create'), $('create-name'));
+  loadTemplateChoices();
 });
+
+/** Fills the create dialog's template list from the chosen node (or this server). */
+async function loadTemplateChoices() {
+  const sel = $('create-template');
+  const keep = sel.value;
+  try {
+    const list = await api.templates((fleet() && $('create-node').value) || state.self);
+    sel.replaceChildren(new Option('None', ''));
+    for (const t of list) sel.append(new Option(t.description ? `${t.name} — ${t.description}` : t.name, t.name));
+    sel.value = list.some((t) => t.name === keep) ? keep : '';
+  } catch (e) {
+    if (!handleError(e)) showError($('create-error'), `Templates: ${e.message}`);
+  }
+  applyTemplateChoice();
+}
+
+/**
+ * With a template, what is left empty is the template's: memory, CPUs and
+ * network start empty; without one, the server's defaults are shown.
+ */
+function applyTemplateChoice() {
+  const withTemplate = $('create-template').value !== '';
+  const wasTemplate = $('create-network-template').hidden === false;
+  if (withTemplate === wasTemplate) return;
+  $('create-network-template').hidden = !withTemplate;
+  $('create-memory').value = withTemplate ? '' : '2g';
+  $('create-cpus').value = withTemplate ? '' : '1';
+  $('create-memory').placeholder = withTemplate ? "template's" : '';
+  $('create-cpus').placeholder = withTemplate ? "template's" : '';
+  $('create-network').value = withTemplate ? '' : 'internet';
+}
+$('create-template').addEventListener('change', applyTemplateChoice);
+$('create-node').addEventListener('change', loadTemplateChoices);
 
 $('form-create').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -525,7 +570,10 @@ $('form-create').addEventListener('submit', async (ev) => {
   if (memory) body.memory = memory;
   const cpus = $('create-cpus').value.trim();
   if (cpus) body.cpus = Number.isNaN(Number(cpus)) ? cpus : Number(cpus);
-  body.network = $('create-network').value;
+  const network = $('create-network').value;
+  if (network) body.network = network;
+  const template = $('create-template').value;
+  if (template) body.template = template;
   if ($('create-gpu').checked) body.gpu = true;
   await submitting($('create-submit'), 'Creating…', $('create-error'), async () => {
     // One placement rule for the fleet: the server's (GET /api/nodes/placement).
@@ -540,6 +588,96 @@ $('form-create').addEventListener('submit', async (ev) => {
     $('dlg-create').close();
     if (reason) sticky(`${name}: ${reason}`, 'info');
     refreshNow();
+  });
+});
+
+// Templates (this server's)
+const TEMPLATE_SKELETON = `name: my-template
+description: What it is for
+resources:
+  memory: 2g
+  cpus: 1
+network:
+  mode: internet
+`;
+
+async function listTemplates() {
+  const body = $('templates-body');
+  const list = await api.templates(state.self);
+  body.replaceChildren();
+  for (const t of list) {
+    const tr = document.createElement('tr');
+    tr.dataset.template = t.name;
+    const th = document.createElement('th');
+    th.scope = 'row';
+    th.textContent = t.name;
+    const desc = document.createElement('td');
+    desc.textContent = t.description;
+    const actions = document.createElement('td');
+    actions.append(
+      button('Edit', `Edit template ${t.name}`, () => editTemplate(t.name)),
+      button('Delete', `Delete template ${t.name}`, (ev) => deleteTemplate(t.name, ev.currentTarget), 'danger'),
+    );
+    tr.append(th, desc, actions);
+    body.append(tr);
+  }
+}
+
+function templateError(e) {
+  if (!handleError(e)) showError($('templates-error'), e.message);
+}
+
+async function editTemplate(name) {
+  showError($('templates-error'), '');
+  try {
+    $('templates-yaml').value = await api.template(state.self, name);
+    $('templates-editing').textContent = `(editing ${name})`;
+    $('templates-yaml').focus();
+  } catch (e) {
+    templateError(e);
+  }
+}
+
+async function deleteTemplate(name, btn) {
+  // A second press on the same button deletes.
+  if (btn.dataset.confirm !== 'yes') {
+    btn.dataset.confirm = 'yes';
+    btn.textContent = 'Really delete?';
+    return;
+  }
+  showError($('templates-error'), '');
+  try {
+    await api.deleteTemplate(state.self, name);
+    await listTemplates();
+  } catch (e) {
+    templateError(e);
+  }
+}
+
+$('btn-templates').addEventListener('click', async () => {
+  showError($('templates-error'), '');
+  $('templates-yaml').value = TEMPLATE_SKELETON;
+  $('templates-editing').textContent = '(new)';
+  openDialog($('dlg-templates'), $('templates-yaml'));
+  try {
+    await listTemplates();
+  } catch (e) {
+    templateError(e);
+  }
+});
+
+$('templates-new').addEventListener('click', () => {
+  $('templates-yaml').value = TEMPLATE_SKELETON;
+  $('templates-editing').textContent = '(new)';
+  $('templates-yaml').focus();
+});
+
+$('form-templates').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  await submitting($('templates-save'), 'Saving…', $('templates-error'), async () => {
+    const t = await api.saveTemplate(state.self, $('templates-yaml').value);
+    $('templates-editing').textContent = `(saved ${t.name})`;
+    await listTemplates();
   });
 });
 

@@ -114,6 +114,52 @@ try {
     assert.equal((await r.json()).space.network, 'none');
   });
 
+  await step('templates: lists the defaults, saves one, a space is created from it, deleted', async () => {
+    const tname = `dash-tpl-${process.pid}`;
+    const auth = { Authorization: `Bearer ${KEY}` };
+    await page.getByRole('button', { name: 'Templates', exact: true }).click();
+    const dlg = page.locator('#dlg-templates');
+    await dlg.locator('tr[data-template="default"]').waitFor();
+    for (const n of ['gpu', 'lan', 'offline']) {
+      assert.equal(await dlg.locator(`tr[data-template="${n}"]`).count(), 1, n);
+    }
+    await dlg.getByRole('button', { name: 'Edit template offline' }).click();
+    await page.locator('#templates-editing').filter({ hasText: 'editing offline' }).waitFor();
+    assert.match(await page.locator('#templates-yaml').inputValue(), /mode: none/);
+    await dlg.getByRole('button', { name: 'New', exact: true }).click();
+    await page.locator('#templates-yaml').fill(
+      `name: ${tname}\ndescription: from the dashboard\nresources:\n  memory: 300\n  cpus: 0.5\nnetwork:\n  mode: none\n`);
+    await dlg.getByRole('button', { name: 'Save' }).click();
+    await dlg.locator(`tr[data-template="${tname}"]`).waitFor();
+    await page.keyboard.press('Escape');
+    await dlg.waitFor({ state: 'hidden' });
+    // The create dialog offers it; memory and CPUs are then the template's.
+    await page.getByRole('button', { name: 'New space' }).click();
+    const c = page.locator('#dlg-create');
+    await c.getByLabel('Name').fill(`${name}-t`);
+    await page.locator(`#create-template option[value="${tname}"]`).waitFor({ state: 'attached' });
+    await c.getByLabel('Template', { exact: true }).selectOption(tname);
+    assert.equal(await c.getByLabel('Memory').inputValue(), '');
+    await c.getByRole('button', { name: 'Create' }).click();
+    await c.waitFor({ state: 'hidden' });
+    const row = page.locator(`tr[data-space="${name}-t"]`);
+    await row.locator('[data-col=status]').filter({ hasText: 'running' }).waitFor();
+    assert.equal(await row.locator('[data-col=memory]').innerText(), '300 MiB');
+    assert.equal(await row.locator('[data-col=cpus]').innerText(), '0.5');
+    const r = await fetch(`${URL}/api/spaces/${name}-t`, { headers: auth });
+    assert.equal((await r.json()).space.network, 'none');
+    await fetch(`${URL}/api/spaces/${name}-t`, { method: 'DELETE', headers: auth });
+    await row.waitFor({ state: 'detached' });
+    // Delete asks once more on the same button.
+    await page.getByRole('button', { name: 'Templates', exact: true }).click();
+    const del = dlg.getByRole('button', { name: `Delete template ${tname}` });
+    await del.click();
+    await del.click();
+    await dlg.locator(`tr[data-template="${tname}"]`).waitFor({ state: 'detached' });
+    await page.keyboard.press('Escape');
+    await dlg.waitFor({ state: 'hidden' });
+  });
+
   await step('runs echo hello and reads hello, exit code 0; Escape closes', async () => {
     const run = page.getByRole('button', { name: `Run a command in ${name}` });
     await run.click();
@@ -300,6 +346,22 @@ try {
     await page2.locator('#create-error').filter({ hasText: 'Invalid memory: at least 6 MiB' }).waitFor();
     await page2.keyboard.press('Escape');
     await page2.locator('#dlg-create').waitFor({ state: 'hidden' });
+    assert.deepEqual(pageErrors, []);
+  });
+
+  await step('the templates dialog shows the API\'s YAML and schema errors', async () => {
+    await page2.getByRole('button', { name: 'Templates', exact: true }).click();
+    const dlg = page2.locator('#dlg-templates');
+    await dlg.locator('tr[data-template="default"]').waitFor();
+    await page2.locator('#templates-yaml').fill('name: [unclosed');
+    await dlg.getByRole('button', { name: 'Save' }).click();
+    await page2.locator('#templates-error').filter({ hasText: 'Invalid YAML' }).waitFor();
+    await page2.locator('#templates-yaml').fill('name: x\nresources:\n  cpus: 65\n');
+    await dlg.getByRole('button', { name: 'Save' }).click();
+    await page2.locator('#templates-error')
+      .filter({ hasText: 'resources.cpus: Number must be less than or equal to 64' }).waitFor();
+    await page2.keyboard.press('Escape');
+    await dlg.waitFor({ state: 'hidden' });
     assert.deepEqual(pageErrors, []);
   });
   await ctx2.close();

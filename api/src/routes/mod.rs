@@ -11,6 +11,8 @@ pub mod relay;
 pub mod spaces;
 pub mod stats;
 pub mod system;
+pub mod templates;
+pub mod terminal;
 pub mod ws;
 
 use std::time::Instant;
@@ -33,7 +35,7 @@ use crate::AppState;
 pub async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
-        version: "1.0.0".into(),
+        version: "1.6.0".into(),
     })
 }
 
@@ -109,6 +111,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/spaces/{name}/start", post(spaces::start))
         .route("/api/spaces/{name}/exec", post(spaces::exec))
         .route("/api/spaces/{name}/exec/ws", get(ws::exec_ws))
+        .route("/api/spaces/{name}/terminal", get(terminal::terminal))
+        .route("/api/templates", get(templates::list).put(templates::put))
+        .route(
+            "/api/templates/{name}",
+            get(templates::get).delete(templates::delete),
+        )
         .route("/api/spaces/{name}/git/push", post(git::push))
         .route("/api/spaces/{name}/stats", get(stats::stats))
         .route("/api/spaces/{name}/files", get(files::list))

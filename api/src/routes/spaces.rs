@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use clawdspace_runtime::CreateSpace;
+use clawdspace_runtime::{CreateSpace, ErrorKind, INVALID_NAME};
 
 use crate::body::{json_response, Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
@@ -31,7 +31,8 @@ pub async fn list(State(st): State<AppState>) -> Json<SpaceList> {
 
 /// Creates and starts a space (pulling its image when needed), then
 /// writes its environment file and clones its repository when asked (a
-/// failure of either is a 400 and removes the space).
+/// failure of either is a 400 and removes the space). A `template` fills
+/// the fields the request leaves out.
 #[utoipa::path(post, path = "/api/spaces", tag = "spaces",
     request_body = CreateSpaceBody,
     responses((status = 201, body = SpaceEnvelope), (status = 400, body = ErrorJson),
@@ -39,11 +40,33 @@ pub async fn list(State(st): State<AppState>) -> Json<SpaceList> {
         (status = 500, body = ErrorJson), (status = 502, body = ErrorJson)))]
 pub async fn create(
     State(st): State<AppState>,
-    JsonBody(body): JsonBody<CreateSpaceBody>,
+    JsonBody(raw): JsonBody<serde_json::Value>,
 ) -> ApiResult<Response> {
+    let mut body: CreateSpaceBody = crate::body::fields(raw.clone())?;
     let name = input::name(&body)?;
     if st.rt.get(name.as_str()).is_ok() {
         return Err(ApiError::new(StatusCode::CONFLICT, "Space already exists"));
+    }
+    if let Some(t) = input::template(&body)? {
+        let (templates, t) = (st.templates.clone(), t.to_string());
+        let template = tokio::task::spawn_blocking(move || templates.get(&t))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| match e.kind() {
+                ErrorKind::Invalid | ErrorKind::NotFound => {
+                    ApiError::bad_request(format!("Invalid template: {e}"))
+                }
+                _ => ApiError::from(e),
+            })?;
+        let serde_json::Value::Object(mut merged) = raw else {
+            return Err(ApiError::bad_request(INVALID_NAME));
+        };
+        crate::template::apply(
+            &mut merged,
+            &template,
+            clawdspace_runtime::host::online_cpus(),
+        );
+        body = crate::body::fields(serde_json::Value::Object(merged))?;
     }
     let memory = input::memory(&body)?;
     let nano_cpus = input::cpus(&body, clawdspace_runtime::host::online_cpus())?;
@@ -72,6 +95,7 @@ pub async fn create(
     let env = input::create_env(&body)?;
     let env_file = input::env_file(&body)?;
     let repo = input::repo(&body)?;
+    let readonly_rootfs = input::readonly_rootfs(&body)?;
     let space = st
         .rt
         .create(CreateSpace {
@@ -88,6 +112,7 @@ pub async fn create(
             env,
             env_file,
             repo,
+            readonly_rootfs,
         })
         .await?;
     Ok(json_response(

@@ -70,6 +70,12 @@ impl Daemon {
         Some(d)
     }
 
+    /// Sets an environment variable for the next [`Daemon::spawn`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// The state directory.
     pub fn state(&self) -> PathBuf {
         self.dir.join("state")

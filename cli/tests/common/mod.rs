@@ -388,7 +388,9 @@ impl Double {
                 let space = json!({
                     "name": req["name"], "id": "0123456789ab", "status": "running",
                     "created": "2024-01-10T10:00:00.000Z", "started": "2024-01-10T10:00:00.000Z",
-                    "image": "double", "memory": 2147483648u64, "cpus": req["cpus"],
+                    "image": "double", "memory": 2147483648u64,
+                    // A template's cores when none are asked for.
+                    "cpus": if req["cpus"].is_null() { json!(4) } else { req["cpus"].clone() },
                     "lastActivity": "2024-01-10T10:00:00.000Z",
                 });
                 spaces.push(space.clone());

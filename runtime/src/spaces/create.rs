@@ -60,6 +60,9 @@ pub struct CreateSpace {
     /// A repository cloned into `/workspace` as the space's user once it
     /// runs (after `env_file`).
     pub repo: Option<RepoClone>,
+    /// Mount the root filesystem read-only (`/workspace`, `/tmp` and
+    /// `/run` stay writable).
+    pub readonly_rootfs: bool,
 }
 
 impl CreateSpace {
@@ -80,6 +83,7 @@ impl CreateSpace {
             env: Vec::new(),
             env_file: None,
             repo: None,
+            readonly_rootfs: false,
         }
     }
 }
@@ -210,6 +214,7 @@ impl Runtime {
             disk,
             // The volume of an earlier space of this name is reattached.
             volume: Some(req.name.to_string()),
+            readonly_rootfs: req.readonly_rootfs,
         };
         // Reserve the name: a concurrent create of the same name sees it,
         // and so does a removal of its volume.

@@ -272,5 +272,6 @@ fn placeholder() -> Space {
         network: Default::default(),
         disk: None,
         volume: None,
+        readonly_rootfs: false,
     }
 }
