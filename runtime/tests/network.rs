@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use clawdspace_runtime::{CreateSpace, NetworkMode, Space, SpaceStatus};
+use clawdspace_runtime::{CreateSpace, Egress, NetworkMode, Space, SpaceStatus};
 use common::{wait_until, TestEnv};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -350,6 +350,122 @@ async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
     );
 }
 
+/// Creates space `name` in `mode` with the egress policy `egress`.
+async fn space_with(env: &TestEnv, name: &str, mode: NetworkMode, egress: Egress) -> Space {
+    env.create(CreateSpace {
+        network: mode,
+        egress,
+        ..common::request(name)
+    })
+    .await
+}
+
+/// Whether each (space, "ip port", answer) holds: `reach` answers so.
+async fn check(env: &TestEnv, cases: &[(&str, String, Option<String>)]) {
+    let tries = cases.iter().map(|(s, t, _)| reach(env, s, t));
+    let got = futures_util::future::join_all(tries).await;
+    for ((s, t, want), g) in cases.iter().zip(got) {
+        assert_eq!(&g, want, "{s} → {t}");
+    }
+}
+
+/// `nets` as a `blockCidrs` policy.
+fn blocking(nets: &[Ipv4Addr]) -> Egress {
+    Egress {
+        block_cidrs: nets
+            .iter()
+            .map(|a| format!("{a}/32").parse().expect("net"))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn lan_reaches_private_ranges_block_cidrs_block_and_none_has_loopback_only() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let before = snapshot(std::slice::from_ref(&env.network.bridge));
+    let world = World::new(rand::random());
+    let inet = env.space_net("inet", NetworkMode::Internet).await;
+    let lan = env.space_net("lan", NetworkMode::Lan).await;
+    let blk = space_with(&env, "blk", NetworkMode::Internet, blocking(&[world.ip])).await;
+    let lanblk = space_with(&env, "lanblk", NetworkMode::Lan, blocking(&[world.lan_ip])).await;
+    let none = env.space_net("none", NetworkMode::None).await;
+    assert_eq!(
+        blk.network.egress.block_cidrs[0].to_string(),
+        format!("{}/32", world.ip)
+    );
+    assert_eq!(
+        env.rt().get("lan").expect("lan").network.mode,
+        NetworkMode::Lan
+    );
+    let tables = run(&["nft", "list", "tables"]);
+    for s in [&inet, &lan, &blk, &lanblk] {
+        assert!(
+            tables.contains(&format!("table inet cs{}", s.short_id())),
+            "{tables}"
+        );
+    }
+    assert!(
+        !tables.contains(&format!("cs{}", none.short_id())),
+        "{tables}"
+    );
+
+    let internet = Listener::start(Some(&world.ns), world.ip);
+    let lan_host = Listener::start(Some(&world.ns), world.lan_ip);
+    let daemon = Listener::start(None, env.network.gateway());
+    let host_private = Listener::start(None, world.host_lan_ip);
+    env.sh(
+        "inet",
+        "nc -ll -p 7000 -e echo from-inet </dev/null >/dev/null 2>&1 &",
+    )
+    .await;
+    let inet_target = format!("{} 7000", addr(&inet));
+    let (nat, lan_nat) = (world.host_ip.to_string(), world.host_lan_ip.to_string());
+    let cases = || {
+        vec![
+            ("inet", internet.target(), Some(nat.clone())),
+            ("inet", lan_host.target(), None),
+            ("lan", lan_host.target(), Some(lan_nat.clone())),
+            ("lan", internet.target(), Some(nat.clone())),
+            // The host and other spaces stay out of reach of a lan space.
+            ("lan", daemon.target(), None),
+            ("lan", host_private.target(), None),
+            ("lan", inet_target.clone(), None),
+            ("blk", internet.target(), None),
+            ("blk", lan_host.target(), None),
+            ("lanblk", lan_host.target(), None),
+            ("lanblk", internet.target(), Some(nat.clone())),
+            ("none", internet.target(), None),
+        ]
+    };
+    check(&env, &cases()).await;
+    assert_eq!(env.out("none", "ls /sys/class/net").await, "lo");
+    let lo = env.out("none", "ip -4 -o addr").await;
+    assert!(lo.contains("127.0.0.1") && lo.lines().count() == 1, "{lo}");
+
+    // The drops of each space's own rules are counted.
+    let drops = |name: &str| env.rt().egress_drops(name).expect("drops");
+    assert!(
+        drops("blk").is_some_and(|(p, _)| p >= 1),
+        "{:?}",
+        drops("blk")
+    );
+    assert!(drops("inet").is_some_and(|(p, _)| p >= 1), "private range");
+    assert_eq!(drops("none"), None);
+
+    // A daemon restart applies the same policies.
+    env.close().await;
+    env.rt = Some(env.open().await);
+    assert_eq!(env.rt().get("blk").expect("blk").network, blk.network);
+    check(&env, &cases()).await;
+
+    let all = [&inet, &lan, &blk, &lanblk, &none];
+    destroy_all(&env, &all, &before).await;
+}
+
 #[tokio::test]
 #[ignore = "needs root"]
 async fn allowed_private_ranges_are_reachable() {
@@ -480,9 +596,18 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         ip(&format!("netns del cs-{id}"));
     }
     ip(&format!("link del {}", env.network.bridge));
-    for family in ["inet", "bridge"] {
+    let mut tables: Vec<(&str, String)> = vec![
+        ("inet", env.network.bridge.clone()),
+        ("bridge", env.network.bridge.clone()),
+    ];
+    tables.extend(
+        spaces
+            .iter()
+            .map(|s| ("inet", format!("cs{}", &s.id[..12]))),
+    );
+    for (family, t) in &tables {
         let del = Proc::new("nft")
-            .args(["delete", "table", family, &env.network.bridge])
+            .args(["delete", "table", family, t])
             .status()
             .expect("nft");
         assert!(del.success());

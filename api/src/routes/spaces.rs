@@ -66,7 +66,7 @@ pub async fn create(
         }
     }
     let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
-    let network = input::network(&body)?;
+    let (network, egress) = input::network(&body)?;
     let disk = input::disk(&body)?;
     let env = input::create_env(&body)?;
     let env_file = input::env_file(&body)?;
@@ -82,6 +82,7 @@ pub async fn create(
             gpu,
             gpus,
             network,
+            egress,
             disk,
             env,
             env_file,

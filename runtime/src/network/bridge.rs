@@ -62,11 +62,13 @@ fn other_routes(bridge: &str) -> Vec<(String, Ipv4Net)> {
 
 /// Brings the bridge, the tables and forwarding up (idempotent; the tables
 /// are replaced atomically, so a changed configuration applies), with
-/// `ports` bound to their addresses.
+/// `ports` bound to their addresses and `lan` the addresses of `lan`
+/// spaces.
 pub fn up(
     cfg: &NetworkConfig,
     resolvers: &[Ipv4Addr],
     ports: &[Port],
+    lan: &[Ipv4Addr],
     state_dir: &Path,
 ) -> Result<()> {
     let br = &cfg.bridge;
@@ -105,7 +107,7 @@ pub fn up(
         // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
         sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
     }
-    rules::ruleset(cfg, resolvers, ports).commit()?;
+    rules::ruleset(cfg, resolvers, ports, lan).commit()?;
     forward::acquire(br)
 }
 

@@ -8,7 +8,7 @@ use chrono::Utc;
 use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
 use crate::image::resolve_user;
-use crate::network::{NetworkMode, SpaceNetwork};
+use crate::network::{Egress, NetworkMode, SpaceNetwork};
 use crate::quota;
 use crate::space_id::new_space_id;
 use crate::spec::space_env;
@@ -47,6 +47,9 @@ pub struct CreateSpace {
     /// How the space is connected (default here: `none`; the API's
     /// default is `internet`).
     pub network: NetworkMode,
+    /// Egress policy beyond the mode (checked at create; needs a
+    /// networked mode).
+    pub egress: Egress,
     /// Disk limit in bytes (needs project quotas on the state dir).
     pub disk: Option<u64>,
     /// Environment added to the image's, for the init and every exec
@@ -72,6 +75,7 @@ impl CreateSpace {
             gpu: false,
             gpus: None,
             network: NetworkMode::default(),
+            egress: Egress::default(),
             disk: None,
             env: Vec::new(),
             env_file: None,
@@ -112,6 +116,11 @@ impl Runtime {
             blocking("checking disk quotas", move || quota::check_available(&dir)).await?;
         }
         extras::check(&req)?;
+        let egress = req
+            .egress
+            .clone()
+            .normalize(req.network)
+            .map_err(Error::InvalidInput)?;
         // No limit asked for: the server's default, if quotas allow one.
         let disk = req.disk.or(self.inner.config.default_disk);
         if self.entry(&req.name).is_ok() {
@@ -196,6 +205,7 @@ impl Runtime {
             network: SpaceNetwork {
                 mode: req.network,
                 address: None,
+                egress,
             },
             disk,
             // The volume of an earlier space of this name is reattached.
@@ -220,9 +230,9 @@ impl Runtime {
             // known never to have held a record (removed at startup).
             let (store, id) = (self.inner.store.clone(), space.id.clone());
             blocking("recording the new space", move || store.begin(&id)).await?;
-            if req.network == NetworkMode::Internet {
-                let id = space.id.clone();
-                let addr = self.net(move |n| n.allocate(&id)).await?;
+            if req.network.is_networked() {
+                let (id, mode) = (space.id.clone(), req.network);
+                let addr = self.net(move |n| n.allocate(&id, mode)).await?;
                 lock(&entry.rec).network.address = Some(addr);
             }
             let s = self.start_init(&entry).await?;
