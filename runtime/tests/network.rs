@@ -466,6 +466,196 @@ async fn lan_reaches_private_ranges_block_cidrs_block_and_none_has_loopback_only
     destroy_all(&env, &all, &before).await;
 }
 
+/// A DNS server on `ip`:53 (UDP) in namespace `ns`: `names` (exact, or
+/// `*.suffix`) answer A with their address, AAAA with nothing; others
+/// NXDOMAIN. Counts the queries it got.
+struct DnsServer {
+    queries: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DnsServer {
+    fn start(ns: &str, ip: Ipv4Addr, names: Vec<(String, Ipv4Addr)>) -> DnsServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (halt, seen) = (stop.clone(), Arc::clone(&queries));
+        let ns = format!("/var/run/netns/{ns}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let f = File::open(&ns).expect("open netns");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let s = UdpSocket::bind((ip, 53)).expect("bind dns");
+            s.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            tx.send(()).expect("ready");
+            let mut buf = [0u8; 512];
+            while !halt.load(Ordering::Acquire) {
+                let Ok((n, peer)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                let q = &buf[..n];
+                let (name, end) = dns_question(q);
+                seen.lock().expect("queries").push(name.clone());
+                let qtype = u16::from_be_bytes([q[end - 4], q[end - 3]]);
+                let found = names.iter().find(|(n, _)| match n.strip_prefix('*') {
+                    Some(suffix) => name.ends_with(suffix),
+                    None => *n == name,
+                });
+                let mut a = q[..end].to_vec();
+                a[2] = 0x84 | (q[2] & 1);
+                a[3] = if found.is_some() { 0x80 } else { 0x83 };
+                a[6..12].fill(0);
+                if let (Some((_, addr)), 1) = (found, qtype) {
+                    a[7] = 1;
+                    a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+                    a.extend_from_slice(&addr.octets());
+                }
+                let _ = s.send_to(&a, peer);
+            }
+        });
+        rx.recv().expect("dns server up");
+        DnsServer {
+            queries,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn asked(&self, name: &str) -> bool {
+        self.queries
+            .lock()
+            .expect("queries")
+            .iter()
+            .any(|q| q == name)
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The name (lowercase, dotted) of a query's question and where the
+/// question ends.
+fn dns_question(q: &[u8]) -> (String, usize) {
+    let mut pos = 12;
+    let mut labels = Vec::new();
+    while q[pos] != 0 {
+        let len = usize::from(q[pos]);
+        labels.push(String::from_utf8_lossy(&q[pos + 1..pos + 1 + len]).to_lowercase());
+        pos += 1 + len;
+    }
+    (labels.join("."), pos + 5)
+}
+
+/// What space `dom` (allowed: `allowed.test`, `*.wild.test` on the port
+/// of `web`) and `plain` (no policy) reach: `targets` are `web` on the
+/// world's address, `web_other` on `other` (the address of
+/// `denied.test`), `elsewhere` (the world's address, another port).
+async fn allow_checks(
+    env: &TestEnv,
+    dns: &DnsServer,
+    world: &World,
+    other: Ipv4Addr,
+    targets: &[String; 3],
+) {
+    let [web, web_other, elsewhere] = targets;
+    let lookup = |name: &str| format!("nslookup {name} 2>&1");
+    let nat = Some(world.host_ip.to_string());
+    // Allowed names resolve (through the answerer) and are reached.
+    for name in ["allowed.test", "a.b.wild.test"] {
+        let out = env.out("dom", &lookup(name)).await;
+        assert!(out.contains(&world.ip.to_string()), "{name}: {out}");
+    }
+    assert_eq!(reach(env, "dom", web).await, nat);
+    // Not on another port, not another name, not by address.
+    assert_eq!(reach(env, "dom", elsewhere).await, None);
+    let out = env.out("dom", &lookup("denied.test")).await;
+    assert!(!out.contains(&other.to_string()), "{out}");
+    assert!(!dns.asked("denied.test"), "refused before upstream");
+    assert_eq!(reach(env, "dom", web_other).await, None);
+    // Nor around the answerer: the upstream server itself.
+    let direct = format!("timeout 3 nslookup denied.test {} 2>&1", world.ip);
+    let out = env.out("dom", &direct).await;
+    assert!(!out.contains(&other.to_string()), "{out}");
+    assert!(!dns.asked("denied.test"), "{out}");
+    // A space without the policy reaches that address.
+    assert_eq!(reach(env, "plain", web_other).await, nat);
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let world = World::new(rand::random());
+    // A second public address in the world, for a name not allowed.
+    let [_, _, c, d] = world.ip.octets();
+    let other = Ipv4Addr::new(198, 19, c, d);
+    ip(&format!("-n {} addr add {other}/32 dev eth0", world.ns));
+    ip(&format!(
+        "route add {other}/32 via {} dev {}",
+        world.ip, world.link
+    ));
+    let dns = DnsServer::start(
+        &world.ns,
+        world.ip,
+        vec![
+            ("allowed.test".into(), world.ip),
+            ("*.wild.test".into(), world.ip),
+            ("denied.test".into(), other),
+        ],
+    );
+    env.close().await;
+    env.network.dns = vec![world.ip];
+    env.rt = Some(env.open().await);
+    let before = snapshot(std::slice::from_ref(&env.network.bridge));
+    let port = 20000 + rand::random::<u16>() % 20000;
+    let web = Listener::on(Some(&world.ns), world.ip, port);
+    let web_other = Listener::on(Some(&world.ns), other, port);
+    let elsewhere = Listener::start(Some(&world.ns), world.ip);
+    let policy = Egress {
+        allow_domains: vec!["allowed.test".into(), "*.wild.test".into()],
+        allow_ports: vec![port],
+        ..Default::default()
+    };
+    let dom = space_with(&env, "dom", NetworkMode::Internet, policy.clone()).await;
+    let plain = env.space_net("plain", NetworkMode::Internet).await;
+    assert_eq!(
+        env.out("dom", "grep nameserver /etc/resolv.conf").await,
+        "nameserver 127.0.0.53"
+    );
+    assert_eq!(dom.network.egress.allow_domains, policy.allow_domains);
+    let targets = [web.target(), web_other.target(), elsewhere.target()];
+    allow_checks(&env, &dns, &world, other, &targets).await;
+    let drops = env.rt().egress_drops("dom").expect("drops");
+    assert!(drops.is_some_and(|(p, _)| p >= 2), "{drops:?}");
+    let refused = env.rt().network().refused_queries(&dom.id);
+    assert!(refused.is_some_and(|n| n >= 1), "{refused:?}");
+    let set = run(&[
+        "nft",
+        "list",
+        "set",
+        "inet",
+        &format!("cs{}", dom.short_id()),
+        "allowed",
+    ]);
+    assert!(set.contains(&format!("{} timeout 1m", world.ip)), "{set}");
+
+    // A daemon restart brings the answerer and the rules back.
+    env.close().await;
+    env.rt = Some(env.open().await);
+    allow_checks(&env, &dns, &world, other, &targets).await;
+
+    destroy_all(&env, &[&dom, &plain], &before).await;
+}
+
 #[tokio::test]
 #[ignore = "needs root"]
 async fn allowed_private_ranges_are_reachable() {

@@ -9,6 +9,7 @@
 //! nf_tables netlink (no `ip` or `nft` program); all of it on blocking threads (see docs/ARCHITECTURE.md,
 //! "Network").
 
+pub mod answer;
 mod binding;
 mod bridge;
 pub mod config;
@@ -163,6 +164,8 @@ pub struct Network {
     pool: Mutex<Pool>,
     /// Bridge state; changed only with `pool` held.
     bridge: Mutex<BridgeState>,
+    /// The DNS answerers of spaces with `allowDomains`, by space id.
+    answerers: Mutex<std::collections::HashMap<String, answer::Answerer>>,
 }
 
 /// Whether our bridge and tables are up, since when nobody uses them, and
@@ -189,6 +192,7 @@ impl Network {
             resolvers: dns::host_resolvers(&cfg.dns),
             pool: Mutex::new(Pool::new(cfg.subnet)),
             bridge: Mutex::new(BridgeState::default()),
+            answerers: Mutex::new(Default::default()),
             cfg,
             state_dir: state_dir.to_path_buf(),
         })
@@ -331,17 +335,19 @@ impl Network {
         }
         let one_by_one = all.commit().is_err();
         for (id, a, net) in live {
-            let r = if one_by_one {
-                self.write_policy(id, *a, net)
-            } else {
-                Ok(())
-            }
-            .and_then(|()| self.start_answerer(id, net));
-            if let Err(e) = r {
-                tracing::error!(id = %id, "applying the network policy of a space: {e}; cutting it off");
-                if let Err(e) = netns::cut(id) {
-                    tracing::error!(id = %id, "cutting a space off: {e}");
+            if one_by_one {
+                if let Err(e) = self.write_policy(id, *a, net) {
+                    tracing::error!(id = %id, "applying the network policy of a space: {e}; cutting it off");
+                    if let Err(e) = netns::cut(id) {
+                        tracing::error!(id = %id, "cutting a space off: {e}");
+                    }
+                    continue;
                 }
+            }
+            // Without its answerer the space resolves nothing (and so
+            // reaches nothing): no more access than its policy gives.
+            if let Err(e) = self.start_answerer(id, net, true) {
+                tracing::warn!(id = %id, "starting the DNS answerer of a space: {e}");
             }
         }
     }
@@ -356,18 +362,55 @@ impl Network {
         b.commit()
     }
 
+    fn answerers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, answer::Answerer>> {
+        self.answerers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts the DNS answerer of space `id` when its policy has
-    /// `allowDomains` (inside its namespace; one that runs is kept).
-    fn start_answerer(&self, _id: &str, _net: &SpaceNetwork) -> Result<()> {
+    /// `allowDomains`, inside its namespace; one already running is kept
+    /// unless `fresh` (a namespace made anew).
+    fn start_answerer(&self, id: &str, net: &SpaceNetwork, fresh: bool) -> Result<()> {
+        if net.egress.allow_domains.is_empty() {
+            self.stop_answerer(id);
+            return Ok(());
+        }
+        if !fresh && self.answerers().contains_key(id) {
+            return Ok(());
+        }
+        self.stop_answerer(id);
+        let a = answer::start(
+            id,
+            &netns::netns_path(id),
+            net.egress.clone(),
+            self.resolvers.servers.clone(),
+        )?;
+        self.answerers().insert(id.to_string(), a);
         Ok(())
     }
 
     /// Stops the DNS answerer of space `id`, if any.
-    fn stop_answerer(&self, _id: &str) {}
+    fn stop_answerer(&self, id: &str) {
+        self.answerers().remove(id);
+    }
 
-    /// The servers in the resolv.conf of a space with network `net`.
-    fn space_resolvers(&self, _net: &SpaceNetwork) -> dns::Resolvers {
-        self.resolvers.clone()
+    /// DNS queries of space `id` refused (names not allowed) since its
+    /// answerer started (None: it has none).
+    pub fn refused_queries(&self, id: &str) -> Option<u64> {
+        self.answerers().get(id).map(answer::Answerer::refused)
+    }
+
+    /// The servers in the resolv.conf of a space with network `net`: its
+    /// answerer with `allowDomains`, else the runtime's.
+    fn space_resolvers(&self, net: &SpaceNetwork) -> dns::Resolvers {
+        if net.egress.allow_domains.is_empty() {
+            return self.resolvers.clone();
+        }
+        dns::Resolvers {
+            servers: vec![answer::LISTEN],
+            extra: self.resolvers.extra.clone(),
+        }
     }
 
     /// Packets and bytes dropped by the rules of space `id` (None when it
@@ -419,7 +462,8 @@ impl Network {
         let addr = net
             .address
             .ok_or_else(|| Error::Network(format!("space {name} has no address")))?;
-        if !netns::exists(id) {
+        let fresh = !netns::exists(id);
+        if fresh {
             self.create_bound(id, addr, net)?;
         } else {
             if !netns::attached(id, &self.cfg.bridge) {
@@ -427,7 +471,7 @@ impl Network {
             }
             self.write_policy(id, addr, net)?;
         }
-        self.start_answerer(id, net)?;
+        self.start_answerer(id, net, fresh)?;
         let net = SpaceNet {
             netns: netns::netns_path(id),
             resolv_conf: dir.join("resolv.conf"),
