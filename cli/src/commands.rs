@@ -508,6 +508,9 @@ impl Ctx<'_> {
             gpus,
             image,
             network,
+            block_cidrs,
+            allow_domains,
+            allow_ports,
             env,
             env_file,
             env_file_path,
@@ -580,7 +583,20 @@ impl Ctx<'_> {
         if let Some(g) = gpus {
             body["gpus"] = g;
         }
-        if let Some(n) = network {
+        if !block_cidrs.is_empty() || !allow_domains.is_empty() || !allow_ports.is_empty() {
+            // The object form; the server checks every entry.
+            let mut policy = json!({"mode": network.as_deref().unwrap_or("internet")});
+            for (key, v) in [
+                ("blockCidrs", json!(block_cidrs)),
+                ("allowDomains", json!(allow_domains)),
+                ("allowPorts", json!(allow_ports)),
+            ] {
+                if v.as_array().is_some_and(|a| !a.is_empty()) {
+                    policy[key] = v;
+                }
+            }
+            body["network"] = policy;
+        } else if let Some(n) = network {
             body["network"] = json!(n);
         }
         if !vars.is_empty() {
