@@ -638,6 +638,33 @@ async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
     assert!(drops.is_some_and(|(p, _)| p >= 2), "{drops:?}");
     let refused = env.rt().network().refused_queries(&dom.id);
     assert!(refused.is_some_and(|n| n >= 1), "{refused:?}");
+    // Over TCP too: a name not allowed is NXDOMAIN, echoing the question.
+    let ns = format!("/var/run/netns/cs-{}", dom.short_id());
+    // On a thread of its own (setns changes the thread for good), joined
+    // from a blocking one: the answerer runs on this test's runtime.
+    let tcp_thread = std::thread::spawn(move || {
+        let f = File::open(&ns).expect("open netns");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let mut s = TcpStream::connect("127.0.0.53:53").expect("connect answerer");
+        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(b"\x06denied\x04test\x00\x00\x01\x00\x01");
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed).expect("query");
+        let mut a = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.read_to_end(&mut a).expect("answer");
+        (q, a)
+    });
+    let tcp_answer = tokio::task::spawn_blocking(move || tcp_thread.join().expect("tcp query"))
+        .await
+        .expect("join");
+    let (q, a) = tcp_answer;
+    assert_eq!(usize::from(u16::from_be_bytes([a[0], a[1]])), a.len() - 2);
+    assert_eq!(&a[2..4], &q[..2], "same id");
+    assert_eq!(a[5] & 0xf, 3, "NXDOMAIN");
+    assert_eq!(&a[14..], &q[12..], "the question, no records");
     let set = run(&[
         "nft",
         "list",
