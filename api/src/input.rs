@@ -7,15 +7,17 @@ use std::time::Duration;
 use serde_json::Value;
 
 use clawdspace_runtime::gpu::GpuRequest;
+use clawdspace_runtime::network::policy;
 use clawdspace_runtime::{
-    Command, EnvFile, ExecRequest, GitPush, NetworkMode, PublishedPort, RepoClone, SpaceName,
-    DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY,
+    Command, Egress, EnvFile, ExecRequest, GitPush, NetworkMode, PublishedPort, RepoClone,
+    SpaceName, DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK,
+    MIN_MEMORY,
 };
 
 use crate::error::ApiError;
 use crate::model::{
     CommandSpec, CpusSpec, CreateSpaceBody, ExecBody, Field, GitPushBody, GpuId, GpusSpec,
-    NetworkName,
+    NetworkName, NetworkPolicy, NetworkSpec,
 };
 
 /// Default memory: 2 GiB.
@@ -138,16 +140,105 @@ pub fn gpu(body: &CreateSpaceBody) -> Result<bool, ApiError> {
     }
 }
 
-/// The `network` extension: `"internet"` (default) or `"none"`.
-pub fn network(body: &CreateSpaceBody) -> Result<NetworkMode, ApiError> {
+/// The `network` extension: `"internet"` (default), `"lan"` or `"none"`,
+/// or `{mode, blockCidrs, allowDomains, allowPorts}` (all optional; mode
+/// default `internet`): the mode and the egress policy, checked.
+pub fn network(body: &CreateSpaceBody) -> Result<(NetworkMode, Egress), ApiError> {
+    let none = Egress::default();
     match &body.network {
-        None | Some(Field::Typed(NetworkName::Internet)) => Ok(NetworkMode::Internet),
-        Some(Field::Typed(NetworkName::None)) => Ok(NetworkMode::None),
+        None => Ok((NetworkMode::Internet, none)),
+        Some(Field::Typed(NetworkSpec::Mode(n))) => Ok((mode_of(*n), none)),
+        Some(Field::Typed(NetworkSpec::Policy(p))) => network_policy(p),
         // The runtime's message names the value it does not know.
-        Some(Field::Other(Value::String(s))) => s.parse().map_err(ApiError::bad_request),
-        Some(Field::Other(_)) => Err(ApiError::bad_request(
-            "Invalid network (expected \"internet\" or \"none\")",
+        Some(Field::Other(Value::String(s))) => Err(ApiError::bad_request(
+            s.parse::<NetworkMode>().err().unwrap_or_default(),
         )),
+        Some(Field::Other(Value::Object(m))) => {
+            let known = ["mode", "blockCidrs", "allowDomains", "allowPorts"];
+            let unknown = m.keys().find(|k| !known.contains(&k.as_str()));
+            Err(ApiError::bad_request(format!(
+                "Invalid network: unknown field '{}' (expected mode, blockCidrs, allowDomains, allowPorts)",
+                unknown.map_or("", |k| k.as_str()).chars().take(64).collect::<String>()
+            )))
+        }
+        Some(Field::Other(_)) => Err(ApiError::bad_request(
+            "Invalid network (expected \"internet\", \"lan\" or \"none\", or an object \
+             {mode, blockCidrs, allowDomains, allowPorts})",
+        )),
+    }
+}
+
+fn mode_of(n: NetworkName) -> NetworkMode {
+    match n {
+        NetworkName::Internet => NetworkMode::Internet,
+        NetworkName::Lan => NetworkMode::Lan,
+        NetworkName::None => NetworkMode::None,
+    }
+}
+
+/// The object form of `network`.
+fn network_policy(p: &NetworkPolicy) -> Result<(NetworkMode, Egress), ApiError> {
+    let mode = match &p.mode {
+        None | Some(Value::Null) => NetworkMode::Internet,
+        Some(Value::String(s)) => s.parse().map_err(ApiError::bad_request)?,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid network: mode must be \"internet\", \"lan\" or \"none\"",
+            ))
+        }
+    };
+    let block_cidrs = strings(&p.block_cidrs, "blockCidrs", policy::MAX_CIDRS)?
+        .iter()
+        .map(|c| policy::parse_cidr(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::bad_request)?;
+    let allow_domains = strings(&p.allow_domains, "allowDomains", policy::MAX_DOMAINS)?;
+    let allow_ports = match &p.allow_ports {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) if a.len() <= policy::MAX_PORTS => a
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .filter(|n| (1..=65535).contains(n))
+                    .map(|n| n as u16)
+                    .ok_or_else(|| ApiError::bad_request("Invalid allowPorts: ports are 1-65535"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid allowPorts: at most {} entries",
+                policy::MAX_PORTS
+            )))
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid allowPorts: expected a list of ports",
+            ))
+        }
+    };
+    let egress = Egress {
+        block_cidrs,
+        allow_domains,
+        allow_ports,
+    }
+    .normalize(mode)
+    .map_err(ApiError::bad_request)?;
+    Ok((mode, egress))
+}
+
+/// A list of at most `max` strings (absent or null: empty).
+fn strings(v: &Option<Value>, field: &str, max: usize) -> Result<Vec<String>, ApiError> {
+    let expected = || ApiError::bad_request(format!("Invalid {field}: expected a list of strings"));
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) if a.len() > max => Err(ApiError::bad_request(format!(
+            "Invalid {field}: at most {max} entries"
+        ))),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| s.as_str().map(str::to_string).ok_or_else(expected))
+            .collect(),
+        Some(_) => Err(expected()),
     }
 }
 
@@ -633,16 +724,86 @@ mod tests {
             .as_deref(),
             Some("timeoutMs must be a positive integer")
         );
-        let net = |v: Value| network(&create(json!({ "network": v }))).map_err(|e| e.message);
+        let net = |v: Value| {
+            network(&create(json!({ "network": v })))
+                .map(|n| n.0)
+                .map_err(|e| e.message)
+        };
         assert_eq!(net(json!("none")), Ok(NetworkMode::None));
         assert_eq!(net(json!("internet")), Ok(NetworkMode::Internet));
+        assert_eq!(net(json!("lan")), Ok(NetworkMode::Lan));
+        assert_eq!(net(json!({})), Ok(NetworkMode::Internet));
+        assert_eq!(net(json!({"mode": "lan"})), Ok(NetworkMode::Lan));
         assert_eq!(
-            net(json!("lan")),
-            Err("Invalid network 'lan' (expected \"internet\" or \"none\")".into())
+            net(json!("bridge")),
+            Err("Invalid network 'bridge' (expected \"internet\", \"lan\" or \"none\")".into())
         );
+        assert!(net(json!(1)).is_err_and(|m| m.starts_with("Invalid network (expected")));
+        let policy = |v: Value| network(&create(json!({ "network": v }))).map_err(|e| e.message);
+        let (mode, e) = policy(
+            json!({"mode": "internet", "blockCidrs": ["10.0.0.0/8", "1.2.3.4"],
+                                      "allowDomains": ["pypi.org", "*.github.com"]}),
+        )
+        .expect("policy");
+        assert_eq!(mode, NetworkMode::Internet);
+        assert_eq!(e.block_cidrs.len(), 2);
+        assert_eq!(e.allow_ports, [80, 443], "default ports");
+        for (bad, why) in [
+            (json!({"mode": 1}), "Invalid network: mode must be"),
+            (json!({"mode": "wan"}), "Invalid network 'wan'"),
+            (
+                json!({"blockCidr": []}),
+                "Invalid network: unknown field 'blockCidr'",
+            ),
+            (
+                json!({"blockCidrs": "10.0.0.0/8"}),
+                "Invalid blockCidrs: expected a list",
+            ),
+            (
+                json!({"blockCidrs": [8]}),
+                "Invalid blockCidrs: expected a list",
+            ),
+            (
+                json!({"blockCidrs": ["10.0.0.1/8"]}),
+                "Invalid blockCidrs: invalid IPv4 network",
+            ),
+            (
+                json!({"blockCidrs": ["::/0"]}),
+                "Invalid blockCidrs: '::/0' is IPv6",
+            ),
+            (
+                json!({"allowDomains": ["Pypi.org"]}),
+                "Invalid allowDomains: 'Pypi.org'",
+            ),
+            (json!({"allowDomains": ["*"]}), "Invalid allowDomains: '*'"),
+            (
+                json!({"allowDomains": ["a"], "allowPorts": [0]}),
+                "Invalid allowPorts: ports are 1-65535",
+            ),
+            (
+                json!({"allowDomains": ["a"], "allowPorts": [70000]}),
+                "Invalid allowPorts: ports are 1-65535",
+            ),
+            (
+                json!({"allowDomains": ["a"], "allowPorts": "443"}),
+                "Invalid allowPorts: expected a list",
+            ),
+            (
+                json!({"allowPorts": [443]}),
+                "Invalid allowPorts: it applies to allowDomains",
+            ),
+            (
+                json!({"mode": "none", "blockCidrs": ["1.2.3.4"]}),
+                "Invalid network: blockCidrs, allowDomains and allowPorts need mode",
+            ),
+        ] {
+            let got = policy(bad.clone()).expect_err("refused");
+            assert!(got.starts_with(why), "{bad}: {got}");
+        }
+        let many: Vec<String> = (0..65).map(|i| format!("d{i}.org")).collect();
         assert_eq!(
-            net(json!(1)),
-            Err("Invalid network (expected \"internet\" or \"none\")".into())
+            policy(json!({"allowDomains": many})).expect_err("many"),
+            "Invalid allowDomains: at most 64 entries"
         );
         let g = |v: Value| gpus(&create(json!({ "gpus": v }))).map_err(|e| e.status.as_u16());
         assert_eq!(g(json!(2)), Ok(Some(GpuRequest::Count(2))));

@@ -43,9 +43,20 @@ pub struct SpaceJson {
     /// names, or the NVIDIA hook's device list.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpus: Option<Vec<String>>,
-    /// Network mode (extension): `internet` or `none`.
+    /// Network mode (extension): `internet`, `lan` or `none`.
     #[schema(example = "internet")]
     pub network: String,
+    /// Networks the space may not reach (extension; when set).
+    #[serde(rename = "blockCidrs", skip_serializing_if = "Option::is_none")]
+    pub block_cidrs: Option<Vec<String>>,
+    /// The only names the space resolves and reaches (extension; when
+    /// set).
+    #[serde(rename = "allowDomains", skip_serializing_if = "Option::is_none")]
+    pub allow_domains: Option<Vec<String>>,
+    /// TCP ports the allowed names are reachable on (extension; with
+    /// `allowDomains`).
+    #[serde(rename = "allowPorts", skip_serializing_if = "Option::is_none")]
+    pub allow_ports: Option<Vec<u16>>,
     /// The space's IPv4 address on the spaces' bridge (extension; mode
     /// `internet` only).
     #[serde(rename = "ipAddress", skip_serializing_if = "Option::is_none")]
@@ -104,6 +115,9 @@ impl From<&Space> for SpaceJson {
             last_activity: iso_millis(&s.last_activity),
             gpus: s.gpus.as_ref().map(|g| g.devices.clone()),
             network: s.network.mode.to_string(),
+            block_cidrs: non_empty(s.network.egress.block_cidrs.iter().map(|c| c.to_string())),
+            allow_domains: non_empty(s.network.egress.allow_domains.iter().cloned()),
+            allow_ports: non_empty(s.network.egress.allow_ports.iter().copied()),
             ip_address: s.network.address.map(|a| a.to_string()),
             disk: s.disk,
             volume: s.volume.as_ref().map(|v| SpaceVolume {
@@ -122,6 +136,11 @@ impl From<&Space> for SpaceJson {
             writable_rootfs: s.readonly_rootfs.then_some(false),
         }
     }
+}
+
+fn non_empty<T>(items: impl Iterator<Item = T>) -> Option<Vec<T>> {
+    let v: Vec<T> = items.collect();
+    (!v.is_empty()).then_some(v)
 }
 
 /// `{"space": Space}`.
@@ -525,10 +544,11 @@ pub struct CreateSpaceBody {
     #[schema(value_type = Option<String>)]
     pub image: Option<Field<String>>,
     /// Network (extension): `internet` (default: outbound through NAT,
-    /// isolated from other spaces, the host and private ranges) or `none`
-    /// (loopback only).
-    #[schema(value_type = Option<NetworkName>, example = "internet")]
-    pub network: Option<Field<NetworkName>>,
+    /// isolated from other spaces, the host and private ranges), `lan`
+    /// (`internet` plus the private ranges) or `none` (loopback only); or
+    /// an object with the mode and the space's egress policy.
+    #[schema(value_type = Option<NetworkSpec>, example = "internet")]
+    pub network: Option<Field<NetworkSpec>>,
     /// Disk limit of the space's files (extension), written like `memory`
     /// (`10g`, `512m`, no suffix = MiB), at least 1 MiB; default: none.
     /// Needs project quotas on the state directory's filesystem, else 400.
@@ -631,8 +651,45 @@ pub enum CpusSpec {
 pub enum NetworkName {
     /// Outbound access through NAT.
     Internet,
+    /// `internet` plus the private ranges (the LAN).
+    Lan,
     /// Loopback only.
     None,
+}
+
+/// `network` of a create body: a mode, or a mode with an egress policy.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum NetworkSpec {
+    /// Just the mode.
+    Mode(NetworkName),
+    /// The mode and the space's egress policy.
+    Policy(NetworkPolicy),
+}
+
+/// A space's network with its egress policy (unknown keys are a 400).
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    /// The mode; default `internet`.
+    #[schema(value_type = Option<NetworkName>)]
+    pub mode: Option<Value>,
+    /// IPv4 networks (`a.b.c.d/len`, host bits zero, or an address) the
+    /// space may not reach; at most 64.
+    #[serde(rename = "blockCidrs")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["10.0.0.0/8", "169.254.0.0/16"]))]
+    pub block_cidrs: Option<Value>,
+    /// When given, the only names the space resolves and reaches
+    /// (`pypi.org`: that name; `*.github.com`: any name below it;
+    /// lowercase, at most 253 characters, at most 64 entries).
+    #[serde(rename = "allowDomains")]
+    #[schema(value_type = Option<Vec<String>>, example = json!(["pypi.org", "*.github.com"]))]
+    pub allow_domains: Option<Value>,
+    /// TCP ports the allowed names are reachable on (1-65535, at most
+    /// 16); default `[80, 443]`. Only with `allowDomains`.
+    #[serde(rename = "allowPorts")]
+    #[schema(value_type = Option<Vec<u16>>, example = json!([443]))]
+    pub allow_ports: Option<Value>,
 }
 
 /// `gpus` of a create body.

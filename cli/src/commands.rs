@@ -521,6 +521,9 @@ impl Ctx<'_> {
             image,
             network,
             publish,
+            block_cidrs,
+            allow_domains,
+            allow_ports,
             env,
             env_file,
             env_file_path,
@@ -618,7 +621,20 @@ impl Ctx<'_> {
         if let Some(g) = gpus {
             body["gpus"] = g;
         }
-        if let Some(n) = network {
+        if !block_cidrs.is_empty() || !allow_domains.is_empty() || !allow_ports.is_empty() {
+            // The object form; the server checks every entry.
+            let mut policy = json!({"mode": network.as_deref().unwrap_or("internet")});
+            for (key, v) in [
+                ("blockCidrs", json!(block_cidrs)),
+                ("allowDomains", json!(allow_domains)),
+                ("allowPorts", json!(allow_ports)),
+            ] {
+                if v.as_array().is_some_and(|a| !a.is_empty()) {
+                    policy[key] = v;
+                }
+            }
+            body["network"] = policy;
+        } else if let Some(n) = network {
             body["network"] = json!(n);
         }
         if !publish.is_empty() {

@@ -117,14 +117,25 @@ pub struct CreateArgs {
     /// Image reference (default: the server's default image).
     #[arg(long)]
     pub image: Option<String>,
-    /// Network: `internet` (outbound through NAT; the server's default)
-    /// or `none` (loopback only).
-    #[arg(long, value_parser = ["internet", "none"])]
+    /// Network: `internet` (outbound through NAT; the server's default),
+    /// `lan` (internet plus the private ranges) or `none` (loopback only).
+    #[arg(long, value_parser = ["internet", "lan", "none"])]
     pub network: Option<String>,
     /// Publish a TCP port of the space on the server's addresses
     /// (repeatable; the server must allow it: CLAWDSPACE_PUBLISH_PORTS=1).
     #[arg(long = "publish", value_name = "HOST:CONTAINER", value_parser = parse_publish)]
     pub publish: Vec<(u16, u16)>,
+    /// A network the space may not reach, `a.b.c.d/len` (repeatable).
+    #[arg(long = "block-cidr", value_name = "CIDR")]
+    pub block_cidrs: Vec<String>,
+    /// A name the space may resolve and reach, `*.example.org` for any
+    /// name below it (repeatable); then it reaches nothing else.
+    #[arg(long = "allow-domain", value_name = "NAME")]
+    pub allow_domains: Vec<String>,
+    /// A TCP port the allowed names are reachable on (repeatable;
+    /// default 80 and 443).
+    #[arg(long = "allow-port", value_name = "PORT")]
+    pub allow_ports: Vec<u16>,
     /// An environment variable for the space's init and every exec
     /// (repeatable); `KEY` alone takes its value from here.
     #[arg(short, long = "env", value_name = "KEY=VALUE")]

@@ -235,7 +235,32 @@ fn create_picks_the_server_with_most_free_memory() {
     let r = home.run(&["create", "sp5", "--cpus", "lots"]);
     r.expect_code(1);
     assert!(r.stderr.contains("Invalid cpus"), "{}", r.stderr);
-    let r = home.run(&["create", "sp5", "--network", "lan"]);
+    let sp6 = [
+        "create",
+        "sp6",
+        "--server",
+        &url,
+        "--network",
+        "lan",
+        "--block-cidr",
+        "10.0.0.0/8",
+        "--allow-domain",
+        "pypi.org",
+        "--allow-domain",
+        "*.github.com",
+        "--allow-port",
+        "443",
+    ];
+    home.run(&sp6).expect_code(0);
+    let posts = small.requests();
+    let last = posts.iter().rfind(|q| q.method == "POST").expect("post");
+    let v: Value = serde_json::from_str(&last.body).expect("json");
+    assert_eq!(
+        v["network"],
+        serde_json::json!({"mode": "lan", "blockCidrs": ["10.0.0.0/8"],
+                           "allowDomains": ["pypi.org", "*.github.com"], "allowPorts": [443]})
+    );
+    let r = home.run(&["create", "sp5", "--network", "wan"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("--network"), "{}", r.stderr);
     let r = home.run(&["create"]);
@@ -289,7 +314,7 @@ fn create_picks_the_server_with_most_free_memory() {
     let r = home.run(&["ls"]);
     r.expect_code(0);
     let rows: Vec<&str> = r.stdout.lines().skip(4).collect();
-    assert_eq!(rows.len(), 6, "{}", r.stdout);
+    assert_eq!(rows.len(), 7, "{}", r.stdout);
     assert!(
         rows[0].starts_with("sp                   big          running      1cpu, 2.0GB"),
         "{}",

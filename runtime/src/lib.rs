@@ -37,7 +37,7 @@ pub use cgroups::{CgroupMode, CgroupPaths, SpaceStats};
 pub use config::RuntimeConfig;
 pub use error::{Error, ErrorKind, Result};
 pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
-pub use network::{NetworkConfig, NetworkMode, PublishedPort};
+pub use network::{Egress, NetworkConfig, NetworkMode, PublishedPort};
 pub use spaces::{
     check_env_var, normalize_path, workspace_path, CreateSpace, DirEntry, EnvFile, ExecActivity,
     FileInfo, FileKind, GitPush, PutOptions, RepoClone, Runtime, SpaceName, VolumeInfo,

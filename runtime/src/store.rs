@@ -126,8 +126,11 @@ impl Space {
 
 /// Format version of the records this runtime writes (`"version"` in
 /// `space.json`). Records without the field are version 1. A record of a
-/// newer version is quarantined, never misread.
-pub const RECORD_VERSION: u64 = 2;
+/// newer version is quarantined, never misread. Version 3 added the
+/// network policy (mode `lan`, `blockCidrs`, `allowDomains`, `allowPorts`
+/// in `network`): a daemon before it would have given such a space more
+/// access than it was created with.
+pub const RECORD_VERSION: u64 = 3;
 
 /// The directory of records and per-space files, and the quarantine of
 /// spaces whose record cannot be read.
@@ -381,8 +384,9 @@ pub fn parse_record(data: &[u8], id: &str) -> Result<Space, String> {
              (up to {RECORD_VERSION}): run a newer clawdspaced"
         ));
     }
-    // Version 1 (no field) and 2 hold the same fields; a later format
-    // change converts older values here, one version at a time.
+    // Versions 1 (no field) and 2 hold a subset of 3's fields (3 added
+    // the network policy, absent = none); a later format change converts
+    // older values here, one version at a time.
     let space: Space = serde_json::from_value(value)
         .map_err(|e| format!("space.json does not hold a space record: {e}"))?;
     if space.id != id {

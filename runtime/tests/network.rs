@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use clawdspace_runtime::{CreateSpace, NetworkMode, Space, SpaceStatus};
+use clawdspace_runtime::{CreateSpace, Egress, NetworkMode, Space, SpaceStatus};
 use common::{wait_until, TestEnv};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -350,6 +350,339 @@ async fn spaces_reach_the_internet_through_nat_and_nothing_private() {
     );
 }
 
+/// Creates space `name` in `mode` with the egress policy `egress`.
+async fn space_with(env: &TestEnv, name: &str, mode: NetworkMode, egress: Egress) -> Space {
+    env.create(CreateSpace {
+        network: mode,
+        egress,
+        ..common::request(name)
+    })
+    .await
+}
+
+/// Whether each (space, "ip port", answer) holds: `reach` answers so.
+async fn check(env: &TestEnv, cases: &[(&str, String, Option<String>)]) {
+    let tries = cases.iter().map(|(s, t, _)| reach(env, s, t));
+    let got = futures_util::future::join_all(tries).await;
+    for ((s, t, want), g) in cases.iter().zip(got) {
+        assert_eq!(&g, want, "{s} → {t}");
+    }
+}
+
+/// `nets` as a `blockCidrs` policy.
+fn blocking(nets: &[Ipv4Addr]) -> Egress {
+    Egress {
+        block_cidrs: nets
+            .iter()
+            .map(|a| format!("{a}/32").parse().expect("net"))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn lan_reaches_private_ranges_block_cidrs_block_and_none_has_loopback_only() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let before = snapshot(std::slice::from_ref(&env.network.bridge));
+    let world = World::new(rand::random());
+    let inet = env.space_net("inet", NetworkMode::Internet).await;
+    let lan = env.space_net("lan", NetworkMode::Lan).await;
+    let blk = space_with(&env, "blk", NetworkMode::Internet, blocking(&[world.ip])).await;
+    let lanblk = space_with(&env, "lanblk", NetworkMode::Lan, blocking(&[world.lan_ip])).await;
+    let none = env.space_net("none", NetworkMode::None).await;
+    assert_eq!(
+        blk.network.egress.block_cidrs[0].to_string(),
+        format!("{}/32", world.ip)
+    );
+    assert_eq!(
+        env.rt().get("lan").expect("lan").network.mode,
+        NetworkMode::Lan
+    );
+    let tables = run(&["nft", "list", "tables"]);
+    for s in [&inet, &lan, &blk, &lanblk] {
+        assert!(
+            tables.contains(&format!("table inet cs{}", s.short_id())),
+            "{tables}"
+        );
+    }
+    assert!(
+        !tables.contains(&format!("cs{}", none.short_id())),
+        "{tables}"
+    );
+
+    let internet = Listener::start(Some(&world.ns), world.ip);
+    let lan_host = Listener::start(Some(&world.ns), world.lan_ip);
+    let daemon = Listener::start(None, env.network.gateway());
+    let host_private = Listener::start(None, world.host_lan_ip);
+    env.sh(
+        "inet",
+        "nc -ll -p 7000 -e echo from-inet </dev/null >/dev/null 2>&1 &",
+    )
+    .await;
+    let inet_target = format!("{} 7000", addr(&inet));
+    let (nat, lan_nat) = (world.host_ip.to_string(), world.host_lan_ip.to_string());
+    let cases = || {
+        vec![
+            ("inet", internet.target(), Some(nat.clone())),
+            ("inet", lan_host.target(), None),
+            ("lan", lan_host.target(), Some(lan_nat.clone())),
+            ("lan", internet.target(), Some(nat.clone())),
+            // The host and other spaces stay out of reach of a lan space.
+            ("lan", daemon.target(), None),
+            ("lan", host_private.target(), None),
+            ("lan", inet_target.clone(), None),
+            ("blk", internet.target(), None),
+            ("blk", lan_host.target(), None),
+            ("lanblk", lan_host.target(), None),
+            ("lanblk", internet.target(), Some(nat.clone())),
+            ("none", internet.target(), None),
+        ]
+    };
+    check(&env, &cases()).await;
+    assert_eq!(env.out("none", "ls /sys/class/net").await, "lo");
+    let lo = env.out("none", "ip -4 -o addr").await;
+    assert!(lo.contains("127.0.0.1") && lo.lines().count() == 1, "{lo}");
+
+    // The drops of each space's own rules are counted.
+    let drops = |name: &str| env.rt().egress_drops(name).expect("drops");
+    assert!(
+        drops("blk").is_some_and(|(p, _)| p >= 1),
+        "{:?}",
+        drops("blk")
+    );
+    assert!(drops("inet").is_some_and(|(p, _)| p >= 1), "private range");
+    assert_eq!(drops("none"), None);
+
+    // A daemon restart applies the same policies.
+    env.close().await;
+    env.rt = Some(env.open().await);
+    assert_eq!(env.rt().get("blk").expect("blk").network, blk.network);
+    check(&env, &cases()).await;
+
+    let all = [&inet, &lan, &blk, &lanblk, &none];
+    destroy_all(&env, &all, &before).await;
+}
+
+/// A DNS server on `ip`:53 (UDP) in namespace `ns`: `names` (exact, or
+/// `*.suffix`) answer A with their address, AAAA with nothing; others
+/// NXDOMAIN. Counts the queries it got.
+struct DnsServer {
+    queries: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DnsServer {
+    fn start(ns: &str, ip: Ipv4Addr, names: Vec<(String, Ipv4Addr)>) -> DnsServer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (halt, seen) = (stop.clone(), Arc::clone(&queries));
+        let ns = format!("/var/run/netns/{ns}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let f = File::open(&ns).expect("open netns");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let s = UdpSocket::bind((ip, 53)).expect("bind dns");
+            s.set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            tx.send(()).expect("ready");
+            let mut buf = [0u8; 512];
+            while !halt.load(Ordering::Acquire) {
+                let Ok((n, peer)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
+                let q = &buf[..n];
+                let (name, end) = dns_question(q);
+                seen.lock().expect("queries").push(name.clone());
+                let qtype = u16::from_be_bytes([q[end - 4], q[end - 3]]);
+                let found = names.iter().find(|(n, _)| match n.strip_prefix('*') {
+                    Some(suffix) => name.ends_with(suffix),
+                    None => *n == name,
+                });
+                let mut a = q[..end].to_vec();
+                a[2] = 0x84 | (q[2] & 1);
+                a[3] = if found.is_some() { 0x80 } else { 0x83 };
+                a[6..12].fill(0);
+                if let (Some((_, addr)), 1) = (found, qtype) {
+                    a[7] = 1;
+                    a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4]);
+                    a.extend_from_slice(&addr.octets());
+                }
+                let _ = s.send_to(&a, peer);
+            }
+        });
+        rx.recv().expect("dns server up");
+        DnsServer {
+            queries,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn asked(&self, name: &str) -> bool {
+        self.queries
+            .lock()
+            .expect("queries")
+            .iter()
+            .any(|q| q == name)
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The name (lowercase, dotted) of a query's question and where the
+/// question ends.
+fn dns_question(q: &[u8]) -> (String, usize) {
+    let mut pos = 12;
+    let mut labels = Vec::new();
+    while q[pos] != 0 {
+        let len = usize::from(q[pos]);
+        labels.push(String::from_utf8_lossy(&q[pos + 1..pos + 1 + len]).to_lowercase());
+        pos += 1 + len;
+    }
+    (labels.join("."), pos + 5)
+}
+
+/// What space `dom` (allowed: `allowed.test`, `*.wild.test` on the port
+/// of `web`) and `plain` (no policy) reach: `targets` are `web` on the
+/// world's address, `web_other` on `other` (the address of
+/// `denied.test`), `elsewhere` (the world's address, another port).
+async fn allow_checks(
+    env: &TestEnv,
+    dns: &DnsServer,
+    world: &World,
+    other: Ipv4Addr,
+    targets: &[String; 3],
+) {
+    let [web, web_other, elsewhere] = targets;
+    let lookup = |name: &str| format!("nslookup {name} 2>&1");
+    let nat = Some(world.host_ip.to_string());
+    // Allowed names resolve (through the answerer) and are reached.
+    for name in ["allowed.test", "a.b.wild.test"] {
+        let out = env.out("dom", &lookup(name)).await;
+        assert!(out.contains(&world.ip.to_string()), "{name}: {out}");
+    }
+    assert_eq!(reach(env, "dom", web).await, nat);
+    // Not on another port, not another name, not by address.
+    assert_eq!(reach(env, "dom", elsewhere).await, None);
+    let out = env.out("dom", &lookup("denied.test")).await;
+    assert!(!out.contains(&other.to_string()), "{out}");
+    assert!(!dns.asked("denied.test"), "refused before upstream");
+    assert_eq!(reach(env, "dom", web_other).await, None);
+    // Nor around the answerer: the upstream server itself.
+    let direct = format!("timeout 3 nslookup denied.test {} 2>&1", world.ip);
+    let out = env.out("dom", &direct).await;
+    assert!(!out.contains(&other.to_string()), "{out}");
+    assert!(!dns.asked("denied.test"), "{out}");
+    // A space without the policy reaches that address.
+    assert_eq!(reach(env, "plain", web_other).await, nat);
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let world = World::new(rand::random());
+    // A second public address in the world, for a name not allowed.
+    let [_, _, c, d] = world.ip.octets();
+    let other = Ipv4Addr::new(198, 19, c, d);
+    ip(&format!("-n {} addr add {other}/32 dev eth0", world.ns));
+    ip(&format!(
+        "route add {other}/32 via {} dev {}",
+        world.ip, world.link
+    ));
+    let dns = DnsServer::start(
+        &world.ns,
+        world.ip,
+        vec![
+            ("allowed.test".into(), world.ip),
+            ("*.wild.test".into(), world.ip),
+            ("denied.test".into(), other),
+        ],
+    );
+    env.close().await;
+    env.network.dns = vec![world.ip];
+    env.rt = Some(env.open().await);
+    let before = snapshot(std::slice::from_ref(&env.network.bridge));
+    let port = 20000 + rand::random::<u16>() % 20000;
+    let web = Listener::on(Some(&world.ns), world.ip, port);
+    let web_other = Listener::on(Some(&world.ns), other, port);
+    let elsewhere = Listener::start(Some(&world.ns), world.ip);
+    let policy = Egress {
+        allow_domains: vec!["allowed.test".into(), "*.wild.test".into()],
+        allow_ports: vec![port],
+        ..Default::default()
+    };
+    let dom = space_with(&env, "dom", NetworkMode::Internet, policy.clone()).await;
+    let plain = env.space_net("plain", NetworkMode::Internet).await;
+    assert_eq!(
+        env.out("dom", "grep nameserver /etc/resolv.conf").await,
+        "nameserver 127.0.0.53"
+    );
+    assert_eq!(dom.network.egress.allow_domains, policy.allow_domains);
+    let targets = [web.target(), web_other.target(), elsewhere.target()];
+    allow_checks(&env, &dns, &world, other, &targets).await;
+    let drops = env.rt().egress_drops("dom").expect("drops");
+    assert!(drops.is_some_and(|(p, _)| p >= 2), "{drops:?}");
+    let refused = env.rt().network().refused_queries(&dom.id);
+    assert!(refused.is_some_and(|n| n >= 1), "{refused:?}");
+    // Over TCP too: a name not allowed is NXDOMAIN, echoing the question.
+    let ns = format!("/var/run/netns/cs-{}", dom.short_id());
+    // On a thread of its own (setns changes the thread for good), joined
+    // from a blocking one: the answerer runs on this test's runtime.
+    let tcp_thread = std::thread::spawn(move || {
+        let f = File::open(&ns).expect("open netns");
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let mut s = TcpStream::connect("127.0.0.53:53").expect("connect answerer");
+        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(b"\x06denied\x04test\x00\x00\x01\x00\x01");
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed).expect("query");
+        let mut a = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.read_to_end(&mut a).expect("answer");
+        (q, a)
+    });
+    let tcp_answer = tokio::task::spawn_blocking(move || tcp_thread.join().expect("tcp query"))
+        .await
+        .expect("join");
+    let (q, a) = tcp_answer;
+    assert_eq!(usize::from(u16::from_be_bytes([a[0], a[1]])), a.len() - 2);
+    assert_eq!(&a[2..4], &q[..2], "same id");
+    assert_eq!(a[5] & 0xf, 3, "NXDOMAIN");
+    assert_eq!(&a[14..], &q[12..], "the question, no records");
+    let set = run(&[
+        "nft",
+        "list",
+        "set",
+        "inet",
+        &format!("cs{}", dom.short_id()),
+        "allowed",
+    ]);
+    assert!(set.contains(&format!("{} timeout 1m", world.ip)), "{set}");
+
+    // A daemon restart brings the answerer and the rules back.
+    env.close().await;
+    env.rt = Some(env.open().await);
+    allow_checks(&env, &dns, &world, other, &targets).await;
+
+    destroy_all(&env, &[&dom, &plain], &before).await;
+}
+
 #[tokio::test]
 #[ignore = "needs root"]
 async fn allowed_private_ranges_are_reachable() {
@@ -480,9 +813,18 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         ip(&format!("netns del cs-{id}"));
     }
     ip(&format!("link del {}", env.network.bridge));
-    for family in ["inet", "bridge"] {
+    let mut tables: Vec<(&str, String)> = vec![
+        ("inet", env.network.bridge.clone()),
+        ("bridge", env.network.bridge.clone()),
+    ];
+    tables.extend(
+        spaces
+            .iter()
+            .map(|s| ("inet", format!("cs{}", &s.id[..12]))),
+    );
+    for (family, t) in &tables {
         let del = Proc::new("nft")
-            .args(["delete", "table", family, &env.network.bridge])
+            .args(["delete", "table", family, t])
             .status()
             .expect("nft");
         assert!(del.success());

@@ -44,7 +44,13 @@ async fn corrupt_and_future_records_quarantine_the_space_with_its_files() {
         ("garbage", |_| "\u{0}\u{7f}garbage".into(), "not valid JSON"),
         (
             "future",
-            |r| r.replacen("\"version\":2", "\"version\":999", 1),
+            |r| {
+                r.replacen(
+                    &format!("\"version\":{RECORD_VERSION}"),
+                    "\"version\":999",
+                    1,
+                )
+            },
             "format version 999",
         ),
     ];

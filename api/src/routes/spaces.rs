@@ -89,7 +89,7 @@ pub async fn create(
         }
     }
     let image = input::image(&body, gpu, &st.config.image, &st.config.gpu_image)?;
-    let network = input::network(&body)?;
+    let (network, egress) = input::network(&body)?;
     let disk = input::disk(&body)?;
     let publish = input::ports(&body)?;
     let env = input::create_env(&body)?;
@@ -108,6 +108,7 @@ pub async fn create(
             gpus,
             network,
             publish,
+            egress,
             disk,
             env,
             env_file,

@@ -29,6 +29,15 @@ pub struct SpaceStatsJson {
     pub pids: u64,
     /// *Extension*: CPU time used by the space's processes, nanoseconds.
     pub cpu_usage_ns: u64,
+    /// *Extension*: packets the space's egress policy dropped (its
+    /// blocked networks and ranges; with `allowDomains`, whatever is not
+    /// allowed), counted since it or the daemon last started. Absent for
+    /// network `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_dropped_packets: Option<u64>,
+    /// *Extension*: the bytes of those packets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_dropped_bytes: Option<u64>,
 }
 
 /// `{"stats": SpaceStats}`.
@@ -49,14 +58,22 @@ pub async fn stats(
     let space = st.rt.get(&name)?;
     // cgroup files: off the async threads.
     let rt = st.rt.clone();
-    let s = tokio::task::spawn_blocking(move || rt.stats(&name))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("stats task failed: {e}"),
-            )
-        })??;
+    let (s, drops) = tokio::task::spawn_blocking(move || {
+        let s = rt.stats(&name)?;
+        // A counter that cannot be read leaves the figures without it.
+        let drops = rt.egress_drops(&name).unwrap_or_else(|e| {
+            tracing::warn!(space = %name, "reading the egress drop counter: {e}");
+            None
+        });
+        Ok::<_, clawdspace_runtime::Error>((s, drops))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stats task failed: {e}"),
+        )
+    })??;
     Ok(Json(StatsEnvelope {
         stats: SpaceStatsJson {
             cpu_percent: number(st.rt.cpu_percent(&space, s.cpu_usage_ns)),
@@ -64,6 +81,8 @@ pub async fn stats(
             memory_limit_bytes: s.memory_limit_bytes.unwrap_or(space.memory),
             pids: s.pids,
             cpu_usage_ns: s.cpu_usage_ns,
+            egress_dropped_packets: drops.map(|d| d.0),
+            egress_dropped_bytes: drops.map(|d| d.1),
         },
     }))
 }

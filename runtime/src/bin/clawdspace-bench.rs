@@ -299,7 +299,7 @@ async fn bench(rt: &Runtime, o: &Options) -> anyhow::Result<Value> {
         .import_rootfs(IMAGE, &o.rootfs, ImageConfig::default())
         .with_context(|| format!("import {}", o.rootfs.display()))?;
     let import_ms = ms(t.elapsed());
-    if o.network == NetworkMode::Internet {
+    if o.network.is_networked() {
         // A networked space that stays: the bridge and rules are set up
         // once, as on a server with spaces, not in every timed create.
         rt.create(create_req("anchor", o)?)

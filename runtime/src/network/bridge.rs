@@ -62,11 +62,13 @@ fn other_routes(bridge: &str) -> Vec<(String, Ipv4Net)> {
 
 /// Brings the bridge, the tables and forwarding up (idempotent; the tables
 /// are replaced atomically, so a changed configuration applies), with
-/// `ports` bound to their addresses and `published` ports forwarded.
+/// `ports` bound to their addresses, `lan` the addresses of `lan`
+/// spaces and `published` ports forwarded.
 pub fn up(
     cfg: &NetworkConfig,
     resolvers: &[Ipv4Addr],
     ports: &[Port],
+    lan: &[Ipv4Addr],
     published: &[rules::Published],
     state_dir: &Path,
 ) -> Result<()> {
@@ -106,7 +108,7 @@ pub fn up(
         // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
         sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
     }
-    rules::ruleset(cfg, resolvers, ports, published).commit()?;
+    rules::ruleset(cfg, resolvers, ports, lan, published).commit()?;
     forward::acquire(br)
 }
 

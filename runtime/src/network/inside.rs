@@ -144,7 +144,7 @@ fn configure(mac: [u8; 6], addr: Ipv4Addr, subnet: Ipv4Net, gateway: Ipv4Addr) -
 }
 
 /// Runs `f` on a short-lived thread inside namespace `netns`.
-fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub(super) fn in_netns<T: Send>(netns: &Path, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let ns =
         File::open(netns).map_err(|e| Error::Network(format!("open {}: {e}", netns.display())))?;
     std::thread::scope(|s| {

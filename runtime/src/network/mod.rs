@@ -9,16 +9,19 @@
 //! nf_tables netlink (no `ip` or `nft` program); all of it on blocking threads (see docs/ARCHITECTURE.md,
 //! "Network").
 
+pub mod answer;
 mod binding;
 mod bridge;
 pub mod config;
 pub mod dns;
+pub mod egress;
 mod forward;
 mod host;
 mod inside;
 pub mod netns;
 mod nfnl;
 pub mod nft;
+pub mod policy;
 pub mod pool;
 mod rtnl;
 
@@ -37,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 
 pub use config::{Ipv4Net, NetworkConfig};
+pub use policy::Egress;
 use pool::Pool;
 
 /// How a space is connected.
@@ -49,15 +53,24 @@ pub enum NetworkMode {
     /// Outbound access through NAT; isolated from other spaces, the host
     /// and private ranges.
     Internet,
+    /// `internet` plus the private ranges it blocks (the LAN); still
+    /// isolated from other spaces and the host.
+    Lan,
 }
 
 impl NetworkMode {
-    /// `none` or `internet`.
+    /// `none`, `internet` or `lan`.
     pub fn as_str(self) -> &'static str {
         match self {
             NetworkMode::None => "none",
             NetworkMode::Internet => "internet",
+            NetworkMode::Lan => "lan",
         }
+    }
+
+    /// Whether the space has an address on the bridge (not `none`).
+    pub fn is_networked(self) -> bool {
+        self != NetworkMode::None
     }
 }
 
@@ -74,8 +87,10 @@ impl FromStr for NetworkMode {
         match s {
             "none" => Ok(NetworkMode::None),
             "internet" => Ok(NetworkMode::Internet),
+            "lan" => Ok(NetworkMode::Lan),
             _ => Err(format!(
-                "Invalid network '{s}' (expected \"internet\" or \"none\")"
+                "Invalid network '{}' (expected \"internet\", \"lan\" or \"none\")",
+                s.chars().take(32).collect::<String>()
             )),
         }
     }
@@ -87,12 +102,16 @@ pub struct SpaceNetwork {
     /// The mode chosen at create.
     #[serde(default)]
     pub mode: NetworkMode,
-    /// Its address (mode `internet`), held until destroy.
+    /// Its address (modes `internet` and `lan`), held until destroy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Ipv4Addr>,
     /// Its ports published on the host's addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishedPort>,
+    /// Its egress policy beyond the mode (`blockCidrs`, `allowDomains`,
+    /// `allowPorts`; records before policies have none).
+    #[serde(flatten)]
+    pub egress: Egress,
 }
 
 /// A TCP port of a space published on the host: connections to `host` on
@@ -164,6 +183,8 @@ pub struct Network {
     /// Published ports by space id (with its address); changed only with
     /// `pool` held.
     published: Mutex<BTreeMap<String, (Ipv4Addr, Vec<PublishedPort>)>>,
+    /// The DNS answerers of spaces with `allowDomains`, by space id.
+    answerers: Mutex<std::collections::HashMap<String, answer::Answerer>>,
 }
 
 /// Whether our bridge and tables are up, since when nobody uses them, and
@@ -191,6 +212,7 @@ impl Network {
             pool: Mutex::new(Pool::new(cfg.subnet)),
             bridge: Mutex::new(BridgeState::default()),
             published: Mutex::default(),
+            answerers: Mutex::new(Default::default()),
             cfg,
             state_dir: state_dir.to_path_buf(),
         })
@@ -252,8 +274,8 @@ impl Network {
                  POST /api/spaces/{name}/ports"
             ));
         }
-        if mode != NetworkMode::Internet {
-            return bad("publishing needs network \"internet\"".into());
+        if !mode.is_networked() {
+            return bad("publishing needs network \"internet\" or \"lan\"".into());
         }
         if ports.len() > MAX_PUBLISHED {
             return bad(format!("at most {MAX_PUBLISHED} per space"));
@@ -323,6 +345,7 @@ impl Network {
             &self.cfg,
             &self.resolvers.servers,
             &ports,
+            &pool.lan(),
             &self.published_list(),
             &self.state_dir,
         )?;
@@ -379,13 +402,18 @@ impl Network {
     pub fn restore(&self, spaces: &[(String, SpaceNetwork)]) -> Result<()> {
         let mut pool = self.pool();
         let mut ids = Vec::new();
+        let mut live = Vec::new();
         for (id, net) in spaces {
-            if let (NetworkMode::Internet, Some(a)) = (net.mode, net.address) {
+            if let (true, Some(a)) = (net.mode.is_networked(), net.address) {
                 pool.hold(a, id);
+                pool.set_lan(a, net.mode == NetworkMode::Lan);
                 ids.push(id.as_str());
                 if !net.published.is_empty() {
                     self.published_map()
                         .insert(id.clone(), (a, net.published.clone()));
+                }
+                if netns::exists(id) {
+                    live.push((id.as_str(), a, net));
                 }
             }
         }
@@ -408,12 +436,109 @@ impl Network {
         if changed {
             rtnl::Rtnl::open()?.flush_neighbours(&self.cfg.bridge)?;
         }
+        drop(pool);
+        self.restore_policies(&live);
         Ok(())
     }
 
-    /// Takes an address for space `id`, bringing the bridge up for the
-    /// first networked space.
-    pub fn allocate(&self, id: &str) -> Result<Ipv4Addr> {
+    /// Writes the tables of the spaces whose namespaces survived (all in
+    /// one transaction; one by one if that fails) and starts their DNS
+    /// answerers. A space whose policy cannot be applied is cut off the
+    /// network rather than left with more access than it was given.
+    fn restore_policies(&self, live: &[(&str, Ipv4Addr, &SpaceNetwork)]) {
+        let mut all = nfnl::Batch::new();
+        for (id, a, net) in live {
+            egress::write(&mut all, &self.cfg, &self.resolvers.servers, id, *a, net);
+        }
+        let one_by_one = all.commit().is_err();
+        for (id, a, net) in live {
+            if one_by_one {
+                if let Err(e) = self.write_policy(id, *a, net) {
+                    tracing::error!(id = %id, "applying the network policy of a space: {e}; cutting it off");
+                    if let Err(e) = netns::cut(id) {
+                        tracing::error!(id = %id, "cutting a space off: {e}");
+                    }
+                    continue;
+                }
+            }
+            // Without its answerer the space resolves nothing (and so
+            // reaches nothing): no more access than its policy gives.
+            if let Err(e) = self.start_answerer(id, net, true) {
+                tracing::warn!(id = %id, "starting the DNS answerer of a space: {e}");
+            }
+        }
+    }
+
+    /// Replaces the table of space `id` (address `addr`).
+    fn write_policy(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
+        let mut b = nfnl::Batch::new();
+        egress::write(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        if net.mode == NetworkMode::Lan {
+            nft::lan_member(&mut b, self.cfg.table(), addr, true);
+        }
+        b.commit()
+    }
+
+    fn answerers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, answer::Answerer>> {
+        self.answerers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the DNS answerer of space `id` when its policy has
+    /// `allowDomains`, inside its namespace; one already running is kept
+    /// unless `fresh` (a namespace made anew).
+    fn start_answerer(&self, id: &str, net: &SpaceNetwork, fresh: bool) -> Result<()> {
+        if net.egress.allow_domains.is_empty() {
+            self.stop_answerer(id);
+            return Ok(());
+        }
+        if !fresh && self.answerers().contains_key(id) {
+            return Ok(());
+        }
+        self.stop_answerer(id);
+        let a = answer::start(
+            id,
+            &netns::netns_path(id),
+            net.egress.clone(),
+            self.resolvers.servers.clone(),
+        )?;
+        self.answerers().insert(id.to_string(), a);
+        Ok(())
+    }
+
+    /// Stops the DNS answerer of space `id`, if any.
+    fn stop_answerer(&self, id: &str) {
+        self.answerers().remove(id);
+    }
+
+    /// DNS queries of space `id` refused (names not allowed) since its
+    /// answerer started (None: it has none).
+    pub fn refused_queries(&self, id: &str) -> Option<u64> {
+        self.answerers().get(id).map(answer::Answerer::refused)
+    }
+
+    /// The servers in the resolv.conf of a space with network `net`: its
+    /// answerer with `allowDomains`, else the runtime's.
+    fn space_resolvers(&self, net: &SpaceNetwork) -> dns::Resolvers {
+        if net.egress.allow_domains.is_empty() {
+            return self.resolvers.clone();
+        }
+        dns::Resolvers {
+            servers: vec![answer::LISTEN],
+            extra: self.resolvers.extra.clone(),
+        }
+    }
+
+    /// Packets and bytes dropped by the rules of space `id` (None when it
+    /// has no table: mode `none`, or not set up yet). Blocking.
+    pub fn drops(&self, id: &str) -> Result<Option<(u64, u64)>> {
+        egress::read_drops(id)
+    }
+
+    /// Takes an address for space `id` in `mode`, bringing the bridge up
+    /// for the first networked space.
+    pub fn allocate(&self, id: &str, mode: NetworkMode) -> Result<Ipv4Addr> {
         let mut pool = self.pool();
         let addr = pool.allocate(id).ok_or_else(|| {
             Error::Network(format!(
@@ -423,6 +548,7 @@ impl Network {
                 self.cfg.subnet
             ))
         })?;
+        pool.set_lan(addr, mode == NetworkMode::Lan);
         let mut b = self.bridge_state();
         if b.up {
             b.idle_since = None;
@@ -449,25 +575,32 @@ impl Network {
         net: &SpaceNetwork,
         dir: &Path,
     ) -> Result<SpaceNet> {
+        let net_of = net;
         let addr = net
             .address
             .ok_or_else(|| Error::Network(format!("space {name} has no address")))?;
-        if !netns::exists(id) {
-            self.create_bound(id, addr)?;
-        } else if !netns::attached(id, &self.cfg.bridge) {
-            netns::attach(&[id], &self.cfg.bridge)?;
+        let fresh = !netns::exists(id);
+        if fresh {
+            self.create_bound(id, addr, net)?;
+        } else {
+            if !netns::attached(id, &self.cfg.bridge) {
+                netns::attach(&[id], &self.cfg.bridge)?;
+            }
+            self.write_policy(id, addr, net)?;
         }
         if !net.published.is_empty() {
             self.publish(id, addr, &net.published)?;
         }
+        self.start_answerer(id, net, fresh)?;
         let net = SpaceNet {
             netns: netns::netns_path(id),
             resolv_conf: dir.join("resolv.conf"),
             hosts: dir.join("hosts"),
         };
+        let resolvers = self.space_resolvers(net_of);
         write_atomic(
             &net.resolv_conf,
-            dns::resolv_conf(&self.resolvers).as_bytes(),
+            dns::resolv_conf(&resolvers).as_bytes(),
             false,
         )?;
         write_atomic(&net.hosts, dns::hosts(name, addr).as_bytes(), false)?;
@@ -478,13 +611,22 @@ impl Network {
     /// its veth (both ends) and its namespace's name go. For a space whose
     /// record, and so its address, cannot be read.
     pub fn cut(&self, id: &str) -> Result<()> {
+        self.stop_answerer(id);
+        let mut b = nfnl::Batch::new();
+        egress::delete(&mut b, id);
+        b.commit()?;
         netns::cut(id)
     }
 
-    /// Binds the port of space `id` to `addr`, then makes its namespace
-    /// and veth.
-    fn create_bound(&self, id: &str, addr: Ipv4Addr) -> Result<()> {
-        binding::update(self.cfg.table(), &[], &[(id, addr)]).commit()?;
+    /// Binds the port of space `id` to `addr` and writes its table (one
+    /// transaction), then makes its namespace and veth.
+    fn create_bound(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
+        let mut b = binding::update(self.cfg.table(), &[], &[(id, addr)]);
+        egress::write(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        if net.mode == NetworkMode::Lan {
+            nft::lan_member(&mut b, self.cfg.table(), addr, true);
+        }
+        b.commit()?;
         netns::remove(id).and_then(|()| netns::create(id, &self.cfg, addr))
     }
 
@@ -492,11 +634,21 @@ impl Network {
     /// address, and takes the bridge down after the last networked space.
     pub fn release(&self, id: &str) -> Result<()> {
         netns::remove(id)?;
+        self.stop_answerer(id);
         let mut pool = self.pool();
         if self.published_map().remove(id).is_some() && self.bridge_state().up {
             self.commit_published()?;
         }
         let addr = pool.address_of(id);
+        // Its policy goes before its address can be given to another space.
+        let mut b = nfnl::Batch::new();
+        egress::delete(&mut b, id);
+        if let (Some(a), true) = (addr, self.bridge_state().up) {
+            if pool.is_lan(a) {
+                nft::lan_member(&mut b, self.cfg.table(), a, false);
+            }
+        }
+        b.commit()?;
         if !pool.release(id) {
             return Ok(());
         }
@@ -552,6 +704,9 @@ pub fn purge(dir: &Path) {
             let id = e.file_name().to_string_lossy().into_owned();
             if crate::space_id::is_space_id(&id) {
                 let _ = netns::remove(&id);
+                let mut b = nfnl::Batch::new();
+                egress::delete(&mut b, &id);
+                let _ = b.commit();
             }
         }
         let _ = bridge::down(&state);
@@ -566,16 +721,28 @@ mod tests {
     fn modes_parse_and_old_records_have_none() {
         assert_eq!("internet".parse::<NetworkMode>(), Ok(NetworkMode::Internet));
         assert_eq!("none".parse::<NetworkMode>(), Ok(NetworkMode::None));
-        assert!("lan".parse::<NetworkMode>().is_err());
+        assert_eq!("lan".parse::<NetworkMode>(), Ok(NetworkMode::Lan));
+        assert!("bridge".parse::<NetworkMode>().is_err());
         let n: SpaceNetwork = serde_json::from_str("{}").expect("default");
         assert_eq!(n, SpaceNetwork::default());
-        let n = SpaceNetwork {
+        let mut n = SpaceNetwork {
             mode: NetworkMode::Internet,
             address: Some(Ipv4Addr::new(10, 88, 0, 2)),
             published: Vec::new(),
+            egress: Egress::default(),
         };
         let v = serde_json::to_value(&n).expect("json");
         assert_eq!(v, json!({"mode": "internet", "address": "10.88.0.2"}));
+        n.egress.block_cidrs = vec!["10.0.0.0/8".parse().expect("net")];
+        n.egress.allow_domains = vec!["*.github.com".into()];
+        n.egress.allow_ports = vec![443];
+        let v = serde_json::to_value(&n).expect("json");
+        assert_eq!(
+            v,
+            json!({"mode": "internet", "address": "10.88.0.2", "blockCidrs": ["10.0.0.0/8"],
+                   "allowDomains": ["*.github.com"], "allowPorts": [443]})
+        );
+        assert_eq!(serde_json::from_value::<SpaceNetwork>(v).expect("back"), n);
         let n = SpaceNetwork {
             published: vec![PublishedPort {
                 container: 80,

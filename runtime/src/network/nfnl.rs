@@ -33,6 +33,12 @@ const NEWRULE: u16 = 6;
 const NEWSET: u16 = 9;
 const NEWSETELEM: u16 = 12;
 const DELSETELEM: u16 = 14;
+const NEWOBJ: u16 = 18;
+const GETOBJ: u16 = 19;
+/// `NFT_OBJECT_COUNTER`.
+const OBJECT_COUNTER: u32 = 1;
+/// `NFT_SET_TIMEOUT`: elements expire.
+pub const SET_TIMEOUT: u32 = 0x10;
 const NLA_F_NESTED: u16 = 0x8000;
 const LIST_ELEM: u16 = 1;
 const DATA_VALUE: u16 = 1;
@@ -59,6 +65,10 @@ fn string(t: u16, s: &str) -> Attr {
 }
 
 fn be32(t: u16, v: u32) -> Attr {
+    Attr::Bytes(t, v.to_be_bytes().to_vec())
+}
+
+fn be64(t: u16, v: u64) -> Attr {
     Attr::Bytes(t, v.to_be_bytes().to_vec())
 }
 
@@ -251,6 +261,17 @@ impl Rule {
         )
     }
 
+    /// `meta nfproto != ipv4`.
+    pub fn not_ipv4(self) -> Rule {
+        self.with(
+            "meta nfproto != ipv4".into(),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(false, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+            ],
+        )
+    }
+
     /// `fib daddr type local`: to one of the host's own addresses.
     pub fn daddr_local(self) -> Rule {
         // NFTA_FIB_DREG, _RESULT (NFT_FIB_RESULT_ADDRTYPE 3), _FLAGS
@@ -285,6 +306,53 @@ impl Rule {
                 load(REG_2, &port.to_be_bytes()),
                 nat,
             ],
+        )
+    }
+
+    /// `ip saddr != addr` (IPv4 packets only).
+    pub fn ip_saddr_not(self, addr: std::net::Ipv4Addr) -> Rule {
+        self.with(
+            format!("ip saddr != {addr}"),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+                payload(NETWORK, 12, 4, REG_1),
+                cmp(false, REG_1, &addr.octets()),
+            ],
+        )
+    }
+
+    fn ip_addr_in(self, field: &str, offset: u32, set: &str) -> Rule {
+        self.with(
+            format!("ip {field} @{set}"),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+                payload(NETWORK, offset, 4, REG_1),
+                lookup(set, REG_1, false),
+            ],
+        )
+    }
+
+    /// `ip saddr @set` (a set of `ipv4_addr`).
+    pub fn ip_saddr_in(self, set: &str) -> Rule {
+        self.ip_addr_in("saddr", 12, set)
+    }
+
+    /// `ip daddr @set` (a set of `ipv4_addr`).
+    pub fn ip_daddr_in(self, set: &str) -> Rule {
+        self.ip_addr_in("daddr", 16, set)
+    }
+
+    /// `counter name "<name>"`: counts into the table's named counter.
+    pub fn counter(self, name: &str) -> Rule {
+        // NFTA_OBJREF_IMM_TYPE, _IMM_NAME
+        self.with(
+            format!("counter name \"{name}\""),
+            [expr(
+                "objref",
+                vec![be32(1, OBJECT_COUNTER), string(2, name)],
+            )],
         )
     }
 
@@ -532,27 +600,41 @@ impl Batch {
     /// `add set <family> <t> <name> { type …; }` with keys of `key_len`
     /// bytes; `host_order` keys (interface names) are marked so for `nft
     /// list`, which otherwise shows them byte-swapped.
-    pub fn add_set(
+    pub fn add_set(&mut self, family: u8, t: &str, name: &str, key: (u32, u32), host_order: bool) {
+        self.add_set_with(family, t, name, key, host_order, 0, None);
+    }
+
+    /// [`Batch::add_set`] with set `flags` (e.g. [`SET_TIMEOUT`]) and at
+    /// most `size` elements (further adds fail).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_set_with(
         &mut self,
         family: u8,
         t: &str,
         name: &str,
         (key_type, key_len): (u32, u32),
         host_order: bool,
+        flags: u32,
+        size: Option<u32>,
     ) {
         self.next_set_id += 1;
         let what = format!(
-            "add set {} {t} {name} {{ type {key_type} ({key_len} bytes); }}",
-            family_name(family)
+            "add set {} {t} {name} {{ type {key_type} ({key_len} bytes); flags {flags:#x}; size {}; }}",
+            family_name(family),
+            size.unwrap_or(0)
         );
         let mut attrs = vec![
             string(1, t),               // NFTA_SET_TABLE
             string(2, name),            // NFTA_SET_NAME
-            be32(3, 0),                 // NFTA_SET_FLAGS
+            be32(3, flags),             // NFTA_SET_FLAGS
             be32(4, key_type),          // NFTA_SET_KEY_TYPE
             be32(5, key_len),           // NFTA_SET_KEY_LEN
             be32(10, self.next_set_id), // NFTA_SET_ID
         ];
+        if let Some(n) = size {
+            // NFTA_SET_DESC { NFTA_SET_DESC_SIZE }
+            attrs.push(Attr::Nest(9, vec![be32(1, n)]));
+        }
         if host_order {
             // NFTA_SET_USERDATA: libnftnl's NFTNL_UDATA_SET_KEYBYTEORDER
             // (type 0, length 4) = BYTEORDER_HOST_ENDIAN (1).
@@ -564,6 +646,18 @@ impl Batch {
     }
 
     fn elements(&mut self, add: bool, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
+        self.elements_timeout(add, family, t, set, keys, None);
+    }
+
+    fn elements_timeout(
+        &mut self,
+        add: bool,
+        family: u8,
+        t: &str,
+        set: &str,
+        keys: &[(Vec<u8>, String)],
+        timeout_ms: Option<u64>,
+    ) {
         // An attribute's length is 16 bits: at most this many elements
         // (≤ 40 bytes each here) per message.
         const PER_MESSAGE: usize = 512;
@@ -574,14 +668,21 @@ impl Batch {
             if chunk.len() > names.len() {
                 names.push(&more);
             }
+            let timeout = timeout_ms.map_or(String::new(), |ms| format!(" timeout {ms}ms"));
             let what = format!(
-                "{verb} element {} {t} {set} {{ {} }}",
+                "{verb} element {} {t} {set} {{ {}{timeout} }}",
                 family_name(family),
                 names.join(", ")
             );
             let elems = chunk
                 .iter()
-                .map(|(k, _)| Attr::Nest(LIST_ELEM, vec![value(1, k)])) // NFTA_SET_ELEM_KEY
+                .map(|(k, _)| {
+                    let mut e = vec![value(1, k)]; // NFTA_SET_ELEM_KEY
+                    if let Some(ms) = timeout_ms {
+                        e.push(be64(4, ms)); // NFTA_SET_ELEM_TIMEOUT
+                    }
+                    Attr::Nest(LIST_ELEM, e)
+                })
                 .collect();
             let attrs = vec![
                 string(1, t),         // NFTA_SET_ELEM_LIST_TABLE
@@ -607,6 +708,34 @@ impl Batch {
     pub fn delete_elements(&mut self, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
         self.elements(true, family, t, set, keys);
         self.elements(false, family, t, set, keys);
+    }
+
+    /// Adds `keys` to `set` (of a [`SET_TIMEOUT`] set) to expire after
+    /// `timeout_ms`; keys present get that timeout anew (removed and added
+    /// again in this batch).
+    pub fn refresh_elements(
+        &mut self,
+        family: u8,
+        t: &str,
+        set: &str,
+        keys: &[(Vec<u8>, String)],
+        timeout_ms: u64,
+    ) {
+        self.elements(true, family, t, set, keys);
+        self.elements(false, family, t, set, keys);
+        self.elements_timeout(true, family, t, set, keys, Some(timeout_ms));
+    }
+
+    /// `add counter <family> <t> <name>` (a named counter, starting at 0).
+    pub fn add_counter(&mut self, family: u8, t: &str, name: &str) {
+        let what = format!("add counter {} {t} {name}", family_name(family));
+        let attrs = vec![
+            string(1, t),                                // NFTA_OBJ_TABLE
+            string(2, name),                             // NFTA_OBJ_NAME
+            be32(3, OBJECT_COUNTER),                     // NFTA_OBJ_TYPE
+            Attr::Nest(4, vec![be64(1, 0), be64(2, 0)]), // NFTA_OBJ_DATA { BYTES, PACKETS }
+        ];
+        self.push(NEWOBJ, libc::NLM_F_CREATE as u16, family, attrs, what);
     }
 
     /// Applies the whole batch as one transaction; fails with the first
@@ -681,6 +810,87 @@ impl Batch {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// The (packets, bytes) of the named counter `name` in table `t`, or
+/// None when the table or counter does not exist. Blocking.
+pub fn read_counter(family: u8, t: &str, name: &str) -> Result<Option<(u64, u64)>> {
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("netlink socket", e))?;
+    sock.bind_auto().map_err(|e| fail("netlink bind", e))?;
+    set_timeout(&sock)?;
+    let mut out = Vec::new();
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | GETOBJ;
+    let start = header(&mut out, kind, libc::NLM_F_ACK as u16, 1, (family, 0));
+    emit(
+        &[string(1, t), string(2, name), be32(3, OBJECT_COUNTER)],
+        &mut out,
+    );
+    finish(&mut out, start);
+    sock.send(&out, 0)
+        .map_err(|e| fail("reading a counter", e))?;
+    let mut buf = vec![0u8; 8192];
+    let mut found = None;
+    loop {
+        let n = sock
+            .recv(&mut &mut buf[..], 0)
+            .map_err(|e| fail("reading a counter", e))?;
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+            if len < 16 || at + len > n {
+                return Err(fail("reading a counter", "truncated answer"));
+            }
+            let msg = &buf[at..at + len];
+            if kind == libc::NLMSG_ERROR as u16 && len >= 20 {
+                let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
+                return match code {
+                    0 => Ok(found),
+                    c if -c == libc::ENOENT => Ok(None),
+                    c => Err(fail(
+                        "reading a counter",
+                        std::io::Error::from_raw_os_error(-c),
+                    )),
+                };
+            }
+            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NEWOBJ && len > 20 {
+                found = counter_values(&msg[20..]);
+            }
+            at += len.next_multiple_of(4);
+        }
+    }
+}
+
+/// Walks attributes: `(type without flags, payload)`.
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
+        let t = u16::from_ne_bytes([b[2], b[3]]) & !NLA_F_NESTED;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let data = &b[4..len];
+        b = &b[len.next_multiple_of(4).min(b.len())..];
+        Some((t, data))
+    })
+}
+
+/// (packets, bytes) of an `NFTA_OBJ_*` attribute list.
+fn counter_values(msg: &[u8]) -> Option<(u64, u64)> {
+    let (_, data) = attrs(msg).find(|(t, _)| *t == 4)?; // NFTA_OBJ_DATA
+    let be = |d: &[u8]| <[u8; 8]>::try_from(d).ok().map(u64::from_be_bytes);
+    let (mut packets, mut bytes) = (None, None);
+    for (t, d) in attrs(data) {
+        match t {
+            1 => bytes = be(d),   // NFTA_COUNTER_BYTES
+            2 => packets = be(d), // NFTA_COUNTER_PACKETS
+            _ => {}
+        }
+    }
+    Some((packets?, bytes?))
 }
 
 fn fail(what: &str, e: impl std::fmt::Display) -> Error {

@@ -56,18 +56,22 @@ fn exceptions(br: &str, resolvers: &[Ipv4Addr], allow: &[Ipv4Net]) -> Vec<Rule> 
 /// The whole transaction: removes our tables and makes them again.
 /// `resolvers` are the DNS servers written into the spaces' resolv.conf:
 /// port 53 on them stays reachable even in a blocked range or on the host.
-/// `ports` are the spaces bound to their addresses, `published` their
-/// ports published on the host.
+/// `ports` are the spaces bound to their addresses, `lan` the addresses of
+/// spaces in mode `lan` (which reach the blocked ranges but the host),
+/// `published` their ports published on the host.
 pub fn ruleset(
     cfg: &NetworkConfig,
     resolvers: &[Ipv4Addr],
     ports: &[Port],
+    lan: &[Ipv4Addr],
     published: &[Published],
 ) -> Batch {
     let t = cfg.table();
     let br = cfg.bridge.as_str();
     let mut b = delete(t);
     b.add_table(INET, t);
+    b.add_set(INET, t, LAN, (7, 4), false); // ipv4_addr
+    b.add_elements(INET, t, LAN, &lan_keys(lan));
     for (name, num, priority, kind) in CHAINS {
         b.add_chain(
             INET,
@@ -97,6 +101,7 @@ pub fn ruleset(
         from().ipv6().drop(),
     ];
     forward.extend(allowed);
+    forward.push(from().ip_saddr_in(LAN).accept());
     for net in BLOCKED {
         forward.push(from().ip_daddr(*net).drop());
     }
@@ -154,6 +159,26 @@ pub fn publish(b: &mut Batch, t: &str, published: &[Published]) {
     }
 }
 
+/// The set of the addresses of `lan` spaces.
+pub const LAN: &str = "lan";
+
+fn lan_keys(addrs: &[Ipv4Addr]) -> Vec<(Vec<u8>, String)> {
+    addrs
+        .iter()
+        .map(|a| (a.octets().to_vec(), a.to_string()))
+        .collect()
+}
+
+/// Adds to `b` `addr` to (`add`) or removes it from the `lan` set of
+/// table `t` (whether or not it is there).
+pub fn lan_member(b: &mut Batch, t: &str, addr: Ipv4Addr, add: bool) {
+    if add {
+        b.add_elements(INET, t, LAN, &lan_keys(&[addr]));
+    } else {
+        b.delete_elements(INET, t, LAN, &lan_keys(&[addr]));
+    }
+}
+
 /// The transaction that removes our tables `t` (and succeeds when they
 /// are absent).
 pub fn delete(t: &str) -> Batch {
@@ -171,7 +196,7 @@ mod tests {
     #[test]
     fn rules_name_our_bridge_subnet_and_exceptions() {
         let mut cfg = NetworkConfig::default();
-        let r = ruleset(&cfg, &[], &[], &[]).lines().join("\n");
+        let r = ruleset(&cfg, &[], &[], &[], &[]).lines().join("\n");
         assert!(r.contains("add table inet clawdspace0\n"));
         assert!(
             r.contains("postrouting ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade")
@@ -179,7 +204,7 @@ mod tests {
         assert!(r.contains("forward iifname \"clawdspace0\" oifname \"clawdspace0\" drop"));
         assert!(!r.contains("th dport 53"));
         cfg.allow = vec!["192.168.1.0/24".parse().expect("net")];
-        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)], &[], &[])
+        let r = ruleset(&cfg, &[Ipv4Addr::new(10, 255, 255, 53)], &[], &[], &[])
             .lines()
             .join("\n");
         assert!(r.contains(
@@ -224,7 +249,7 @@ mod tests {
                     host: 18000,
                 },
             )];
-            ruleset(&cfg, &dns, &[(id, a)], &published)
+            ruleset(&cfg, &dns, &[(id, a)], &[a], &published)
                 .commit()
                 .expect("tables");
             let all = nft("list ruleset");
@@ -233,6 +258,8 @@ mod tests {
                 "iifname \"clawdspace0\" ip daddr 10.255.255.53 udp dport 53 accept",
                 "iifname \"clawdspace0\" ip daddr 192.168.1.0/24 accept",
                 "iifname \"clawdspace0\" ip daddr 169.254.0.0/16 drop",
+                "iifname \"clawdspace0\" ip saddr @lan accept",
+                "elements = { 10.88.0.2 }",
                 "iifname \"clawdspace0\" meta nfproto ipv6 drop",
                 "ip saddr 10.88.0.0/16 oifname != \"clawdspace0\" masquerade",
                 "type filter hook prerouting priority filter; policy accept;",
@@ -246,7 +273,7 @@ mod tests {
                 assert!(all.contains(want), "{want} missing from:\n{all}");
             }
             // Again: replaced, not doubled.
-            ruleset(&cfg, &dns, &[], &[]).commit().expect("again");
+            ruleset(&cfg, &dns, &[], &[], &[]).commit().expect("again");
             let all = nft("list ruleset");
             assert_eq!(all.matches("masquerade").count(), 1, "{all}");
             assert!(!all.contains("dnat to"), "{all}");
@@ -279,7 +306,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, id)| (id.as_str(), Ipv4Addr::from(0x0a58_0000 + 2 + i as u32)))
                 .collect();
-            ruleset(&cfg, &dns, &many, &[]).commit().expect("many");
+            ruleset(&cfg, &dns, &many, &[], &[]).commit().expect("many");
             let set = nft("list set bridge clawdspace0 bindings");
             assert_eq!(set.matches(" . 02:63:").count(), 3000);
             assert!(set.contains("\"cs000000000bb7\" . 02:63:0a:58:0b:b9 . 10.88.11.185"));

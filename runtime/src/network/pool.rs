@@ -2,7 +2,7 @@
 //! the records at startup; an address is taken on create and released on
 //! destroy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use super::config::Ipv4Net;
@@ -12,6 +12,8 @@ use super::config::Ipv4Net;
 pub struct Pool {
     subnet: Ipv4Net,
     held: BTreeMap<Ipv4Addr, String>,
+    /// Held addresses of spaces in mode `lan`.
+    lan: BTreeSet<Ipv4Addr>,
 }
 
 impl Pool {
@@ -20,6 +22,7 @@ impl Pool {
         Pool {
             subnet,
             held: BTreeMap::new(),
+            lan: BTreeSet::new(),
         }
     }
 
@@ -51,8 +54,34 @@ impl Pool {
     /// Frees whatever `id` holds; returns whether it held something.
     pub fn release(&mut self, id: &str) -> bool {
         let before = self.held.len();
-        self.held.retain(|_, i| i != id);
+        let lan = &mut self.lan;
+        self.held.retain(|a, i| {
+            let keep = i != id;
+            if !keep {
+                lan.remove(a);
+            }
+            keep
+        });
         self.held.len() != before
+    }
+
+    /// Marks held address `addr` as one of a `lan` space (or not).
+    pub fn set_lan(&mut self, addr: Ipv4Addr, lan: bool) {
+        if lan && self.held.contains_key(&addr) {
+            self.lan.insert(addr);
+        } else {
+            self.lan.remove(&addr);
+        }
+    }
+
+    /// Whether `addr` is held by a `lan` space.
+    pub fn is_lan(&self, addr: Ipv4Addr) -> bool {
+        self.lan.contains(&addr)
+    }
+
+    /// The addresses of `lan` spaces.
+    pub fn lan(&self) -> Vec<Ipv4Addr> {
+        self.lan.iter().copied().collect()
     }
 
     /// Whether no space holds an address.
@@ -86,5 +115,10 @@ mod tests {
         assert_eq!(p.allocate("g"), Some(Ipv4Addr::new(10, 9, 0, 3)));
         p.hold(Ipv4Addr::new(10, 9, 0, 9), "x");
         assert_eq!(p.address_of("x"), Some(Ipv4Addr::new(10, 9, 0, 9)));
+        p.set_lan(Ipv4Addr::new(10, 9, 0, 9), true);
+        p.set_lan(Ipv4Addr::new(10, 9, 0, 99), true);
+        assert_eq!(p.lan(), [Ipv4Addr::new(10, 9, 0, 9)], "held addresses only");
+        assert!(p.release("x"));
+        assert!(p.lan().is_empty());
     }
 }

@@ -39,7 +39,7 @@ impl Runtime {
         if let Some(v) = &volume {
             mount_volume(&mut spec, v)?;
         }
-        let net = if space.network.mode == NetworkMode::Internet {
+        let net = if space.network.mode.is_networked() {
             let (s, d) = (space.clone(), dir.clone());
             Some(
                 self.net(move |n| n.prepare(&s.id, &s.name, &s.network, &d))

@@ -8,7 +8,7 @@ use chrono::Utc;
 use crate::error::{Error, Result};
 use crate::gpu::GpuRequest;
 use crate::image::resolve_user;
-use crate::network::{NetworkMode, PublishedPort, SpaceNetwork};
+use crate::network::{Egress, NetworkMode, PublishedPort, SpaceNetwork};
 use crate::quota;
 use crate::space_id::new_space_id;
 use crate::spec::space_env;
@@ -50,6 +50,9 @@ pub struct CreateSpace {
     /// TCP ports published on the host's addresses (needs
     /// `CLAWDSPACE_PUBLISH_PORTS=1` and network `internet`).
     pub publish: Vec<PublishedPort>,
+    /// Egress policy beyond the mode (checked at create; needs a
+    /// networked mode).
+    pub egress: Egress,
     /// Disk limit in bytes (needs project quotas on the state dir).
     pub disk: Option<u64>,
     /// Environment added to the image's, for the init and every exec
@@ -79,6 +82,7 @@ impl CreateSpace {
             gpus: None,
             network: NetworkMode::default(),
             publish: Vec::new(),
+            egress: Egress::default(),
             disk: None,
             env: Vec::new(),
             env_file: None,
@@ -120,6 +124,11 @@ impl Runtime {
             blocking("checking disk quotas", move || quota::check_available(&dir)).await?;
         }
         extras::check(&req)?;
+        let egress = req
+            .egress
+            .clone()
+            .normalize(req.network)
+            .map_err(Error::InvalidInput)?;
         if !req.publish.is_empty() {
             let (name, mode, ports) = (req.name.to_string(), req.network, req.publish.clone());
             self.net(move |n| n.check_publish(&name, mode, &ports))
@@ -210,6 +219,7 @@ impl Runtime {
                 mode: req.network,
                 address: None,
                 published: req.publish.clone(),
+                egress,
             },
             disk,
             // The volume of an earlier space of this name is reattached.
@@ -235,9 +245,9 @@ impl Runtime {
             // known never to have held a record (removed at startup).
             let (store, id) = (self.inner.store.clone(), space.id.clone());
             blocking("recording the new space", move || store.begin(&id)).await?;
-            if req.network == NetworkMode::Internet {
-                let id = space.id.clone();
-                let addr = self.net(move |n| n.allocate(&id)).await?;
+            if req.network.is_networked() {
+                let (id, mode) = (space.id.clone(), req.network);
+                let addr = self.net(move |n| n.allocate(&id, mode)).await?;
                 lock(&entry.rec).network.address = Some(addr);
             }
             let s = self.start_init(&entry).await?;

@@ -261,6 +261,18 @@ impl Runtime {
         Ok(self.cgroup(&s).stats())
     }
 
+    /// Packets and bytes a space's egress rules dropped (its blocked
+    /// networks, and with `allowDomains` everything not allowed; counted
+    /// since its table was last written, i.e. its start or the daemon's).
+    /// None for mode `none`. Blocking (a netlink round trip).
+    pub fn egress_drops(&self, name: &str) -> Result<Option<(u64, u64)>> {
+        let s = self.get(name)?;
+        if !s.network.mode.is_networked() {
+            return Ok(None);
+        }
+        self.inner.net.drops(&s.id)
+    }
+
     /// Whether a space's rootfs is mounted (for tests and diagnostics).
     pub fn is_rootfs_mounted(&self, space: &Space) -> bool {
         crate::sandbox::rootfs::is_mounted(&self.rootfs_dir(space))
