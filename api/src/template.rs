@@ -54,15 +54,17 @@ pub fn apply(req: &mut Map<String, Value>, t: &Template, host_cpus: u32) {
             default(req, "image", Value::String(i.clone()));
         }
     }
-    if let Some(n) = &t.network {
-        let own_network = !unset(req, "network") || !unset(req, "blockCidrs");
-        if let (Some(c), false) = (&n.block_cidrs, own_network) {
-            if !c.is_empty() {
-                req.insert("blockCidrs".into(), Value::from(c.clone()));
-            }
-        }
-        if let Some(m) = n.mode {
-            default(req, "network", Value::String(m.as_str().into()));
+    // The request's own network (a mode or a policy) wins whole; else the
+    // template's mode, with its blocked ranges as the policy's.
+    if let (Some(n), true) = (&t.network, unset(req, "network")) {
+        let mode = n.mode.map_or("internet", |m| m.as_str());
+        let network = match &n.block_cidrs {
+            Some(c) if !c.is_empty() => serde_json::json!({"mode": mode, "blockCidrs": c}),
+            _ if n.mode.is_some() => Value::String(mode.into()),
+            _ => Value::Null,
+        };
+        if !network.is_null() {
+            req.insert("network".into(), network);
         }
     }
     if let Some(w) = t.security.as_ref().and_then(|s| s.writable_rootfs) {
@@ -110,8 +112,8 @@ mod tests {
         assert_eq!(v["gpu"], true);
         // Managed: the server's image for a GPU space, not the template's.
         assert!(v.get("image").is_none());
-        assert_eq!(v["network"], "internet");
-        assert_eq!(v["blockCidrs"].as_array().map(Vec::len), Some(5));
+        assert_eq!(v["network"]["mode"], "internet");
+        assert_eq!(v["network"]["blockCidrs"].as_array().map(Vec::len), Some(5));
         assert_eq!(v["writableRootfs"], true);
         let v = merged(
             json!({"name": "g", "memory": "1g", "cpus": 2, "network": "none", "gpu": false}),
@@ -123,6 +125,8 @@ mod tests {
         );
         // The request's network brings no template ranges with it.
         assert!(v.get("blockCidrs").is_none());
+        let lan = all[3].to_yaml().expect("yaml");
+        assert_eq!(merged(json!({"name": "l"}), &lan)["network"], "lan");
         let offline = all[2].to_yaml().expect("yaml");
         let v = merged(json!({"name": "o"}), &offline);
         assert_eq!(v["network"], "none");

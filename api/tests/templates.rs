@@ -158,6 +158,8 @@ async fn creates_take_the_templates_resources_and_network_and_requests_win() {
         (&json!(2u64 << 30), &json!(1), &json!("internet"))
     );
     assert!(sp.get("writableRootfs").is_none());
+    // Its blocked ranges are the space's policy.
+    assert_eq!(sp["blockCidrs"].as_array().map(Vec::len), Some(5), "{v}");
     // offline: 2g, 1 cpu, no network.
     let (s, v) = create(&d, json!({"name": "t-offline", "template": "offline"})).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -169,17 +171,12 @@ async fn creates_take_the_templates_resources_and_network_and_requests_win() {
         ),
         (&json!(2u64 << 30), &json!(1), &json!("none"))
     );
-    // lan: network mode `lan` (internet and LAN, no blocks). It is the
-    // per-space egress policy's mode: until that is in, the create says
-    // the mode is unknown; with it, the space has network `lan`.
+    // lan: network mode `lan` (internet and LAN, no blocks).
     let (s, v) = create(&d, json!({"name": "t-lan", "template": "lan"})).await;
-    if s == StatusCode::CREATED {
-        assert_eq!(v["space"]["network"], "lan", "{v}");
-        assert_eq!(v["space"]["memory"], json!(2u64 << 30));
-    } else {
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-        assert!(error(&v).contains("lan"), "{v}");
-    }
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["space"]["network"], "lan", "{v}");
+    assert_eq!(v["space"]["memory"], json!(2u64 << 30));
+    assert!(v["space"].get("blockCidrs").is_none(), "{v}");
     // gpu: a GPU space; this server has none.
     let (s, v) = create(&d, json!({"name": "t-gpu", "template": "gpu"})).await;
     assert_eq!(
