@@ -187,6 +187,13 @@ pub struct Config {
     #[arg(long, env = "CLAWDSPACE_PORT_CONNECTIONS", default_value_t = 256,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub port_connections: u64,
+    /// Spaces the MCP endpoint (`/mcp`) may touch: glob patterns of names
+    /// (`*`, `?`), comma-separated; empty: all.
+    #[arg(long, env = "CLAWDSPACE_MCP_ALLOW", default_value = "")]
+    pub mcp_allow: String,
+    /// Spaces `/mcp` may never touch (wins over the allow list).
+    #[arg(long, env = "CLAWDSPACE_MCP_DENY", default_value = "")]
+    pub mcp_deny: String,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,

@@ -39,6 +39,8 @@ pub struct AppState {
     pub previews: Arc<clawdspace_runtime::previews::Previews>,
     /// Connection caps of the port proxy.
     pub port_limits: Arc<routes::ports::PortLimits>,
+    /// Cancelled at shutdown: ends the MCP sessions (their open streams).
+    pub mcp_stop: tokio_util::sync::CancellationToken,
 }
 
 fn main() -> ExitCode {
@@ -131,11 +133,17 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         nodes,
         previews: Arc::new(previews),
         port_limits,
+        mcp_stop: tokio_util::sync::CancellationToken::new(),
     };
+    let mcp_stop = state.mcp_stop.clone();
     let limits = state.config.limits();
     let app =
         tower::util::MapRequestLayer::new(routes::trim_trailing_slash).layer(routes::router(state));
-    server::serve(listener, app, limits, shutdown()).await;
+    let stop = async move {
+        shutdown().await;
+        mcp_stop.cancel();
+    };
+    server::serve(listener, app, limits, stop).await;
     // Operations whose clients went away still run: let them finish.
     if runtime.wait_operations(Duration::from_secs(30)).await {
         // Init watchers stop, activity is saved, workers exit.
