@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import httpx
 import pytest
@@ -42,6 +42,8 @@ class Daemon:
     requests: List[Tuple[str, str]] = field(default_factory=list)
     #: URLs of every WebSocket the SDK opened.
     websockets: List[str] = field(default_factory=list)
+    #: The daemon's log (with a line per request: method and path).
+    log: Optional[Path] = None
 
     def record(self, request: httpx.Request) -> None:
         self.requests.append((request.method, request.url.path))
@@ -114,7 +116,10 @@ def running_daemon(key: str = "") -> Iterator[Daemon]:
             CLAWDSPACE_NETWORK_LINGER_MS="0",
             CLAWDSPACE_DOCKER_MIRROR="127.0.0.1:1",
             CLAWDSPACE_WORKERS="2",
-            CLAWDSPACE_LOG="warn",
+            # Requests are logged: test_mcp checks the paths its clients used.
+            CLAWDSPACE_LOG="warn,clawdspace_api::request=info",
+            # A policy for /mcp that test_mcp checks.
+            CLAWDSPACE_MCP_DENY="mcp-denied-*",
             CLAWDSPACE_CDI_DIRS="",
             CLAWDSPACE_NVIDIA_HOOK="",
             CLAWDSPACE_NVIDIA_DRIVER_ROOT="",
@@ -135,7 +140,7 @@ def running_daemon(key: str = "") -> Iterator[Daemon]:
                     "test daemon did not come up: " + (top / "daemon.log").read_text()[-2000:]
                 )
             time.sleep(0.1)
-        yield Daemon(url=url, key=key, state=state)
+        yield Daemon(url=url, key=key, state=state, log=top / "daemon.log")
     finally:
         _cleanup(proc, url, key, env, top, cgroup)
 
