@@ -234,6 +234,9 @@ impl McpServer {
         )
         .await;
         let (mut spaces, mut errors, mut hidden) = (Vec::new(), Vec::new(), 0);
+        // One daemon found under two names (a host entry and its fleet
+        // name) lists its spaces once: ids are random per space.
+        let mut seen = std::collections::HashSet::new();
         let mut last_err = None;
         for (t, a) in targets.iter().zip(answers) {
             match a {
@@ -247,6 +250,10 @@ impl McpServer {
                         let name = s.get("name").and_then(Value::as_str).unwrap_or("");
                         if !self.inner.opts.policy.allows(name) {
                             hidden += 1;
+                            continue;
+                        }
+                        let id = s.get("id").and_then(Value::as_str).unwrap_or("");
+                        if !id.is_empty() && !seen.insert(id.to_string()) {
                             continue;
                         }
                         s["server"] = json!(t.server);

@@ -162,7 +162,7 @@ def test_create_exec_files_destroy(kind, daemon, cli_binary, tmp_path, log_start
             "create_space", {"name": name, "memory": "256m", "network": "none", "env": {"GREETING": "hi"}}))
         assert created["space"]["name"] == name and created["space"]["status"] == "running"
         listed = ok(await s.call_tool("list_spaces", {}))["spaces"]
-        assert name in [x["name"] for x in listed]
+        assert [x["name"] for x in listed].count(name) == 1
 
         r = ok(await s.call_tool("exec", {"name": name, "command": "echo $GREETING; echo oops >&2; pwd",
                                           "cwd": "/tmp", "env": {"X": "1"}}))
