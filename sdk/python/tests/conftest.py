@@ -79,9 +79,9 @@ def daemon() -> Iterator[Daemon]:
 
 
 @contextlib.contextmanager
-def running_daemon(key: str = "") -> Iterator[Daemon]:
-    """Starts a daemon (with `key`, else a random one); stops it and removes
-    everything it made on exit."""
+def running_daemon(key: str = "", extra_env: Optional[dict] = None) -> Iterator[Daemon]:
+    """Starts a daemon (with `key`, else a random one, and `extra_env`);
+    stops it and removes everything it made on exit."""
     if os.environ.get("CLAWDSPACE_SDK_NO_BUILD") != "1":
         subprocess.run(
             ["cargo", "build", "-q", "-p", "clawdspace-api", "-p", "clawdspace-runtime",
@@ -124,6 +124,7 @@ def running_daemon(key: str = "") -> Iterator[Daemon]:
             CLAWDSPACE_NVIDIA_HOOK="",
             CLAWDSPACE_NVIDIA_DRIVER_ROOT="",
         )
+        env.update(extra_env or {})
         log = open(top / "daemon.log", "wb")
         proc = subprocess.Popen(
             [_bin("clawdspaced")], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log

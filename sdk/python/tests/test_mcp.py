@@ -334,6 +334,52 @@ def test_templates(kind, daemon, cli_binary, tmp_path, log_start):
     run(kind, daemon, cli_binary, tmp_path, body)
 
 
+def test_http_reaches_the_fleet_through_the_relay(daemon, cli_binary, tmp_path, log_start):
+    """A daemon whose fleet has a second node: /mcp lists it, creates and
+    runs there (progress over the relayed WebSocket) through the relay."""
+    import time
+
+    from conftest import running_daemon
+
+    with running_daemon(key=daemon.key) as b:
+        fleet_env = {"CLAWDSPACE_NODE_NAME": "alpha", "CLAWDSPACE_NODES": f"beta={b.url}"}
+        with running_daemon(key=daemon.key, extra_env=fleet_env) as a:
+            h = {"Authorization": f"Bearer {a.key}"}
+            end = time.monotonic() + 20
+            while time.monotonic() < end:
+                nodes = httpx.get(a.url + "/api/nodes", headers=h).json()["nodes"]
+                if any(n["name"] == "beta" and n["status"] == "online" for n in nodes):
+                    break
+                time.sleep(0.2)
+            name = unique("mcp-fleet")
+            notes = []
+
+            async def on_progress(progress, total, message):
+                notes.append(message)
+
+            async def body(s: ClientSession):
+                servers = ok(await s.call_tool("list_servers", {}))["servers"]
+                assert {(x["name"], x["online"]) for x in servers} == {("alpha", True), ("beta", True)}
+                assert servers[0]["name"] == "alpha"
+                made = ok(await s.call_tool("create_space", {"name": name, "server": "beta",
+                                                             "memory": "256m", "network": "none"}))
+                assert made["server"] == "beta"
+                # Found on beta without being told.
+                r = await s.call_tool("exec", {"name": name, "command": "hostname; sleep 0.6; echo two"},
+                                      progress_callback=on_progress)
+                assert ok(r)["stdout"] == f"{name}\ntwo"
+                spaces = ok(await s.call_tool("list_spaces", {}))["spaces"]
+                assert [x["server"] for x in spaces if x["name"] == name] == ["beta"]
+                ok(await s.call_tool("destroy_space", {"name": name, "removeVolume": True}))
+
+            try:
+                run("http", a, cli_binary, tmp_path, body)
+                assert notes and any(m == name for m in notes), notes
+                assert httpx.get(f"{b.url}/api/spaces/{name}", headers=h).status_code == 404
+            finally:
+                destroy_quietly(b, name)
+
+
 def test_http_endpoint_needs_the_key(daemon):
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {},
