@@ -1,5 +1,6 @@
 //! Authentication (SPEC section 3): `Authorization: Bearer <key>` or exactly
-//! one `?key=<key>`, compared in constant time; CORS on every response.
+//! one `?key=<key>`, compared in constant time, for `/api` and the MCP
+//! endpoint `/mcp`; CORS on every response.
 
 use std::fs;
 use std::io::Write;
@@ -84,7 +85,8 @@ pub async fn middleware(State(st): State<AppState>, req: Request, next: Next) ->
         r
     } else {
         let path = req.uri().path();
-        let needs_key = (path == "/api" || path.starts_with("/api/")) && !OPEN.contains(&path);
+        let needs_key = (path == "/api" || path.starts_with("/api/") || path == "/mcp")
+            && !OPEN.contains(&path);
         if st.auth_disabled {
             match local_same_origin(&req) {
                 Ok(()) => next.run(req).await,

@@ -207,6 +207,13 @@ pub struct Config {
     /// listens on a loopback address only (`CLAWDSPACE_LISTEN`).
     #[arg(long, env = "CLAWDSPACE_AUTH_DISABLED", default_value = "")]
     pub auth_disabled: String,
+    /// Spaces the MCP endpoint (`/mcp`) may touch: glob patterns of names
+    /// (`*`, `?`), comma-separated; empty: all.
+    #[arg(long, env = "CLAWDSPACE_MCP_ALLOW", default_value = "")]
+    pub mcp_allow: String,
+    /// Spaces `/mcp` may never touch (wins over the allow list).
+    #[arg(long, env = "CLAWDSPACE_MCP_DENY", default_value = "")]
+    pub mcp_deny: String,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,

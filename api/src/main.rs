@@ -47,6 +47,8 @@ pub struct AppState {
     pub templates: Arc<clawdspace_runtime::templates::Templates>,
     /// No key asked for (`CLAWDSPACE_AUTH_DISABLED=true` on loopback).
     pub auth_disabled: bool,
+    /// Cancelled at shutdown: ends the MCP sessions (their open streams).
+    pub mcp_stop: tokio_util::sync::CancellationToken,
 }
 
 fn main() -> ExitCode {
@@ -171,7 +173,9 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         preview_domain,
         templates: Arc::new(templates),
         auth_disabled,
+        mcp_stop: tokio_util::sync::CancellationToken::new(),
     };
+    let mcp_stop = state.mcp_stop.clone();
     let limits = state.config.limits();
     // Preview hosts first: their paths belong to the space's server.
     let app = axum::middleware::from_fn_with_state(state.clone(), routes::preview_host::route)
@@ -179,7 +183,11 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
             tower::util::MapRequestLayer::new(routes::trim_trailing_slash)
                 .layer(routes::router(state)),
         );
-    server::serve(listener, app, limits, shutdown()).await;
+    let stop = async move {
+        shutdown().await;
+        mcp_stop.cancel();
+    };
+    server::serve(listener, app, limits, stop).await;
     // Operations whose clients went away still run: let them finish.
     if runtime.wait_operations(Duration::from_secs(30)).await {
         // Init watchers stop, activity is saved, workers exit.

@@ -235,6 +235,11 @@ impl Ctx<'_> {
             Cmd::Cp { server, src, dst } => self.cp(server, src, dst).await,
             Cmd::System { server, json } => self.system(server, json).await,
             Cmd::Config { json } => self.config(json).await,
+            Cmd::Mcp {
+                allow,
+                deny,
+                no_local_files,
+            } => self.mcp(allow, deny, no_local_files).await,
             Cmd::Completions { .. } => Ok(0),
         }
     }

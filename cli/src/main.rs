@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod cp;
 mod discovery;
+mod mcp_cmd;
 mod ports;
 mod stream;
 mod style;
@@ -310,6 +311,23 @@ enum Cmd {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the Model Context Protocol on stdin/stdout: tools for an AI
+    /// agent (spaces, exec, run_code, files, templates) on the servers
+    /// found here, with this key. See docs/AGENTS.md.
+    Mcp {
+        /// Only spaces whose names match one of these glob patterns
+        /// (`*`, `?`; repeatable or comma-separated).
+        #[arg(long, value_name = "PATTERN")]
+        allow: Vec<String>,
+        /// Never spaces whose names match one of these patterns (wins
+        /// over --allow).
+        #[arg(long, value_name = "PATTERN")]
+        deny: Vec<String>,
+        /// Leave out upload_file and download_file (the tools that read
+        /// and write files of this machine).
+        #[arg(long)]
+        no_local_files: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },

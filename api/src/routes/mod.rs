@@ -4,6 +4,7 @@
 pub mod dashboard;
 pub mod files;
 pub mod git;
+pub mod mcp;
 pub mod nodes;
 pub mod ports;
 pub mod preview_host;
@@ -166,6 +167,7 @@ pub fn router(state: AppState) -> Router {
             "/api/nodes/{node}/{*path}",
             axum::routing::any(relay::relay),
         )
+        .route_service("/mcp", mcp::service(&state))
         .route("/", get(dashboard::index))
         .route("/assets/{*path}", get(dashboard::asset))
         .fallback(dashboard::fallback)

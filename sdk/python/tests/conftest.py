@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import httpx
 import pytest
@@ -42,6 +42,8 @@ class Daemon:
     requests: List[Tuple[str, str]] = field(default_factory=list)
     #: URLs of every WebSocket the SDK opened.
     websockets: List[str] = field(default_factory=list)
+    #: The daemon's log (with a line per request: method and path).
+    log: Optional[Path] = None
 
     def record(self, request: httpx.Request) -> None:
         self.requests.append((request.method, request.url.path))
@@ -77,9 +79,9 @@ def daemon() -> Iterator[Daemon]:
 
 
 @contextlib.contextmanager
-def running_daemon(key: str = "") -> Iterator[Daemon]:
-    """Starts a daemon (with `key`, else a random one); stops it and removes
-    everything it made on exit."""
+def running_daemon(key: str = "", extra_env: Optional[dict] = None) -> Iterator[Daemon]:
+    """Starts a daemon (with `key`, else a random one, and `extra_env`);
+    stops it and removes everything it made on exit."""
     if os.environ.get("CLAWDSPACE_SDK_NO_BUILD") != "1":
         subprocess.run(
             ["cargo", "build", "-q", "-p", "clawdspace-api", "-p", "clawdspace-runtime",
@@ -114,11 +116,15 @@ def running_daemon(key: str = "") -> Iterator[Daemon]:
             CLAWDSPACE_NETWORK_LINGER_MS="0",
             CLAWDSPACE_DOCKER_MIRROR="127.0.0.1:1",
             CLAWDSPACE_WORKERS="2",
-            CLAWDSPACE_LOG="warn",
+            # Requests are logged: test_mcp checks the paths its clients used.
+            CLAWDSPACE_LOG="warn,clawdspace_api::request=info",
+            # A policy for /mcp that test_mcp checks.
+            CLAWDSPACE_MCP_DENY="mcp-denied-*",
             CLAWDSPACE_CDI_DIRS="",
             CLAWDSPACE_NVIDIA_HOOK="",
             CLAWDSPACE_NVIDIA_DRIVER_ROOT="",
         )
+        env.update(extra_env or {})
         log = open(top / "daemon.log", "wb")
         proc = subprocess.Popen(
             [_bin("clawdspaced")], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
@@ -135,7 +141,7 @@ def running_daemon(key: str = "") -> Iterator[Daemon]:
                     "test daemon did not come up: " + (top / "daemon.log").read_text()[-2000:]
                 )
             time.sleep(0.1)
-        yield Daemon(url=url, key=key, state=state)
+        yield Daemon(url=url, key=key, state=state, log=top / "daemon.log")
     finally:
         _cleanup(proc, url, key, env, top, cgroup)
 
