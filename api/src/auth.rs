@@ -84,7 +84,8 @@ pub async fn middleware(State(st): State<AppState>, req: Request, next: Next) ->
         r
     } else {
         let path = req.uri().path();
-        let needs_key = (path == "/api" || path.starts_with("/api/")) && !OPEN.contains(&path);
+        let needs_key = ((path == "/api" || path.starts_with("/api/")) && !OPEN.contains(&path))
+            || path == "/metrics";
         if needs_key && !authorized(&req, &st.key) {
             ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized").into_response()
         } else {

@@ -187,6 +187,14 @@ pub struct Config {
     #[arg(long, env = "CLAWDSPACE_PORT_CONNECTIONS", default_value_t = 256,
         value_parser = clap::value_parser!(u64).range(1..))]
     pub port_connections: u64,
+    /// The audit log (JSON lines) [default: `<state dir>/audit.jsonl`].
+    #[arg(long, env = "CLAWDSPACE_AUDIT_PATH")]
+    pub audit_path: Option<PathBuf>,
+    /// Size at which the audit log is rotated to `<path>.1` (bytes; the
+    /// previous `.1` is deleted). At least 4096.
+    #[arg(long, env = "CLAWDSPACE_AUDIT_MAX_BYTES", default_value_t = clawdspace_runtime::audit::DEFAULT_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(4096..))]
+    pub audit_max_bytes: u64,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -203,6 +211,14 @@ impl Config {
             idle_timeout: std::time::Duration::from_millis(self.keepalive_timeout_ms),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
         }
+    }
+
+    /// Where the audit log lives.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit_path
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| self.state_dir.join("audit.jsonl"))
     }
 
     /// The address the API listens on.

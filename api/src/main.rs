@@ -6,6 +6,7 @@ mod config;
 mod error;
 mod format;
 mod input;
+mod metrics;
 mod model;
 mod nodes;
 mod openapi;
@@ -22,6 +23,7 @@ use anyhow::Context;
 use clap::Parser;
 use tower::Layer;
 
+use clawdspace_runtime::audit::AuditLog;
 use clawdspace_runtime::Runtime;
 
 /// Shared state of every handler.
@@ -39,6 +41,11 @@ pub struct AppState {
     pub previews: Arc<clawdspace_runtime::previews::Previews>,
     /// Connection caps of the port proxy.
     pub port_limits: Arc<routes::ports::PortLimits>,
+    /// The audit log: `st.audit.record(Some(space), AuditType::…, meta)`
+    /// after an action succeeded (see `clawdspace_runtime::audit`).
+    pub audit: Arc<AuditLog>,
+    /// Request figures for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,11 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     let key = tokio::task::spawn_blocking(move || auth::resolve_key(explicit.as_deref(), &dir))
         .await?
         .with_context(|| format!("API key in {}", config.state_dir.display()))?;
+    let (path, max) = (config.audit_path(), config.audit_max_bytes);
+    let audit = tokio::task::spawn_blocking(move || AuditLog::open(&path, max))
+        .await?
+        .with_context(|| format!("audit log {}", config.audit_path().display()))?;
+    let audit = Arc::new(audit);
     let runtime = Runtime::open(config.runtime())
         .await
         .context("opening the runtime")?;
@@ -99,7 +111,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     routes::dashboard::log_build();
     let idle = Duration::from_millis(config.idle_timeout_ms);
     let interval = Duration::from_millis(config.sleep_interval_ms.max(10));
-    tokio::spawn(sleep::run(runtime.clone(), idle, interval));
+    tokio::spawn(sleep::run(runtime.clone(), audit.clone(), idle, interval));
     tracing::info!(
         api = %format!("http://{addr}/api"),
         dashboard = %format!("http://{addr}/"),
@@ -131,6 +143,8 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         nodes,
         previews: Arc::new(previews),
         port_limits,
+        audit: audit.clone(),
+        metrics: Arc::new(metrics::Metrics::default()),
     };
     let limits = state.config.limits();
     let app =
@@ -150,6 +164,8 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
             tracing::error!("saving activity at shutdown: {e}");
         }
     }
+    // Queued audit events are written and synced.
+    let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     tracing::info!("shutting down; spaces keep running");
     Ok(())
 }

@@ -11,8 +11,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
+use clawdspace_runtime::audit::AuditType;
 use clawdspace_runtime::{workspace_path, FileInfo, FileKind, PutOptions};
 
 use crate::body::{Json, JsonBody};
@@ -245,6 +247,7 @@ pub async fn write(
         mkdirs: true,
         ..Default::default()
     };
+    let len = bytes.len();
     st.rt
         .put_file(
             &name,
@@ -253,6 +256,11 @@ pub async fn write(
             std::io::Cursor::new(bytes),
         )
         .await?;
+    st.audit.record(
+        Some(&name),
+        AuditType::SpaceFileWrite,
+        Some(json!({"path": given, "bytes": len})),
+    );
     Ok(Json(Message {
         message: "OK".into(),
     }))
@@ -301,6 +309,11 @@ pub async fn put(
         .rt
         .put_file(&name, &path, opts, body_reader(body))
         .await?;
+    st.audit.record(
+        Some(&name),
+        AuditType::SpaceFileWrite,
+        Some(json!({"path": path, "bytes": info.size})),
+    );
     Ok(Json(FileStatJson::from(&info)))
 }
 
@@ -425,6 +438,11 @@ pub async fn delete(
 ) -> ApiResult<Json<Message>> {
     let path = path_param(&q)?;
     st.rt.delete_path(&name, &path).await?;
+    st.audit.record(
+        Some(&name),
+        AuditType::SpaceFileDelete,
+        Some(json!({"path": path})),
+    );
     Ok(Json(Message {
         message: "Deleted".into(),
     }))
@@ -545,6 +563,11 @@ pub async fn archive_put(
     st.rt
         .extract_archive(&name, &path, body_reader(body))
         .await?;
+    st.audit.record(
+        Some(&name),
+        AuditType::SpaceArchiveExtract,
+        Some(json!({"path": path})),
+    );
     Ok(Json(Message {
         message: "Extracted".into(),
     }))
@@ -577,6 +600,7 @@ pub async fn remove_volume(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
     st.rt.remove_volume(&name).await?;
+    st.audit.record(Some(&name), AuditType::VolumeDelete, None);
     Ok(Json(Message {
         message: "Volume removed".into(),
     }))

@@ -23,7 +23,18 @@ pub async fn push(
     JsonBody(body): JsonBody<GitPushBody>,
 ) -> ApiResult<Json<GitPushResult>> {
     let req = input::git_push(&body)?;
+    // Never the token.
+    let meta = serde_json::json!({
+        "repoPath": req.repo_path, "remote": req.remote, "branch": req.branch,
+    });
     let out = st.rt.git_push(&name, req).await?;
+    let mut meta = meta;
+    meta["exitCode"] = serde_json::json!(out.exit_code);
+    st.audit.record(
+        Some(&name),
+        clawdspace_runtime::audit::AuditType::SpaceGitPush,
+        Some(meta),
+    );
     let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
     Ok(Json(GitPushResult {
         stdout: text(&out.stdout),

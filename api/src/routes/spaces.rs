@@ -4,7 +4,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use clawdspace_runtime::audit::AuditType;
 use clawdspace_runtime::CreateSpace;
+use serde_json::json;
 
 use crate::body::{json_response, Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
@@ -88,12 +90,33 @@ pub async fn create(
             repo,
         })
         .await?;
+    st.audit.record(
+        Some(&space.name),
+        AuditType::SpaceCreate,
+        Some(create_meta(&space)),
+    );
     Ok(json_response(
         StatusCode::CREATED,
         &SpaceEnvelope {
             space: SpaceJson::from(&space),
         },
     ))
+}
+
+/// The meta of `space.create`: what was asked for, never env values,
+/// env-file contents or credentials.
+fn create_meta(space: &clawdspace_runtime::Space) -> serde_json::Value {
+    let mut m = json!({
+        "memory": space.memory,
+        "cpus": space.cpus(),
+        "gpu": space.gpu,
+        "image": space.image,
+        "network": space.network.mode.as_str(),
+    });
+    if let Some(d) = space.disk {
+        m["disk"] = json!(d);
+    }
+    m
 }
 
 /// One space.
@@ -123,6 +146,11 @@ pub async fn destroy(
 ) -> ApiResult<Json<Message>> {
     let remove_volume = q.get("removeVolume").is_some_and(|v| v == "true");
     st.rt.destroy_space(&name, remove_volume).await?;
+    st.audit.record(
+        Some(&name),
+        AuditType::SpaceDestroy,
+        Some(json!({"removeVolume": remove_volume})),
+    );
     Ok(message("Space destroyed"))
 }
 
@@ -136,6 +164,7 @@ pub async fn stop(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
     st.rt.pause(&name).await?;
+    st.audit.record(Some(&name), AuditType::SpacePause, None);
     Ok(message("Space paused"))
 }
 
@@ -148,6 +177,7 @@ pub async fn start(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
     st.rt.start(&name).await?;
+    st.audit.record(Some(&name), AuditType::SpaceStart, None);
     Ok(message("Space started"))
 }
 
@@ -163,7 +193,11 @@ pub async fn exec(
     JsonBody(body): JsonBody<ExecBody>,
 ) -> ApiResult<Response> {
     let req = input::exec_request(&body)?;
-    let out = st.rt.exec(&name, req).await?;
+    let started = std::time::Instant::now();
+    let out = st.rt.exec(&name, req.clone()).await?;
+    let meta = super::audit::exec_meta(&st, &name, &req, out.exit_code, started, out.timed_out);
+    st.audit
+        .record(Some(&name), AuditType::SpaceExec, Some(meta));
     let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
     let truncated = out.stdout_truncated || out.stderr_truncated;
     Ok(Json(ExecResult {
