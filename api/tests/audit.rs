@@ -24,7 +24,9 @@ async fn events(d: &Daemon, query: &str) -> Vec<Value> {
 }
 
 fn types(ev: &[Value]) -> Vec<&str> {
-    ev.iter().map(|e| e["type"].as_str().expect("type")).collect()
+    ev.iter()
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect()
 }
 
 #[tokio::test]
@@ -66,7 +68,9 @@ async fn a_scripted_session_is_audited_once_in_order_and_survives_restarts() {
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     for (path, want) in [("stop", "Space paused"), ("start", "Space started")] {
-        let (s, v) = d.post(&format!("/api/spaces/{name}/{path}"), json!({})).await;
+        let (s, v) = d
+            .post(&format!("/api/spaces/{name}/{path}"), json!({}))
+            .await;
         assert_eq!((s, v["message"].as_str()), (StatusCode::OK, Some(want)));
     }
     let (s, _) = d
@@ -95,7 +99,10 @@ async fn a_scripted_session_is_audited_once_in_order_and_survives_restarts() {
     assert_eq!(exec["command"], "echo \"$TOKEN\" | wc -c");
     assert_eq!(exec["exitCode"], 0);
     assert_eq!(exec["envNames"], json!(["TOKEN"]));
-    assert!(exec["durationMs"].is_u64() && exec["user"].is_string(), "{exec}");
+    assert!(
+        exec["durationMs"].is_u64() && exec["user"].is_string(),
+        "{exec}"
+    );
     assert_eq!(ev[2]["meta"]["command"], json!(["sh", "-c", "exit 3"]));
     assert_eq!(ev[2]["meta"]["exitCode"], 3);
     assert_eq!(ev[2]["meta"]["user"], "root");
@@ -189,9 +196,11 @@ async fn observability_and_stats_have_upstreams_fields() {
     d.create(name).await;
     d.exec(
         name,
-        json!("printf 'ls -la\\necho hello\\n' >> /workspace/.bash_history; \
+        json!(
+            "printf 'ls -la\\necho hello\\n' >> /workspace/.bash_history; \
                dd if=/dev/urandom of=/workspace/blob bs=1024 count=3072 2>/dev/null; \
-               setsid sleep 300 </dev/null >/dev/null 2>&1 & true"),
+               setsid sleep 300 </dev/null >/dev/null 2>&1 & true"
+        ),
     )
     .await;
     let (s, v) = d.get(&format!("/api/spaces/{name}/stats")).await;
@@ -216,9 +225,15 @@ async fn observability_and_stats_have_upstreams_fields() {
     assert_eq!(disk["path"], "/workspace");
     let total = disk["totalBytes"].as_u64().expect("totalBytes");
     let used = disk["usedBytes"].as_u64().expect("usedBytes");
-    assert!(total > 0 && used <= total && disk["availBytes"].is_u64(), "{disk}");
+    assert!(
+        total > 0 && used <= total && disk["availBytes"].is_u64(),
+        "{disk}"
+    );
     let pct = disk["usedPercent"].as_f64().expect("usedPercent");
-    assert!((pct - used as f64 / total as f64 * 100.0).abs() < 1.0, "{disk}");
+    assert!(
+        (pct - used as f64 / total as f64 * 100.0).abs() < 1.0,
+        "{disk}"
+    );
     let size = o["workspaceSizeBytes"].as_u64().expect("size");
     assert!(size >= 3 << 20 && size < 8 << 20, "{size}");
     assert!(o.get("workspaceSizeComplete").is_none());
@@ -296,7 +311,10 @@ async fn scrape(d: &Daemon) -> String {
         .await
         .expect("request");
     assert_eq!(r.status(), StatusCode::OK);
-    let ct = r.headers()["content-type"].to_str().expect("ct").to_string();
+    let ct = r.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .to_string();
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
     r.text().await.expect("text")
 }
@@ -330,8 +348,10 @@ async fn metrics_parse_and_move_when_a_space_works() {
     // Half a second or so of CPU, and some disk writes.
     d.exec(
         name,
-        json!("i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; \
-               dd if=/dev/zero of=/workspace/z bs=1M count=4 oflag=direct 2>/dev/null; echo $i"),
+        json!(
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; \
+               dd if=/dev/zero of=/workspace/z bs=1M count=4 oflag=direct 2>/dev/null; echo $i"
+        ),
     )
     .await;
     let after = parse_metrics(&scrape(&d).await);
