@@ -235,7 +235,7 @@ async fn observability_and_stats_have_upstreams_fields() {
         "{disk}"
     );
     let size = o["workspaceSizeBytes"].as_u64().expect("size");
-    assert!(size >= 3 << 20 && size < 8 << 20, "{size}");
+    assert!((3 << 20..8 << 20).contains(&size), "{size}");
     assert!(o.get("workspaceSizeComplete").is_none());
     let top = o["top"].as_array().expect("top");
     assert!(!top.is_empty() && top.len() <= 8, "{top:?}");
@@ -261,9 +261,11 @@ async fn observability_and_stats_have_upstreams_fields() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
-/// Parses `/metrics` text with Python's prometheus_client: sample name →
-/// list of (labels, value).
-fn parse_metrics(text: &str) -> HashMap<String, Vec<(HashMap<String, String>, f64)>> {
+/// Sample name → list of (labels, value).
+type Samples = HashMap<String, Vec<(HashMap<String, String>, f64)>>;
+
+/// Parses `/metrics` text with Python's prometheus_client.
+fn parse_metrics(text: &str) -> Samples {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("m.txt");
     fs::write(&f, text).expect("write");
@@ -289,11 +291,7 @@ print(json.dumps(out))
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
-fn value(
-    m: &HashMap<String, Vec<(HashMap<String, String>, f64)>>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn value(m: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     m.get(name)?.iter().find_map(|(l, v)| {
         labels
             .iter()
@@ -332,7 +330,7 @@ async fn metrics_parse_and_move_when_a_space_works() {
     let before = parse_metrics(&scrape(&d).await);
     let sp = [("space", name)];
     let cpu0 = value(&before, "clawdspace_space_cpu_seconds_total", &sp).expect("cpu");
-    let execs = |m: &HashMap<_, _>| {
+    let execs = |m: &Samples| {
         value(
             m,
             "clawdspace_http_request_duration_seconds_count",
