@@ -41,7 +41,7 @@ pub struct AppState {
     pub previews: Arc<clawdspace_runtime::previews::Previews>,
     /// Connection caps of the port proxy.
     pub port_limits: Arc<routes::ports::PortLimits>,
-    /// The audit log: `st.audit.record(Some(space), AuditType::…, meta)`
+    /// The audit log: `st.audit.record(Some(space), AuditType::…, meta).await`
     /// after an action succeeded (see `clawdspace_runtime::audit`).
     pub audit: Arc<AuditLog>,
     /// Request figures for `/metrics`.

@@ -23,11 +23,13 @@ pub async fn run(rt: Runtime, audit: Arc<AuditLog>, idle: Duration, interval: Du
             match rt.pause_if_idle(&s.name, idle).await {
                 Ok(true) => {
                     tracing::info!(space = %s.name, "auto-sleep: paused idle space");
-                    audit.record(
-                        Some(&s.name),
-                        AuditType::SpacePause,
-                        Some(serde_json::json!({"reason": "idle"})),
-                    );
+                    audit
+                        .record(
+                            Some(&s.name),
+                            AuditType::SpacePause,
+                            Some(serde_json::json!({"reason": "idle"})),
+                        )
+                        .await;
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(space = %s.name, "auto-sleep: {e}"),

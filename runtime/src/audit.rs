@@ -2,15 +2,18 @@
 //! SPEC 12), appended to a file in the state directory and rotated at a
 //! size cap (`audit.jsonl` → `audit.jsonl.1`, the older `.1` goes).
 //!
-//! [`AuditLog::record`] never blocks: it queues the event for a thread of
-//! the log's own, which owns the file. Queries go through the same queue,
-//! so a query sees every event recorded before it, in order. Meta values
-//! are the caller's business; callers put in names and numbers, never
-//! environment values or file contents (see docs/API.md).
+//! A thread of the log's own owns the file; events and queries reach it
+//! through one queue, so a query sees every event recorded before it, in
+//! order. [`AuditLog::record`] waits (asynchronously) until its event is
+//! written, so an answered request's event survives a `kill -9` of the
+//! daemon; [`AuditLog::record_nowait`] only queues (for code that cannot
+//! await). Neither blocks a thread. Meta values are the caller's business:
+//! names and numbers, never environment values or file contents (see
+//! docs/API.md).
 //!
 //! ```ignore
-//! st.audit.record(Some("dev"), AuditType::SpacePause, None);
-//! st.audit.record(None, AuditType::TemplateUpsert, Some(json!({"template": "gpu"})));
+//! st.audit.record(Some("dev"), AuditType::SpacePause, None).await;
+//! st.audit.record(None, AuditType::TemplateUpsert, Some(json!({"template": "gpu"}))).await;
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -136,7 +139,8 @@ pub struct AuditCounts {
 }
 
 enum Msg {
-    Event(AuditEvent),
+    /// An event, and who waits for it to be written.
+    Event(AuditEvent, Option<tokio::sync::oneshot::Sender<()>>),
     Query {
         space: Option<String>,
         limit: usize,
@@ -201,16 +205,37 @@ impl AuditLog {
         self.max_bytes
     }
 
-    /// Records an event now (`ts` is the current time). Never blocks; an
-    /// event that cannot be queued is counted in [`AuditCounts::dropped`]
-    /// and logged. Strings in `meta` longer than [`MAX_META_STRING`] are
-    /// cut.
-    pub fn record(&self, space: Option<&str>, kind: AuditType, meta: Option<Value>) {
-        self.record_raw(space, kind.as_str(), meta)
+    /// Records an event now (`ts` is the current time) and waits until
+    /// the log's thread has written it to the file (not synced). Never
+    /// blocks a thread; an event that cannot be queued is counted in
+    /// [`AuditCounts::dropped`] and logged. Strings in `meta` longer than
+    /// [`MAX_META_STRING`] are cut.
+    pub async fn record(&self, space: Option<&str>, kind: AuditType, meta: Option<Value>) {
+        self.record_raw(space, kind.as_str(), meta).await
     }
 
     /// [`AuditLog::record`] with a `type` string of the caller's.
-    pub fn record_raw(&self, space: Option<&str>, kind: &str, meta: Option<Value>) {
+    pub async fn record_raw(&self, space: Option<&str>, kind: &str, meta: Option<Value>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.enqueue(space, kind, meta, Some(tx)) {
+            // Dropped unanswered only when the write failed (counted).
+            let _ = rx.await;
+        }
+    }
+
+    /// Queues an event without waiting for it to be written (it is, in
+    /// order, unless the daemon dies first).
+    pub fn record_nowait(&self, space: Option<&str>, kind: AuditType, meta: Option<Value>) {
+        self.enqueue(space, kind.as_str(), meta, None);
+    }
+
+    fn enqueue(
+        &self,
+        space: Option<&str>,
+        kind: &str,
+        meta: Option<Value>,
+        ack: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
         let meta = meta.map(|mut m| {
             if cap_strings(&mut m) {
                 if let Value::Object(o) = &mut m {
@@ -225,9 +250,10 @@ impl AuditLog {
             kind: kind.to_string(),
             meta,
         };
-        match self.tx.try_send(Msg::Event(event)) {
+        match self.tx.try_send(Msg::Event(event, ack)) {
             Ok(()) => {
                 self.counters.recorded.fetch_add(1, Ordering::Relaxed);
+                true
             }
             Err(e) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -242,6 +268,7 @@ impl AuditLog {
                     };
                     tracing::warn!(kind, why, "audit event dropped");
                 }
+                false
             }
         }
     }
@@ -377,10 +404,17 @@ impl Writer {
     fn run(mut self, rx: Receiver<Msg>, counters: &Counters) {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(Msg::Event(e)) => {
-                    if let Err(err) = self.append(&e, counters) {
-                        counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!("audit log: {err}");
+                Ok(Msg::Event(e, ack)) => {
+                    match self.append(&e, counters) {
+                        Ok(()) => {
+                            if let Some(ack) = ack {
+                                let _ = ack.send(());
+                            }
+                        }
+                        Err(err) => {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!("audit log: {err}");
+                        }
                     }
                     // Under a steady stream, still sync every few seconds.
                     if self.last_sync.elapsed() > Duration::from_secs(5) {
@@ -546,9 +580,11 @@ mod tests {
         let log = AuditLog::open(&path, DEFAULT_MAX_BYTES).expect("open");
         for i in 0..10 {
             let space = if i % 2 == 0 { "a" } else { "b" };
-            log.record(Some(space), AuditType::SpaceExec, Some(json!({"i": i})));
+            log.record_nowait(Some(space), AuditType::SpaceExec, Some(json!({"i": i})));
         }
-        log.record(None, AuditType::TemplateUpsert, None);
+        log.record(None, AuditType::TemplateUpsert, None).await;
+        // Written when `record` returns.
+        assert_eq!(lines(&path).len(), 11);
         let all = log.query(None, 1000).await.expect("query");
         assert_eq!(all.len(), 11);
         assert_eq!(all[0].meta, Some(json!({"i": 0})));
@@ -579,7 +615,8 @@ mod tests {
                 Some("s"),
                 AuditType::SpaceExec,
                 Some(json!({"i": i, "pad": pad})),
-            );
+            )
+            .await;
         }
         let got = log.query(None, 1000).await.expect("query");
         log.close();
@@ -608,14 +645,14 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         {
             let log = AuditLog::open(&path, DEFAULT_MAX_BYTES).expect("open");
-            log.record(Some("a"), AuditType::SpaceCreate, None);
+            log.record(Some("a"), AuditType::SpaceCreate, None).await;
         }
         // A crash in the middle of a line.
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(b"{\"ts\":\"2026").expect("write");
         drop(f);
         let log = AuditLog::open(&path, DEFAULT_MAX_BYTES).expect("reopen");
-        log.record(Some("a"), AuditType::SpaceDestroy, None);
+        log.record(Some("a"), AuditType::SpaceDestroy, None).await;
         let got = log.query(None, 10).await.expect("query");
         let kinds: Vec<_> = got.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["space.create", "space.destroy"]);

@@ -8,11 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use std::future::Future;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use clawdspace_runtime::audit::AuditEvent;
+use clawdspace_runtime::audit::{AuditEvent, AuditType};
 use clawdspace_runtime::{Command, ExecRequest};
 
 use crate::body::Json;
@@ -129,11 +130,41 @@ pub async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
     Ok(r)
 }
 
+/// Runs `op` to completion on a task of its own and, when it succeeds,
+/// records a `kind` event of `space` with `meta(&result)`, both even if the
+/// client hangs up meanwhile (the runtime's operations finish regardless:
+/// their events must not be lost with the request).
+pub async fn audited<T, F, M>(
+    st: &AppState,
+    space: &str,
+    kind: AuditType,
+    op: F,
+    meta: M,
+) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, clawdspace_runtime::Error>> + Send + 'static,
+    M: FnOnce(&T) -> Option<Value> + Send + 'static,
+{
+    let audit = st.audit.clone();
+    let space = space.to_string();
+    tokio::spawn(async move {
+        let r = op.await;
+        if let Ok(v) = &r {
+            audit.record(Some(&space), kind, meta(v)).await;
+        }
+        r
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(ApiError::from)
+}
+
 /// The meta of a `space.exec` event: the command as given, the user it
 /// ran as, its exit code and duration, and the *names* of extra
 /// environment variables (never their values, never stdin).
 pub fn exec_meta(
-    st: &AppState,
+    rt: &clawdspace_runtime::Runtime,
     space: &str,
     req: &ExecRequest,
     exit_code: i32,
@@ -147,7 +178,7 @@ pub fn exec_meta(
     let user = req
         .user
         .clone()
-        .or_else(|| st.rt.get(space).ok().map(|s| s.user.name));
+        .or_else(|| rt.get(space).ok().map(|s| s.user.name));
     let mut meta = json!({
         "command": command,
         "user": user,

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use clawdspace_runtime::audit::AuditType;
 use clawdspace_runtime::{workspace_path, FileInfo, FileKind, PutOptions};
 
+use super::audit::audited;
 use crate::body::{Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ErrorJson, Message};
@@ -248,19 +249,15 @@ pub async fn write(
         ..Default::default()
     };
     let len = bytes.len();
-    st.rt
-        .put_file(
-            &name,
-            &in_workspace(&given)?,
-            opts,
-            std::io::Cursor::new(bytes),
-        )
-        .await?;
-    st.audit.record(
-        Some(&name),
+    let (rt, n, p) = (st.rt.clone(), name.clone(), in_workspace(&given)?);
+    audited(
+        &st,
+        &name,
         AuditType::SpaceFileWrite,
-        Some(json!({"path": given, "bytes": len})),
-    );
+        async move { rt.put_file(&n, &p, opts, std::io::Cursor::new(bytes)).await },
+        move |_| Some(json!({"path": given, "bytes": len})),
+    )
+    .await?;
     Ok(Json(Message {
         message: "OK".into(),
     }))
@@ -305,15 +302,15 @@ pub async fn put(
         mode,
         mkdirs: flag(&q, "mkdirs")?,
     };
-    let info = st
-        .rt
-        .put_file(&name, &path, opts, body_reader(body))
-        .await?;
-    st.audit.record(
-        Some(&name),
+    let (rt, n, p) = (st.rt.clone(), name.clone(), path.clone());
+    let info = audited(
+        &st,
+        &name,
         AuditType::SpaceFileWrite,
-        Some(json!({"path": path, "bytes": info.size})),
-    );
+        async move { rt.put_file(&n, &p, opts, body_reader(body)).await },
+        move |info: &FileInfo| Some(json!({"path": path, "bytes": info.size})),
+    )
+    .await?;
     Ok(Json(FileStatJson::from(&info)))
 }
 
@@ -437,12 +434,15 @@ pub async fn delete(
     Query(q): Params,
 ) -> ApiResult<Json<Message>> {
     let path = path_param(&q)?;
-    st.rt.delete_path(&name, &path).await?;
-    st.audit.record(
-        Some(&name),
+    let (rt, n, p) = (st.rt.clone(), name.clone(), path.clone());
+    audited(
+        &st,
+        &name,
         AuditType::SpaceFileDelete,
-        Some(json!({"path": path})),
-    );
+        async move { rt.delete_path(&n, &p).await },
+        move |_| Some(json!({ "path": path })),
+    )
+    .await?;
     Ok(Json(Message {
         message: "Deleted".into(),
     }))
@@ -560,14 +560,15 @@ pub async fn archive_put(
     body: Body,
 ) -> ApiResult<Json<Message>> {
     let path = path_param(&q)?;
-    st.rt
-        .extract_archive(&name, &path, body_reader(body))
-        .await?;
-    st.audit.record(
-        Some(&name),
+    let (rt, n, p) = (st.rt.clone(), name.clone(), path.clone());
+    audited(
+        &st,
+        &name,
         AuditType::SpaceArchiveExtract,
-        Some(json!({"path": path})),
-    );
+        async move { rt.extract_archive(&n, &p, body_reader(body)).await },
+        move |_| Some(json!({ "path": path })),
+    )
+    .await?;
     Ok(Json(Message {
         message: "Extracted".into(),
     }))
@@ -599,8 +600,15 @@ pub async fn remove_volume(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
-    st.rt.remove_volume(&name).await?;
-    st.audit.record(Some(&name), AuditType::VolumeDelete, None);
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::VolumeDelete,
+        async move { rt.remove_volume(&n).await },
+        |_| None,
+    )
+    .await?;
     Ok(Json(Message {
         message: "Volume removed".into(),
     }))

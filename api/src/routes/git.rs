@@ -24,17 +24,21 @@ pub async fn push(
 ) -> ApiResult<Json<GitPushResult>> {
     let req = input::git_push(&body)?;
     // Never the token.
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "repoPath": req.repo_path, "remote": req.remote, "branch": req.branch,
     });
-    let out = st.rt.git_push(&name, req).await?;
-    let mut meta = meta;
-    meta["exitCode"] = serde_json::json!(out.exit_code);
-    st.audit.record(
-        Some(&name),
+    let (rt, n) = (st.rt.clone(), name.clone());
+    let out = super::audit::audited(
+        &st,
+        &name,
         clawdspace_runtime::audit::AuditType::SpaceGitPush,
-        Some(meta),
-    );
+        async move { rt.git_push(&n, req).await },
+        move |out: &clawdspace_runtime::ExecOutput| {
+            meta["exitCode"] = serde_json::json!(out.exit_code);
+            Some(meta)
+        },
+    )
+    .await?;
     let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
     Ok(Json(GitPushResult {
         stdout: text(&out.stdout),

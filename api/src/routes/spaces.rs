@@ -8,6 +8,8 @@ use clawdspace_runtime::audit::AuditType;
 use clawdspace_runtime::CreateSpace;
 use serde_json::json;
 
+use super::audit::audited;
+
 use crate::body::{json_response, Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::format::js_trim;
@@ -73,28 +75,30 @@ pub async fn create(
     let env = input::create_env(&body)?;
     let env_file = input::env_file(&body)?;
     let repo = input::repo(&body)?;
-    let space = st
-        .rt
-        .create(CreateSpace {
-            name,
-            image,
-            memory,
-            nano_cpus,
-            pids_limit: None,
-            gpu,
-            gpus,
-            network,
-            disk,
-            env,
-            env_file,
-            repo,
-        })
-        .await?;
-    st.audit.record(
-        Some(&space.name),
+    let rt = st.rt.clone();
+    let req = CreateSpace {
+        name,
+        image,
+        memory,
+        nano_cpus,
+        pids_limit: None,
+        gpu,
+        gpus,
+        network,
+        disk,
+        env,
+        env_file,
+        repo,
+    };
+    let space_name = req.name.as_str().to_string();
+    let space = audited(
+        &st,
+        &space_name,
         AuditType::SpaceCreate,
-        Some(create_meta(&space)),
-    );
+        async move { rt.create(req).await },
+        |s| Some(create_meta(s)),
+    )
+    .await?;
     Ok(json_response(
         StatusCode::CREATED,
         &SpaceEnvelope {
@@ -145,12 +149,15 @@ pub async fn destroy(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Json<Message>> {
     let remove_volume = q.get("removeVolume").is_some_and(|v| v == "true");
-    st.rt.destroy_space(&name, remove_volume).await?;
-    st.audit.record(
-        Some(&name),
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
         AuditType::SpaceDestroy,
-        Some(json!({"removeVolume": remove_volume})),
-    );
+        async move { rt.destroy_space(&n, remove_volume).await },
+        move |_| Some(json!({ "removeVolume": remove_volume })),
+    )
+    .await?;
     Ok(message("Space destroyed"))
 }
 
@@ -163,8 +170,15 @@ pub async fn stop(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
-    st.rt.pause(&name).await?;
-    st.audit.record(Some(&name), AuditType::SpacePause, None);
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::SpacePause,
+        async move { rt.pause(&n).await },
+        |_| None,
+    )
+    .await?;
     Ok(message("Space paused"))
 }
 
@@ -176,8 +190,15 @@ pub async fn start(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
-    st.rt.start(&name).await?;
-    st.audit.record(Some(&name), AuditType::SpaceStart, None);
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::SpaceStart,
+        async move { rt.start(&n).await },
+        |_| None,
+    )
+    .await?;
     Ok(message("Space started"))
 }
 
@@ -194,10 +215,25 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     let req = input::exec_request(&body)?;
     let started = std::time::Instant::now();
-    let out = st.rt.exec(&name, req.clone()).await?;
-    let meta = super::audit::exec_meta(&st, &name, &req, out.exit_code, started, out.timed_out);
-    st.audit
-        .record(Some(&name), AuditType::SpaceExec, Some(meta));
+    let (rt, n, r) = (st.rt.clone(), name.clone(), req.clone());
+    let (meta_rt, meta_name) = (st.rt.clone(), name.clone());
+    let out = audited(
+        &st,
+        &name,
+        AuditType::SpaceExec,
+        async move { rt.exec(&n, r).await },
+        move |out: &clawdspace_runtime::ExecOutput| {
+            Some(super::audit::exec_meta(
+                &meta_rt,
+                &meta_name,
+                &req,
+                out.exit_code,
+                started,
+                out.timed_out,
+            ))
+        },
+    )
+    .await?;
     let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
     let truncated = out.stdout_truncated || out.stderr_truncated;
     Ok(Json(ExecResult {
