@@ -302,15 +302,20 @@ pub async fn put(
         mode,
         mkdirs: flag(&q, "mkdirs")?,
     };
-    let (rt, n, p) = (st.rt.clone(), name.clone(), path.clone());
-    let info = audited(
-        &st,
-        &name,
-        AuditType::SpaceFileWrite,
-        async move { rt.put_file(&n, &p, opts, body_reader(body)).await },
-        move |info: &FileInfo| Some(json!({"path": path, "bytes": info.size})),
-    )
-    .await?;
+    // Not on a task of its own (`audited`): the body is the client's, so
+    // a client that hangs up fails the write anyway; and the request body
+    // must stay with the request while an early error (507) is answered.
+    let info = st
+        .rt
+        .put_file(&name, &path, opts, body_reader(body))
+        .await?;
+    st.audit
+        .record(
+            Some(&name),
+            AuditType::SpaceFileWrite,
+            Some(json!({"path": path, "bytes": info.size})),
+        )
+        .await;
     Ok(Json(FileStatJson::from(&info)))
 }
 
@@ -560,15 +565,17 @@ pub async fn archive_put(
     body: Body,
 ) -> ApiResult<Json<Message>> {
     let path = path_param(&q)?;
-    let (rt, n, p) = (st.rt.clone(), name.clone(), path.clone());
-    audited(
-        &st,
-        &name,
-        AuditType::SpaceArchiveExtract,
-        async move { rt.extract_archive(&n, &p, body_reader(body)).await },
-        move |_| Some(json!({ "path": path })),
-    )
-    .await?;
+    // As for `put`: the body stays with the request.
+    st.rt
+        .extract_archive(&name, &path, body_reader(body))
+        .await?;
+    st.audit
+        .record(
+            Some(&name),
+            AuditType::SpaceArchiveExtract,
+            Some(json!({ "path": path })),
+        )
+        .await;
     Ok(Json(Message {
         message: "Extracted".into(),
     }))
