@@ -85,8 +85,9 @@ pub async fn middleware(State(st): State<AppState>, req: Request, next: Next) ->
         r
     } else {
         let path = req.uri().path();
-        let needs_key = (path == "/api" || path.starts_with("/api/") || path == "/mcp")
-            && !OPEN.contains(&path);
+        let needs_key = ((path == "/api" || path.starts_with("/api/")) && !OPEN.contains(&path))
+            || path == "/metrics"
+            || path == "/mcp";
         if st.auth_disabled {
             match local_same_origin(&req) {
                 Ok(()) => next.run(req).await,

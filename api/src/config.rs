@@ -214,6 +214,18 @@ pub struct Config {
     /// Spaces `/mcp` may never touch (wins over the allow list).
     #[arg(long, env = "CLAWDSPACE_MCP_DENY", default_value = "")]
     pub mcp_deny: String,
+    /// The audit log (JSON lines) [default: `<state dir>/audit.jsonl`].
+    #[arg(long, env = "CLAWDSPACE_AUDIT_PATH")]
+    pub audit_path: Option<PathBuf>,
+    /// Size at which the audit log is rotated to `<path>.1` (bytes; the
+    /// previous `.1` is deleted). At least 4096.
+    #[arg(long, env = "CLAWDSPACE_AUDIT_MAX_BYTES", default_value_t = clawdspace_runtime::audit::DEFAULT_MAX_BYTES,
+        value_parser = clap::value_parser!(u64).range(4096..))]
+    pub audit_max_bytes: u64,
+    /// How often (ms) spaces' egress drops are looked at and written to the
+    /// audit log as `network.drop` events (0: never).
+    #[arg(long, env = "CLAWDSPACE_DROP_AUDIT_MS", default_value_t = 10_000)]
+    pub drop_audit_ms: u64,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,
@@ -269,6 +281,14 @@ impl Config {
                 addr.port()
             )))
         }
+    }
+
+    /// Where the audit log lives.
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit_path
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| self.state_dir.join("audit.jsonl"))
     }
 
     /// The address the API listens on.

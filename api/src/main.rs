@@ -4,9 +4,11 @@ mod auth;
 mod bandwidth;
 mod body;
 mod config;
+mod drops;
 mod error;
 mod format;
 mod input;
+mod metrics;
 mod model;
 mod nodes;
 mod openapi;
@@ -24,6 +26,7 @@ use anyhow::Context;
 use clap::Parser;
 use tower::Layer;
 
+use clawdspace_runtime::audit::AuditLog;
 use clawdspace_runtime::Runtime;
 
 /// Shared state of every handler.
@@ -49,6 +52,11 @@ pub struct AppState {
     pub auth_disabled: bool,
     /// Cancelled at shutdown: ends the MCP sessions (their open streams).
     pub mcp_stop: tokio_util::sync::CancellationToken,
+    /// The audit log: `st.audit.record(Some(space), AuditType::…, meta).await`
+    /// after an action succeeded (see `clawdspace_runtime::audit`).
+    pub audit: Arc<AuditLog>,
+    /// Request figures for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +107,11 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     let key = tokio::task::spawn_blocking(move || auth::resolve_key(explicit.as_deref(), &dir))
         .await?
         .with_context(|| format!("API key in {}", config.state_dir.display()))?;
+    let (path, max) = (config.audit_path(), config.audit_max_bytes);
+    let audit = tokio::task::spawn_blocking(move || AuditLog::open(&path, max))
+        .await?
+        .with_context(|| format!("audit log {}", config.audit_path().display()))?;
+    let audit = Arc::new(audit);
     let runtime = Runtime::open(config.runtime())
         .await
         .context("opening the runtime")?;
@@ -109,7 +122,12 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
     routes::dashboard::log_build();
     let idle = Duration::from_millis(config.idle_timeout_ms);
     let interval = Duration::from_millis(config.sleep_interval_ms.max(10));
-    tokio::spawn(sleep::run(runtime.clone(), idle, interval));
+    tokio::spawn(sleep::run(runtime.clone(), audit.clone(), idle, interval));
+    tokio::spawn(drops::run(
+        runtime.clone(),
+        audit.clone(),
+        Duration::from_millis(config.drop_audit_ms),
+    ));
     tracing::info!(
         api = %format!("http://{addr}/api"),
         dashboard = %format!("http://{addr}/"),
@@ -174,6 +192,8 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         templates: Arc::new(templates),
         auth_disabled,
         mcp_stop: tokio_util::sync::CancellationToken::new(),
+        audit: audit.clone(),
+        metrics: Arc::new(metrics::Metrics::default()),
     };
     let mcp_stop = state.mcp_stop.clone();
     let limits = state.config.limits();
@@ -202,6 +222,8 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
             tracing::error!("saving activity at shutdown: {e}");
         }
     }
+    // Queued audit events are written and synced.
+    let _ = tokio::task::spawn_blocking(move || audit.close()).await;
     tracing::info!("shutting down; spaces keep running");
     Ok(())
 }

@@ -7,7 +7,7 @@ use crate::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Clawdspace API", description = "Sandboxed Linux spaces on your own servers. Every path except /api/health and /api/openapi.json needs `Authorization: Bearer <key>` or `?key=<key>`. Streaming exec: GET /api/spaces/{name}/exec/ws; terminal: GET /api/spaces/{name}/terminal (WebSockets, see docs/API.md)."),
+    info(title = "Clawdspace API", description = "Sandboxed Linux spaces on your own servers. Every path under /api except /api/health and /api/openapi.json, and /metrics, needs `Authorization: Bearer <key>` or `?key=<key>`. Streaming exec: GET /api/spaces/{name}/exec/ws; terminal: GET /api/spaces/{name}/terminal (WebSockets, see docs/API.md)."),
     paths(
         routes::health,
         routes::spaces::list,
@@ -19,6 +19,9 @@ use crate::routes;
         routes::spaces::exec,
         routes::git::push,
         routes::stats::stats,
+        routes::stats::observability,
+        routes::audit::list,
+        routes::audit::metrics,
         routes::files::list,
         routes::files::read,
         routes::files::write,
@@ -46,6 +49,9 @@ use crate::routes;
     components(schemas(CreateSpaceBody, ExecBody, GitPushBody, GitPushResult, CommandSpec, SpaceJson, SpaceEnvelope, SpaceList, Message, ErrorJson, Health, ExecResult,
         SystemInfo, QuarantinedJson, MemoryInfo, DiskInfo, RuntimeCounters, SystemCapabilities, Capabilities, NodesJson, NodeJson, NodeCapabilities, PlacementJson, routes::ports::PortBody, routes::ports::PortJson, routes::ports::PortList, routes::ports::PreviewJson,
         routes::stats::StatsEnvelope, routes::stats::SpaceStatsJson, SpaceVolume,
+        routes::stats::ObservabilityEnvelope, routes::stats::ObservabilityJson,
+        routes::stats::WorkspaceDiskJson, routes::stats::TopProcessJson,
+        routes::audit::AuditList, routes::audit::AuditEventJson,
         routes::files::FileEntryJson, routes::files::FileListJson, routes::files::FileContentJson,
         routes::files::PutFileBody, routes::files::FileStatJson, routes::files::VolumeJson,
         routes::files::VolumeList, TemplateList, TemplateSummaryJson, TemplateYaml, PutTemplateBody, TemplateEnvelope)),

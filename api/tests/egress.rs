@@ -104,7 +104,7 @@ async fn malformed_policies_are_400s_that_say_why() {
 #[tokio::test]
 #[ignore = "needs root"]
 async fn policies_show_in_the_space_and_its_stats() {
-    let Some(d) = Daemon::start(&[]).await else {
+    let Some(d) = Daemon::start(&[("CLAWDSPACE_DROP_AUDIT_MS", "300")]).await else {
         return;
     };
     // The string form still works.
@@ -139,6 +139,26 @@ async fn policies_show_in_the_space_and_its_stats() {
     assert_eq!(sp["allowDomains"], json!(["pypi.org", "*.github.com"]));
     assert_eq!(sp["allowPorts"], json!([80, 443]), "default ports");
     assert!(sp.get("blockCidrs").is_none(), "{sp}");
+
+    // A refused connection shows in the audit log as network.drop.
+    let r = d
+        .exec("pol", json!("nc -w 1 192.168.1.7 80 </dev/null; true"))
+        .await;
+    assert_eq!(r["exitCode"], 0, "{r}");
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        let (_, a) = d.get("/api/audit?space=pol").await;
+        if let Some(e) = a["events"]
+            .as_array()
+            .and_then(|es| es.iter().find(|e| e["type"] == "network.drop"))
+        {
+            seen = e.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(seen["meta"]["packets"].as_u64() >= Some(1), "{seen}");
+    assert!(seen["meta"]["bytes"].as_u64() >= Some(20), "{seen}");
 
     let (_, st) = d.get("/api/spaces/dom/stats").await;
     assert!(st["stats"]["egressDroppedPackets"].is_u64(), "{st}");

@@ -69,6 +69,17 @@ pub struct SpaceStats {
     pub cpu_quota: Option<(i64, u64)>,
     /// Maximum number of pids, when limited.
     pub pids_limit: Option<u64>,
+    /// Bytes read from block devices (v1 `blkio` throttle figures, v2
+    /// `io.stat`). Page-cache hits and, on v1, buffered writes are not
+    /// charged here.
+    pub block_read_bytes: u64,
+    /// Bytes written to block devices.
+    pub block_write_bytes: u64,
+    /// Bytes received on the space's network interfaces (loopback not
+    /// counted); filled by the runtime, not from the cgroup.
+    pub network_rx_bytes: u64,
+    /// Bytes sent on the space's network interfaces.
+    pub network_tx_bytes: u64,
 }
 
 /// Paths of one cgroup (absolute cgroup path like `/clawdspace/<id>`).
@@ -89,6 +100,51 @@ fn read_limit(p: &Path) -> Option<u64> {
         return None;
     }
     s.parse().ok().filter(|v: &u64| *v < (1 << 62))
+}
+
+/// Block I/O bytes from a v2 `io.stat` (`MAJ:MIN rbytes=N wbytes=N …`).
+fn block_v2(file: &Path) -> SpaceStats {
+    let text = fs::read_to_string(file).unwrap_or_default();
+    let mut s = SpaceStats::default();
+    for field in text.split_whitespace() {
+        let Some((k, v)) = field.split_once('=') else {
+            continue;
+        };
+        let v = v.parse::<u64>().unwrap_or(0);
+        match k {
+            "rbytes" => s.block_read_bytes += v,
+            "wbytes" => s.block_write_bytes += v,
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Block I/O bytes from a v1 blkio directory (`MAJ:MIN Read N` lines of
+/// the throttle figures, which every kernel keeps; the recursive file
+/// when there is one).
+fn block_v1(dir: &Path) -> SpaceStats {
+    let text = [
+        "blkio.throttle.io_service_bytes_recursive",
+        "blkio.throttle.io_service_bytes",
+    ]
+    .iter()
+    .find_map(|f| fs::read_to_string(dir.join(f)).ok())
+    .unwrap_or_default();
+    let mut s = SpaceStats::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(_dev), Some(op), Some(v)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let v = v.parse::<u64>().unwrap_or(0);
+        match op {
+            "Read" => s.block_read_bytes += v,
+            "Write" => s.block_write_bytes += v,
+            _ => {}
+        }
+    }
+    s
 }
 
 impl CgroupPaths {
@@ -161,6 +217,7 @@ impl CgroupPaths {
                     pids: read_u64(&d.join("pids.current")).unwrap_or(0),
                     cpu_quota,
                     pids_limit: read_limit(&d.join("pids.max")),
+                    ..block_v2(&d.join("io.stat"))
                 }
             }
             _ => {
@@ -181,9 +238,37 @@ impl CgroupPaths {
                     pids: read_u64(&self.dir("pids").join("pids.current")).unwrap_or(0),
                     cpu_quota: quota.zip(period),
                     pids_limit: read_limit(&self.dir("pids").join("pids.max")),
+                    ..block_v1(&self.dir("blkio"))
                 }
             }
         }
+    }
+
+    /// Pids of the processes in the cgroup (at most `cap`).
+    pub fn procs(&self, cap: usize) -> Vec<i32> {
+        let ctrl = if self.mode == CgroupMode::Unified {
+            ""
+        } else {
+            "pids"
+        };
+        fs::read_to_string(self.dir(ctrl).join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .take(cap)
+            .collect()
+    }
+
+    /// Whether `/proc/<pid>/cgroup` text `text` puts its process in this
+    /// cgroup or below it.
+    pub fn lists(&self, text: &str) -> bool {
+        let me = format!("/{}", self.path);
+        text.lines().any(|l| {
+            let Some(p) = l.splitn(3, ':').nth(2) else {
+                return false;
+            };
+            self.path.is_empty() || p == me || p.starts_with(&format!("{me}/"))
+        })
     }
 
     /// Number of OOM kills in the cgroup, when the kernel reports it.
@@ -249,5 +334,31 @@ impl CgroupPaths {
                 .map(|s| s.trim() == "FROZEN")
                 .unwrap_or(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_figures_v1_and_v2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v2 = dir.path().join("io.stat");
+        fs::write(
+            &v2,
+            "8:0 rbytes=100 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n254:0 rbytes=5 wbytes=7 rios=1 wios=1\n",
+        )
+        .expect("write");
+        let s = block_v2(&v2);
+        assert_eq!((s.block_read_bytes, s.block_write_bytes), (105, 27));
+        fs::write(
+            dir.path().join("blkio.throttle.io_service_bytes"),
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Async 12288\n8:0 Total 12288\nTotal 12288\n",
+        )
+        .expect("write");
+        let s = block_v1(dir.path());
+        assert_eq!((s.block_read_bytes, s.block_write_bytes), (4096, 8192));
+        assert_eq!(block_v1(&dir.path().join("none")), SpaceStats::default());
     }
 }

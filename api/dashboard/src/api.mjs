@@ -109,6 +109,10 @@ export const api = {
     call('POST', space(node, name, '/ports'), { port, public: isPublic }),
   previews: (node, name) => call('GET', space(node, name, '/ports')).then((d) => d.previews),
   revokePort: (node, name, port) => call('DELETE', space(node, name, `/ports?port=${port}`)),
+  /** The last `limit` audit events of `node` (of space `name` when given), oldest first. */
+  audit: (node, name, limit) =>
+    call('GET', `${base(node)}/api/audit?limit=${limit}${name ? `&space=${encodeURIComponent(name)}` : ''}`)
+      .then((d) => d.events),
   destroyWithVolume: (node, name) => call('DELETE', space(node, name, '?removeVolume=true')),
   templates: (node) => call('GET', `${base(node)}/api/templates`).then((d) => d.templates),
   template: (node, name) =>

@@ -6,6 +6,7 @@ import { Series, draw } from './charts.mjs';
 import * as fmt from './format.mjs';
 import { MISSING_TEXT, openTerminal, terminalAvailable } from './terminal.mjs';
 import { initFiles, openFiles } from './files.mjs';
+import { initAudit, openAudit } from './audit.mjs';
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
@@ -683,6 +684,16 @@ $('form-templates').addEventListener('submit', async (ev) => {
 
 // Files
 initFiles({ openDialog, showError });
+
+// Audit log
+initAudit({
+  openDialog,
+  showError,
+  handleError,
+  nodes: () => (state.nodes.length ? state.nodes.map((n) => n.name) : [state.self]),
+  spaces: () => state.spaces,
+});
+$('btn-audit').addEventListener('click', () => openAudit(state.filter || state.self, ''));
 
 // Exec
 let execSpace = null;

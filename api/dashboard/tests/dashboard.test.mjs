@@ -296,6 +296,31 @@ try {
     await status.filter({ hasText: 'running' }).waitFor();
   });
 
+  await step('the audit log lists this session\'s actions, newest first, filtered by space', async () => {
+    await page.getByRole('button', { name: 'Audit log' }).click();
+    const dlg = page.locator('#dlg-audit');
+    await dlg.waitFor();
+    await dlg.getByLabel('Space').fill(name);
+    await dlg.getByRole('button', { name: 'Show' }).click();
+    await dlg.locator('tr[data-type="space.start"]').first().waitFor();
+    const rows = dlg.locator('#audit-body tr');
+    const types = await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.type));
+    // Newest first: resume, pause, …, create last.
+    assert.equal(types[0], 'space.start');
+    assert.equal(types[1], 'space.pause');
+    assert.equal(types.at(-1), 'space.create');
+    for (const t of ['space.exec', 'space.file.write', 'port.publish', 'port.revoke']) {
+      assert.ok(types.includes(t), `${t} in ${types}`);
+    }
+    const spaces = await rows.evaluateAll((trs) => trs.map((tr) => tr.children[1].textContent));
+    assert.ok(spaces.every((s) => s === name), spaces.join());
+    const echo = dlg.locator('tr[data-type="space.exec"]').filter({ hasText: 'echo hello; echo oops' });
+    assert.match(await echo.locator('.audit-details').innerText(), /echo hello; echo oops >&2 → exit 0 · \d+ ms/);
+    await page.screenshot({ path: join(SHOTS, 'dashboard-audit.png') });
+    await page.keyboard.press('Escape');
+    await dlg.waitFor({ state: 'hidden' });
+  });
+
   await step('destroy asks first, then the space disappears', async () => {
     await page.getByRole('button', { name: `Destroy ${name}` }).click();
     const dlg = page.locator('#dlg-destroy');

@@ -11,10 +11,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
+use clawdspace_runtime::audit::AuditType;
 use clawdspace_runtime::{workspace_path, FileInfo, FileKind, PutOptions};
 
+use super::audit::audited;
 use crate::body::{Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::model::{ErrorJson, Message};
@@ -245,14 +248,16 @@ pub async fn write(
         mkdirs: true,
         ..Default::default()
     };
-    st.rt
-        .put_file(
-            &name,
-            &in_workspace(&given)?,
-            opts,
-            std::io::Cursor::new(bytes),
-        )
-        .await?;
+    let len = bytes.len();
+    let (rt, n, p) = (st.rt.clone(), name.clone(), in_workspace(&given)?);
+    audited(
+        &st,
+        &name,
+        AuditType::SpaceFileWrite,
+        async move { rt.put_file(&n, &p, opts, std::io::Cursor::new(bytes)).await },
+        move |_| Some(json!({"path": given, "bytes": len})),
+    )
+    .await?;
     Ok(Json(Message {
         message: "OK".into(),
     }))
@@ -297,10 +302,20 @@ pub async fn put(
         mode,
         mkdirs: flag(&q, "mkdirs")?,
     };
+    // Not on a task of its own (`audited`): the body is the client's, so
+    // a client that hangs up fails the write anyway; and the request body
+    // must stay with the request while an early error (507) is answered.
     let info = st
         .rt
         .put_file(&name, &path, opts, body_reader(body))
         .await?;
+    st.audit
+        .record(
+            Some(&name),
+            AuditType::SpaceFileWrite,
+            Some(json!({"path": path, "bytes": info.size})),
+        )
+        .await;
     Ok(Json(FileStatJson::from(&info)))
 }
 
@@ -424,7 +439,15 @@ pub async fn delete(
     Query(q): Params,
 ) -> ApiResult<Json<Message>> {
     let path = path_param(&q)?;
-    st.rt.delete_path(&name, &path).await?;
+    let (rt, n, p) = (st.rt.clone(), name.clone(), path.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::SpaceFileDelete,
+        async move { rt.delete_path(&n, &p).await },
+        move |_| Some(json!({ "path": path })),
+    )
+    .await?;
     Ok(Json(Message {
         message: "Deleted".into(),
     }))
@@ -542,9 +565,17 @@ pub async fn archive_put(
     body: Body,
 ) -> ApiResult<Json<Message>> {
     let path = path_param(&q)?;
+    // As for `put`: the body stays with the request.
     st.rt
         .extract_archive(&name, &path, body_reader(body))
         .await?;
+    st.audit
+        .record(
+            Some(&name),
+            AuditType::SpaceArchiveExtract,
+            Some(json!({ "path": path })),
+        )
+        .await;
     Ok(Json(Message {
         message: "Extracted".into(),
     }))
@@ -576,7 +607,15 @@ pub async fn remove_volume(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
-    st.rt.remove_volume(&name).await?;
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::VolumeDelete,
+        async move { rt.remove_volume(&n).await },
+        |_| None,
+    )
+    .await?;
     Ok(Json(Message {
         message: "Volume removed".into(),
     }))

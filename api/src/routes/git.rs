@@ -23,7 +23,22 @@ pub async fn push(
     JsonBody(body): JsonBody<GitPushBody>,
 ) -> ApiResult<Json<GitPushResult>> {
     let req = input::git_push(&body)?;
-    let out = st.rt.git_push(&name, req).await?;
+    // Never the token.
+    let mut meta = serde_json::json!({
+        "repoPath": req.repo_path, "remote": req.remote, "branch": req.branch,
+    });
+    let (rt, n) = (st.rt.clone(), name.clone());
+    let out = super::audit::audited(
+        &st,
+        &name,
+        clawdspace_runtime::audit::AuditType::SpaceGitPush,
+        async move { rt.git_push(&n, req).await },
+        move |out: &clawdspace_runtime::ExecOutput| {
+            meta["exitCode"] = serde_json::json!(out.exit_code);
+            Some(meta)
+        },
+    )
+    .await?;
     let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
     Ok(Json(GitPushResult {
         stdout: text(&out.stdout),

@@ -1,6 +1,7 @@
 //! The router: every endpoint of SPEC section 5, plus streaming exec, space
 //! stats, the OpenAPI document and the web dashboard.
 
+pub mod audit;
 pub mod dashboard;
 pub mod files;
 pub mod git;
@@ -18,7 +19,7 @@ pub mod ws;
 
 use std::time::Instant;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -48,11 +49,26 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
 }
 
-/// Logs method, path (never the query: it may hold the key), status, time.
-async fn log_requests(req: Request, next: Next) -> Response {
+/// Logs method, path (never the query: it may hold the key), status, time,
+/// and counts the request for `/metrics` by its route template.
+async fn log_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    // Set by the router for matched routes (our `layer`s run after it).
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
     let t = Instant::now();
+    let in_flight = st.metrics.start();
     let resp = next.run(req).await;
+    drop(in_flight);
+    st.metrics.observe(
+        &route,
+        &method,
+        resp.status().as_u16(),
+        t.elapsed().as_secs_f64(),
+    );
     tracing::info!(
         target: "clawdspace_api::request",
         %method,
@@ -120,6 +136,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/spaces/{name}/git/push", post(git::push))
         .route("/api/spaces/{name}/stats", get(stats::stats))
+        .route(
+            "/api/spaces/{name}/observability",
+            get(stats::observability),
+        )
+        .route("/api/audit", get(audit::list))
+        .route("/metrics", get(audit::metrics))
         .route("/api/spaces/{name}/files", get(files::list))
         .route(
             "/api/spaces/{name}/file",
@@ -179,6 +201,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::auth::middleware,
         ))
-        .layer(middleware::from_fn(log_requests))
+        .layer(middleware::from_fn_with_state(state.clone(), log_requests))
         .with_state(state)
 }

@@ -425,6 +425,14 @@ pub async fn open(
         let (token, p) = tokio::task::spawn_blocking(move || previews.create(&space, port, ttl))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        // Never the token: it is the link's secret.
+        st.audit
+            .record(
+                Some(&name),
+                clawdspace_runtime::audit::AuditType::PortPublish,
+                Some(serde_json::json!({"port": p.port, "id": p.id, "ttlSeconds": ttl.as_secs()})),
+            )
+            .await;
         PortJson {
             port: p.port,
             public: true,
@@ -499,6 +507,13 @@ pub async fn revoke(
     let n = tokio::task::spawn_blocking(move || previews.revoke(&space, port))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    st.audit
+        .record(
+            Some(&name),
+            clawdspace_runtime::audit::AuditType::PortRevoke,
+            Some(serde_json::json!({"port": port, "count": n})),
+        )
+        .await;
     Ok(Json(Message {
         message: format!("Revoked {n} link(s) to port {port}"),
     }))

@@ -4,7 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use clawdspace_runtime::audit::AuditType;
 use clawdspace_runtime::{CreateSpace, ErrorKind, INVALID_NAME};
+use serde_json::json;
+
+use super::audit::audited;
 
 use crate::body::{json_response, Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
@@ -96,32 +100,55 @@ pub async fn create(
     let env_file = input::env_file(&body)?;
     let repo = input::repo(&body)?;
     let readonly_rootfs = input::readonly_rootfs(&body)?;
-    let space = st
-        .rt
-        .create(CreateSpace {
-            name,
-            image,
-            memory,
-            nano_cpus,
-            pids_limit: None,
-            gpu,
-            gpus,
-            network,
-            publish,
-            egress,
-            disk,
-            env,
-            env_file,
-            repo,
-            readonly_rootfs,
-        })
-        .await?;
+    let rt = st.rt.clone();
+    let req = CreateSpace {
+        name,
+        image,
+        memory,
+        nano_cpus,
+        pids_limit: None,
+        gpu,
+        gpus,
+        network,
+        publish,
+        egress,
+        disk,
+        env,
+        env_file,
+        repo,
+        readonly_rootfs,
+    };
+    let space_name = req.name.as_str().to_string();
+    let space = audited(
+        &st,
+        &space_name,
+        AuditType::SpaceCreate,
+        async move { rt.create(req).await },
+        |s| Some(create_meta(s)),
+    )
+    .await?;
     Ok(json_response(
         StatusCode::CREATED,
         &SpaceEnvelope {
             space: SpaceJson::from(&space),
         },
     ))
+}
+
+/// The meta of `space.create`: what was asked for, never env values,
+/// env-file contents or credentials.
+fn create_meta(space: &clawdspace_runtime::Space) -> serde_json::Value {
+    let mut m = json!({
+        "memory": space.memory,
+        "cpus": space.cpus(),
+        "gpu": space.gpu,
+        "image": space.image,
+        "network": space.network.mode.as_str(),
+    });
+    if let Some(d) = space.disk {
+        m["disk"] = json!(d);
+    }
+    m
 }
 
 /// One space.
@@ -150,7 +177,15 @@ pub async fn destroy(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Json<Message>> {
     let remove_volume = q.get("removeVolume").is_some_and(|v| v == "true");
-    st.rt.destroy_space(&name, remove_volume).await?;
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::SpaceDestroy,
+        async move { rt.destroy_space(&n, remove_volume).await },
+        move |_| Some(json!({ "removeVolume": remove_volume })),
+    )
+    .await?;
     Ok(message("Space destroyed"))
 }
 
@@ -163,7 +198,15 @@ pub async fn stop(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
-    st.rt.pause(&name).await?;
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::SpacePause,
+        async move { rt.pause(&n).await },
+        |_| None,
+    )
+    .await?;
     Ok(message("Space paused"))
 }
 
@@ -175,7 +218,15 @@ pub async fn start(
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Message>> {
-    st.rt.start(&name).await?;
+    let (rt, n) = (st.rt.clone(), name.clone());
+    audited(
+        &st,
+        &name,
+        AuditType::SpaceStart,
+        async move { rt.start(&n).await },
+        |_| None,
+    )
+    .await?;
     Ok(message("Space started"))
 }
 
@@ -191,7 +242,26 @@ pub async fn exec(
     JsonBody(body): JsonBody<ExecBody>,
 ) -> ApiResult<Response> {
     let req = input::exec_request(&body)?;
-    let out = st.rt.exec(&name, req).await?;
+    let started = std::time::Instant::now();
+    let (rt, n, r) = (st.rt.clone(), name.clone(), req.clone());
+    let (meta_rt, meta_name) = (st.rt.clone(), name.clone());
+    let out = audited(
+        &st,
+        &name,
+        AuditType::SpaceExec,
+        async move { rt.exec(&n, r).await },
+        move |out: &clawdspace_runtime::ExecOutput| {
+            Some(super::audit::exec_meta(
+                &meta_rt,
+                &meta_name,
+                &req,
+                out.exit_code,
+                started,
+                out.timed_out,
+            ))
+        },
+    )
+    .await?;
     let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
     let truncated = out.stdout_truncated || out.stderr_truncated;
     Ok(Json(ExecResult {

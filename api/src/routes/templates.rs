@@ -3,6 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use clawdspace_runtime::audit::AuditType;
 
 use clawdspace_runtime::templates::Templates;
 
@@ -75,6 +76,13 @@ pub async fn put(
     };
     let t = store(&st, move |t| t.put_yaml(&yaml)).await?;
     tracing::info!(template = %t.name, "template saved");
+    st.audit
+        .record(
+            None,
+            AuditType::TemplateUpsert,
+            Some(serde_json::json!({"template": t.name})),
+        )
+        .await;
     let template = serde_json::to_value(&t)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(TemplateEnvelope { template }))
@@ -92,6 +100,13 @@ pub async fn delete(
     let n = name.clone();
     store(&st, move |t| t.delete(&n)).await?;
     tracing::info!(template = %name, "template deleted");
+    st.audit
+        .record(
+            None,
+            AuditType::TemplateDelete,
+            Some(serde_json::json!({"template": name})),
+        )
+        .await;
     Ok(Json(Message {
         message: "OK".into(),
     }))

@@ -14,6 +14,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use clawdspace_runtime::audit::AuditType;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -115,6 +116,9 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
         }
     };
     tracing::info!(space = %name, "terminal opened");
+    st.audit
+        .record(Some(&name), AuditType::TerminalOpen, None)
+        .await;
     let ExecHandle {
         pid,
         mut stdin,
@@ -194,6 +198,9 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
     }
     drop(activity);
     tracing::info!(space = %name, "terminal closed");
+    st.audit
+        .record(Some(&name), AuditType::TerminalClose, None)
+        .await;
 }
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
     }
     // A session always has a stdin pipe: the client streams into it.
     let initial_stdin = req.stdin.replace(Vec::new()).unwrap_or_default();
+    let started = std::time::Instant::now();
     let (handle, activity) = match st.rt.exec_spawn(&name, &req).await {
         Ok(h) => h,
         Err(e) => {
@@ -229,6 +230,15 @@ async fn session(st: AppState, name: String, socket: WebSocket) {
     drop(out_tx);
     let _ = writer.await;
     drop(activity);
+    let mut meta = crate::routes::audit::exec_meta(&st.rt, &name, &req, code, started, timed_out);
+    meta["stream"] = json!("ws");
+    st.audit
+        .record(
+            Some(&name),
+            clawdspace_runtime::audit::AuditType::SpaceExec,
+            Some(meta),
+        )
+        .await;
     // Finish the close handshake: read what the client still sends until
     // its close frame, so unread data never turns into a TCP reset that
     // could swallow the exit frame.

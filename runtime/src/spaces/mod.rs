@@ -18,7 +18,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::cgroups::{CgroupMode, CgroupPaths, SpaceStats};
+use crate::cgroups::{CgroupMode, CgroupPaths};
 use crate::config::RuntimeConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
@@ -41,6 +41,7 @@ mod files;
 mod images;
 mod lifecycle;
 mod name;
+mod observe;
 mod ports;
 mod recovery;
 mod registry;
@@ -55,6 +56,7 @@ pub use extras::{
 };
 pub use files::{normalize_path, workspace_path, DirEntry, FileInfo, FileKind, PutOptions};
 pub use name::{SpaceName, INVALID_NAME};
+pub use observe::{Observation, ProcessInfo, WorkspaceDisk, WorkspaceSize};
 use registry::Entry;
 use shutdown::Tracker;
 pub use volumes::{VolumeInfo, WORKSPACE};
@@ -253,12 +255,6 @@ impl Runtime {
     /// Where a space's root filesystem is mounted on the host.
     pub fn rootfs_dir(&self, space: &Space) -> PathBuf {
         self.inner.store.space_dir(&space.id).join("rootfs")
-    }
-
-    /// Resource use of a space.
-    pub fn stats(&self, name: &str) -> Result<SpaceStats> {
-        let s = self.get(name)?;
-        Ok(self.cgroup(&s).stats())
     }
 
     /// Packets and bytes a space's egress rules dropped (its blocked
