@@ -11,7 +11,7 @@
 //! names and numbers, never environment values or file contents (see
 //! docs/API.md).
 //!
-//! ```ignore
+//! ```text
 //! st.audit.record(Some("dev"), AuditType::SpacePause, None).await;
 //! st.audit.record(None, AuditType::TemplateUpsert, Some(json!({"template": "gpu"}))).await;
 //! ```

@@ -243,25 +243,13 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     let req = input::exec_request(&body)?;
     let started = std::time::Instant::now();
-    let (rt, n, r) = (st.rt.clone(), name.clone(), req.clone());
-    let (meta_rt, meta_name) = (st.rt.clone(), name.clone());
-    let out = audited(
-        &st,
-        &name,
-        AuditType::SpaceExec,
-        async move { rt.exec(&n, r).await },
-        move |out: &clawdspace_runtime::ExecOutput| {
-            Some(super::audit::exec_meta(
-                &meta_rt,
-                &meta_name,
-                &req,
-                out.exit_code,
-                started,
-                out.timed_out,
-            ))
-        },
-    )
-    .await?;
+    // Not detached: a client that hangs up kills its command (the
+    // runtime's exec ends with this future), so it has no event.
+    let out = st.rt.exec(&name, req.clone()).await?;
+    let meta = super::audit::exec_meta(&st.rt, &name, &req, out.exit_code, started, out.timed_out);
+    st.audit
+        .record(Some(&name), AuditType::SpaceExec, Some(meta))
+        .await;
     let text = |b: &[u8]| js_trim(&String::from_utf8_lossy(b)).to_string();
     let truncated = out.stdout_truncated || out.stderr_truncated;
     Ok(Json(ExecResult {

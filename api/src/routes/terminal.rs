@@ -31,14 +31,18 @@ const INITIAL: (u16, u16) = (80, 24);
 const SHELL: &str = "if command -v bash >/dev/null 2>&1; then exec bash -l; fi; exec sh -l";
 
 /// Upgrades to a terminal session (404 first if the space is missing,
-/// 400 when the request is not a WebSocket upgrade).
+/// 400 when the request is not a WebSocket upgrade); a paused space is
+/// resumed before the upgrade is answered.
 pub async fn terminal(
     State(st): State<AppState>,
     Path(name): Path<String>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    st.rt.get(&name)?;
+    let space = st.rt.get(&name)?;
     let ws = ws.map_err(|e| ApiError::bad_request(format!("WebSocket upgrade required: {e}")))?;
+    if space.status == clawdspace_runtime::SpaceStatus::Paused {
+        st.rt.resume(&name).await?;
+    }
     Ok(ws
         .on_upgrade(move |socket| session(st, name, socket))
         .into_response())
