@@ -573,6 +573,15 @@ $('form-create').addEventListener('submit', async (ev) => {
   if (cpus) body.cpus = Number.isNaN(Number(cpus)) ? cpus : Number(cpus);
   const network = $('create-network').value;
   if (network) body.network = network;
+  // A policy: the network as an object (the server checks every entry).
+  const list = (id) => $(id).value.split(',').map((x) => x.trim()).filter(Boolean);
+  const blockCidrs = list('create-block');
+  const allowDomains = list('create-allow');
+  if (blockCidrs.length || allowDomains.length) {
+    body.network = { mode: network || 'internet' };
+    if (blockCidrs.length) body.network.blockCidrs = blockCidrs;
+    if (allowDomains.length) body.network.allowDomains = allowDomains;
+  }
   const template = $('create-template').value;
   if (template) body.template = template;
   if ($('create-gpu').checked) body.gpu = true;
