@@ -114,36 +114,6 @@ try {
     assert.equal((await r.json()).space.network, 'none');
   });
 
-  await step('network policy: blocked networks and allowed domains reach the API; a bad one shows its error', async () => {
-    const pname = `${name}-pol`;
-    const auth = { Authorization: `Bearer ${KEY}` };
-    await page.getByRole('button', { name: 'New space' }).click();
-    const dlg = page.locator('#dlg-create');
-    await dlg.getByLabel('Name').fill(pname);
-    await dlg.getByLabel('Memory').fill('128m');
-    await dlg.getByLabel('Network').selectOption('lan');
-    await dlg.getByLabel(/^Blocked networks/).fill('not-a-cidr');
-    await dlg.getByRole('button', { name: 'Create' }).click();
-    await page.locator('#create-error').filter({ hasText: 'blockCidrs' }).waitFor();
-    await dlg.getByLabel(/^Blocked networks/).fill('203.0.113.0/24, 198.51.100.7');
-    await dlg.getByLabel(/^Allowed domains/).fill('pypi.org, *.github.com');
-    await dlg.getByRole('button', { name: 'Create' }).click();
-    await dlg.waitFor({ state: 'hidden' });
-    const sp = (await (await fetch(`${URL}/api/spaces/${pname}`, { headers: auth })).json()).space;
-    assert.equal(sp.network, 'lan');
-    assert.deepEqual(sp.blockCidrs, ['203.0.113.0/24', '198.51.100.7/32']);
-    assert.deepEqual(sp.allowDomains, ['pypi.org', '*.github.com']);
-    const d = await fetch(`${URL}/api/spaces/${pname}`, { method: 'DELETE', headers: auth });
-    assert.equal(d.status, 200);
-    // The fields start empty again.
-    await page.getByRole('button', { name: 'New space' }).click();
-    await dlg.waitFor();
-    assert.equal(await dlg.getByLabel(/^Blocked networks/).inputValue(), '');
-    assert.equal(await dlg.getByLabel(/^Allowed domains/).inputValue(), '');
-    await page.keyboard.press('Escape');
-    await dlg.waitFor({ state: 'hidden' });
-  });
-
   await step('templates: lists the defaults, saves one, a space is created from it, deleted', async () => {
     const tname = `dash-tpl-${process.pid}`;
     const auth = { Authorization: `Bearer ${KEY}` };
@@ -387,6 +357,36 @@ try {
     await page2.getByRole('button', { name: 'Save' }).click();
     await page2.locator('#banner').waitFor({ state: 'hidden' });
     await page2.locator('#sys-cpu').filter({ hasNotText: '–' }).waitFor();
+  });
+
+  await step('network policy: blocked ranges and allowed domains reach the API; a bad one shows its error', async () => {
+    const pname = `${name}-pol`;
+    const auth = { Authorization: `Bearer ${KEY}` };
+    await page2.getByRole('button', { name: 'New space' }).click();
+    const dlg = page2.locator('#dlg-create');
+    await dlg.getByLabel('Name').fill(pname);
+    await dlg.getByLabel('Memory').fill('128m');
+    await dlg.getByLabel('Network').selectOption('lan');
+    await dlg.getByLabel(/^Blocked ranges/).fill('not-a-cidr');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await page2.locator('#create-error').filter({ hasText: 'blockCidrs' }).waitFor();
+    await dlg.getByLabel(/^Blocked ranges/).fill('203.0.113.0/24, 198.51.100.7');
+    await dlg.getByLabel(/^Allowed domains/).fill('pypi.org, *.github.com');
+    await dlg.getByRole('button', { name: 'Create' }).click();
+    await dlg.waitFor({ state: 'hidden' });
+    const sp = (await (await fetch(`${URL}/api/spaces/${pname}`, { headers: auth })).json()).space;
+    assert.equal(sp.network, 'lan');
+    assert.deepEqual(sp.blockCidrs, ['203.0.113.0/24', '198.51.100.7/32']);
+    assert.deepEqual(sp.allowDomains, ['pypi.org', '*.github.com']);
+    const d = await fetch(`${URL}/api/spaces/${pname}`, { method: 'DELETE', headers: auth });
+    assert.equal(d.status, 200);
+    // The fields start empty again.
+    await page2.getByRole('button', { name: 'New space' }).click();
+    await dlg.waitFor();
+    assert.equal(await dlg.getByLabel(/^Blocked ranges/).inputValue(), '');
+    assert.equal(await dlg.getByLabel(/^Allowed domains/).inputValue(), '');
+    await page2.keyboard.press('Escape');
+    await dlg.waitFor({ state: 'hidden' });
   });
 
   await step('the create dialog shows name validation and the API\'s error text', async () => {
