@@ -117,6 +117,12 @@ pub(crate) fn inner_target(path: &str, query: Option<&str>) -> ApiResult<String>
             "Invalid path: /{path} ('.' and '..' segments are refused)"
         )));
     }
+    Ok(without_key(path, query))
+}
+
+/// `/{path}` with `query` minus its `key` parameters (the API key never
+/// goes on to a space or another node).
+pub(crate) fn without_key(path: &str, query: Option<&str>) -> String {
     let mut t = format!("/{path}");
     let kept: Vec<&str> = query
         .unwrap_or("")
@@ -127,7 +133,7 @@ pub(crate) fn inner_target(path: &str, query: Option<&str>) -> ApiResult<String>
         t.push('?');
         t.push_str(&kept.join("&"));
     }
-    Ok(t)
+    t
 }
 
 /// Resumes a paused space (a request is activity); a stopped one is 409.

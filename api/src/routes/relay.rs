@@ -93,17 +93,7 @@ fn target(path: &str, query: Option<&str>) -> ApiResult<String> {
             "Invalid relay path: /api/nodes is asked of a node directly, not through another",
         ));
     }
-    let mut t = format!("/{path}");
-    let kept: Vec<&str> = query
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty() && *p != "key" && !p.starts_with("key="))
-        .collect();
-    if !kept.is_empty() {
-        t.push('?');
-        t.push_str(&kept.join("&"));
-    }
-    Ok(t)
+    Ok(super::ports::without_key(path, query))
 }
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[HeaderName]) {
