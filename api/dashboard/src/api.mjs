@@ -100,6 +100,9 @@ export const api = {
   system: () => call('GET', '/api/system'),
   capabilities: () => call('GET', '/api/system/capabilities'),
   stats: (node, name) => call('GET', space(node, name, '/stats')).then((d) => d.stats),
+  /** Stats, workspace disk and size, top processes, shell history tail. */
+  observability: (node, name) =>
+    call('GET', space(node, name, '/observability')).then((d) => d.observability),
   create: (node, body) => call('POST', `${base(node)}/api/spaces`, body).then((d) => d.space),
   stop: (node, name) => call('POST', space(node, name, '/stop')),
   start: (node, name) => call('POST', space(node, name, '/start')),

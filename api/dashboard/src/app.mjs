@@ -7,6 +7,7 @@ import * as fmt from './format.mjs';
 import { MISSING_TEXT, openTerminal, terminalAvailable } from './terminal.mjs';
 import { initFiles, openFiles } from './files.mjs';
 import { initAudit, openAudit } from './audit.mjs';
+import { initDetails, openDetails } from './details.mjs';
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 2000;
@@ -291,6 +292,10 @@ function buildRow(s) {
   actions.className = 'actions';
   tr.querySelector('[data-col=actions]').append(actions);
   const { node, name } = s;
+  // The name opens the space's details.
+  tr.querySelector('[data-col=name]').append(
+    button(name, label('Details of', s), () => openDetails(node, name), 'link details'),
+  );
   actions.append(
     button('Run', label('Run a command in', s), () => openExec(node, name), 'run'),
     button('Terminal', label('Open a terminal in', s), () => openTerm(node, name), 'term'),
@@ -308,11 +313,14 @@ function setText(tr, col, text) {
 }
 
 function updateRow(tr, s, now) {
-  setText(tr, 'name', s.name);
+  const nameBtn = tr.querySelector('button.details');
+  if (nameBtn.textContent !== s.name) nameBtn.textContent = s.name;
+  nameBtn.disabled = s.stale;
   setText(tr, 'node', s.node);
   tr.classList.toggle('stale', s.stale);
   tr.title = s.stale ? `${s.node} is offline: last known state` : '';
   for (const b of tr.querySelectorAll('.actions button')) b.disabled = s.stale;
+  tr.querySelector('button.details').setAttribute('aria-label', label('Details of', s));
   tr.querySelector('button.run').setAttribute('aria-label', label('Run a command in', s));
   tr.querySelector('button.term').setAttribute('aria-label', label('Open a terminal in', s));
   tr.querySelector('button.files').setAttribute('aria-label', label('Files of', s));
@@ -703,6 +711,15 @@ initAudit({
   spaces: () => state.spaces,
 });
 $('btn-audit').addEventListener('click', () => openAudit(state.filter || state.self, ''));
+
+// Details (observability) of a space
+initDetails({
+  openDialog,
+  showError,
+  handleError,
+  title: (verb, node, name) => label(verb, { node, name }),
+  openAudit,
+});
 
 // Exec
 let execSpace = null;

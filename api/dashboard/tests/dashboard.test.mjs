@@ -288,6 +288,45 @@ try {
     await page.setViewportSize({ width: 1280, height: 800 });
   });
 
+  await step('details: live figures, workspace disk and size, busiest processes, shell history', async () => {
+    const r = await fetch(`${URL}/api/spaces/${name}/exec`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        command: "printf 'ls -la\\nmake test-details\\n' > /workspace/.bash_history && head -c 3145728 /dev/urandom > /workspace/blob",
+      }),
+    });
+    assert.equal(r.status, 200, await r.text());
+    await page.getByRole('button', { name: `Details of ${name}` }).click();
+    const dlg = page.locator('#dlg-details');
+    await dlg.waitFor();
+    assert.equal(await page.locator('#details-title').innerText(), `Details of ${name}`);
+    await dlg.locator('#details-figures dd').first().waitFor();
+    const figs = await dlg.locator('#details-figures').innerText();
+    assert.match(figs, /Memory\s+[\d.]+ (KiB|MiB) of 256 MiB/);
+    assert.match(figs, /Processes\s+\d+/);
+    // 3 MiB of random data plus the history file, counted as du does.
+    await dlg.locator('#details-size').filter({ hasText: /Files in \/workspace: 3\.\d MiB/ }).waitFor();
+    assert.match(await dlg.locator('#details-disk').innerText(), /used of .* free/);
+    // The space's init is pid 1 in its own namespace.
+    await dlg.locator('#details-top tr[data-pid="1"]').waitFor();
+    await dlg.locator('#details-history').filter({ hasText: 'make test-details' }).waitFor();
+    assert.ok(await page.locator('#details-history-empty').isHidden());
+    await page.screenshot({ path: join(SHOTS, 'dashboard-details.png') });
+    // It refreshes itself while open.
+    const before = await page.locator('#details-status').innerText();
+    await page.locator('#details-status').filter({ hasNotText: before }).waitFor();
+    // On to this space's audit events.
+    await dlg.getByRole('button', { name: 'Audit log of this space' }).click();
+    await dlg.waitFor({ state: 'hidden' });
+    const audit = page.locator('#dlg-audit');
+    await audit.waitFor();
+    assert.equal(await audit.getByLabel('Space').inputValue(), name);
+    await audit.locator('tr[data-type="space.exec"]').first().waitFor();
+    await page.keyboard.press('Escape');
+    await audit.waitFor({ state: 'hidden' });
+  });
+
   await step('pause shows paused, resume shows running', async () => {
     const status = page.locator(`tr[data-space="${name}"] [data-col=status]`);
     await page.getByRole('button', { name: `Pause ${name}` }).click();
