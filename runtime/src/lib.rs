@@ -32,6 +32,7 @@ mod store;
 pub mod templates;
 #[doc(hidden)]
 pub mod testing;
+mod timing;
 mod worker;
 
 pub use cgroups::{CgroupMode, CgroupPaths, SpaceStats};

@@ -64,7 +64,9 @@ fn ensure_workdir(rootfs: &Path, dir: &str, uid: u32, gid: u32) -> Res<()> {
 /// Mounts the rootfs and starts the init; returns its pid and start time.
 /// On failure nothing of this attempt is left (mount, container state).
 pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
+    let mut t = crate::timing::Phases::new("worker create");
     remove_stale(&req.state_root, &req.id);
+    t.mark("stale");
     let mounted = if rootfs::is_mounted(&req.rootfs.target) {
         rootfs::harden(&req.rootfs.target)?;
         false
@@ -72,8 +74,10 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
         rootfs::mount_overlay(&req.rootfs)?;
         true
     };
+    t.mark("mount");
     let exhausted = spec_cgroup(req).map(|(cg, _)| cg.memory_exhaustions());
-    start_init(req).map_err(|e| {
+    t.mark("oom-count");
+    start_init(req, &mut t).map_err(|e| {
         let e = match e {
             SandboxError::Runtime(_) => blocked_mount(req)
                 .or_else(|| out_of_memory(req, exhausted))
@@ -186,9 +190,10 @@ fn dangling_destination(
     })
 }
 
-fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
+fn start_init(req: &CreateRequest, t: &mut crate::timing::Phases) -> Res<(i32, u64)> {
     ensure_workdir(&req.rootfs.target, &req.workdir, req.uid, req.gid)?;
     fs::create_dir_all(&req.state_root).map_err(lc("create container state root"))?;
+    t.mark("workdir");
     let init = ContainerBuilder::new(req.id.clone(), SyscallType::default())
         .with_root_path(&req.state_root)
         .map_err(lc("state root"))?
@@ -210,7 +215,9 @@ fn start_init(req: &CreateRequest) -> Res<(i32, u64)> {
         None => init.build(),
     }
     .map_err(lc("create container"))?;
+    t.mark("build");
     container.start().map_err(lc("start container"))?;
+    t.mark("start");
     let pid = container
         .pid()
         .ok_or("container started without a pid")?
@@ -378,8 +385,11 @@ fn freezer_dir(c: &Container) -> Res<PathBuf> {
 /// spaces mounted) and on v2 sleeps a fixed 10 ms after writing
 /// `cgroup.freeze`, while freezing takes well under a millisecond.
 pub fn pause(state_root: &Path, id: &str) -> Res<()> {
+    let mut t = crate::timing::Phases::new("worker pause");
     let mut c = load(state_root, id)?;
+    t.mark("load");
     c.refresh_status().map_err(lc("container status"))?;
+    t.mark("refresh");
     // Asked again after a worker died having done it: done.
     if c.status() == libcontainer::container::ContainerStatus::Paused {
         return Ok(());
@@ -391,6 +401,7 @@ pub fn pause(state_root: &Path, id: &str) -> Res<()> {
         )));
     }
     let dir = freezer_dir(&c)?;
+    t.mark("config");
     if CgroupMode::detect() == CgroupMode::Unified {
         freeze(&dir, "cgroup.freeze", "1", "0", |d| {
             let events = fs::read_to_string(d.join("cgroup.events"))?;
@@ -401,6 +412,7 @@ pub fn pause(state_root: &Path, id: &str) -> Res<()> {
             Ok(fs::read_to_string(d.join("freezer.state"))?.trim() == "FROZEN")
         })?;
     }
+    t.mark("freeze");
     c.set_status(libcontainer::container::ContainerStatus::Paused)
         .save()
         .map_err(lc("save container state"))
@@ -475,10 +487,12 @@ fn thaw_and_kill(cg: &Path) {
 /// cgroup files are driven directly instead, as for [`pause`]; the spaces
 /// have no poststop hooks for `delete` to run.
 pub fn destroy(req: &DestroyRequest) -> Res<()> {
+    let mut t = crate::timing::Phases::new("worker destroy");
     let dir = req.state_root.join(&req.id);
     if dir.exists() {
         match Container::load(dir.clone()) {
             Ok(c) => {
+                t.mark("load");
                 let init = c.pid().map(|p| p.as_raw());
                 let pidfd = init.and_then(|p| proc::pidfd_open(p).ok());
                 let cgroup = c.spec().ok().map(|cfg| cfg.cgroup_path);
@@ -487,6 +501,7 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
                 if let Some(cg) = &cgroup {
                     thaw_and_kill(cg);
                 }
+                t.mark("kill");
                 if let Some(fd) = &pidfd {
                     proc::pidfd_kill(fd);
                     let mut died = false;
@@ -503,9 +518,11 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
                         return Err("space init did not die within 5 s of SIGKILL".into());
                     }
                 }
+                t.mark("wait");
                 if let Some(cg) = &cgroup {
                     remove_cgroup(cg)?;
                 }
+                t.mark("rmdir");
             }
             Err(e) => tracing::warn!("container state of {} unreadable: {e}", req.id),
         }
@@ -519,10 +536,13 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
             }
         })?;
     }
+    t.mark("state");
     if let Some(cg) = &req.cgroup {
         remove_cgroup(cg)?;
     }
-    rootfs::unmount(&req.rootfs)
+    rootfs::unmount(&req.rootfs)?;
+    t.mark("umount");
+    Ok(())
 }
 
 /// Kills whatever is left in the cgroup at absolute cgroup path `cg` and

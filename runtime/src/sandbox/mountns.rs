@@ -134,8 +134,11 @@ pub fn in_lean<T>(spaces_dir: &Path, carry: &[PathBuf], f: impl FnOnce() -> T) -
         match lean.as_ref().filter(|l| l.spaces_dir == spaces_dir) {
             Some(l) => match enter(l, carry) {
                 Ok(attached) => {
+                    let mut t = crate::timing::Phases::new("lean ns");
                     let out = f();
+                    t.mark("call");
                     leave(l, &attached);
+                    t.mark("leave");
                     out
                 }
                 Err(e) => {

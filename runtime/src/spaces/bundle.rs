@@ -15,6 +15,7 @@ use crate::quota;
 use crate::seccomp;
 use crate::spec::{build_spec, capabilities_for};
 use crate::store::{Space, SpaceStatus};
+use crate::timing::Phases;
 
 use super::registry::{lock, Entry};
 use super::volumes::{ensure_volume, mount_volume};
@@ -24,6 +25,7 @@ impl Runtime {
     /// Writes the bundle, mounts the rootfs and starts the init of the space
     /// in `entry`; records it as running. Caller holds the op lock.
     pub(super) async fn start_init(&self, entry: &Arc<Entry>) -> Result<Space> {
+        let mut t = Phases::new("start_init");
         let space = entry.snapshot();
         let dir = self.inner.store.space_dir(&space.id);
         // The bundle directory, its quota and the seccomp filter.
@@ -35,6 +37,7 @@ impl Runtime {
             })
             .await?;
         }
+        t.mark("bundle");
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
         if let Some(v) = &volume {
             mount_volume(&mut spec, v)?;
@@ -48,6 +51,7 @@ impl Runtime {
         } else {
             None
         };
+        t.mark("net");
         // GPU devices (CDI specs take milliseconds to read), the network
         // mounts and `config.json`.
         let (rt, gpus, config) = (self.clone(), space.gpus.clone(), dir.join("config.json"));
@@ -67,6 +71,7 @@ impl Runtime {
                 .flatten())
         })
         .await?;
+        t.mark("config");
         if let Some(env) = gpu_env {
             lock(&entry.rec).env = env;
         }
@@ -93,6 +98,7 @@ impl Runtime {
                 )))
             }
         };
+        t.mark("worker");
         if space.network.mode == NetworkMode::None {
             blocking("bringing up the space's loopback", move || {
                 crate::network::loopback_up_of(pid)
@@ -109,7 +115,9 @@ impl Runtime {
             r.last_activity = now;
             r.clone()
         };
+        t.mark("loopback");
         self.save(snap.clone(), true).await?;
+        t.mark("save");
         self.watch_init(&snap);
         Ok(snap)
     }

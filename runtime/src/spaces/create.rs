@@ -18,6 +18,7 @@ use super::extras::{self, merge_env, EnvFile, RepoClone};
 use super::name::SpaceName;
 use super::registry::{lock, Entry};
 use super::{blocking, Runtime};
+use crate::timing::Phases;
 
 /// Smallest memory limit a space may have.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
@@ -103,6 +104,7 @@ impl Runtime {
     }
 
     async fn create_now(&self, req: CreateSpace) -> Result<Space> {
+        let mut t = Phases::new("create");
         if req.memory < MIN_MEMORY {
             return Err(Error::InvalidInput(format!(
                 "Invalid memory: at least {} MiB",
@@ -158,6 +160,7 @@ impl Runtime {
             }
             (false, None) => None,
         };
+        t.mark("check");
         self.ensure_image(&req.image).await?;
         // The image's config and its `sandbox` user (files of the store).
         let (images, reference, gpu) = (self.inner.images.clone(), req.image.clone(), req.gpu);
@@ -192,6 +195,7 @@ impl Runtime {
                 workdir: "/home/sandbox".into(),
             }
         };
+        t.mark("image");
         let now = Utc::now();
         let space = Space {
             name: req.name.to_string(),
@@ -240,17 +244,21 @@ impl Runtime {
             map.insert(req.name.to_string(), entry.clone());
             had
         };
+        t.mark("reserve");
         let started = async {
             // First of all, so that a crash from here on leaves a directory
             // known never to have held a record (removed at startup).
             let (store, id) = (self.inner.store.clone(), space.id.clone());
             blocking("recording the new space", move || store.begin(&id)).await?;
+            t.mark("begin");
             if req.network.is_networked() {
                 let (id, mode) = (space.id.clone(), req.network);
                 let addr = self.net(move |n| n.allocate(&id, mode)).await?;
                 lock(&entry.rec).network.address = Some(addr);
+                t.mark("address");
             }
             let s = self.start_init(&entry).await?;
+            t.mark("init");
             if !extras::wanted(&req) {
                 return Ok(s);
             }

@@ -21,6 +21,7 @@ impl Runtime {
     /// Kills and unmounts a space, removes its network and deletes all its
     /// files.
     pub(super) async fn teardown(&self, space: &Space) -> Result<()> {
+        let mut t = crate::timing::Phases::new("teardown");
         let dir = self.inner.store.space_dir(&space.id);
         let space_id = space.id.clone();
         let req = Request::Destroy(DestroyRequest {
@@ -30,15 +31,23 @@ impl Runtime {
             cgroup: Some(PathBuf::from(self.cgroups_path(&space.id))),
         });
         self.simple(req).await?;
+        t.mark("worker");
         // Without container state (a worker killed half-way through the
         // create) the worker cannot find the cgroup: remove it by path.
         let cgroup = self.cgroups_path(&space.id);
         tokio::task::spawn_blocking(move || remove_cgroup(&cgroup))
             .await
             .map_err(|e| Error::Container(format!("removing the cgroup: {e}")))??;
-        // By id: also what a create that crashed half-way left.
-        let id = space.id.clone();
-        self.net(move |n| n.release(&id)).await?;
+        t.mark("cgroup");
+        // By id: also what a create that crashed half-way left. A space
+        // without a network never had any (and a netfilter transaction for
+        // nothing costs milliseconds: the kernel waits for an RCU grace
+        // period).
+        if space.network.mode.is_networked() {
+            let id = space.id.clone();
+            self.net(move |n| n.release(&id)).await?;
+            t.mark("net");
+        }
         // An upper dir can hold gigabytes: delete it off the async threads.
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || {
@@ -46,7 +55,9 @@ impl Runtime {
             store.remove(&space_id)
         })
         .await
-        .map_err(|e| Error::Container(format!("removing space files: {e}")))?
+        .map_err(|e| Error::Container(format!("removing space files: {e}")))??;
+        t.mark("files");
+        Ok(())
     }
 
     /// Destroys a space whatever its state. Nothing of it remains but its
@@ -156,9 +167,11 @@ impl Runtime {
     }
 
     async fn pause_now(&self, name: &str) -> Result<Space> {
+        let mut t = crate::timing::Phases::new("pause");
         let entry = self.entry(name)?;
         let _op = entry.op.lock().await;
         let s = entry.snapshot();
+        t.mark("lock");
         match s.status {
             SpaceStatus::Paused => Ok(s),
             SpaceStatus::Running => {
@@ -167,7 +180,10 @@ impl Runtime {
                     state_root: self.inner.state_root.clone(),
                 })
                 .await?;
-                self.set_status(&entry, SpaceStatus::Paused, false).await
+                t.mark("worker");
+                let r = self.set_status(&entry, SpaceStatus::Paused, false).await;
+                t.mark("save");
+                r
             }
             _ => Err(Error::NotRunning),
         }
