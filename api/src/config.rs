@@ -226,6 +226,10 @@ pub struct Config {
     /// audit log as `network.drop` events (0: never).
     #[arg(long, env = "CLAWDSPACE_DROP_AUDIT_MS", default_value_t = 10_000)]
     pub drop_audit_ms: u64,
+    /// How often (ms) what spaces added to `/workspace/.bash_history` is
+    /// written to the audit log as `space.shell` events (0: never).
+    #[arg(long, env = "HISTORY_INGEST_MS", default_value_t = 15_000)]
+    pub history_ingest_ms: u64,
     /// Log filter (e.g. `info`, `clawdspace_api=debug`).
     #[arg(long, env = "CLAWDSPACE_LOG", default_value = "info")]
     pub log: String,

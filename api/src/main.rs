@@ -7,6 +7,7 @@ mod config;
 mod drops;
 mod error;
 mod format;
+mod history;
 mod input;
 mod metrics;
 mod model;
@@ -127,6 +128,11 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         runtime.clone(),
         audit.clone(),
         Duration::from_millis(config.drop_audit_ms),
+    ));
+    tokio::spawn(history::run(
+        runtime.clone(),
+        audit.clone(),
+        Duration::from_millis(config.history_ingest_ms),
     ));
     tracing::info!(
         api = %format!("http://{addr}/api"),

@@ -186,6 +186,89 @@ async fn the_audit_log_rotates_at_its_cap() {
     assert_eq!(idx.last(), Some(&(n - 1)));
 }
 
+/// The `space.shell` commands of `name` so far.
+async fn shell_commands(d: &Daemon, name: &str) -> Vec<String> {
+    events(d, &format!("space={name}&limit=1000"))
+        .await
+        .iter()
+        .filter(|e| e["type"] == "space.shell")
+        .map(|e| {
+            assert_eq!(e["meta"]["source"], "bash_history", "{e}");
+            e["meta"]["command"].as_str().expect("command").to_string()
+        })
+        .collect()
+}
+
+/// Waits (up to 10 s) until `name` has `n` shell events; returns them.
+async fn wait_shell(d: &Daemon, name: &str, n: usize) -> Vec<String> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = shell_commands(d, name).await;
+        if got.len() >= n || std::time::Instant::now() > end {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn shell_history_is_audited_once_per_line_across_restarts_and_never_from_the_host() {
+    let Some(mut d) = Daemon::start(&[("HISTORY_INGEST_MS", "200")]).await else {
+        return;
+    };
+    let name = "hist";
+    d.create(name).await;
+    d.exec(
+        name,
+        json!("printf 'ls -la\n#1700000000\nmake test\n' >> /workspace/.bash_history"),
+    )
+    .await;
+    assert_eq!(wait_shell(&d, name, 2).await, ["ls -la", "make test"]);
+    d.exec(name, json!("echo 'echo third' >> /workspace/.bash_history"))
+        .await;
+    assert_eq!(wait_shell(&d, name, 3).await.len(), 3);
+    // Nothing twice while nothing is added.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(
+        shell_commands(&d, name).await,
+        ["ls -la", "make test", "echo third"]
+    );
+    // A restart goes on where it was: no line again, the new one once.
+    assert!(d.terminate().success());
+    d.spawn().await;
+    d.exec(
+        name,
+        json!("echo 'after restart' >> /workspace/.bash_history"),
+    )
+    .await;
+    let got = wait_shell(&d, name, 4).await;
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(got, shell_commands(&d, name).await);
+    assert_eq!(got, ["ls -la", "make test", "echo third", "after restart"]);
+    // The history made a symlink to a host file: resolved inside the
+    // volume, it leads nowhere; nothing of the host's file is read.
+    d.exec(
+        name,
+        json!("rm /workspace/.bash_history && ln -s /etc/passwd /workspace/.bash_history"),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(shell_commands(&d, name).await.len(), 4);
+    let log = fs::read_to_string(d.state().join("audit.jsonl")).expect("audit.jsonl");
+    assert!(!log.contains("root:x:0"), "{log}");
+    // A replaced file is read from its start.
+    d.exec(
+        name,
+        json!("rm /workspace/.bash_history && echo fresh > /workspace/.bash_history"),
+    )
+    .await;
+    assert_eq!(
+        wait_shell(&d, name, 5).await.last().map(String::as_str),
+        Some("fresh")
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs root"]
 async fn observability_and_stats_have_upstreams_fields() {
@@ -217,8 +300,20 @@ async fn observability_and_stats_have_upstreams_fields() {
     ] {
         assert!(v["stats"][f].is_number(), "{f}: {v}");
     }
-    let (s, v) = d.get(&format!("/api/spaces/{name}/observability")).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    // The backgrounded `setsid` becomes `sleep` a moment after the exec
+    // returned: wait for it.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let v = loop {
+        let (s, v) = d.get(&format!("/api/spaces/{name}/observability")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let has_sleep = v["observability"]["top"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|p| p["command"] == "sleep"));
+        if has_sleep || std::time::Instant::now() > end {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let o = &v["observability"];
     assert!(o["stats"]["pids"].as_u64().expect("pids") >= 2, "{o}");
     let disk = &o["workspaceDisk"];

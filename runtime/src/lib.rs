@@ -42,9 +42,9 @@ pub use exec::{Command, ExecHandle, ExecOutput, ExecRequest};
 pub use network::{Egress, NetworkConfig, NetworkMode, PublishedPort};
 pub use spaces::{
     check_env_var, normalize_path, workspace_path, CreateSpace, DirEntry, EnvFile, ExecActivity,
-    FileInfo, FileKind, GitPush, Observation, ProcessInfo, PutOptions, RepoClone, Runtime,
-    SpaceName, VolumeInfo, WorkspaceDisk, WorkspaceSize, DEFAULT_ENV_FILE_PATH, DEFAULT_REPO_DEST,
-    INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS, WORKSPACE,
+    FileInfo, FileKind, GitPush, HistoryLines, HistoryMark, Observation, ProcessInfo, PutOptions,
+    RepoClone, Runtime, SpaceName, VolumeInfo, WorkspaceDisk, WorkspaceSize, DEFAULT_ENV_FILE_PATH,
+    DEFAULT_REPO_DEST, INVALID_NAME, MAX_ENV_FILE, MIN_DISK, MIN_MEMORY, MIN_NANO_CPUS, WORKSPACE,
 };
 pub use store::{Quarantined, Space, SpaceStatus, SpaceUser};
 pub use worker::{log_to_stderr, run_if_worker, PoolStats};

@@ -38,6 +38,7 @@ mod create;
 mod exec;
 mod extras;
 mod files;
+mod history;
 mod images;
 mod lifecycle;
 mod name;
@@ -55,6 +56,7 @@ pub use extras::{
     MAX_ENV_FILE,
 };
 pub use files::{normalize_path, workspace_path, DirEntry, FileInfo, FileKind, PutOptions};
+pub use history::{HistoryLines, HistoryMark};
 pub use name::{SpaceName, INVALID_NAME};
 pub use observe::{Observation, ProcessInfo, WorkspaceDisk, WorkspaceSize};
 use registry::Entry;

@@ -150,9 +150,12 @@ impl Runtime {
     }
 }
 
-/// The last [`HISTORY_BYTES`] of regular file `path` resolved inside
-/// `root`, as text (a cut first line is dropped).
-fn tail_in(root: &Path, path: &Path) -> Option<String> {
+/// Regular file `path` resolved inside `root` (never through a symlink out
+/// of it; FIFOs and devices are refused without blocking), and its status.
+pub(super) fn open_regular_in(
+    root: &Path,
+    path: &Path,
+) -> Option<(File, nix::sys::stat::FileStat)> {
     let root = Root::open(root).ok()?;
     let fd = root
         .open_at(
@@ -166,9 +169,15 @@ fn tail_in(root: &Path, path: &Path) -> Option<String> {
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return None;
     }
+    Some((File::from(fd), st))
+}
+
+/// The last [`HISTORY_BYTES`] of regular file `path` resolved inside
+/// `root`, as text (a cut first line is dropped).
+fn tail_in(root: &Path, path: &Path) -> Option<String> {
+    let (mut f, st) = open_regular_in(root, path)?;
     let size = st.st_size as u64;
     let start = size.saturating_sub(HISTORY_BYTES);
-    let mut f = File::from(fd);
     f.seek(SeekFrom::Start(start)).ok()?;
     let mut buf = Vec::new();
     f.take(HISTORY_BYTES).read_to_end(&mut buf).ok()?;

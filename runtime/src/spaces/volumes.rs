@@ -52,6 +52,13 @@ impl Runtime {
             .is_ok_and(|m| m.is_dir())
     }
 
+    /// [`Runtime::volume_exists`], blocking, for any name (one that is not
+    /// a valid space name has none).
+    pub fn has_volume(&self, name: &str) -> bool {
+        SpaceName::new(name).is_ok()
+            && std::fs::symlink_metadata(self.volume_dir(name)).is_ok_and(|m| m.is_dir())
+    }
+
     /// The space mounting volume `name`, if any (being created included).
     fn volume_user(&self, name: &str) -> Option<String> {
         let map = self.inner.spaces.read().unwrap_or_else(|p| p.into_inner());
