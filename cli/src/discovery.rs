@@ -144,7 +144,10 @@ async fn probe_one(api: &Api, host: &str, url: String) -> Option<Found> {
 }
 
 /// The online nodes a server's `/api/nodes` lists, as `(name, url)`
-/// (nothing when it has no such endpoint or does not answer).
+/// (nothing when it has no such endpoint or does not answer). The server's
+/// own entry (`"source": "self"`) is left out: it was found already, maybe
+/// under another address (`localhost` against the address it announces),
+/// and would be listed twice.
 async fn nodes_of(api: &Api, found: &Found) -> Vec<(String, String)> {
     let server = Server {
         name: found.host.clone(),
@@ -167,6 +170,7 @@ async fn nodes_of(api: &Api, found: &Found) -> Vec<(String, String)> {
         .into_iter()
         .flatten()
         .filter(|n| n.get("status").and_then(Value::as_str) == Some("online"))
+        .filter(|n| n.get("source").and_then(Value::as_str) != Some("self"))
         .filter_map(|n| {
             let name = n.get("name")?.as_str()?;
             let url = n.get("url")?.as_str()?;

@@ -247,6 +247,14 @@ fn three_daemons_form_one_fleet() {
         );
     }
     assert_eq!(r.stdout.matches(" online ").count(), 3, "{}", r.stdout);
+    // Known by another address of it (`localhost`, while it announces
+    // 127.0.0.1): still one server, not two.
+    let by_localhost = Home::new(&format!("localhost:{port}"), Some(&c.key));
+    let r = by_localhost.run(&["servers", "--refresh"]);
+    r.expect_code(0);
+    let cache = by_localhost.cache();
+    assert_eq!(cache.matches('=').count(), 3, "{cache}");
+    assert_eq!(r.stdout.matches(" online ").count(), 3, "{}", r.stdout);
 
     // The CLI, knowing no live host at all: Tailscale (the stand-in on
     // PATH) finds all three; the impostor and the others are not servers.

@@ -575,6 +575,7 @@ impl Network {
         net: &SpaceNetwork,
         dir: &Path,
     ) -> Result<SpaceNet> {
+        let mut t = crate::timing::Phases::new("network prepare");
         let net_of = net;
         let addr = net
             .address
@@ -588,10 +589,12 @@ impl Network {
             }
             self.write_policy(id, addr, net)?;
         }
+        t.mark("netns");
         if !net.published.is_empty() {
             self.publish(id, addr, &net.published)?;
         }
         self.start_answerer(id, net, fresh)?;
+        t.mark("answerer");
         let net = SpaceNet {
             netns: netns::netns_path(id),
             resolv_conf: dir.join("resolv.conf"),
@@ -622,19 +625,30 @@ impl Network {
     /// transaction), then makes its namespace and veth.
     fn create_bound(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
         let mut b = binding::update(self.cfg.table(), &[], &[(id, addr)]);
-        egress::write(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        if egress::exists(id)? {
+            egress::write(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        } else {
+            egress::add(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        }
         if net.mode == NetworkMode::Lan {
             nft::lan_member(&mut b, self.cfg.table(), addr, true);
         }
+        let mut t = crate::timing::Phases::new("network bind");
         b.commit()?;
-        netns::remove(id).and_then(|()| netns::create(id, &self.cfg, addr))
+        t.mark("commit");
+        let made = netns::remove(id).and_then(|()| netns::create(id, &self.cfg, addr));
+        t.mark("netns");
+        made
     }
 
     /// Removes the namespace and veth of space `id` (if any), frees its
     /// address, and takes the bridge down after the last networked space.
     pub fn release(&self, id: &str) -> Result<()> {
+        let mut t = crate::timing::Phases::new("network release");
         netns::remove(id)?;
+        t.mark("netns");
         self.stop_answerer(id);
+        t.mark("answerer");
         let mut pool = self.pool();
         if self.published_map().remove(id).is_some() && self.bridge_state().up {
             self.commit_published()?;
@@ -649,6 +663,7 @@ impl Network {
             }
         }
         b.commit()?;
+        t.mark("commit");
         if !pool.release(id) {
             return Ok(());
         }

@@ -27,6 +27,7 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NEWTABLE: u16 = 0;
+const GETTABLE: u16 = 1;
 const DELTABLE: u16 = 2;
 const NEWCHAIN: u16 = 3;
 const NEWRULE: u16 = 6;
@@ -815,31 +816,55 @@ impl Batch {
 /// The (packets, bytes) of the named counter `name` in table `t`, or
 /// None when the table or counter does not exist. Blocking.
 pub fn read_counter(family: u8, t: &str, name: &str) -> Result<Option<(u64, u64)>> {
+    let attrs = [string(1, t), string(2, name), be32(3, OBJECT_COUNTER)];
+    Ok(
+        get_one(GETOBJ, NEWOBJ, family, &attrs, "reading a counter")?
+            .and_then(|payload| counter_values(&payload)),
+    )
+}
+
+/// Whether table `t` of `family` exists (a lookup: no transaction, so no
+/// wait for the kernel's RCU grace period as a deletion has).
+pub fn table_exists(family: u8, t: &str) -> Result<bool> {
+    Ok(get_one(
+        GETTABLE,
+        NEWTABLE,
+        family,
+        &[string(1, t)],
+        "looking up a table",
+    )?
+    .is_some())
+}
+
+/// Asks the kernel for one object (`get` with `attrs`); the payload after
+/// the nfgen header of its `answer` message, or None when it does not
+/// exist.
+fn get_one(
+    get: u16,
+    answer: u16,
+    family: u8,
+    attrs: &[Attr],
+    what: &str,
+) -> Result<Option<Vec<u8>>> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("netlink socket", e))?;
     sock.bind_auto().map_err(|e| fail("netlink bind", e))?;
     set_timeout(&sock)?;
     let mut out = Vec::new();
-    let kind = (NFNL_SUBSYS_NFTABLES << 8) | GETOBJ;
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | get;
     let start = header(&mut out, kind, libc::NLM_F_ACK as u16, 1, (family, 0));
-    emit(
-        &[string(1, t), string(2, name), be32(3, OBJECT_COUNTER)],
-        &mut out,
-    );
+    emit(attrs, &mut out);
     finish(&mut out, start);
-    sock.send(&out, 0)
-        .map_err(|e| fail("reading a counter", e))?;
+    sock.send(&out, 0).map_err(|e| fail(what, e))?;
     let mut buf = vec![0u8; 8192];
     let mut found = None;
     loop {
-        let n = sock
-            .recv(&mut &mut buf[..], 0)
-            .map_err(|e| fail("reading a counter", e))?;
+        let n = sock.recv(&mut &mut buf[..], 0).map_err(|e| fail(what, e))?;
         let mut at = 0;
         while at + 16 <= n {
             let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
             let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
             if len < 16 || at + len > n {
-                return Err(fail("reading a counter", "truncated answer"));
+                return Err(fail(what, "truncated answer"));
             }
             let msg = &buf[at..at + len];
             if kind == libc::NLMSG_ERROR as u16 && len >= 20 {
@@ -847,14 +872,11 @@ pub fn read_counter(family: u8, t: &str, name: &str) -> Result<Option<(u64, u64)
                 return match code {
                     0 => Ok(found),
                     c if -c == libc::ENOENT => Ok(None),
-                    c => Err(fail(
-                        "reading a counter",
-                        std::io::Error::from_raw_os_error(-c),
-                    )),
+                    c => Err(fail(what, std::io::Error::from_raw_os_error(-c))),
                 };
             }
-            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NEWOBJ && len > 20 {
-                found = counter_values(&msg[20..]);
+            if kind == (NFNL_SUBSYS_NFTABLES << 8) | answer && len > 20 {
+                found = Some(msg[20..].to_vec());
             }
             at += len.next_multiple_of(4);
         }
