@@ -34,8 +34,11 @@ def _matcher(doc):
 def _every_method(daemon: Daemon, tmp: Path):
     c = daemon.client()
     c.health(), c.system(), c.capabilities(), c.openapi(), c.list()
+    tpl = f"oas-{unique()}"
+    c.templates(), c.template("default"), c.put_template(f"name: {tpl}\n")
+    c.delete_template(tpl), c.audit(), c.audit(space="x", limit=1)
     with c.create(unique("oas"), memory="256m", network="none") as s:
-        s.refresh(), s.exec("echo hi"), s.stats(), s.pause(), s.resume()
+        s.refresh(), s.exec("echo hi"), s.stats(), s.observability(), s.pause(), s.resume()
         st = s.exec_stream("cat", tty=True)
         st.write("x"), st.resize(90, 30), st.close_stdin()
         st.close()
@@ -56,10 +59,13 @@ def _every_method(daemon: Daemon, tmp: Path):
 
     async def amain():
         async with daemon.aclient() as a:
-            await a.list()
+            await a.list(), await a.templates(), await a.template("default")
+            await a.put_template(f"name: {tpl}\n"), await a.delete_template(tpl)
+            await a.audit(space="x", limit=1)
             s = await a.create(unique("oas"), network="none")
             async with s:
                 await s.exec("true"), await s.pause(), await s.resume(), await s.stats()
+                await s.observability()
                 st = await s.exec_stream("true")
                 await st.wait()
                 if has_path(daemon, "/api/spaces/{name}/fs"):

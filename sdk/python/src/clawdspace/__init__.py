@@ -22,7 +22,7 @@ from .errors import (
     Unauthorized,
 )
 from .fleet import Fleet, NoCapacity, Node, place
-from .models import Chunk, ExecResult, FileEntry, FileStat, SpaceInfo
+from .models import AuditEvent, Chunk, ExecResult, FileEntry, FileStat, SpaceInfo, TemplateInfo
 
 __version__ = "0.1.0"
 
@@ -31,6 +31,7 @@ __all__ = [
     "AsyncExecStream",
     "AsyncFiles",
     "AsyncSpace",
+    "AuditEvent",
     "Chunk",
     "Clawdspace",
     "ClawdspaceError",
@@ -50,6 +51,7 @@ __all__ = [
     "ServerError",
     "SpaceInfo",
     "Space",
+    "TemplateInfo",
     "Unauthorized",
     "place",
 ]

@@ -21,6 +21,19 @@ def space_path(name: str, *rest: str) -> str:
     return "/".join([f"/api/spaces/{quote(name, safe='')}", *rest])
 
 
+def template_path(name: str) -> str:
+    """`/api/templates/<name>` with the name percent-encoded."""
+    return f"/api/templates/{quote(name, safe='')}"
+
+
+def audit_params(space: Optional[str], limit: int) -> Dict[str, str]:
+    """The query of `GET /api/audit` (the server clamps `limit` to 1-1000)."""
+    params = {"limit": str(int(limit))}
+    if space is not None:
+        params["space"] = space
+    return params
+
+
 def memory_value(memory: Union[str, int]) -> str:
     """The API's memory string: strings as given (`"512m"`, `"2g"`), ints as bytes."""
     if isinstance(memory, bool):
@@ -32,7 +45,8 @@ def memory_value(memory: Union[str, int]) -> str:
 
 def create_body(name: str, options: Mapping[str, Any]) -> Dict[str, Any]:
     """The `POST /api/spaces` body. Known options: memory, cpus, gpu, gpus,
-    disk, network, image; anything else is passed through verbatim."""
+    disk, network, image; anything else (`template`, `env`, ...) and a
+    `network` policy object are passed through verbatim."""
     body: Dict[str, Any] = {"name": name}
     for k, v in options.items():
         if v is None:

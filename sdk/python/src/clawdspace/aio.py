@@ -37,7 +37,15 @@ from ._space_base import SpaceAttrs
 from .client import DEFAULT_TIMEOUT
 from .config import resolve
 from .errors import CommandFailed, ConnectionFailed, NotFound
-from .models import Chunk, ExecResult, FileEntry, FileStat, SpaceInfo
+from .models import (
+    AuditEvent,
+    Chunk,
+    ExecResult,
+    FileEntry,
+    FileStat,
+    SpaceInfo,
+    TemplateInfo,
+)
 
 _DEFAULT: Any = object()
 
@@ -124,6 +132,29 @@ class AsyncClawdspace:
         """Every space on the server, newest first."""
         v = await self._json("GET", "/api/spaces")
         return [AsyncSpace(self, SpaceInfo.from_json(s)) for s in v["spaces"]]
+
+    async def templates(self) -> List[TemplateInfo]:
+        """Every template of the server, by name."""
+        v = await self._json("GET", "/api/templates")
+        return [TemplateInfo.from_json(t) for t in v.get("templates", [])]
+
+    async def template(self, name: str) -> str:
+        """The YAML document of the template `name`; raises `NotFound`."""
+        return str((await self._json("GET", _core.template_path(name)))["yaml"])
+
+    async def put_template(self, yaml: str) -> Dict[str, Any]:
+        """Adds or replaces a template (see `Clawdspace.put_template`)."""
+        v = await self._json("PUT", "/api/templates", json={"yaml": yaml})
+        return dict(v["template"])
+
+    async def delete_template(self, name: str) -> None:
+        """Deletes the template `name`; raises `NotFound`."""
+        await self.request("DELETE", _core.template_path(name))
+
+    async def audit(self, space: Optional[str] = None, limit: int = 200) -> List[AuditEvent]:
+        """The last `limit` events of the audit log (see `Clawdspace.audit`)."""
+        v = await self._json("GET", "/api/audit", params=_core.audit_params(space, limit))
+        return [AuditEvent.from_json(e) for e in v.get("events", [])]
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -219,6 +250,11 @@ class AsyncSpace(SpaceAttrs):
     async def stats(self) -> Dict[str, Any]:
         """Live resource use."""
         return dict((await self.client._json("GET", self._path("stats")))["stats"])
+
+    async def observability(self) -> Dict[str, Any]:
+        """What the space is doing (see `Space.observability`)."""
+        v = await self.client._json("GET", self._path("observability"))
+        return dict(v["observability"])
 
     async def __aenter__(self) -> "AsyncSpace":
         return self

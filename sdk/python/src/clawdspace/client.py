@@ -26,7 +26,15 @@ from ._core import Command
 from ._space_base import SpaceAttrs
 from .config import resolve
 from .errors import ClawdspaceError, CommandFailed, ConnectionFailed, NotFound
-from .models import Chunk, ExecResult, FileEntry, FileStat, SpaceInfo
+from .models import (
+    AuditEvent,
+    Chunk,
+    ExecResult,
+    FileEntry,
+    FileStat,
+    SpaceInfo,
+    TemplateInfo,
+)
 
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 _DEFAULT: Any = object()
@@ -114,9 +122,15 @@ class Clawdspace:
         """Creates and starts a space; returns it running.
 
         Options (all optional): `memory` (`"512m"`, `"2g"`, or bytes),
-        `cpus`, `gpu`, `gpus` (count or list), `disk`, `network`
-        (`"internet"`/`"none"`), `image`; others are sent as given.
-        Raises `Conflict` if the name is taken, `InvalidInput` for bad options.
+        `cpus`, `gpu`, `gpus` (count or list), `disk`, `image`, `network`:
+        `"internet"`, `"none"`, `"lan"`, or a network policy object
+        `{"mode": "internet", "blockCidrs": [...], "allowDomains": [...],
+        "allowPorts": [...]}` (every key optional; `info.network_policy`),
+        `template`: the name of a server template (`templates()`) whose
+        resources, image and network apply to what the other options leave
+        out (explicit options win); others are sent as given.
+        Raises `Conflict` if the name is taken, `InvalidInput` for bad options
+        (an unknown template too).
         """
         v = self._json("POST", "/api/spaces", json=_core.create_body(name, options), timeout=None)
         return Space(self, SpaceInfo.from_json(v["space"]))
@@ -130,6 +144,34 @@ class Clawdspace:
         """Every space on the server, newest first."""
         v = self._json("GET", "/api/spaces")
         return [Space(self, SpaceInfo.from_json(s)) for s in v["spaces"]]
+
+    # -- templates and audit ------------------------------------------------
+
+    def templates(self) -> List[TemplateInfo]:
+        """Every template of the server (`GET /api/templates`), by name."""
+        v = self._json("GET", "/api/templates")
+        return [TemplateInfo.from_json(t) for t in v.get("templates", [])]
+
+    def template(self, name: str) -> str:
+        """The YAML document of the template `name`; raises `NotFound`."""
+        return str(self._json("GET", _core.template_path(name))["yaml"])
+
+    def put_template(self, yaml: str) -> Dict[str, Any]:
+        """Adds a template, or replaces the one of the same name (the name is
+        the document's `name`); returns it as JSON. Raises `InvalidInput`
+        with the server's message for a document it refuses."""
+        return dict(self._json("PUT", "/api/templates", json={"yaml": yaml})["template"])
+
+    def delete_template(self, name: str) -> None:
+        """Deletes the template `name`; raises `NotFound` (a default one
+        comes back when the server restarts)."""
+        self.request("DELETE", _core.template_path(name))
+
+    def audit(self, space: Optional[str] = None, limit: int = 200) -> List[AuditEvent]:
+        """The last `limit` (1-1000) events of the audit log, oldest first;
+        only those of the space `space` when given."""
+        v = self._json("GET", "/api/audit", params=_core.audit_params(space, limit))
+        return [AuditEvent.from_json(e) for e in v.get("events", [])]
 
     def close(self) -> None:
         """Closes the HTTP connections."""
@@ -245,6 +287,12 @@ class Space(SpaceAttrs):
     def stats(self) -> Dict[str, Any]:
         """Live resource use (`cpuPercent`, `memoryUsageBytes`, ...)."""
         return dict(self.client._json("GET", self._path("stats"))["stats"])
+
+    def observability(self) -> Dict[str, Any]:
+        """What the space is doing, read from the host: `stats`,
+        `workspaceDisk`, `workspaceSizeBytes`, `top` (busiest processes),
+        `bashHistoryTail` (docs/API.md)."""
+        return dict(self.client._json("GET", self._path("observability"))["observability"])
 
     def __enter__(self) -> "Space":
         return self
