@@ -1094,6 +1094,14 @@ async fn the_bridge_lingers_after_the_last_space_then_goes() {
     let a = env.space_net("a", NetworkMode::Internet).await;
     env.rt().destroy("a").await.expect("destroy");
     assert!(settled().await, "{:?}", snapshot(&t));
+    // Its rules go at the next housekeeping, and with them its address.
+    let rules_a = format!("table inet cs{}", a.short_id());
+    let retired = || {
+        !run(&["nft", "list", "tables"])
+            .lines()
+            .any(|l| l == rules_a)
+    };
+    assert!(wait_until(Duration::from_secs(3), retired).await);
     // A space created meanwhile uses them as they are, its port bound to
     // the address a held.
     let b = env.space_net("b", NetworkMode::Internet).await;
@@ -1114,6 +1122,52 @@ async fn the_bridge_lingers_after_the_last_space_then_goes() {
     // Then, idle, they go (checked every second).
     let gone = wait_until(Duration::from_secs(8), || snapshot(&t).is_empty()).await;
     assert!(gone, "still there: {:?}", snapshot(&t));
+}
+
+/// A destroyed space's rules go at the next housekeeping (off the destroy
+/// path), never after its address was given to another space; and a
+/// daemon killed before they went removes them at its next start.
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_destroyed_spaces_rules_go_before_its_address_is_reused_even_after_a_crash() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let has = |t: &str| {
+        run(&["nft", "list", "tables"])
+            .lines()
+            .any(|l| l == format!("table inet {t}"))
+    };
+    let before = snapshot(std::slice::from_ref(&env.network.bridge));
+    // Another networked space stays, so the destroy leaves its rules to
+    // the housekeeping.
+    let keep = env.space_net("keep", NetworkMode::Internet).await;
+    let a = env.space_net("a", NetworkMode::Internet).await;
+    let table_a = format!("cs{}", a.short_id());
+    assert!(has(&table_a));
+    env.rt().destroy("a").await.expect("destroy");
+    let c = env.space_net("c", NetworkMode::Internet).await;
+    if addr(&c) == addr(&a) {
+        assert!(
+            !has(&table_a),
+            "{} given again with the old rules",
+            addr(&a)
+        );
+    }
+    assert!(wait_until(Duration::from_secs(3), || !has(&table_a)).await);
+    // A crash with a table still to go (as the daemon notes it): the next
+    // start removes it.
+    let gone_id = "ab".repeat(32);
+    let orphan = format!("cs{}", &gone_id[..12]);
+    run(&["nft", "add", "table", "inet", &orphan]);
+    assert!(has(&orphan));
+    let note = env.dir.join("state").join("network-retiring");
+    std::fs::write(&note, format!("{gone_id}\n")).expect("write note");
+    env.close().await;
+    env.rt = Some(env.open().await);
+    assert!(!has(&orphan), "left after a restart");
+    assert!(!note.exists());
+    destroy_all(&env, &[&keep, &c], &before).await;
 }
 
 /// Raw Ethernet frames a space with CAP_NET_RAW can send, built here and

@@ -185,7 +185,18 @@ pub struct Network {
     published: Mutex<BTreeMap<String, (Ipv4Addr, Vec<PublishedPort>)>>,
     /// The DNS answerers of spaces with `allowDomains`, by space id.
     answerers: Mutex<std::collections::HashMap<String, answer::Answerer>>,
+    /// Destroyed spaces (id, address) whose tables [`Network::tidy`]
+    /// removes, all in one transaction, off the destroy path: a deletion
+    /// makes the kernel wait for an RCU grace period (~10 ms). Their
+    /// addresses stay held until then, so no new space gets an address a
+    /// dead space's rules still name. Changed only with `pool` held; kept
+    /// in [`RETIRING_FILE`] too, so a daemon killed meanwhile removes the
+    /// tables at its next start.
+    retiring: Mutex<Vec<(String, Ipv4Addr)>>,
 }
+
+/// The file, in the state dir, of the ids whose tables are still to go.
+const RETIRING_FILE: &str = "network-retiring";
 
 /// Whether our bridge and tables are up, since when nobody uses them, and
 /// which ports are still bound though their spaces are gone.
@@ -213,9 +224,86 @@ impl Network {
             bridge: Mutex::new(BridgeState::default()),
             published: Mutex::default(),
             answerers: Mutex::new(Default::default()),
+            retiring: Mutex::default(),
             cfg,
             state_dir: state_dir.to_path_buf(),
         })
+    }
+
+    fn retiring(&self) -> std::sync::MutexGuard<'_, Vec<(String, Ipv4Addr)>> {
+        self.retiring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the ids of `list` to [`RETIRING_FILE`] (removes it when empty).
+    fn save_retiring(&self, list: &[(String, Ipv4Addr)]) -> Result<()> {
+        let path = self.state_dir.join(RETIRING_FILE);
+        if list.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::Network(format!("remove {}: {e}", path.display())))
+                }
+                _ => Ok(()),
+            };
+        }
+        let text: String = list.iter().map(|(id, _)| format!("{id}\n")).collect();
+        write_atomic(&path, text.as_bytes(), false)
+    }
+
+    /// Removes the tables of the destroyed spaces waiting for it (one
+    /// transaction), then frees their addresses; takes the bridge down
+    /// after the last networked space when nothing lingers. `pool` is
+    /// this network's, held.
+    fn retire(&self, pool: &mut Pool) -> Result<()> {
+        let list = std::mem::take(&mut *self.retiring());
+        if list.is_empty() {
+            return Ok(());
+        }
+        let up = self.bridge_state().up;
+        let mut b = nfnl::Batch::new();
+        for (id, a) in &list {
+            egress::delete(&mut b, id);
+            if up && pool.is_lan(*a) {
+                nft::lan_member(&mut b, self.cfg.table(), *a, false);
+            }
+        }
+        if let Err(e) = b.commit() {
+            self.retiring().extend(list);
+            return Err(e);
+        }
+        for (id, _) in &list {
+            pool.release(id);
+        }
+        self.save_retiring(&self.retiring())?;
+        if pool.is_empty() && self.cfg.linger.is_zero() {
+            return self.down();
+        }
+        let mut b = self.bridge_state();
+        if b.up {
+            b.unbound.extend(list);
+        }
+        if pool.is_empty() {
+            b.idle_since = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    /// At startup: removes the tables of spaces destroyed while a previous
+    /// run still had them to remove (ids from [`RETIRING_FILE`]).
+    fn restore_retiring(&self) {
+        let path = self.state_dir.join(RETIRING_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        let mut b = nfnl::Batch::new();
+        for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+            egress::delete(&mut b, id);
+        }
+        match b.commit() {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Err(e) => tracing::warn!("removing the tables of destroyed spaces: {e}"),
+        }
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -367,7 +455,8 @@ impl Network {
     /// [`NetworkConfig::linger`]; otherwise removes the bindings of spaces
     /// destroyed since the last call.
     pub fn tidy(&self) -> Result<()> {
-        let pool = self.pool();
+        let mut pool = self.pool();
+        self.retire(&mut pool)?;
         let (idle, gone) = {
             let mut b = self.bridge_state();
             let idle = b.up && b.idle_since.is_some_and(|t| t.elapsed() >= self.cfg.linger);
@@ -400,6 +489,7 @@ impl Network {
     /// brings the bridge and rules up again (re-attaching surviving veths)
     /// or, with no networked space left, removes what a previous run left.
     pub fn restore(&self, spaces: &[(String, SpaceNetwork)]) -> Result<()> {
+        self.restore_retiring();
         let mut pool = self.pool();
         let mut ids = Vec::new();
         let mut live = Vec::new();
@@ -540,6 +630,13 @@ impl Network {
     /// for the first networked space.
     pub fn allocate(&self, id: &str, mode: NetworkMode) -> Result<Ipv4Addr> {
         let mut pool = self.pool();
+        if pool.address_of(id).is_none()
+            && !self.retiring().is_empty()
+            && pool.allocate(id).is_none()
+        {
+            // Full, but destroyed spaces' addresses wait to be freed.
+            self.retire(&mut pool)?;
+        }
         let addr = pool.allocate(id).ok_or_else(|| {
             Error::Network(format!(
                 "no free address in {}: every one is held by a networked space; \
@@ -653,31 +750,28 @@ impl Network {
         if self.published_map().remove(id).is_some() && self.bridge_state().up {
             self.commit_published()?;
         }
-        let addr = pool.address_of(id);
-        // Its policy goes before its address can be given to another space.
-        let mut b = nfnl::Batch::new();
-        egress::delete(&mut b, id);
-        if let (Some(a), true) = (addr, self.bridge_state().up) {
-            if pool.is_lan(a) {
-                nft::lan_member(&mut b, self.cfg.table(), a, false);
-            }
+        let Some(addr) = pool.address_of(id) else {
+            // Holds no address (a create that failed early, a leftover):
+            // its table, if any, goes now.
+            let mut b = nfnl::Batch::new();
+            egress::delete(&mut b, id);
+            return b.commit();
+        };
+        // Its policy goes before its address can be given to another
+        // space: both at the next housekeeping, or now for the last
+        // networked space when the bridge is not to linger (it goes too).
+        let mut retiring = self.retiring();
+        if !retiring.iter().any(|(i, _)| i == id) {
+            retiring.push((id.to_string(), addr));
         }
-        b.commit()?;
-        t.mark("commit");
-        if !pool.release(id) {
-            return Ok(());
+        let last = pool.held().len() <= retiring.len();
+        let saved = self.save_retiring(&retiring);
+        drop(retiring);
+        if last && self.cfg.linger.is_zero() {
+            self.retire(&mut pool)?;
+            t.mark("commit");
         }
-        if pool.is_empty() && self.cfg.linger.is_zero() {
-            return self.down();
-        }
-        let mut b = self.bridge_state();
-        if let (true, Some(a)) = (b.up, addr) {
-            b.unbound.push((id.to_string(), a));
-        }
-        if pool.is_empty() {
-            b.idle_since = Some(std::time::Instant::now());
-        }
-        Ok(())
+        saved
     }
 }
 
@@ -685,7 +779,10 @@ impl Drop for Network {
     /// A runtime going away with no networked space left removes what a
     /// lingering bridge still holds.
     fn drop(&mut self) {
-        let pool = self.pool();
+        let mut pool = self.pool();
+        if let Err(e) = self.retire(&mut pool) {
+            tracing::warn!("removing the tables of destroyed spaces: {e}");
+        }
         if pool.is_empty() && self.bridge_state().up {
             if let Err(e) = self.down() {
                 tracing::warn!("removing the idle bridge: {e}");
@@ -723,6 +820,16 @@ pub fn purge(dir: &Path) {
                 egress::delete(&mut b, &id);
                 let _ = b.commit();
             }
+        }
+        // Destroyed spaces whose tables were still to go.
+        let retiring = state.join(RETIRING_FILE);
+        if let Ok(text) = std::fs::read_to_string(&retiring) {
+            let mut b = nfnl::Batch::new();
+            for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+                egress::delete(&mut b, id);
+            }
+            let _ = b.commit();
+            let _ = std::fs::remove_file(&retiring);
         }
         let _ = bridge::down(&state);
     }
