@@ -121,12 +121,37 @@ impl Daemon {
                 .stdout(log.try_clone().expect("daemon log file"))
                 .stderr(log);
         }
+        // A name of its own, to tell it from another test's daemon that
+        // took the same port first (ports are picked free, then bound by
+        // the daemon: two tests may pick the same one).
+        let name = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "CLAWDSPACE_NODE_NAME")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("apitest-{:08x}", rand::random::<u32>()));
+        cmd.env("CLAWDSPACE_NODE_NAME", &name);
         self.child = Some(cmd.spawn().expect("start clawdspaced"));
         let end = Instant::now() + Duration::from_secs(20);
         loop {
+            if self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok())
+                .flatten()
+                .is_some()
+            {
+                // It could not start (its port taken meanwhile): another one.
+                self.child = None;
+                self.port = free_port();
+                return Box::pin(self.spawn()).await;
+            }
             if let Ok(r) = self.http.get(self.url("/api/health")).send().await {
                 if r.status() == StatusCode::OK {
-                    return;
+                    let (_, v) = self.get("/api/nodes").await;
+                    if v["nodes"][0]["name"] == name.as_str() {
+                        return;
+                    }
                 }
             }
             assert!(Instant::now() < end, "daemon did not come up");
