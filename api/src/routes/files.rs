@@ -258,9 +258,7 @@ pub async fn write(
         move |_| Some(json!({"path": given, "bytes": len})),
     )
     .await?;
-    Ok(Json(Message {
-        message: "OK".into(),
-    }))
+    Ok(super::message("OK"))
 }
 
 /// A `true`/`false` query flag.
@@ -448,9 +446,7 @@ pub async fn delete(
         move |_| Some(json!({ "path": path })),
     )
     .await?;
-    Ok(Json(Message {
-        message: "Deleted".into(),
-    }))
+    Ok(super::message("Deleted"))
 }
 
 /// A directory as a tar stream.
@@ -576,9 +572,7 @@ pub async fn archive_put(
             Some(json!({ "path": path })),
         )
         .await;
-    Ok(Json(Message {
-        message: "Extracted".into(),
-    }))
+    Ok(super::message("Extracted"))
 }
 
 /// Every workspace volume: of live spaces and kept by destroyed ones.
@@ -616,9 +610,7 @@ pub async fn remove_volume(
         |_| None,
     )
     .await?;
-    Ok(Json(Message {
-        message: "Volume removed".into(),
-    }))
+    Ok(super::message("Volume removed"))
 }
 
 #[cfg(test)]

@@ -28,8 +28,13 @@ use axum::Router;
 
 use crate::body::{json_response, Json};
 use crate::error::ApiError;
-use crate::model::Health;
+use crate::model::{Health, Message};
 use crate::AppState;
+
+/// `{"message": m}`, the answer of an action that returns nothing else.
+pub(crate) fn message(m: impl Into<String>) -> Json<Message> {
+    Json(Message { message: m.into() })
+}
 
 /// `GET /api/health`: liveness, no key needed.
 #[utoipa::path(get, path = "/api/health", tag = "system",

@@ -520,9 +520,9 @@ pub async fn revoke(
             Some(serde_json::json!({"port": port, "count": n})),
         )
         .await;
-    Ok(Json(Message {
-        message: format!("Revoked {n} link(s) to port {port}"),
-    }))
+    Ok(super::message(format!(
+        "Revoked {n} link(s) to port {port}"
+    )))
 }
 
 /// `GET /api/spaces/{name}/tunnel/{port}` (WebSocket): a raw TCP

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::audit::audited;
 
+use super::message;
 use crate::body::{json_response, Json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::format::js_trim;
@@ -19,10 +20,6 @@ use crate::model::{
     SpaceList,
 };
 use crate::AppState;
-
-fn message(m: &str) -> Json<Message> {
-    Json(Message { message: m.into() })
-}
 
 /// Every space, newest first.
 #[utoipa::path(get, path = "/api/spaces", tag = "spaces",

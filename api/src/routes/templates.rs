@@ -107,7 +107,5 @@ pub async fn delete(
             Some(serde_json::json!({"template": name})),
         )
         .await;
-    Ok(Json(Message {
-        message: "OK".into(),
-    }))
+    Ok(super::message("OK"))
 }

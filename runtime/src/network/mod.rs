@@ -630,14 +630,13 @@ impl Network {
     /// for the first networked space.
     pub fn allocate(&self, id: &str, mode: NetworkMode) -> Result<Ipv4Addr> {
         let mut pool = self.pool();
-        if pool.address_of(id).is_none()
-            && !self.retiring().is_empty()
-            && pool.allocate(id).is_none()
-        {
+        let mut addr = pool.allocate(id);
+        if addr.is_none() && !self.retiring().is_empty() {
             // Full, but destroyed spaces' addresses wait to be freed.
             self.retire(&mut pool)?;
+            addr = pool.allocate(id);
         }
-        let addr = pool.allocate(id).ok_or_else(|| {
+        let addr = addr.ok_or_else(|| {
             Error::Network(format!(
                 "no free address in {}: every one is held by a networked space; \
                      destroy one, or create this space with network \"none\" \
