@@ -7,7 +7,9 @@ import { api } from './api.mjs';
 import * as fmt from './format.mjs';
 
 const $ = (id) => document.getElementById(id);
-const REFRESH_MS = 3000;
+// Each answer walks the workspace (capped at 200 000 entries or 2 s): not
+// every few seconds.
+const REFRESH_MS = 10000;
 
 let deps = null;
 let current = null; // {node, name}
