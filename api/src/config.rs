@@ -131,6 +131,12 @@ pub struct Config {
     /// networked space is destroyed; 0: removed at once.
     #[arg(long, env = "CLAWDSPACE_NETWORK_LINGER_MS", default_value_t = 60_000)]
     pub network_linger_ms: u64,
+    /// Network namespaces kept ready while the bridge is up (each with its
+    /// veth, address and port binding), so that a networked create does
+    /// not wait for the kernel to make one; 0: made on each create.
+    #[arg(long, env = "CLAWDSPACE_NETWORK_SPARES", default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(0..=64))]
+    pub network_spares: u8,
     /// Let spaces publish TCP ports on the host's addresses (`ports` at
     /// create; `1`/`true` or `0`/`false`).
     #[arg(long, env = "CLAWDSPACE_PUBLISH_PORTS", default_value = "0", value_parser = parse_switch,
@@ -367,6 +373,7 @@ impl Config {
             dns: self.dns.0.clone(),
             linger: std::time::Duration::from_millis(self.network_linger_ms),
             publish: self.publish_ports,
+            spares: usize::from(self.network_spares),
         };
         c.default_disk = self.default_disk.and_then(|d| d.0);
         c

@@ -138,14 +138,16 @@ pub const RECORD_VERSION: u64 = 3;
 pub struct Store {
     root: PathBuf,
     quarantine: PathBuf,
+    /// Where space directories go to be deleted (`<state_dir>/trash`).
+    trash: PathBuf,
 }
 
 const RECORD: &str = "space.json";
 /// Written first into a new space directory and removed once its first
 /// record is durable: a directory holding it never held a record.
 const CREATING: &str = "creating";
-/// A space directory being deleted is renamed to `.trash-<id>` first, so a
-/// crash half-way through never leaves a record-less space directory.
+/// A space directory being deleted by an older runtime was renamed to
+/// `.trash-<id>` first (this one moves it to `<state_dir>/trash`).
 const TRASH_PREFIX: &str = ".trash-";
 /// A new space directory before its marker is in it.
 const STAGING_PREFIX: &str = ".new-";
@@ -183,13 +185,17 @@ pub struct Quarantined {
 
 impl Store {
     /// A store under `<state_dir>/spaces`, quarantining into
-    /// `<state_dir>/quarantine`.
+    /// `<state_dir>/quarantine`, deleting through `<state_dir>/trash`.
     pub fn open(state_dir: &Path) -> Result<Self> {
         let root = state_dir.join("spaces");
-        fs::create_dir_all(&root).ctx(|| format!("create {}", root.display()))?;
+        let trash = state_dir.join("trash");
+        for d in [&root, &trash] {
+            fs::create_dir_all(d).ctx(|| format!("create {}", d.display()))?;
+        }
         Ok(Store {
             root,
             quarantine: state_dir.join("quarantine"),
+            trash,
         })
     }
 
@@ -243,6 +249,7 @@ impl Store {
     /// Sorts every directory under `spaces/` by what its record says.
     pub fn load_all(&self) -> Result<Loaded> {
         let mut found = Loaded::default();
+        found.trash = self.in_trash();
         for entry in fs::read_dir(&self.root).ctx(|| format!("read {}", self.root.display()))? {
             let entry = entry.ctx(|| format!("read {}", self.root.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -276,18 +283,58 @@ impl Store {
         Ok(found)
     }
 
-    /// Deletes everything of space `id` on disk. Renamed aside first, so a
-    /// crash half-way leaves a directory [`Store::load_all`] reports as
-    /// trash, not a space without its record.
+    /// Deletes everything of space `id` on disk ([`Store::discard`], then
+    /// its removal).
     pub fn remove(&self, id: &str) -> Result<()> {
+        self.discard(id)?;
+        remove_dir_all_if_exists(&self.trash.join(id))
+    }
+
+    /// Moves the directory of space `id` (gone already: fine) to the
+    /// trash, where [`Store::empty_trash`] deletes it: a crash before that
+    /// leaves a directory [`Store::load_all`] reports as trash, never a
+    /// space without its record.
+    pub fn discard(&self, id: &str) -> Result<()> {
         let dir = self.space_dir(id);
-        let trash = self.root.join(format!("{TRASH_PREFIX}{id}"));
-        match fs::rename(&dir, &trash) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("rename {}", dir.display()), e)),
+        let dest = self.trash.join(id);
+        let mut moved = fs::rename(&dir, &dest);
+        if moved
+            .as_ref()
+            .is_err_and(|e| matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)))
+        {
+            // What an earlier discard of this id left there (a directory
+            // made again by a retried create): that goes first.
+            remove_dir_all_if_exists(&dest)?;
+            moved = fs::rename(&dir, &dest);
         }
-        remove_dir_all_if_exists(&trash)
+        match moved {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("rename {}", dir.display()), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What is in the trash.
+    fn in_trash(&self) -> Vec<PathBuf> {
+        fs::read_dir(&self.trash)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Deletes what is in the trash; returns whether anything was there.
+    /// Blocking (a space's files can be many).
+    pub fn empty_trash(&self) -> bool {
+        let found = self.in_trash();
+        for dir in &found {
+            if let Err(e) = remove_dir_all_if_exists(dir) {
+                tracing::error!("deleting a destroyed space's files: {e}");
+            }
+        }
+        !found.is_empty()
     }
 
     /// Moves the directory of space `id` into the quarantine with `reason`;
@@ -510,6 +557,27 @@ mod tests {
             store.load_all().expect("load").trash.len() == 2,
             "only the old trash"
         );
+        // Discarded: out of the spaces at once, deleted with the trash; a
+        // crash in between leaves it as trash.
+        fs::create_dir_all(store.space_dir(&lost).join("upper/deep")).expect("dir");
+        std::os::unix::fs::symlink("/etc", store.space_dir(&lost).join("upper/etc")).expect("link");
+        store.discard(&lost).expect("discard");
+        store.discard(&lost).expect("gone already: fine");
+        assert!(!store.space_dir(&lost).exists());
+        let found = store.load_all().expect("load");
+        assert_eq!(found.trash.len(), 3);
+        assert!(found.unreadable.iter().all(|(i, _)| *i != lost));
+        fs::create_dir_all(store.space_dir(&lost).join("again")).expect("dir");
+        store.discard(&lost).expect("over an earlier discard");
+        assert!(store.trash.join(&lost).join("again").exists());
+        assert!(!store.trash.join(&lost).join("upper").exists());
+        assert!(store.empty_trash());
+        assert!(!store.empty_trash(), "empty now");
+        assert!(
+            Path::new("/etc/passwd").exists(),
+            "a link is removed, not followed"
+        );
+        assert_eq!(store.load_all().expect("load").trash.len(), 2);
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub struct NetworkConfig {
     /// Whether spaces may publish ports on the host's addresses
     /// (`CLAWDSPACE_PUBLISH_PORTS=1`).
     pub publish: bool,
+    /// Network namespaces kept ready (with their veth, address and port
+    /// binding) while the bridge is up, so that a networked create does
+    /// not wait for the kernel to make them (`CLAWDSPACE_NETWORK_SPARES`).
+    pub spares: usize,
 }
 
 impl Default for NetworkConfig {
@@ -124,6 +128,7 @@ impl Default for NetworkConfig {
             dns: Vec::new(),
             linger: DEFAULT_LINGER,
             publish: false,
+            spares: DEFAULT_SPARES,
         }
     }
 }
@@ -195,6 +200,16 @@ impl NetworkConfig {
         if let Some(ms) = var("CLAWDSPACE_NETWORK_LINGER_MS") {
             c.linger = parse_linger(&ms)?;
         }
+        if let Some(n) = var("CLAWDSPACE_NETWORK_SPARES") {
+            c.spares = n
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= MAX_SPARES)
+                .ok_or_else(|| {
+                    format!("invalid CLAWDSPACE_NETWORK_SPARES '{n}': 0 to {MAX_SPARES}")
+                })?;
+        }
         if let Some(p) = var("CLAWDSPACE_PUBLISH_PORTS") {
             c.publish = match p.trim() {
                 "1" | "true" => true,
@@ -206,6 +221,11 @@ impl NetworkConfig {
         Ok(c)
     }
 }
+
+/// Default of [`NetworkConfig::spares`].
+pub const DEFAULT_SPARES: usize = 1;
+/// Most [`NetworkConfig::spares`] allowed.
+pub const MAX_SPARES: usize = 64;
 
 /// Default of [`NetworkConfig::linger`].
 pub const DEFAULT_LINGER: std::time::Duration = std::time::Duration::from_secs(60);

@@ -198,6 +198,11 @@ pub struct Network {
 /// The file, in the state dir, of the ids whose tables are still to go.
 const RETIRING_FILE: &str = "network-retiring";
 
+/// The file, in the state dir, of the ids of spares (namespaces made ahead
+/// of a create), written before each is made: those no space took are
+/// removed at the next start, or by purge.
+const SPARES_FILE: &str = "network-spares";
+
 /// Whether our bridge and tables are up, since when nobody uses them, and
 /// which ports are still bound though their spaces are gone.
 #[derive(Debug, Default)]
@@ -275,7 +280,7 @@ impl Network {
         }
         self.save_retiring(&self.retiring())?;
         if pool.is_empty() && self.cfg.linger.is_zero() {
-            return self.down();
+            return self.down(pool);
         }
         let mut b = self.bridge_state();
         if b.up {
@@ -444,10 +449,104 @@ impl Network {
         Ok(())
     }
 
-    /// Takes the bridge and table down (caller holds the pool lock).
-    fn down(&self) -> Result<()> {
+    /// Takes the bridge and table down, and the spares with them (`pool`
+    /// is this network's, held).
+    fn down(&self, pool: &mut Pool) -> Result<()> {
+        self.drop_spares(pool);
         *self.bridge_state() = BridgeState::default();
         bridge::down(&self.state_dir)
+    }
+
+    /// Removes the spares' namespaces and frees their addresses (`pool`
+    /// is this network's, held). Best effort: a namespace that cannot be
+    /// removed now is removed at the next start.
+    fn drop_spares(&self, pool: &mut Pool) {
+        let ids = pool.spares().to_vec();
+        if ids.is_empty() {
+            return;
+        }
+        let mut kept = false;
+        for id in &ids {
+            pool.release(id);
+            if let Err(e) = netns::remove(id) {
+                tracing::warn!(id = %id, "removing a spare network namespace: {e}");
+                kept = true;
+            }
+        }
+        if !kept {
+            let _ = self.save_spares(&[]);
+        }
+    }
+
+    /// Writes `ids` to [`SPARES_FILE`] (removes it when empty).
+    fn save_spares(&self, ids: &[String]) -> Result<()> {
+        let path = self.state_dir.join(SPARES_FILE);
+        if ids.is_empty() {
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::Network(format!("remove {}: {e}", path.display())))
+                }
+                _ => Ok(()),
+            };
+        }
+        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        write_atomic(&path, text.as_bytes(), false)
+    }
+
+    /// At startup: removes the namespaces of spares a previous run left
+    /// (those no space in `spaces` took).
+    fn remove_old_spares(&self, spaces: &[(String, SpaceNetwork)]) {
+        let path = self.state_dir.join(SPARES_FILE);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+            if spaces.iter().all(|(s, _)| s != id) {
+                if let Err(e) = netns::remove(id) {
+                    tracing::warn!(id = %id, "removing a spare network namespace: {e}");
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// Makes spares until [`NetworkConfig::spares`] are ready, while the
+    /// bridge is up: each an id, an address, its port bound, its namespace
+    /// and veth made, so that a networked create that takes one
+    /// ([`Network::take_spare`]) only adds its policy. Blocking; runs
+    /// after a create took one and at the housekeeping.
+    pub fn fill_spares(&self) -> Result<()> {
+        loop {
+            let mut pool = self.pool();
+            if pool.spares().len() >= self.cfg.spares || !self.bridge_state().up {
+                return Ok(());
+            }
+            let id = crate::space_id::new_space_id();
+            let Some(addr) = pool.add_spare(&id) else {
+                // Full: the addresses are for spaces.
+                pool.release(&id);
+                return Ok(());
+            };
+            // Recorded first: a daemon killed from here on leaves an id
+            // its next start removes.
+            let made = self
+                .save_spares(pool.spares())
+                .and_then(|()| binding::update(self.cfg.table(), &[], &[(&id, addr)]).commit())
+                .and_then(|()| netns::create(&id, &self.cfg, addr));
+            if let Err(e) = made {
+                pool.release(&id);
+                let _ = netns::remove(&id);
+                let _ = self.save_spares(pool.spares());
+                self.bridge_state().unbound.push((id, addr));
+                return Err(e);
+            }
+        }
+    }
+
+    /// Hands a spare (its id and address, its namespace ready) to a new
+    /// networked space, which takes its id; None when there is none.
+    pub fn take_spare(&self) -> Option<(String, Ipv4Addr)> {
+        self.pool().take_spare()
     }
 
     /// Housekeeping (the runtime calls this every second): takes the
@@ -464,9 +563,12 @@ impl Network {
         };
         if idle && pool.is_empty() {
             tracing::debug!(bridge = %self.cfg.bridge, "network idle: bridge and tables removed");
-            return self.down();
+            return self.down(&mut pool);
         }
         drop(pool);
+        if let Err(e) = self.fill_spares() {
+            tracing::warn!("making a spare network namespace: {e}");
+        }
         if gone.is_empty() {
             return Ok(());
         }
@@ -490,6 +592,7 @@ impl Network {
     /// or, with no networked space left, removes what a previous run left.
     pub fn restore(&self, spaces: &[(String, SpaceNetwork)]) -> Result<()> {
         self.restore_retiring();
+        self.remove_old_spares(spaces);
         let mut pool = self.pool();
         let mut ids = Vec::new();
         let mut live = Vec::new();
@@ -508,7 +611,7 @@ impl Network {
             }
         }
         if pool.is_empty() {
-            return self.down();
+            return self.down(&mut pool);
         }
         // Namespaces made before MACs derived from addresses take theirs
         // now; the host forgets the old ones.
@@ -562,11 +665,29 @@ impl Network {
     /// Replaces the table of space `id` (address `addr`).
     fn write_policy(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
         let mut b = nfnl::Batch::new();
-        egress::write(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
-        if net.mode == NetworkMode::Lan {
-            nft::lan_member(&mut b, self.cfg.table(), addr, true);
-        }
+        self.policy(&mut b, id, addr, net)?;
         b.commit()
+    }
+
+    /// Adds to `b` the table of space `id` (address `addr`), replacing one
+    /// left there (a deletion makes the kernel wait for an RCU grace
+    /// period: only when there is one), and its `lan` membership.
+    fn policy(
+        &self,
+        b: &mut nfnl::Batch,
+        id: &str,
+        addr: Ipv4Addr,
+        net: &SpaceNetwork,
+    ) -> Result<()> {
+        if egress::exists(id)? {
+            egress::write(b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        } else {
+            egress::add(b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        }
+        if net.mode == NetworkMode::Lan {
+            nft::lan_member(b, self.cfg.table(), addr, true);
+        }
+        Ok(())
     }
 
     fn answerers(
@@ -654,7 +775,7 @@ impl Network {
         if let Err(e) = self.up(&pool) {
             pool.release(id);
             if pool.is_empty() {
-                let _ = self.down();
+                let _ = self.down(&mut pool);
             }
             return Err(e);
         }
@@ -721,14 +842,7 @@ impl Network {
     /// transaction), then makes its namespace and veth.
     fn create_bound(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
         let mut b = binding::update(self.cfg.table(), &[], &[(id, addr)]);
-        if egress::exists(id)? {
-            egress::write(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
-        } else {
-            egress::add(&mut b, &self.cfg, &self.resolvers.servers, id, addr, net);
-        }
-        if net.mode == NetworkMode::Lan {
-            nft::lan_member(&mut b, self.cfg.table(), addr, true);
-        }
+        self.policy(&mut b, id, addr, net)?;
         let mut t = crate::timing::Phases::new("network bind");
         b.commit()?;
         t.mark("commit");
@@ -763,7 +877,7 @@ impl Network {
         if !retiring.iter().any(|(i, _)| i == id) {
             retiring.push((id.to_string(), addr));
         }
-        let last = pool.held().len() <= retiring.len();
+        let last = pool.spaces() <= retiring.len();
         let saved = self.save_retiring(&retiring);
         drop(retiring);
         if last && self.cfg.linger.is_zero() {
@@ -782,8 +896,9 @@ impl Drop for Network {
         if let Err(e) = self.retire(&mut pool) {
             tracing::warn!("removing the tables of destroyed spaces: {e}");
         }
+        self.drop_spares(&mut pool);
         if pool.is_empty() && self.bridge_state().up {
-            if let Err(e) = self.down() {
+            if let Err(e) = self.down(&mut pool) {
                 tracing::warn!("removing the idle bridge: {e}");
             }
         }
@@ -819,6 +934,14 @@ pub fn purge(dir: &Path) {
                 egress::delete(&mut b, &id);
                 let _ = b.commit();
             }
+        }
+        // Spares no space took.
+        let spares = state.join(SPARES_FILE);
+        if let Ok(text) = std::fs::read_to_string(&spares) {
+            for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+                let _ = netns::remove(id);
+            }
+            let _ = std::fs::remove_file(&spares);
         }
         // Destroyed spaces whose tables were still to go.
         let retiring = state.join(RETIRING_FILE);

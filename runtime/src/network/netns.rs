@@ -92,18 +92,23 @@ fn share_dir() -> Result<()> {
 /// add` does, in-process: a short-lived thread unshares its network
 /// namespace and bind-mounts it there) and opens it.
 fn add(path: &Path) -> Result<File> {
+    let mut t = crate::timing::Phases::new("netns add");
     share_dir()?;
+    t.mark("share");
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o000)
         .open(path)
         .map_err(|e| os_err(format!("create {}", path.display()), e))?;
+    t.mark("file");
     let made = std::thread::scope(|s| {
         s.spawn(|| {
+            let mut t = crate::timing::Phases::new("netns thread");
             // Only this thread changes namespace; it ends right after.
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| os_err("new network namespace", e))?;
+            t.mark("unshare");
             mount(
                 Some("/proc/thread-self/ns/net"),
                 path,
@@ -130,7 +135,9 @@ fn add(path: &Path) -> Result<File> {
 /// the namespace ([`add`]), the veth over rtnetlink ([`super::rtnl`]), the
 /// inside with interface ioctls ([`super::inside`]).
 pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
+    let mut t = crate::timing::Phases::new("netns create");
     let ns = add(&netns_path(id))?;
+    t.mark("add");
     let mac = super::binding::mac_of(addr);
     Rtnl::open()?.add_veth(&Veth {
         host: &host_link(id),
@@ -139,7 +146,10 @@ pub fn create(id: &str, cfg: &NetworkConfig, addr: Ipv4Addr) -> Result<()> {
         peer_mac: mac,
         peer_netns: ns.as_fd(),
     })?;
-    super::inside::setup(&netns_path(id), mac, addr, cfg.subnet, cfg.gateway())
+    t.mark("veth");
+    let inside = super::inside::setup(&netns_path(id), mac, addr, cfg.subnet, cfg.gateway());
+    t.mark("inside");
+    inside
 }
 
 /// Puts the host ends of `ids` back on `bridge` (after it was re-created).

@@ -14,6 +14,9 @@ pub struct Pool {
     held: BTreeMap<Ipv4Addr, String>,
     /// Held addresses of spaces in mode `lan`.
     lan: BTreeSet<Ipv4Addr>,
+    /// Ids holding an address for a namespace made ahead of a create
+    /// (see [`super::Network::fill_spares`]), oldest first.
+    spares: Vec<String>,
 }
 
 impl Pool {
@@ -23,6 +26,7 @@ impl Pool {
             subnet,
             held: BTreeMap::new(),
             lan: BTreeSet::new(),
+            spares: Vec::new(),
         }
     }
 
@@ -51,8 +55,37 @@ impl Pool {
         self.held.iter().find(|(_, i)| *i == id).map(|(a, _)| *a)
     }
 
+    /// Takes the lowest free address for spare `id`; None when the subnet
+    /// is full.
+    pub fn add_spare(&mut self, id: &str) -> Option<Ipv4Addr> {
+        let a = self.allocate(id)?;
+        self.spares.push(id.to_string());
+        Some(a)
+    }
+
+    /// Hands the oldest spare (its id and address) to a space.
+    pub fn take_spare(&mut self) -> Option<(String, Ipv4Addr)> {
+        if self.spares.is_empty() {
+            return None;
+        }
+        let id = self.spares.remove(0);
+        let a = self.address_of(&id)?;
+        Some((id, a))
+    }
+
+    /// Ids of the spares.
+    pub fn spares(&self) -> &[String] {
+        &self.spares
+    }
+
+    /// How many spaces (spares left out) hold an address.
+    pub fn spaces(&self) -> usize {
+        self.held.len().saturating_sub(self.spares.len())
+    }
+
     /// Frees whatever `id` holds; returns whether it held something.
     pub fn release(&mut self, id: &str) -> bool {
+        self.spares.retain(|s| s != id);
         let before = self.held.len();
         let lan = &mut self.lan;
         self.held.retain(|a, i| {
@@ -84,12 +117,12 @@ impl Pool {
         self.lan.iter().copied().collect()
     }
 
-    /// Whether no space holds an address.
+    /// Whether no space holds an address (spares may).
     pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
+        self.spaces() == 0
     }
 
-    /// Every held address and its space id.
+    /// Every held address and its space (or spare) id.
     pub fn held(&self) -> &BTreeMap<Ipv4Addr, String> {
         &self.held
     }
@@ -120,5 +153,29 @@ mod tests {
         assert_eq!(p.lan(), [Ipv4Addr::new(10, 9, 0, 9)], "held addresses only");
         assert!(p.release("x"));
         assert!(p.lan().is_empty());
+    }
+
+    #[test]
+    fn spares_hold_addresses_but_not_the_network_up() {
+        let mut p = Pool::new("10.9.0.0/29".parse().expect("net"));
+        assert_eq!(p.add_spare("s1"), Some(Ipv4Addr::new(10, 9, 0, 2)));
+        assert!(p.is_empty(), "a spare is not a space");
+        assert_eq!(p.allocate("a"), Some(Ipv4Addr::new(10, 9, 0, 3)));
+        assert_eq!(p.add_spare("s2"), Some(Ipv4Addr::new(10, 9, 0, 4)));
+        assert_eq!((p.spaces(), p.spares().len()), (1, 2));
+        // Oldest first; a taken spare is a space holding its address.
+        assert_eq!(
+            p.take_spare(),
+            Some(("s1".into(), Ipv4Addr::new(10, 9, 0, 2)))
+        );
+        assert_eq!(p.allocate("s1"), Some(Ipv4Addr::new(10, 9, 0, 2)));
+        assert_eq!((p.spaces(), p.spares().len()), (2, 1));
+        assert!(p.release("s2"));
+        assert_eq!(p.take_spare(), None);
+        for id in ["b", "c", "d"] {
+            p.allocate(id).expect("free");
+        }
+        assert_eq!(p.add_spare("s3"), None, "full");
+        assert!(p.spares().is_empty(), "a spare that got no address is none");
     }
 }

@@ -202,6 +202,7 @@ impl Rtnl {
             NLM_F_CREATE | NLM_F_EXCL,
             &what,
         )?;
+        crate::timing::Phases::new("veth new");
         self.attach(v.host, v.bridge)
     }
 
@@ -209,10 +210,13 @@ impl Rtnl {
     /// reach the bridge, the gateway, but not each other) and sets it up.
     pub fn attach(&mut self, name: &str, bridge: &str) -> Result<()> {
         let what = format!("attach {name} to {bridge}");
+        let mut t = crate::timing::Phases::new("attach");
         let mut m = link(index(name)?, None);
         m.attributes.push(LinkAttribute::Controller(index(bridge)?));
+        t.mark("index");
         set_up(&mut m);
         self.request(RouteNetlinkMessage::SetLink(m), 0, &what)?;
+        t.mark("master_up");
         // Port options apply once it is a port: a second message, and a
         // NEWLINK one (SETLINK ignores IFLA_LINKINFO), as `ip link set …
         // type bridge_slave` sends.

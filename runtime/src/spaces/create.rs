@@ -245,7 +245,17 @@ impl Runtime {
             had
         };
         t.mark("reserve");
+        let mut space = space;
         let started = async {
+            // A networked space takes a spare namespace, and its id, when
+            // one is ready: then only its policy is left to add.
+            if req.network.is_networked() {
+                if let Some((id, _)) = self.net(|n| Ok(n.take_spare())).await? {
+                    lock(&entry.rec).id.clone_from(&id);
+                    space.id = id;
+                    t.mark("spare");
+                }
+            }
             // First of all, so that a crash from here on leaves a directory
             // known never to have held a record (removed at startup).
             let (store, id) = (self.inner.store.clone(), space.id.clone());
@@ -279,6 +289,9 @@ impl Runtime {
         match started.await {
             Ok(s) => {
                 tracing::info!(space = %s.name, id = %s.short_id(), "created");
+                if req.network.is_networked() {
+                    self.refill_spares();
+                }
                 Ok(s)
             }
             Err(e) => {

@@ -48,14 +48,16 @@ impl Runtime {
             self.net(move |n| n.release(&id)).await?;
             t.mark("net");
         }
-        // An upper dir can hold gigabytes: delete it off the async threads.
+        // An upper dir can hold gigabytes: moved to the trash here, deleted
+        // in the background.
         let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || {
             quota::release(&dir.join("upper"));
-            store.remove(&space_id)
+            store.discard(&space_id)
         })
         .await
         .map_err(|e| Error::Container(format!("removing space files: {e}")))??;
+        self.empty_trash();
         t.mark("files");
         Ok(())
     }

@@ -92,6 +92,9 @@ pub(super) struct Inner {
     /// Serialises the check-and-remove of a volume against creates that
     /// reattach it.
     volumes_lock: tokio::sync::Mutex<()>,
+    /// Destroyed spaces' directories moved to the trash since its emptying
+    /// last began (see [`Runtime::empty_trash`]).
+    discarded: std::sync::atomic::AtomicUsize,
     /// Exclusive lock on the state dir: one runtime per state dir.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -179,6 +182,7 @@ impl Runtime {
                 stop: tokio::sync::watch::Sender::new(false),
                 cpu: Default::default(),
                 volumes_lock: tokio::sync::Mutex::new(()),
+                discarded: Default::default(),
                 config,
                 _lock: lock,
             }),
@@ -212,6 +216,39 @@ impl Runtime {
         tokio::task::spawn_blocking(move || f(&rt.inner.net))
             .await
             .map_err(|e| Error::Network(format!("network task: {e}")))?
+    }
+
+    /// Deletes the trash (destroyed spaces' files) in the background, off
+    /// the destroy that filled it: one task at a time, which goes on while
+    /// more is discarded. A daemon stopped meanwhile finishes it at start.
+    fn empty_trash(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.discarded.fetch_add(1, Ordering::AcqRel) > 0 {
+            return; // the running task sees it
+        }
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || loop {
+            let seen = rt.inner.discarded.load(Ordering::Acquire);
+            rt.inner.store.empty_trash();
+            let done =
+                rt.inner
+                    .discarded
+                    .compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Acquire);
+            if done.is_ok() {
+                return;
+            }
+        });
+    }
+
+    /// Makes spare network namespaces in the background, off the request
+    /// that took one (see [`Network::fill_spares`]).
+    fn refill_spares(&self) {
+        let rt = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = rt.inner.net.fill_spares() {
+                tracing::warn!("making a spare network namespace: {e}");
+            }
+        });
     }
 
     /// Writes the record of a space (fsynced when `durable`) on a blocking
