@@ -103,13 +103,24 @@ pub fn up(
     };
     let data = serde_json::to_vec(&rec).map_err(|e| Error::State(e.to_string()))?;
     write_atomic(&record_path(state_dir), &data, true)?;
+    let mac = super::binding::mac_of(cfg.gateway());
     if !link_exists(br) {
-        Rtnl::open()?.add_bridge(br, cfg.gateway(), cfg.subnet.prefix)?;
+        Rtnl::open()?.add_bridge(br, mac, cfg.gateway(), cfg.subnet.prefix)?;
         // Spaces are IPv4-only; no link-local IPv6 on our bridge either.
         sysctl(&format!("ipv6/conf/{br}/disable_ipv6"), "1")?;
+    } else if !mac_is_set(br) {
+        // Made by a runtime that let the kernel pick (and change) it.
+        Rtnl::open()?.set_mac(br, mac)?;
     }
     rules::ruleset(cfg, resolvers, ports, lan, published).commit()?;
     forward::acquire(br)
+}
+
+/// Whether the MAC of link `name` was set by hand (`addr_assign_type`
+/// `NET_ADDR_SET`), so the kernel keeps it.
+fn mac_is_set(name: &str) -> bool {
+    std::fs::read_to_string(super::host::link_dir(name).join("addr_assign_type"))
+        .is_ok_and(|t| t.trim() == "3")
 }
 
 /// Removes what [`up`] added, as recorded in `state_dir` (nothing if no

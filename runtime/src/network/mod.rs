@@ -325,9 +325,13 @@ impl Network {
         &self.resolvers.servers
     }
 
-    /// Held addresses and the ids of the spaces holding them.
+    /// Held addresses and the ids of the spaces holding them (spares left
+    /// out).
     pub fn addresses(&self) -> BTreeMap<Ipv4Addr, String> {
-        self.pool().held().clone()
+        let pool = self.pool();
+        let mut held = pool.held().clone();
+        held.retain(|_, id| !pool.spares().contains(id));
+        held
     }
 
     fn bridge_state(&self) -> std::sync::MutexGuard<'_, BridgeState> {

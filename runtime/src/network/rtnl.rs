@@ -156,9 +156,19 @@ impl Rtnl {
     }
 
     /// Makes bridge `name`, up, with `addr/prefix`.
-    pub fn add_bridge(&mut self, name: &str, addr: Ipv4Addr, prefix: u8) -> Result<()> {
+    pub fn add_bridge(
+        &mut self,
+        name: &str,
+        mac: [u8; 6],
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<()> {
         let what = format!("add bridge {name}");
         let mut m = link(0, Some(name));
+        // A MAC of its own, set: the kernel then never gives the bridge
+        // the lowest MAC of its ports, which changed at each new port and
+        // cut the spaces that had the old one as their gateway's off.
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
         m.attributes
             .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
                 InfoKind::Bridge,
@@ -180,6 +190,17 @@ impl Rtnl {
             RouteNetlinkMessage::NewAddress(a),
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("add {addr}/{prefix} to {name}"),
+        )
+    }
+
+    /// Sets the MAC of link `name`.
+    pub fn set_mac(&mut self, name: &str, mac: [u8; 6]) -> Result<()> {
+        let mut m = link(index(name)?, None);
+        m.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.request(
+            RouteNetlinkMessage::SetLink(m),
+            0,
+            &format!("set the MAC of {name}"),
         )
     }
 
@@ -310,7 +331,8 @@ pub(crate) mod tests {
     fn bridge_isolated_veth_port_neighbours_and_delete() {
         in_private_netns(|| {
             let mut nl = Rtnl::open().expect("open");
-            nl.add_bridge("tbr", Ipv4Addr::new(10, 9, 0, 1), 24)
+            let br_mac = [0x02, 0x63, 10, 9, 0, 1];
+            nl.add_bridge("tbr", br_mac, Ipv4Addr::new(10, 9, 0, 1), 24)
                 .expect("bridge");
             let br = ip("-d addr show tbr");
             assert!(
@@ -334,8 +356,17 @@ pub(crate) mod tests {
                 "{port}"
             );
             assert!(ip("link show tv1").contains("02:63:0a:09:00:02"));
+            // A port with a lower MAC does not change the bridge's.
+            ip("link set tv0 address 02:00:00:00:00:01");
+            assert!(
+                ip("link show tbr").contains("02:63:0a:09:00:01"),
+                "{}",
+                ip("link show tbr")
+            );
+            nl.set_mac("tbr", [0x02, 0x63, 10, 9, 0, 9]).expect("set");
+            assert!(ip("link show tbr").contains("02:63:0a:09:00:09"));
             assert!(nl
-                .add_bridge("tbr", Ipv4Addr::new(10, 9, 0, 1), 24)
+                .add_bridge("tbr", br_mac, Ipv4Addr::new(10, 9, 0, 1), 24)
                 .is_err());
             for n in ["10.9.0.5", "10.9.0.6"] {
                 ip(&format!("neigh add {n} lladdr 02:00:00:00:00:05 dev tbr"));

@@ -226,8 +226,10 @@ impl Runtime {
         if self.inner.discarded.fetch_add(1, Ordering::AcqRel) > 0 {
             return; // the running task sees it
         }
-        let rt = self.clone();
+        // Tracked: closing waits for it (and so frees the state dir).
+        let (rt, guard) = (self.clone(), self.inner.background.track());
         tokio::task::spawn_blocking(move || loop {
+            let _guard = &guard;
             let seen = rt.inner.discarded.load(Ordering::Acquire);
             rt.inner.store.empty_trash();
             let done =
@@ -243,8 +245,9 @@ impl Runtime {
     /// Makes spare network namespaces in the background, off the request
     /// that took one (see [`Network::fill_spares`]).
     fn refill_spares(&self) {
-        let rt = self.clone();
+        let (rt, guard) = (self.clone(), self.inner.background.track());
         tokio::task::spawn_blocking(move || {
+            let _guard = guard;
             if let Err(e) = rt.inner.net.fill_spares() {
                 tracing::warn!("making a spare network namespace: {e}");
             }
