@@ -248,8 +248,10 @@ impl Store {
 
     /// Sorts every directory under `spaces/` by what its record says.
     pub fn load_all(&self) -> Result<Loaded> {
-        let mut found = Loaded::default();
-        found.trash = self.in_trash();
+        let mut found = Loaded {
+            trash: self.in_trash(),
+            ..Default::default()
+        };
         for entry in fs::read_dir(&self.root).ctx(|| format!("read {}", self.root.display()))? {
             let entry = entry.ctx(|| format!("read {}", self.root.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
