@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
@@ -223,7 +224,15 @@ impl Rtnl {
             NLM_F_CREATE | NLM_F_EXCL,
             &what,
         )?;
-        crate::timing::Phases::new("veth new");
+        // No IPv6 on the host end (a bridge port needs no address), set
+        // before it is up: each link-local address is a route in the
+        // host's IPv6 table, which the kernel walks whenever any link goes
+        // down (a destroy), and each up link runs DAD and router
+        // solicitations. A host without IPv6 has no such switch.
+        let v6 = Path::new("/proc/sys/net/ipv6/conf").join(v.host);
+        if v6.exists() {
+            super::host::sysctl(&format!("ipv6/conf/{}/disable_ipv6", v.host), "1")?;
+        }
         self.attach(v.host, v.bridge)
     }
 
@@ -356,6 +365,9 @@ pub(crate) mod tests {
                 "{port}"
             );
             assert!(ip("link show tv1").contains("02:63:0a:09:00:02"));
+            assert_eq!(ip("-6 addr show dev tv0").trim(), "", "no IPv6 on the port");
+            let v6 = std::fs::read_to_string("/proc/sys/net/ipv6/conf/tv0/disable_ipv6");
+            assert_eq!(v6.expect("sysctl").trim(), "1");
             // A port with a lower MAC does not change the bridge's.
             ip("link set tv0 address 02:00:00:00:00:01");
             assert!(

@@ -97,6 +97,9 @@ impl Runtime {
         if map.get(name).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
             map.remove(name);
         }
+        self.inner
+            .shrunk
+            .store(true, std::sync::atomic::Ordering::Release);
         tracing::info!(space = %name, "destroyed");
         Ok(())
     }

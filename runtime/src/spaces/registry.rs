@@ -124,6 +124,7 @@ impl Runtime {
                     if let Err(e) = rt.inner.net.tidy() {
                         tracing::warn!("network housekeeping: {e}");
                     }
+                    rt.give_back_memory();
                 })
                 .await;
             }
