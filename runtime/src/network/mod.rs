@@ -330,7 +330,8 @@ impl Network {
     pub fn addresses(&self) -> BTreeMap<Ipv4Addr, String> {
         let pool = self.pool();
         let mut held = pool.held().clone();
-        held.retain(|_, id| !pool.spares().contains(id));
+        let spares = pool.spare_ids();
+        held.retain(|_, id| !spares.contains(id));
         held
     }
 
@@ -465,7 +466,12 @@ impl Network {
     /// is this network's, held). Best effort: a namespace that cannot be
     /// removed now is removed at the next start.
     fn drop_spares(&self, pool: &mut Pool) {
+        // Those being made are removed by their maker, which finds their
+        // address gone.
         let ids = pool.spares().to_vec();
+        for id in pool.spare_ids() {
+            pool.release(&id);
+        }
         if ids.is_empty() {
             return;
         }
@@ -521,29 +527,45 @@ impl Network {
     /// after a create took one and at the housekeeping.
     pub fn fill_spares(&self) -> Result<()> {
         loop {
-            let mut pool = self.pool();
-            if pool.spares().len() >= self.cfg.spares || !self.bridge_state().up {
-                return Ok(());
-            }
-            let id = crate::space_id::new_space_id();
-            let Some(addr) = pool.add_spare(&id) else {
-                // Full: the addresses are for spaces.
-                pool.release(&id);
-                return Ok(());
+            let (id, addr) = {
+                let mut pool = self.pool();
+                if pool.spare_ids().len() >= self.cfg.spares || !self.bridge_state().up {
+                    return Ok(());
+                }
+                let id = crate::space_id::new_space_id();
+                let Some(addr) = pool.add_spare(&id) else {
+                    // Full: the addresses are for spaces.
+                    pool.release(&id);
+                    return Ok(());
+                };
+                // Recorded first: a daemon killed from here on leaves an id
+                // its next start removes.
+                if let Err(e) = self.save_spares(&pool.spare_ids()) {
+                    pool.release(&id);
+                    return Err(e);
+                }
+                (id, addr)
             };
-            // Recorded first: a daemon killed from here on leaves an id
-            // its next start removes.
-            let made = self
-                .save_spares(pool.spares())
-                .and_then(|()| binding::update(self.cfg.table(), &[], &[(&id, addr)]).commit())
+            // Made without the pool's lock: creates and destroys go on.
+            let mut t = crate::timing::Phases::new("spare");
+            let made = binding::update(self.cfg.table(), &[], &[(&id, addr)])
+                .commit()
                 .and_then(|()| netns::create(&id, &self.cfg, addr));
-            if let Err(e) = made {
-                pool.release(&id);
-                let _ = netns::remove(&id);
-                let _ = self.save_spares(pool.spares());
-                self.bridge_state().unbound.push((id, addr));
-                return Err(e);
+            t.mark("made");
+            let mut pool = self.pool();
+            if made.is_ok() && pool.ready(&id) {
+                continue;
             }
+            // Failed, or the bridge went down meanwhile (its address was
+            // released then).
+            pool.release(&id);
+            let _ = netns::remove(&id);
+            let _ = self.save_spares(&pool.spare_ids());
+            let mut b = self.bridge_state();
+            if b.up {
+                b.unbound.push((id, addr));
+            }
+            return made;
         }
     }
 

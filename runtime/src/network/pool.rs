@@ -15,8 +15,10 @@ pub struct Pool {
     /// Held addresses of spaces in mode `lan`.
     lan: BTreeSet<Ipv4Addr>,
     /// Ids holding an address for a namespace made ahead of a create
-    /// (see [`super::Network::fill_spares`]), oldest first.
+    /// (see [`super::Network::fill_spares`]), ready, oldest first.
     spares: Vec<String>,
+    /// Spare ids whose namespace is being made.
+    pending: Vec<String>,
 }
 
 impl Pool {
@@ -27,6 +29,7 @@ impl Pool {
             held: BTreeMap::new(),
             lan: BTreeSet::new(),
             spares: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -55,12 +58,23 @@ impl Pool {
         self.held.iter().find(|(_, i)| *i == id).map(|(a, _)| *a)
     }
 
-    /// Takes the lowest free address for spare `id`; None when the subnet
-    /// is full.
+    /// Takes the lowest free address for spare `id`, whose namespace is
+    /// then made ([`Pool::ready`] once it is); None when the subnet is full.
     pub fn add_spare(&mut self, id: &str) -> Option<Ipv4Addr> {
         let a = self.allocate(id)?;
-        self.spares.push(id.to_string());
+        self.pending.push(id.to_string());
         Some(a)
+    }
+
+    /// Spare `id` is made: it can be taken. False when it no longer holds
+    /// its address (released meanwhile).
+    pub fn ready(&mut self, id: &str) -> bool {
+        let Some(i) = self.pending.iter().position(|p| p == id) else {
+            return false;
+        };
+        self.pending.remove(i);
+        self.spares.push(id.to_string());
+        true
     }
 
     /// Hands the oldest spare (its id and address) to a space.
@@ -73,19 +87,27 @@ impl Pool {
         Some((id, a))
     }
 
-    /// Ids of the spares.
+    /// Ids of the spares ready to be taken.
     pub fn spares(&self) -> &[String] {
         &self.spares
     }
 
+    /// Ids of every spare, ready or being made.
+    pub fn spare_ids(&self) -> Vec<String> {
+        self.spares.iter().chain(&self.pending).cloned().collect()
+    }
+
     /// How many spaces (spares left out) hold an address.
     pub fn spaces(&self) -> usize {
-        self.held.len().saturating_sub(self.spares.len())
+        self.held
+            .len()
+            .saturating_sub(self.spares.len() + self.pending.len())
     }
 
     /// Frees whatever `id` holds; returns whether it held something.
     pub fn release(&mut self, id: &str) -> bool {
         self.spares.retain(|s| s != id);
+        self.pending.retain(|s| s != id);
         let before = self.held.len();
         let lan = &mut self.lan;
         self.held.retain(|a, i| {
@@ -160,8 +182,12 @@ mod tests {
         let mut p = Pool::new("10.9.0.0/29".parse().expect("net"));
         assert_eq!(p.add_spare("s1"), Some(Ipv4Addr::new(10, 9, 0, 2)));
         assert!(p.is_empty(), "a spare is not a space");
+        assert_eq!(p.take_spare(), None, "not made yet");
+        assert!(p.ready("s1"));
         assert_eq!(p.allocate("a"), Some(Ipv4Addr::new(10, 9, 0, 3)));
         assert_eq!(p.add_spare("s2"), Some(Ipv4Addr::new(10, 9, 0, 4)));
+        assert_eq!(p.spare_ids(), ["s1", "s2"]);
+        assert!(p.ready("s2"));
         assert_eq!((p.spaces(), p.spares().len()), (1, 2));
         // Oldest first; a taken spare is a space holding its address.
         assert_eq!(
@@ -172,6 +198,10 @@ mod tests {
         assert_eq!((p.spaces(), p.spares().len()), (2, 1));
         assert!(p.release("s2"));
         assert_eq!(p.take_spare(), None);
+        p.add_spare("s4").expect("free");
+        assert!(p.release("s4"));
+        assert!(!p.ready("s4"), "released while being made");
+        assert!(p.spare_ids().is_empty());
         for id in ["b", "c", "d"] {
             p.allocate(id).expect("free");
         }

@@ -251,7 +251,11 @@ impl Runtime {
     /// glibc keeps what a burst of creates and destroys freed (8–9 MiB
     /// after 500 spaces, measured) until told.
     pub(super) fn give_back_memory(&self) {
-        if !self.inner.shrunk.swap(false, std::sync::atomic::Ordering::AcqRel) {
+        if !self
+            .inner
+            .shrunk
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
             return;
         }
         #[cfg(target_env = "gnu")]
