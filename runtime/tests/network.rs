@@ -1540,12 +1540,14 @@ async fn networked_creates_take_a_spare_and_no_spare_is_left_behind() {
     };
     let netns = |id: &str| Path::new("/var/run/netns").join(format!("cs-{}", &id[..12]));
     let a = env.space_net("a", NetworkMode::Internet).await;
+    // Ready to be taken: listed in the file (before it was made), its
+    // namespace there, and the runtime done with it.
     let ready = |not: String| {
-        let (listed, netns) = (listed.clone(), netns);
+        let (listed, netns, rt) = (listed.clone(), netns, env.rt().clone());
         wait_until(Duration::from_secs(3), move || {
-            listed()
-                .first()
-                .is_some_and(|id| *id != not && netns(id).exists())
+            listed().first().is_some_and(|id| {
+                *id != not && netns(id).exists() && rt.network().spares() == [id.clone()]
+            })
         })
     };
     assert!(ready(String::new()).await, "no spare made: {:?}", listed());

@@ -241,17 +241,8 @@ impl Network {
 
     /// Writes the ids of `list` to [`RETIRING_FILE`] (removes it when empty).
     fn save_retiring(&self, list: &[(String, Ipv4Addr)]) -> Result<()> {
-        let path = self.state_dir.join(RETIRING_FILE);
-        if list.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::Network(format!("remove {}: {e}", path.display())))
-                }
-                _ => Ok(()),
-            };
-        }
-        let text: String = list.iter().map(|(id, _)| format!("{id}\n")).collect();
-        write_atomic(&path, text.as_bytes(), false)
+        let ids: Vec<&str> = list.iter().map(|(id, _)| id.as_str()).collect();
+        write_ids(&self.state_dir.join(RETIRING_FILE), &ids)
     }
 
     /// Removes the tables of the destroyed spaces waiting for it (one
@@ -296,11 +287,11 @@ impl Network {
     /// run still had them to remove (ids from [`RETIRING_FILE`]).
     fn restore_retiring(&self) {
         let path = self.state_dir.join(RETIRING_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        let Some(ids) = read_ids(&path) else {
             return;
         };
         let mut b = nfnl::Batch::new();
-        for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+        for id in &ids {
             egress::delete(&mut b, id);
         }
         match b.commit() {
@@ -466,51 +457,38 @@ impl Network {
     /// is this network's, held). Best effort: a namespace that cannot be
     /// removed now is removed at the next start.
     fn drop_spares(&self, pool: &mut Pool) {
-        // Those being made are removed by their maker, which finds their
-        // address gone.
-        let ids = pool.spares().to_vec();
+        // Ready ones are removed here; those being made by their maker,
+        // which finds their address gone.
+        let ready = pool.spares().to_vec();
         for id in pool.spare_ids() {
             pool.release(&id);
         }
-        if ids.is_empty() {
-            return;
-        }
         let mut kept = false;
-        for id in &ids {
-            pool.release(id);
+        for id in &ready {
             if let Err(e) = netns::remove(id) {
                 tracing::warn!(id = %id, "removing a spare network namespace: {e}");
                 kept = true;
             }
         }
-        if !kept {
+        if !ready.is_empty() && !kept {
             let _ = self.save_spares(&[]);
         }
     }
 
     /// Writes `ids` to [`SPARES_FILE`] (removes it when empty).
     fn save_spares(&self, ids: &[String]) -> Result<()> {
-        let path = self.state_dir.join(SPARES_FILE);
-        if ids.is_empty() {
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::Network(format!("remove {}: {e}", path.display())))
-                }
-                _ => Ok(()),
-            };
-        }
-        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-        write_atomic(&path, text.as_bytes(), false)
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        write_ids(&self.state_dir.join(SPARES_FILE), &ids)
     }
 
     /// At startup: removes the namespaces of spares a previous run left
     /// (those no space in `spaces` took).
     fn remove_old_spares(&self, spaces: &[(String, SpaceNetwork)]) {
         let path = self.state_dir.join(SPARES_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
+        let Some(ids) = read_ids(&path) else {
             return;
         };
-        for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+        for id in &ids {
             if spaces.iter().all(|(s, _)| s != id) {
                 if let Err(e) = netns::remove(id) {
                     tracing::warn!(id = %id, "removing a spare network namespace: {e}");
@@ -567,6 +545,11 @@ impl Network {
             }
             return made;
         }
+    }
+
+    /// Ids of the spares ready to be taken (oldest first).
+    pub fn spares(&self) -> Vec<String> {
+        self.pool().spares().to_vec()
     }
 
     /// Hands a spare (its id and address, its namespace ready) to a new
@@ -931,6 +914,34 @@ impl Drop for Network {
     }
 }
 
+/// Writes `ids`, one per line, to the state file `path` (removed when
+/// there are none); atomic, not fsynced (what it lists is gone with a
+/// reboot anyway).
+fn write_ids(path: &Path, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::Network(format!("remove {}: {e}", path.display())))
+            }
+            _ => Ok(()),
+        };
+    }
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    write_atomic(path, text.as_bytes(), false)
+}
+
+/// The space ids [`write_ids`] wrote to `path` (other lines skipped);
+/// None when there is no such file.
+fn read_ids(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| crate::space_id::is_space_id(l))
+            .map(String::from)
+            .collect(),
+    )
+}
+
 /// Brings up the loopback of the network namespace of process `pid` (a
 /// `network: none` space's init, right after it started: libcontainer
 /// makes the namespace with `lo` down, and "loopback only" must mean a
@@ -963,17 +974,17 @@ pub fn purge(dir: &Path) {
         }
         // Spares no space took.
         let spares = state.join(SPARES_FILE);
-        if let Ok(text) = std::fs::read_to_string(&spares) {
-            for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+        if let Some(ids) = read_ids(&spares) {
+            for id in &ids {
                 let _ = netns::remove(id);
             }
             let _ = std::fs::remove_file(&spares);
         }
         // Destroyed spaces whose tables were still to go.
         let retiring = state.join(RETIRING_FILE);
-        if let Ok(text) = std::fs::read_to_string(&retiring) {
+        if let Some(ids) = read_ids(&retiring) {
             let mut b = nfnl::Batch::new();
-            for id in text.lines().filter(|l| crate::space_id::is_space_id(l)) {
+            for id in &ids {
                 egress::delete(&mut b, id);
             }
             let _ = b.commit();
@@ -986,6 +997,22 @@ pub fn purge(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_files_round_trip_and_ignore_what_is_no_space_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ids");
+        assert_eq!(read_ids(&path), None);
+        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
+        write_ids(&path, &[&a, &b]).expect("write");
+        assert_eq!(read_ids(&path), Some(vec![a.clone(), b]));
+        // Only ids become names: nothing else written there is used.
+        std::fs::write(&path, format!("../../etc\n\n{a}/x\n{a}\nAB{}\n", &a[2..])).expect("write");
+        assert_eq!(read_ids(&path), Some(vec![a]));
+        write_ids(&path, &[]).expect("empty");
+        assert!(!path.exists());
+        write_ids(&path, &[]).expect("gone already");
+    }
 
     #[test]
     fn modes_parse_and_old_records_have_none() {

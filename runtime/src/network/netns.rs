@@ -92,23 +92,18 @@ fn share_dir() -> Result<()> {
 /// add` does, in-process: a short-lived thread unshares its network
 /// namespace and bind-mounts it there) and opens it.
 fn add(path: &Path) -> Result<File> {
-    let mut t = crate::timing::Phases::new("netns add");
     share_dir()?;
-    t.mark("share");
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o000)
         .open(path)
         .map_err(|e| os_err(format!("create {}", path.display()), e))?;
-    t.mark("file");
     let made = std::thread::scope(|s| {
         s.spawn(|| {
-            let mut t = crate::timing::Phases::new("netns thread");
             // Only this thread changes namespace; it ends right after.
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                 .map_err(|e| os_err("new network namespace", e))?;
-            t.mark("unshare");
             mount(
                 Some("/proc/thread-self/ns/net"),
                 path,
