@@ -235,7 +235,11 @@ async fn assert_host_matches_api(d: &Daemon, netns_before: &BTreeSet<String>) {
     let daemon = d.pid().expect("daemon runs");
     for w in children(daemon) {
         for c in children(w) {
-            assert!(!is_zombie(c), "unreaped process {c} of worker {w}");
+            assert!(
+                !is_zombie(c),
+                "unreaped process {c} ({}) of worker {w}",
+                fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default()
+            );
         }
     }
 }

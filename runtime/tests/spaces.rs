@@ -235,6 +235,58 @@ async fn many_execs_run_at_once_in_one_space() {
     );
 }
 
+#[tokio::test]
+#[ignore = "needs root"]
+async fn destroys_and_pauses_racing_exec_starts_all_succeed_and_leave_nothing() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let rt = env.rt();
+    for round in 0..12u64 {
+        let name = format!("race{round}");
+        let s = env.space(&name).await;
+        let execs: Vec<_> = (0..6)
+            .map(|_| {
+                let (rt, name) = (rt.clone(), name.clone());
+                tokio::spawn(async move {
+                    let req = ExecRequest::new(Command::Argv(vec!["true".into()]));
+                    tokio::time::timeout(Duration::from_secs(20), rt.exec(&name, req)).await
+                })
+            })
+            .collect();
+        // Lands among the exec starts (each takes milliseconds).
+        tokio::time::sleep(Duration::from_millis(round % 6 * 2)).await;
+        if round % 2 == 0 {
+            rt.destroy(&name).await.expect("destroy during exec starts");
+            for e in execs {
+                match e.await.expect("task").expect("an exec hung") {
+                    Ok(o) => assert_eq!(o.exit_code, 0),
+                    Err(Error::SpaceNotFound | Error::NotRunning) => {}
+                    Err(e) => panic!("exec beside a destroy: {e}"),
+                }
+            }
+            let cg = rt.cgroup(&s);
+            assert!(
+                cg.all_dirs().iter().all(|d| !d.exists()),
+                "a cgroup came back after the destroy: {:?}",
+                cg.all_dirs()
+            );
+            assert!(!rt.space_dir(&s).exists(), "files left");
+        } else {
+            rt.pause(&name).await.expect("pause during exec starts");
+            // An exec started before the pause is frozen with the space;
+            // one after it wakes the space. Once it runs again, every exec
+            // ends: none was left half-started.
+            rt.resume(&name).await.expect("resume");
+            for e in execs {
+                let o = e.await.expect("task").expect("an exec hung");
+                assert_eq!(o.expect("exec beside a pause").exit_code, 0);
+            }
+            rt.destroy(&name).await.expect("destroy");
+        }
+    }
+}
+
 async fn futures_join_all<F>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,

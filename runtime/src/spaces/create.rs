@@ -233,7 +233,7 @@ impl Runtime {
         // Reserve the name: a concurrent create of the same name sees it,
         // and so does a removal of its volume.
         let entry = Arc::new(Entry::new(space.clone()));
-        let _op = entry.op.lock().await;
+        let _op = entry.op.write().await;
         let had_volume = {
             let _volumes = self.inner.volumes_lock.lock().await;
             let had = self.volume_exists(req.name.as_str()).await;

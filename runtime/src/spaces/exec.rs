@@ -66,16 +66,20 @@ impl Runtime {
             name: name.to_string(),
             _g: ExecGuard(entry.clone()),
         };
-        // Under the op lock, so the auto-sleep check (which sees this exec
-        // counted) and this status check cannot interleave.
-        let s = {
-            let _op = entry.op.lock().await;
-            match entry.snapshot().status {
-                SpaceStatus::Running => entry.snapshot(),
-                SpaceStatus::Paused => self.resume_locked(&entry).await?,
-                SpaceStatus::Stopped => return Err(Error::NotRunning),
-                _ => return Err(Error::SpaceNotFound),
+        // The op lock, shared with other exec starts, is held from the
+        // status check to the end of the start: the auto-sleep check (which
+        // sees this exec counted) cannot interleave, and no destroy, stop or
+        // pause runs while the process joins the space.
+        let op = entry.op.read().await;
+        let (s, _op) = match entry.snapshot().status {
+            SpaceStatus::Running => (entry.snapshot(), op),
+            SpaceStatus::Paused => {
+                drop(op);
+                let op = entry.op.write().await;
+                (self.resume_locked(&entry).await?, op.downgrade())
             }
+            SpaceStatus::Stopped => return Err(Error::NotRunning),
+            _ => return Err(Error::SpaceNotFound),
         };
         let _ = self.touch(name);
         let handle = self.spawn_in(&s, req).await?;
@@ -83,8 +87,8 @@ impl Runtime {
     }
 
     /// Starts `req` in the running space `s`: its user, working directory
-    /// and environment unless `req` overrides them. The caller made sure
-    /// the space runs (and keeps it so).
+    /// and environment unless `req` overrides them. The caller holds the
+    /// space's op lock (shared or not) and made sure the space runs.
     pub(super) async fn spawn_in(&self, s: &Space, req: &ExecRequest) -> Result<ExecHandle> {
         let (uid, gid, gids) = if req.cwd.is_none() && req.user.is_none() {
             let u = &s.user;

@@ -237,7 +237,7 @@ impl Runtime {
     /// so a destroy never races it.
     async fn mount_stopped(&self, name: &str) -> Result<()> {
         let entry = self.entry(name)?;
-        let _op = entry.op.lock().await;
+        let _op = entry.op.write().await;
         let space = entry.snapshot();
         if space.status == SpaceStatus::Destroying {
             return Err(Error::SpaceNotFound);

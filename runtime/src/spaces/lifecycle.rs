@@ -79,7 +79,7 @@ impl Runtime {
 
     async fn destroy_now(&self, name: &str, remove_volume: bool) -> Result<()> {
         let entry = self.entry(name)?;
-        let _op = entry.op.lock().await;
+        let _op = entry.op.write().await;
         let snap = {
             let mut r = lock(&entry.rec);
             if r.status == SpaceStatus::Destroying && !self.is_current(name, &entry) {
@@ -174,7 +174,7 @@ impl Runtime {
     async fn pause_now(&self, name: &str) -> Result<Space> {
         let mut t = crate::timing::Phases::new("pause");
         let entry = self.entry(name)?;
-        let _op = entry.op.lock().await;
+        let _op = entry.op.write().await;
         let s = entry.snapshot();
         t.mark("lock");
         match s.status {
@@ -205,7 +205,7 @@ impl Runtime {
 
     async fn pause_if_idle_now(&self, name: &str, idle: std::time::Duration) -> Result<bool> {
         let entry = self.entry(name)?;
-        let _op = entry.op.lock().await;
+        let _op = entry.op.write().await;
         let s = entry.snapshot();
         let idle_for = (Utc::now() - s.last_activity).to_std().unwrap_or_default();
         if s.status != SpaceStatus::Running
@@ -228,7 +228,7 @@ impl Runtime {
         let name = name.to_string();
         self.detached(move |rt| async move {
             let entry = rt.entry(&name)?;
-            let _op = entry.op.lock().await;
+            let _op = entry.op.write().await;
             rt.resume_locked(&entry).await
         })
         .await
@@ -261,7 +261,7 @@ impl Runtime {
 
     async fn start_now(&self, name: &str) -> Result<Space> {
         let entry = self.entry(name)?;
-        let _op = entry.op.lock().await;
+        let _op = entry.op.write().await;
         let s = entry.snapshot();
         let s = match s.status {
             SpaceStatus::Stopped => self.restart_locked(&entry).await?,

@@ -50,7 +50,7 @@ impl Runtime {
 
     async fn on_init_exit(&self, name: &str, id: &str, pid: i32) {
         let Ok(entry) = self.entry(name) else { return };
-        let _op = entry.op.lock().await;
+        let _op = entry.op.write().await;
         let s = entry.snapshot();
         // Destroyed, re-created, or restarted meanwhile: not ours to handle.
         if s.id != id
@@ -136,7 +136,7 @@ impl Runtime {
                 self.watch_init(&s);
             } else {
                 tracing::info!(space = %s.name, "init gone (crash or reboot); starting it again");
-                let _op = entry.op.lock().await;
+                let _op = entry.op.write().await;
                 // A failure is logged (error level) and recorded as stopped
                 // by restart_locked; the space stays listed.
                 let _ = self.restart_locked(&entry).await;

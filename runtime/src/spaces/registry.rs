@@ -12,8 +12,11 @@ use crate::store::{Space, SpaceStatus};
 use super::Runtime;
 
 pub(super) struct Entry {
-    /// Serialises lifecycle operations on this space.
-    pub(super) op: tokio::sync::Mutex<()>,
+    /// Serialises lifecycle operations on this space (held for writing).
+    /// Exec starts share it (held for reading): a destroy, stop or pause
+    /// never runs while a process is being started in the space, which
+    /// would put it in a cgroup being removed or frozen.
+    pub(super) op: tokio::sync::RwLock<()>,
     pub(super) rec: Mutex<Space>,
     /// Execs in flight (the auto-sleep worker never pauses such a space).
     pub(super) execs: AtomicUsize,
@@ -25,7 +28,7 @@ impl Entry {
     /// A new entry holding record `space`, unlocked, with no exec.
     pub(super) fn new(space: Space) -> Self {
         Entry {
-            op: tokio::sync::Mutex::new(()),
+            op: tokio::sync::RwLock::new(()),
             rec: Mutex::new(space),
             execs: AtomicUsize::new(0),
             dirty: Default::default(),

@@ -42,6 +42,12 @@ const SOCK_KEY: u64 = u64::MAX;
 /// How long the loop waits before it reaps unwatched children anyway.
 const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// After a failed request, how long unwatched children are reaped at every
+/// [`REAP_SOON`] (what libcontainer forked may exit just after the reply).
+const REAP_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(1);
+/// The loop's wait (ms) meanwhile.
+const REAP_SOON: u16 = 20;
+
 /// The processes this worker watches, in an epoll set with the request
 /// socket: waiting costs the same with 1 or 1000 spaces' inits (a `poll`
 /// of every pidfd per request grew with them).
@@ -78,9 +84,13 @@ pub fn serve(sock: OwnedFd) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut events = vec![EpollEvent::empty(); 64];
     let mut last_reap = std::time::Instant::now();
+    let mut reap_soon_until = last_reap;
     loop {
-        // Wake up now and then to reap children nobody watches.
-        let n = match watched.epoll.wait(&mut events, EpollTimeout::from(1000u16)) {
+        // Wake up now and then to reap children nobody watches: often for
+        // a while after a failed request.
+        let soon = reap_soon_until > std::time::Instant::now();
+        let timeout = if soon { REAP_SOON } else { 1000u16 };
+        let n = match watched.epoll.wait(&mut events, EpollTimeout::from(timeout)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
@@ -115,7 +125,7 @@ pub fn serve(sock: OwnedFd) {
                 }
             }
         }
-        if n == 0 || last_reap.elapsed() >= REAP_EVERY {
+        if n == 0 || soon || last_reap.elapsed() >= REAP_EVERY {
             reap_unwatched(&watched.children);
             last_reap = std::time::Instant::now();
         }
@@ -152,6 +162,7 @@ pub fn serve(sock: OwnedFd) {
         if failed {
             reap_unwatched(&watched.children);
             last_reap = std::time::Instant::now();
+            reap_soon_until = last_reap + REAP_AFTER_FAILURE;
         }
     }
 }
