@@ -8,7 +8,7 @@ use std::fs;
 use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{free_port, Double, DoubleConfig, Home};
+use common::{dead_port, Double, DoubleConfig, Home};
 use serde_json::{json, Value};
 
 fn double(hostname: &str) -> Double {
@@ -33,7 +33,8 @@ fn set_mtime_ago(path: &std::path::Path, secs: u64) {
 fn discovery_writes_the_original_cache_format() {
     let a = double("Alpha-Box");
     let b = double("beta");
-    let dead = free_port();
+    let dead_port = dead_port();
+    let dead = dead_port.port;
     // Listed out of order, with a dead host: the cache is sorted by name.
     let home = home_for(&[b.host(), format!("127.0.0.1:{dead}"), a.host()]);
     let r = home.run(&["servers", "--refresh"]);
@@ -467,7 +468,8 @@ fn keys_and_hosts_come_from_env_then_file() {
 #[test]
 fn dead_servers_and_usage() {
     let a = double("alpha");
-    let dead = free_port();
+    let dead_port = dead_port();
+    let dead = dead_port.port;
     let home = home_for(&[a.host()]);
     // A cached server that no longer answers.
     fs::write(

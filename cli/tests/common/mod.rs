@@ -48,6 +48,47 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// A port of 127.0.0.1 where nothing answers (a connection is refused) and
+/// that no other socket takes while this lives (a port only picked free
+/// could be another test's server by the time it is dialled): a TCP socket
+/// bound to it, never listening.
+pub struct DeadPort {
+    _socket: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+pub fn dead_port() -> DeadPort {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the descriptor is checked, then owned.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a new descriptor no one else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_in of `len` bytes for both calls.
+    let bound = unsafe {
+        libc::bind(socket.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) == 0
+            && libc::getsockname(
+                socket.as_raw_fd(),
+                std::ptr::from_mut(&mut addr).cast(),
+                &mut len,
+            ) == 0
+    };
+    assert!(bound, "bind: {}", std::io::Error::last_os_error());
+    DeadPort {
+        _socket: socket,
+        port: u16::from_be(addr.sin_port),
+    }
+}
+
 /// Removes ANSI colour codes.
 pub fn strip_ansi(s: &str) -> String {
     let mut out = String::new();
