@@ -42,8 +42,10 @@ impl Runtime {
             if stop.is_stopped() {
                 return;
             }
+            // Boxed: the restart's state is only allocated when needed, so
+            // each space's idle watcher stays small (it was ~9 KiB).
             if let Some(inner) = weak.upgrade() {
-                Runtime { inner }.on_init_exit(&name, &id, pid).await;
+                Box::pin(Runtime { inner }.on_init_exit(&name, &id, pid)).await;
             }
         });
     }
