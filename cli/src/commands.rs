@@ -457,7 +457,7 @@ impl Ctx<'_> {
     /// [`clawdspace_cli::fleet::place`]): with `gpus` > 0 a server whose
     /// runtime can give that many GPUs; otherwise, and among those, the
     /// most free memory, then the fewest running spaces. Prints why.
-    async fn place(&self, gpus: usize) -> Result<Server, Fail> {
+    async fn place(&self, gpus: usize, template: Option<&str>) -> Result<Server, Fail> {
         let servers = self.servers().await;
         if servers.is_empty() {
             return Err(self.no_servers());
@@ -465,20 +465,61 @@ impl Ctx<'_> {
         if gpus > 0 {
             println!("{}", style::out(BLUE, "Looking for server with GPU..."));
         }
-        let answers = join_all(
-            servers
-                .iter()
-                .map(|s| async { tokio::join!(self.api.system(s), self.api.capabilities(s)) }),
-        )
+        // A template is looked up on each server too: only servers that
+        // have it are candidates, and one whose resources ask for a GPU
+        // places the space as `--gpu` would.
+        let template = template.filter(|t| fleet::is_template_name(t));
+        let answers = join_all(servers.iter().map(|s| async {
+            let tmpl = async {
+                match template {
+                    Some(t) => Some(self.api.get(s, &format!("/templates/{t}")).await),
+                    None => None,
+                }
+            };
+            tokio::join!(self.api.system(s), self.api.capabilities(s), tmpl)
+        }))
         .await;
         let mut loads = Vec::new();
         let mut down = Vec::new();
-        for (s, (sys, caps)) in servers.iter().zip(&answers) {
+        let (mut lacking, mut template_gpu) = (Vec::new(), false);
+        for (s, (sys, caps, tmpl)) in servers.iter().zip(&answers) {
             if let Err(e) = sys {
                 down.push(format!("{}: {}", s.name, e.short()));
             }
-            loads.push(load_of(s, sys.as_ref().ok(), caps.as_ref().ok()));
+            let mut load = load_of(s, sys.as_ref().ok(), caps.as_ref().ok());
+            match tmpl {
+                Some(Ok(v)) => template_gpu |= fleet::template_wants_gpu(v),
+                Some(Err(ApiError::Status(404, _))) if load.online => {
+                    lacking.push(s.name.clone());
+                    load.online = false;
+                }
+                _ => {}
+            }
+            loads.push(load);
         }
+        if let (Some(t), false) = (template, lacking.is_empty()) {
+            if loads.iter().all(|l| !l.online) && down.len() < servers.len() {
+                return Err(
+                    Fail::error(format!("Template '{t}' not found on any server"))
+                        .hint(format!("Servers without it: {}", lacking.join(", "))),
+                );
+            }
+        }
+        let gpus = if template_gpu && gpus == 0 {
+            println!(
+                "{}",
+                style::out(
+                    BLUE,
+                    &format!(
+                        "Template '{}' asks for a GPU: looking for server with GPU...",
+                        template.unwrap_or_default()
+                    )
+                )
+            );
+            1
+        } else {
+            gpus
+        };
         let placed = fleet::place(&loads, &fleet::Request { server: None, gpus });
         let p = match placed {
             Ok(p) => p,
@@ -598,7 +639,10 @@ impl Ctx<'_> {
                 let servers = self.servers().await;
                 self.resolve(&servers, s)?
             }
-            None => self.place(gpus_wanted(gpu, gpus.as_ref())).await?,
+            None => {
+                self.place(gpus_wanted(gpu, gpus.as_ref()), template.as_deref())
+                    .await?
+            }
         };
         println!(
             "{}",

@@ -371,6 +371,46 @@ fn gpu_placement_uses_capabilities() {
         .expect("rtx row");
     assert!(row.trim_end().ends_with("🎮 3090"), "{row}");
 
+    // A template that asks for a GPU places like --gpu; one only some
+    // servers have goes to one of those.
+    let r = home.run(&["create", "g3", "-t", "gpu"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.starts_with("Template 'gpu' asks for a GPU: looking for server with GPU...\nFound GPU server: rtx\nCreating space 'g3' on rtx...\n"),
+        "{}",
+        r.stdout
+    );
+    let r = home.run(&["create", "g4", "-t", "default"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("Creating space 'g4' on plain..."),
+        "{}",
+        r.stdout
+    );
+    let mut only_rtx = DoubleConfig::new("rtx2");
+    only_rtx.free = "1.0 GB".into();
+    only_rtx
+        .templates
+        .push(("train".into(), "name: train\n".into()));
+    let only_rtx = Double::start(only_rtx);
+    let home2 = home_for(&[plain.host(), only_rtx.host()]);
+    let r = home2.run(&["create", "g5", "-t", "train"]);
+    r.expect_code(0);
+    assert!(
+        r.stdout.contains("Creating space 'g5' on rtx2..."),
+        "{}",
+        r.stdout
+    );
+    let r = home2.run(&["create", "g6", "-t", "nowhere"]);
+    r.expect_code(1);
+    assert!(
+        r.stderr
+            .contains("Error: Template 'nowhere' not found on any server"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(plain.count("POST", "/api/spaces"), 1, "only g4");
+
     // Without a GPU server.
     let home = home_for(&[plain.host()]);
     let r = home.run(&["create", "g2", "-g"]);
@@ -381,7 +421,7 @@ fn gpu_placement_uses_capabilities() {
         "{}",
         r.stderr
     );
-    assert_eq!(plain.count("POST", "/api/spaces"), 0);
+    assert_eq!(plain.count("POST", "/api/spaces"), 1, "only g4");
 }
 
 #[test]

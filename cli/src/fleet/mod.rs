@@ -4,5 +4,7 @@
 pub mod placement;
 pub mod tailscale;
 
-pub use placement::{place, NoPlacement, NodeLoad, Placement, Request};
+pub use placement::{
+    is_template_name, place, template_wants_gpu, NoPlacement, NodeLoad, Placement, Request,
+};
 pub use tailscale::{Peer, TailscaleConfig};

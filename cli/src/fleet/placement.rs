@@ -89,6 +89,27 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", units[i])
 }
 
+/// Whether `name` can be a template's name (`^[a-z0-9][a-z0-9._-]*$`, case
+/// aside, at most 64): only such a name goes into a URL path.
+pub fn is_template_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=64).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Whether a template (`GET /api/templates/{name}`: `{"name", "yaml"}`)
+/// asks for a GPU: `resources.gpu: true` in its YAML.
+pub fn template_wants_gpu(answer: &serde_json::Value) -> bool {
+    answer
+        .get("yaml")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|y| serde_yaml::from_str::<serde_yaml::Value>(y).ok())
+        .and_then(|t| t.get("resources")?.get("gpu")?.as_bool())
+        .unwrap_or(false)
+}
+
 /// Chooses the server for `request` among `nodes`.
 pub fn place(nodes: &[NodeLoad], request: &Request) -> Result<Placement, NoPlacement> {
     if let Some(s) = request.server {
@@ -307,5 +328,21 @@ mod tests {
             p.reason
         );
         assert_eq!(human_bytes(1023), "1023.0 B");
+    }
+
+    #[test]
+    fn templates_say_whether_they_want_a_gpu_and_only_plain_names_are_asked() {
+        let t = |y: &str| serde_json::json!({"name": "t", "yaml": y});
+        assert!(template_wants_gpu(&t("resources:\n  gpu: true\n")));
+        assert!(!template_wants_gpu(&t("resources:\n  gpu: false\n")));
+        assert!(!template_wants_gpu(&t("resources:\n  memory: 2g\n")));
+        assert!(!template_wants_gpu(&t("resources: [")), "bad YAML: no");
+        assert!(!template_wants_gpu(&serde_json::json!({"name": "t"})));
+        for ok in ["gpu", "Big-1.x_y", "a"] {
+            assert!(is_template_name(ok), "{ok}");
+        }
+        for bad in ["", "..", ".hidden", "a/b", "a%2Fb", "a b", &"x".repeat(65)] {
+            assert!(!is_template_name(bad), "{bad}");
+        }
     }
 }

@@ -207,8 +207,15 @@ impl Servers<'_> {
     }
 
     /// `server`, or where a new space with `gpus` GPUs goes (the fleet's
-    /// placement rule).
-    pub async fn for_create(&self, server: Option<&str>, gpus: usize) -> Result<Target, CallError> {
+    /// placement rule). With a template, only servers that have it are
+    /// candidates, and one whose resources ask for a GPU places as a GPU
+    /// request (on the daemon's fleet: its own template decides).
+    pub async fn for_create(
+        &self,
+        server: Option<&str>,
+        gpus: usize,
+        template: Option<&str>,
+    ) -> Result<Target, CallError> {
         let all = self.all().await?;
         if let Some(s) = server {
             return self.pick(&all, s);
@@ -216,10 +223,12 @@ impl Servers<'_> {
         if all.len() == 1 {
             return Ok(all[0].target.clone());
         }
+        let template = template.filter(|t| fleet::is_template_name(t));
         let chosen = match self.source {
             Source::Daemon { .. } => {
                 let me = &all.first().ok_or_else(|| self.none_found())?.target;
-                let g = gpus.to_string();
+                let wants = matches!(self.template_on(me, template).await, Some(Ok(v)) if fleet::template_wants_gpu(&v));
+                let g = gpus.max(usize::from(wants)).to_string();
                 let v = self
                     .rest
                     .json(me, Endpoint::Placement, "", &[("gpus", &g)], None)
@@ -230,16 +239,36 @@ impl Servers<'_> {
                     .ok_or_else(|| CallError("placement answered without a node".into()))?
             }
             Source::Discovered(_) => {
-                let caps = join_all(all.iter().map(|k| {
-                    self.rest
-                        .json(&k.target, Endpoint::Capabilities, "", &[], None)
+                let answers = join_all(all.iter().map(|k| async {
+                    let caps = self
+                        .rest
+                        .json(&k.target, Endpoint::Capabilities, "", &[], None);
+                    tokio::join!(caps, self.template_on(&k.target, template))
                 }))
                 .await;
+                let mut wants = false;
                 let loads: Vec<NodeLoad> = all
                     .iter()
-                    .zip(&caps)
-                    .map(|(k, c)| load(&k.target.server, c.as_ref().ok()))
+                    .zip(&answers)
+                    .map(|(k, (c, t))| {
+                        let mut l = load(&k.target.server, c.as_ref().ok());
+                        match t {
+                            Some(Ok(v)) => wants |= fleet::template_wants_gpu(v),
+                            // Without the template: not a candidate.
+                            Some(Err(_)) => l.online = false,
+                            None => {}
+                        }
+                        l
+                    })
                     .collect();
+                if let Some(name) = template {
+                    if answers.iter().all(|(_, t)| !matches!(t, Some(Ok(_)))) {
+                        return Err(CallError(format!(
+                            "Template '{name}' not found on any server"
+                        )));
+                    }
+                }
+                let gpus = gpus.max(usize::from(wants));
                 let req = fleet::Request { server: None, gpus };
                 fleet::place(&loads, &req)
                     .map_err(|e| CallError(e.to_string()))?
@@ -247,6 +276,22 @@ impl Servers<'_> {
             }
         };
         self.pick(&all, &chosen)
+    }
+
+    /// `GET /api/templates/{name}` on `t`, when there is a template.
+    async fn template_on(
+        &self,
+        t: &Target,
+        template: Option<&str>,
+    ) -> Option<Result<Value, CallError>> {
+        match template {
+            Some(name) => Some(
+                self.rest
+                    .json(t, Endpoint::GetTemplate, name, &[], None)
+                    .await,
+            ),
+            None => None,
+        }
     }
 
     /// `list_servers`: every server with its status and capabilities.

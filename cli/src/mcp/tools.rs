@@ -321,7 +321,10 @@ impl McpServer {
         if let Some(e) = a.env {
             body["env"] = json!(e);
         }
-        let t = servers.for_create(a.server.as_deref(), gpus_wanted).await?;
+        let template = body["template"].as_str().map(String::from);
+        let t = servers
+            .for_create(a.server.as_deref(), gpus_wanted, template.as_deref())
+            .await?;
         let v = servers
             .rest
             .json(&t, Endpoint::CreateSpace, "", &[], Some(&body))

@@ -269,6 +269,8 @@ pub struct DoubleConfig {
     pub gpu: bool,
     /// `memory.free` as formatBytes prints it, e.g. "12.5 GB".
     pub free: String,
+    /// Templates it has: name and YAML (`GET /api/templates/{name}`).
+    pub templates: Vec<(String, String)>,
 }
 
 impl DoubleConfig {
@@ -278,6 +280,18 @@ impl DoubleConfig {
             key: "double-key".into(),
             gpu: false,
             free: "8.0 GB".into(),
+            // Two of a real server's defaults.
+            templates: vec![
+                (
+                    "default".into(),
+                    "name: default\nresources:\n  memory: 2g\n  cpus: 1\n".into(),
+                ),
+                (
+                    "gpu".into(),
+                    "name: gpu\nmanaged: true\nresources:\n  memory: 8g\n  cpus: 4\n  gpu: true\n"
+                        .into(),
+                ),
+            ],
         }
     }
 }
@@ -424,6 +438,13 @@ impl Double {
                 (200, caps.to_string())
             }
             ("GET", "/api/spaces") => (200, json!({ "spaces": *spaces }).to_string()),
+            ("GET", p) if p.starts_with("/api/templates/") => {
+                let name = &p["/api/templates/".len()..];
+                match c.templates.iter().find(|(n, _)| n == name) {
+                    Some((n, y)) => (200, json!({"name": n, "yaml": y}).to_string()),
+                    None => (404, r#"{"error":"Template not found"}"#.into()),
+                }
+            }
             ("POST", "/api/spaces") => {
                 let req: Value = serde_json::from_str(body).unwrap_or(Value::Null);
                 let space = json!({
