@@ -87,16 +87,30 @@ async fn assert_no_orphans(d: &Daemon, ids: &[String], round: usize) {
             .map(|q| fs::read_to_string(state.join("quarantine").join(q)).unwrap_or_default())
             .collect::<Vec<_>>()
     );
+    // A destroyed space's cgroup is removed once creates pause (at once
+    // by a restart).
     let parent = d.cgroup_parent.trim_start_matches('/');
-    for ctrl in names_in(Path::new("/sys/fs/cgroup")) {
-        let dir = Path::new("/sys/fs/cgroup").join(&ctrl).join(parent);
-        for n in names_in(&dir).into_iter().filter(|n| dir.join(n).is_dir()) {
-            assert!(
-                owned(&n),
-                "round {round}: cgroup {ctrl}/{n} belongs to no listed space"
-            );
+    let stray = || {
+        let mut out = Vec::new();
+        for ctrl in names_in(Path::new("/sys/fs/cgroup")) {
+            let dir = Path::new("/sys/fs/cgroup").join(&ctrl).join(parent);
+            for n in names_in(&dir).into_iter().filter(|n| dir.join(n).is_dir()) {
+                if !owned(&n) {
+                    out.push(format!("{ctrl}/{n}"));
+                }
+            }
         }
+        out
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while !stray().is_empty() && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(
+        stray(),
+        Vec::<String>::new(),
+        "round {round}: cgroups of no listed space"
+    );
     let prefix = format!("{}/", state.display());
     let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let mut mounted = 0;

@@ -180,6 +180,15 @@ async fn assert_host_matches_api(d: &Daemon, netns_before: &BTreeSet<String>) {
         "container state; {what}"
     );
     assert_eq!(mounted_ids(&state), ids, "overlay mounts; {what}");
+    // A destroyed space's cgroup is removed once creates pause.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < end
+        && cgroup_ids(&d.cgroup_parent)
+            .iter()
+            .any(|(_, set)| *set != ids)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for (ctrl, set) in cgroup_ids(&d.cgroup_parent) {
         assert_eq!(set, ids, "cgroups ({ctrl}); {what}");
     }

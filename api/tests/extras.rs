@@ -359,6 +359,19 @@ fn leftovers(d: &Daemon) -> Vec<String> {
     out
 }
 
+/// [`leftovers`] once there are none, or after 10 s: a destroyed space's
+/// cgroup is removed once creates pause.
+async fn settled_leftovers(d: &Daemon) -> Vec<String> {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = leftovers(d);
+        if left.is_empty() || std::time::Instant::now() > end {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Asserts a 400 whose message contains `what`, and that nothing of the
 /// space is left: not listed, no directory, volume or cgroup.
 async fn refused(d: &Daemon, body: Value, what: &str) {
@@ -369,7 +382,7 @@ async fn refused(d: &Daemon, body: Value, what: &str) {
     assert!(!msg.contains(TOKEN), "the token is never echoed: {msg}");
     let (_, list) = d.get("/api/spaces").await;
     assert_eq!(list["spaces"], json!([]), "{body}");
-    assert_eq!(leftovers(d), Vec::<String>::new(), "{body}");
+    assert_eq!(settled_leftovers(d).await, Vec::<String>::new(), "{body}");
 }
 
 #[tokio::test]

@@ -1,11 +1,11 @@
-//! Small filesystem helpers: crash-safe writes.
+//! Small filesystem helpers: crash-safe writes, the state dir's id lists.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// Writes `data` to `path` atomically: a temporary file in the same
 /// directory, optionally fsynced, then renamed over `path`. A crash leaves
@@ -61,6 +61,34 @@ pub fn remove_dir_all_if_exists(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(crate::Error::io(format!("remove {}", path.display()), e)),
     }
+}
+
+/// Writes `ids`, one per line, to the state file `path` (removed when
+/// there are none); atomic, not fsynced (what it lists is gone with a
+/// reboot anyway).
+pub(crate) fn write_ids(path: &Path, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::State(format!("remove {}: {e}", path.display())))
+            }
+            _ => Ok(()),
+        };
+    }
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    write_atomic(path, text.as_bytes(), false)
+}
+
+/// The space ids [`write_ids`] wrote to `path` (other lines skipped);
+/// None when there is no such file.
+pub(crate) fn read_ids(path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| crate::space_id::is_space_id(l))
+            .map(String::from)
+            .collect(),
+    )
 }
 
 #[cfg(test)]

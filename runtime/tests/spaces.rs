@@ -7,7 +7,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use clawdspace_runtime::{Command, CreateSpace, Error, ExecRequest, SpaceStatus};
-use common::{wait_until, TestEnv, IMAGE};
+use common::{cgroup_goes, wait_until, TestEnv, IMAGE};
 
 #[tokio::test]
 #[ignore = "needs root"]
@@ -267,7 +267,7 @@ async fn destroys_and_pauses_racing_exec_starts_all_succeed_and_leave_nothing() 
             }
             let cg = rt.cgroup(&s);
             assert!(
-                cg.all_dirs().iter().all(|d| !d.exists()),
+                cgroup_goes(&cg).await,
                 "a cgroup came back after the destroy: {:?}",
                 cg.all_dirs()
             );
@@ -403,7 +403,7 @@ async fn destroy_leaves_nothing_behind_and_is_idempotent() {
     env.rt().destroy("gone").await.expect("destroy");
     assert!(!env.rt().is_rootfs_mounted(&s), "no mount");
     assert!(!dir.exists() && !state.exists(), "no directories");
-    assert!(cg.all_dirs().iter().all(|d| !d.exists()), "no cgroup");
+    assert!(cgroup_goes(&cg).await, "no cgroup");
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "no process"
@@ -416,6 +416,38 @@ async fn destroy_leaves_nothing_behind_and_is_idempotent() {
     // The name is free again, with a new id.
     let again = env.space("gone").await;
     assert_ne!(again.id, s.id);
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn destroyed_spaces_cgroups_go_once_creates_pause_or_at_a_clean_stop() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let state = env.config().state_dir;
+    // While creates go on, removing a memory cgroup would make them wait
+    // (see ARCHITECTURE.md): destroyed spaces' cgroups wait, listed.
+    let a = env.space("a").await;
+    let b = env.space("b").await;
+    env.rt().destroy("a").await.expect("destroy a");
+    let (cg_a, cg_b) = (env.rt().cgroup(&a), env.rt().cgroup(&b));
+    assert!(
+        cgroup_goes(&cg_a).await,
+        "a's cgroup goes when creates pause"
+    );
+    assert!(
+        !state.join("cgroups-retiring").exists(),
+        "the list empties with it"
+    );
+    // Retired right before a clean stop: gone when it returns.
+    env.space("c").await;
+    env.rt().destroy("b").await.expect("destroy b");
+    env.close().await;
+    assert!(
+        cg_b.all_dirs().iter().all(|d| !d.exists()),
+        "b's cgroup went with the stop: {:?}",
+        cg_b.all_dirs()
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{read_ids, write_atomic, write_ids};
 
 pub use config::{Ipv4Net, NetworkConfig};
 pub use policy::Egress;
@@ -912,34 +912,6 @@ impl Drop for Network {
             }
         }
     }
-}
-
-/// Writes `ids`, one per line, to the state file `path` (removed when
-/// there are none); atomic, not fsynced (what it lists is gone with a
-/// reboot anyway).
-fn write_ids(path: &Path, ids: &[&str]) -> Result<()> {
-    if ids.is_empty() {
-        return match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::Network(format!("remove {}: {e}", path.display())))
-            }
-            _ => Ok(()),
-        };
-    }
-    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-    write_atomic(path, text.as_bytes(), false)
-}
-
-/// The space ids [`write_ids`] wrote to `path` (other lines skipped);
-/// None when there is no such file.
-fn read_ids(path: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(path).ok()?;
-    Some(
-        text.lines()
-            .filter(|l| crate::space_id::is_space_id(l))
-            .map(String::from)
-            .collect(),
-    )
 }
 
 /// Brings up the loopback of the network namespace of process `pid` (a

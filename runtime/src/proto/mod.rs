@@ -99,6 +99,10 @@ pub struct DestroyRequest {
     /// when libcontainer has no state of the space.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// Empty the cgroup but leave its directories: the runtime removes
+    /// them later, off the request path.
+    #[serde(default)]
+    pub keep_cgroup: bool,
 }
 
 /// What the runtime asks a worker to do.

@@ -519,7 +519,7 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
                     }
                 }
                 t.mark("wait");
-                if let Some(cg) = &cgroup {
+                if let (Some(cg), false) = (&cgroup, req.keep_cgroup) {
                     remove_cgroup(cg)?;
                 }
                 t.mark("rmdir");
@@ -537,8 +537,10 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
         })?;
     }
     t.mark("state");
-    if let Some(cg) = &req.cgroup {
-        remove_cgroup(cg)?;
+    match (&req.cgroup, req.keep_cgroup) {
+        (Some(cg), false) => remove_cgroup(cg)?,
+        (Some(cg), true) => thaw_and_kill(cg),
+        (None, _) => {}
     }
     rootfs::unmount(&req.rootfs)?;
     t.mark("umount");

@@ -105,6 +105,7 @@ impl Runtime {
 
     async fn create_now(&self, req: CreateSpace) -> Result<Space> {
         let mut t = Phases::new("create");
+        self.creating();
         if req.memory < MIN_MEMORY {
             return Err(Error::InvalidInput(format!(
                 "Invalid memory: at least {} MiB",

@@ -29,15 +29,17 @@ impl Runtime {
             state_root: self.inner.state_root.clone(),
             rootfs: dir.join("rootfs"),
             cgroup: Some(PathBuf::from(self.cgroups_path(&space.id))),
+            keep_cgroup: true,
         });
         self.simple(req).await?;
         t.mark("worker");
-        // Without container state (a worker killed half-way through the
-        // create) the worker cannot find the cgroup: remove it by path.
-        let cgroup = self.cgroups_path(&space.id);
-        tokio::task::spawn_blocking(move || remove_cgroup(&cgroup))
+        // The worker emptied the cgroup (by path too: a worker killed
+        // half-way through the create leaves no container state); its
+        // removal waits until creates pause (see `retired`).
+        let (rt, id) = (self.clone(), space.id.clone());
+        tokio::task::spawn_blocking(move || rt.retire_cgroup(&id))
             .await
-            .map_err(|e| Error::Container(format!("removing the cgroup: {e}")))??;
+            .map_err(|e| Error::Container(format!("retiring the cgroup: {e}")))?;
         t.mark("cgroup");
         // By id: also what a create that crashed half-way left. A space
         // without a network never had any (and a netfilter transaction for
@@ -317,7 +319,7 @@ async fn restore_if_torn(path: &Path, old: &[u8]) -> Result<()> {
 /// Kills what is left in cgroup `path` (e.g. processes libcontainer cloned
 /// for a create whose worker died) and removes its directory in every
 /// hierarchy. Blocking.
-fn remove_cgroup(path: &str) -> Result<()> {
+pub(super) fn remove_cgroup(path: &str) -> Result<()> {
     let dirs = crate::purge::parent_dirs(path);
     for _ in 0..100 {
         // Killed again each time: a process may have joined since.

@@ -46,6 +46,7 @@ mod observe;
 mod ports;
 mod recovery;
 mod registry;
+mod retired;
 mod shutdown;
 mod volumes;
 
@@ -98,6 +99,8 @@ pub(super) struct Inner {
     /// A space was destroyed since the housekeeping last gave freed
     /// memory back (see [`Runtime::give_back_memory`]).
     shrunk: std::sync::atomic::AtomicBool,
+    /// Destroyed spaces' cgroups, removed off the request path.
+    retired: retired::Retired,
     /// Exclusive lock on the state dir: one runtime per state dir.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -187,6 +190,7 @@ impl Runtime {
                 volumes_lock: tokio::sync::Mutex::new(()),
                 discarded: Default::default(),
                 shrunk: Default::default(),
+                retired: retired::Retired::new(&state),
                 config,
                 _lock: lock,
             }),

@@ -71,6 +71,12 @@ impl Runtime {
     /// be read is quarantined, never deleted; only directories that provably
     /// never held a record (and interrupted deletions) are removed.
     pub(super) async fn restore(&self) -> Result<()> {
+        let rt = self.clone();
+        blocking("reading retired cgroups", move || {
+            rt.load_retired_cgroups();
+            Ok(())
+        })
+        .await?;
         let store = self.inner.store.clone();
         let loaded = tokio::task::spawn_blocking(move || store.load_all())
             .await
@@ -106,17 +112,26 @@ impl Runtime {
                 tracing::error!("cleanup failed: {e}");
             }
         }
-        for s in spaces {
-            match s.status {
-                SpaceStatus::Creating | SpaceStatus::Destroying => {
-                    tracing::info!(space = %s.name, "finishing interrupted create/destroy");
-                    if let Err(e) = self.teardown(&s).await {
-                        tracing::error!(space = %s.name, "cleanup failed: {e}");
-                    }
-                    continue;
-                }
-                _ => {}
+        let mut spaces = spaces;
+        for s in spaces
+            .iter()
+            .filter(|s| matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
+        {
+            tracing::info!(space = %s.name, "finishing interrupted create/destroy");
+            if let Err(e) = self.teardown(s).await {
+                tracing::error!(space = %s.name, "cleanup failed: {e}");
             }
+        }
+        spaces.retain(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying));
+        // What an earlier run retired and these teardowns did: all removed
+        // before any space comes back.
+        let rt = self.clone();
+        blocking("removing retired cgroups", move || {
+            rt.remove_retired_cgroups(true);
+            Ok(())
+        })
+        .await?;
+        for s in spaces {
             // Reads /proc, the freezer and the bundle: off the async threads.
             let adopted = {
                 let (rt, s) = (self.clone(), s.clone());

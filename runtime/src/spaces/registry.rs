@@ -128,6 +128,7 @@ impl Runtime {
                         tracing::warn!("network housekeeping: {e}");
                     }
                     rt.give_back_memory();
+                    rt.remove_retired_cgroups(false);
                 })
                 .await;
             }

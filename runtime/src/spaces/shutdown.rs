@@ -110,7 +110,11 @@ impl Runtime {
         self.inner.ops.idle(None).await;
         self.inner.background.idle(None).await;
         let rt = self.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || rt.flush()).await {
+        let last = move || {
+            rt.flush();
+            rt.remove_retired_cgroups(true);
+        };
+        if let Err(e) = tokio::task::spawn_blocking(last).await {
             tracing::error!("saving activity while closing: {e}");
         }
         self.inner.pool.close().await;

@@ -213,3 +213,12 @@ pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool 
     }
     f()
 }
+
+/// Whether every directory of cgroup `cg` goes within 10 s: a destroyed
+/// space's cgroup is removed once creates pause.
+pub async fn cgroup_goes(cg: &clawdspace_runtime::CgroupPaths) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        cg.all_dirs().iter().all(|d| !d.exists())
+    })
+    .await
+}
