@@ -420,6 +420,51 @@ async fn destroy_leaves_nothing_behind_and_is_idempotent() {
 
 #[tokio::test]
 #[ignore = "needs root"]
+async fn destroying_a_space_with_running_execs_ends_them_at_once() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let rt = env.rt();
+    // The destroy lands on the worker that started an exec now and then
+    // (two workers, two execs, four rounds): that worker must reap its exec
+    // for the space's init to finish dying.
+    for round in 0..4 {
+        let name = format!("busy{round}");
+        let s = env.space(&name).await;
+        let execs: Vec<_> = (0..2)
+            .map(|_| {
+                let (rt, name) = (rt.clone(), name.clone());
+                tokio::spawn(async move {
+                    rt.exec(&name, ExecRequest::new(Command::Shell("sleep 30".into())))
+                        .await
+                })
+            })
+            .collect();
+        // The init and the two execs' shells or sleeps.
+        let procs = rt.cgroup(&s).dir("pids").join("cgroup.procs");
+        let running = || fs::read_to_string(&procs).is_ok_and(|p| p.lines().count() >= 3);
+        assert!(wait_until(Duration::from_secs(10), running).await);
+        let t = Instant::now();
+        rt.destroy(&name).await.expect("destroy with execs running");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "round {round}: destroy took {:?}",
+            t.elapsed()
+        );
+        for e in execs {
+            let r = tokio::time::timeout(Duration::from_secs(10), e)
+                .await
+                .expect("the exec ended")
+                .expect("task");
+            if let Ok(o) = r {
+                assert_ne!(o.exit_code, 0, "killed with its space");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
 async fn destroyed_spaces_cgroups_go_once_creates_pause_or_at_a_clean_stop() {
     let Some(mut env) = TestEnv::new().await else {
         return;

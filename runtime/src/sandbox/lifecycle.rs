@@ -479,14 +479,17 @@ fn thaw_and_kill(cg: &Path) {
 }
 
 /// Kills every process of the space, removes its container state and
-/// cgroup, and unmounts its rootfs. Idempotent.
+/// cgroup (unless asked to keep it), and unmounts its rootfs. Idempotent.
+/// `reap` is called while it waits for the init to die: the caller reaps
+/// its own children that exited there (an exec it started in the space
+/// keeps the space's init from dying until it is reaped).
 ///
 /// libcontainer's `kill(all)` and `delete` are not used: each builds a
 /// libcgroups v1 manager, which re-reads the host's mount table once per
 /// controller, so a destroy grew with the number of spaces mounted. The
 /// cgroup files are driven directly instead, as for [`pause`]; the spaces
 /// have no poststop hooks for `delete` to run.
-pub fn destroy(req: &DestroyRequest) -> Res<()> {
+pub fn destroy(req: &DestroyRequest, reap: &mut dyn FnMut()) -> Res<()> {
     let mut t = crate::timing::Phases::new("worker destroy");
     let dir = req.state_root.join(&req.id);
     if dir.exists() {
@@ -505,8 +508,9 @@ pub fn destroy(req: &DestroyRequest) -> Res<()> {
                 if let Some(fd) = &pidfd {
                     proc::pidfd_kill(fd);
                     let mut died = false;
-                    for _ in 0..20 {
-                        if proc::wait_pidfd(fd, 250) {
+                    for _ in 0..100 {
+                        reap();
+                        if proc::wait_pidfd(fd, 50) {
                             died = true;
                             break;
                         }

@@ -140,7 +140,7 @@ pub fn serve(sock: OwnedFd) {
         };
         let (id, reply) = match serde_json::from_slice::<Call>(&buf[..n]) {
             Ok(call) => {
-                let reply = handle(call.request, fds, &mut watched);
+                let reply = handle(call.request, fds, &mut watched, fd);
                 if matches!(reply, Reply::Spawned { .. }) {
                     die_if_asked(fault.as_deref());
                 }
@@ -179,6 +179,24 @@ fn die_if_asked(fault: Option<&std::path::Path>) {
     }
 }
 
+/// Reaps the watched children that exited and reports those it must.
+fn reap_exited(w: &mut Watched, sock: RawFd) {
+    let pids: Vec<i32> = w.children.keys().copied().collect();
+    for pid in pids {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            st => {
+                if let Some(child) = w.remove(pid) {
+                    if child.report {
+                        let code = st.ok().and_then(exit_code).unwrap_or(255);
+                        send(sock, &Message::Exited { pid, code });
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Reaps exited children that no pidfd watches: processes libcontainer
 /// forked for a request that then failed. Left as zombies they would keep a
 /// space's PID namespace from ever ending (its init waits for them).
@@ -209,7 +227,7 @@ fn watch(w: &mut Watched, pid: i32, report: bool) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut Watched) -> Reply {
+fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut Watched, sock: RawFd) -> Reply {
     let failed = |error: SandboxError| Reply::Failed { error };
     match req {
         Request::Create(r) => match lifecycle::create(&r) {
@@ -249,7 +267,11 @@ fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut Watched) -> Reply {
         }
         Request::Pause { id, state_root } => done(lifecycle::pause(&state_root, &id)),
         Request::Resume { id, state_root } => done(lifecycle::resume(&state_root, &id)),
-        Request::Destroy(r) => done(lifecycle::destroy(&r)),
+        // While it waits for the space's init to die, this worker reaps its
+        // own children that exited: an exec it started in the space is in
+        // the space's PID namespace, whose init cannot finish dying until
+        // that exec's process is reaped by its parent, this worker.
+        Request::Destroy(r) => done(lifecycle::destroy(&r, &mut || reap_exited(children, sock))),
     }
 }
 
