@@ -12,6 +12,12 @@ use tokio::sync::mpsc;
 const DEPTH: usize = 16;
 /// Size of the chunks read from a file.
 const READ_CHUNK: usize = 1 << 20;
+/// What of a body is still read, and dropped, once its reader gave up (a
+/// full disk: 507): so that the client, still sending, gets the answer
+/// instead of a reset connection. At most this many bytes...
+const DRAIN_BYTES: usize = 256 << 20;
+/// ...for at most this long.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 enum Chunk {
     Data(Bytes),
@@ -39,7 +45,22 @@ pub fn body_reader(body: Body) -> BodyReader {
                 Err(e) => Chunk::Failed(io::Error::other(format!("request body: {e}"))),
             };
             let failed = matches!(chunk, Chunk::Failed(_));
-            if tx.send(chunk).await.is_err() || failed {
+            if failed {
+                return;
+            }
+            if tx.send(chunk).await.is_err() {
+                // The reader gave up: let the client finish sending (a
+                // bounded amount), so that it reads the error answer.
+                let drain = async {
+                    let mut left = DRAIN_BYTES;
+                    while let Some(Ok(b)) = s.next().await {
+                        left = left.saturating_sub(b.len());
+                        if left == 0 {
+                            return;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
                 return;
             }
         }
