@@ -304,7 +304,9 @@ pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
 
 /// Starts a process in a running space with the given stdio; returns its pid.
 pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Res<i32> {
+    let mut t = crate::timing::Phases::new("worker exec");
     let process = ProcessFile::write(req)?;
+    t.mark("process file");
     let tenant = builder(req)?
         .with_stdin(stdin)
         .with_stdout(stdout)
@@ -313,8 +315,11 @@ pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
         .as_tenant()
         .with_process(Some(&process.0))
         .with_detach(false);
+    t.mark("builder");
     let pid = in_lean_ns(req, || tenant.build()).map_err(|e| exec_failed(req, e))?;
+    t.mark("build");
     remove_old_sockets(&req.state_root.join(&req.id));
+    t.mark("sockets");
     Ok(pid.as_raw())
 }
 

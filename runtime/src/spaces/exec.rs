@@ -59,6 +59,7 @@ impl Runtime {
         name: &str,
         req: &ExecRequest,
     ) -> Result<(ExecHandle, ExecActivity)> {
+        let mut t = crate::timing::Phases::new("exec start");
         let entry = self.entry(name)?;
         entry.execs.fetch_add(1, Ordering::AcqRel);
         let guard = ExecActivity {
@@ -81,8 +82,10 @@ impl Runtime {
             SpaceStatus::Stopped => return Err(Error::NotRunning),
             _ => return Err(Error::SpaceNotFound),
         };
+        t.mark("lock");
         let _ = self.touch(name);
         let handle = self.spawn_in(&s, req).await?;
+        t.mark("spawn");
         Ok((handle, guard))
     }
 
