@@ -248,7 +248,10 @@ impl Runtime {
                 .await?;
                 self.set_status(entry, SpaceStatus::Running, false).await
             }
-            _ => Err(Error::NotRunning),
+            SpaceStatus::Stopped => Err(Error::NotRunning),
+            // Destroyed (or not made yet) while the caller waited for the
+            // lock, as an exec that found its space paused.
+            SpaceStatus::Creating | SpaceStatus::Destroying => Err(Error::SpaceNotFound),
         }
     }
 

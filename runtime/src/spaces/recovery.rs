@@ -112,17 +112,15 @@ impl Runtime {
                 tracing::error!("cleanup failed: {e}");
             }
         }
-        let mut spaces = spaces;
-        for s in spaces
-            .iter()
-            .filter(|s| matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying))
-        {
+        let (interrupted, spaces): (Vec<_>, Vec<_>) = spaces
+            .into_iter()
+            .partition(|s| matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying));
+        for s in &interrupted {
             tracing::info!(space = %s.name, "finishing interrupted create/destroy");
             if let Err(e) = self.teardown(s).await {
                 tracing::error!(space = %s.name, "cleanup failed: {e}");
             }
         }
-        spaces.retain(|s| !matches!(s.status, SpaceStatus::Creating | SpaceStatus::Destroying));
         // What an earlier run retired and these teardowns did: all removed
         // before any space comes back.
         let rt = self.clone();

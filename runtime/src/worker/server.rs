@@ -95,36 +95,7 @@ pub fn serve(sock: OwnedFd) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return,
         };
-        let mut sock_ready = false;
-        for ev in &events[..n] {
-            let key = ev.data();
-            if key == SOCK_KEY {
-                sock_ready = true;
-                continue;
-            }
-            let Ok(pid) = i32::try_from(key) else {
-                continue;
-            };
-            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {}
-                Ok(st) => {
-                    if let Some(child) = watched.remove(pid) {
-                        if child.report {
-                            let code = exit_code(st).unwrap_or(255);
-                            send(fd, &Message::Exited { pid, code });
-                        }
-                    }
-                }
-                // Not our child any more (or never was): stop watching.
-                Err(_) => {
-                    if let Some(child) = watched.remove(pid) {
-                        if child.report {
-                            send(fd, &Message::Exited { pid, code: 255 });
-                        }
-                    }
-                }
-            }
-        }
+        let sock_ready = reap_ready(&mut watched, &events[..n], fd);
         if n == 0 || soon || last_reap.elapsed() >= REAP_EVERY {
             reap_unwatched(&watched.children);
             last_reap = std::time::Instant::now();
@@ -179,21 +150,38 @@ fn die_if_asked(fault: Option<&std::path::Path>) {
     }
 }
 
-/// Reaps the watched children that exited and reports those it must.
-fn reap_exited(w: &mut Watched, sock: RawFd) {
-    let pids: Vec<i32> = w.children.keys().copied().collect();
-    for pid in pids {
-        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {}
-            st => {
-                if let Some(child) = w.remove(pid) {
-                    if child.report {
-                        let code = st.ok().and_then(exit_code).unwrap_or(255);
-                        send(sock, &Message::Exited { pid, code });
-                    }
-                }
-            }
+/// Reaps the watched children whose pidfds are in `events` and reports
+/// those it must; returns whether the request socket is ready too.
+fn reap_ready(w: &mut Watched, events: &[EpollEvent], sock: RawFd) -> bool {
+    let mut sock_ready = false;
+    for ev in events {
+        let key = ev.data();
+        if key == SOCK_KEY {
+            sock_ready = true;
+            continue;
         }
+        let Ok(pid) = i32::try_from(key) else {
+            continue;
+        };
+        let code = match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => continue,
+            Ok(st) => exit_code(st).unwrap_or(255),
+            // Not our child any more (or never was): stop watching.
+            Err(_) => 255,
+        };
+        if w.remove(pid).is_some_and(|c| c.report) {
+            send(sock, &Message::Exited { pid, code });
+        }
+    }
+    sock_ready
+}
+
+/// Reaps the watched children that exited by now (the epoll set, not
+/// waiting; a request left on the socket stays for the loop).
+fn reap_exited(w: &mut Watched, sock: RawFd) {
+    let mut events = [EpollEvent::empty(); 64];
+    if let Ok(n) = w.epoll.wait(&mut events, EpollTimeout::ZERO) {
+        reap_ready(w, &events[..n], sock);
     }
 }
 
