@@ -4,11 +4,11 @@
 //!
 //! The filter is compiled to BPF once per capability set (libseccomp takes
 //! ~10 ms for the three x86 architectures) and written into the space's
-//! bundle ([`FILTER_FILE`]); the space's executor loads it with one
-//! `prctl` right before `execve`, for the init and for every exec. It is
-//! not put into the OCI spec's `linux.seccomp`: libcontainer 0.7 would
-//! compile it again for every init (and its tenant builder drops it for
-//! execs anyway).
+//! bundle ([`FILTER_FILE`]); it is loaded with one `prctl` right before
+//! `execve`, by the space's executor for the init and by
+//! [`crate::sandbox::join`] for every exec. It is not put into the OCI
+//! spec's `linux.seccomp`: libcontainer 0.7 would compile it again for
+//! every init.
 //!
 //! Docker gates some rules on capabilities; here they are decided from the
 //! capabilities a space's processes hold (none for `sandbox`, Docker's

@@ -336,6 +336,8 @@ mod tests {
             gid: uid,
             additional_gids: vec![uid, 27],
             space_uid,
+            init_pid: 1,
+            init_start_time: 1,
             tty: tty.then(|| crate::proto::TtyRequest {
                 console_socket: "/s/tty/x.sock".into(),
                 cols: 80,

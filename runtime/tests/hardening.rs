@@ -203,22 +203,18 @@ async fn processes_outside_the_space_cannot_be_seen_or_traced() {
     );
 }
 
-#[tokio::test]
-#[ignore = "needs root"]
-async fn terminal_sessions_run_under_the_same_filter() {
+/// Runs `cmd` on a new terminal in `name`; returns what the terminal shows
+/// until it shows `until`.
+async fn on_terminal(env: &TestEnv, name: &str, cmd: &str, until: &str) -> String {
     use tokio::io::AsyncReadExt;
-    let Some(env) = env_with_space("tty", false).await else {
-        return;
-    };
-    let mut req = clawdspace_runtime::ExecRequest::new(clawdspace_runtime::Command::Shell(
-        "grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null || echo refused".into(),
-    ));
+    let mut req =
+        clawdspace_runtime::ExecRequest::new(clawdspace_runtime::Command::Shell(cmd.into()));
     req.tty = Some((80, 24));
-    let (mut h, _activity) = env.rt().exec_spawn("tty", &req).await.expect("tty exec");
+    let (mut h, _activity) = env.rt().exec_spawn(name, &req).await.expect("tty exec");
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !seen.contains("refused") {
+    while !seen.contains(until) {
         let n = tokio::time::timeout_at(deadline, h.stdout.read(&mut buf))
             .await
             .unwrap_or_else(|_| panic!("no answer in time: {seen:?}"))
@@ -226,5 +222,113 @@ async fn terminal_sessions_run_under_the_same_filter() {
         assert!(n > 0, "terminal closed early: {seen:?}");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
+    seen
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn terminal_sessions_run_under_the_same_filter() {
+    let Some(env) = env_with_space("tty", false).await else {
+        return;
+    };
+    let seen = on_terminal(
+        &env,
+        "tty",
+        "grep Seccomp: /proc/self/status; unshare -U true 2>/dev/null || echo refused",
+        "refused",
+    )
+    .await;
     assert!(seen.contains("Seccomp:\t2"), "{seen:?}");
+}
+
+/// Lines of `/proc/<who>/status` starting with one of `fields`, as a shell
+/// in the space sees them.
+async fn status(env: &TestEnv, name: &str, who: &str, fields: &str) -> String {
+    env.out(name, &format!("grep -E '^({fields}):' /proc/{who}/status"))
+        .await
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn an_exec_joins_all_of_its_space_and_keeps_nothing_of_the_worker() {
+    for root in [false, true] {
+        let name = if root { "joinroot" } else { "join" };
+        let Some(env) = env_with_space(name, root).await else {
+            return;
+        };
+        // The init's cgroups (v1 hierarchies and v2) and namespaces.
+        assert_eq!(
+            env.out(name, "cat /proc/self/cgroup").await,
+            env.out(name, "cat /proc/1/cgroup").await,
+            "cgroups, root {root}"
+        );
+        let ns = |who: &str| {
+            format!("for n in cgroup ipc mnt net pid uts; do readlink /proc/{who}/ns/$n; done")
+        };
+        let own = env.out(name, &ns("self")).await;
+        assert_eq!(own.lines().count(), 6, "{own}");
+        assert_eq!(
+            own,
+            env.out(name, &ns("1")).await,
+            "namespaces, root {root}"
+        );
+        // The init's bounding set; as its user, the same held set.
+        assert_eq!(
+            status(&env, name, "self", "CapBnd|CapEff|CapPrm|Uid|Gid").await,
+            status(&env, name, "1", "CapBnd|CapEff|CapPrm|Uid|Gid").await,
+            "capabilities and ids, root {root}"
+        );
+        // Nothing inheritable or ambient; no_new_privs and the filter.
+        assert_eq!(
+            status(&env, name, "self", "CapInh|CapAmb|NoNewPrivs|Seccomp").await,
+            "CapInh:\t0000000000000000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2",
+        );
+        // No signal ignored or blocked (the worker, a Rust program, ignores
+        // SIGPIPE): a pipeline's writer dies quietly when its reader goes.
+        // (Asked without a shell, which ignores signals of its own.)
+        let argv = ["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"];
+        let req = clawdspace_runtime::ExecRequest::new(clawdspace_runtime::Command::Argv(
+            argv.map(String::from).to_vec(),
+        ));
+        let o = env.rt().exec(name, req).await.expect("exec");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n",
+        );
+        let o = env.sh(name, "yes | head -n 1").await;
+        assert_eq!(
+            (o.exit_code, o.stderr.as_slice()),
+            (0, &b""[..]),
+            "{}",
+            text(&o)
+        );
+        // Only stdio (and the directory `ls` reads) is open; umask 022.
+        assert_eq!(
+            env.out(name, "ls /proc/self/fd | tr '\\n' ' '").await,
+            "0 1 2 3"
+        );
+        assert_eq!(env.out(name, "umask").await, "0022");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_terminal_comes_from_devpts_whatever_the_space_put_in_dev() {
+    let Some(env) = env_with_space("ptmx", true).await else {
+        return;
+    };
+    // Root in the space replaces /dev/ptmx with a FIFO (an open of it would
+    // block) and /dev/tty with a link to a file of its own.
+    let o = env
+        .sh(
+            "ptmx",
+            "rm -f /dev/ptmx /dev/tty && mkfifo /dev/ptmx && ln -s /etc/passwd /dev/tty",
+        )
+        .await;
+    assert_eq!(o.exit_code, 0, "{}", text(&o));
+    let cmd = "tty; stat -c '%U %t' $(tty); echo done";
+    let seen = on_terminal(&env, "ptmx", cmd, "done").await;
+    // A devpts slave (major 0x88 = 136), owned by the exec's user.
+    assert!(seen.contains("/dev/pts/"), "{seen:?}");
+    assert!(seen.contains("root 88"), "{seen:?}");
 }

@@ -225,6 +225,24 @@ async fn an_image_that_blocks_the_working_directory_is_a_bad_request() {
 /// Sends an exec straight to a worker (the runtime checks the working
 /// directory first; a worker sees one that went away since).
 async fn worker_exec(pool: &WorkerPool, env: &TestEnv, s: &Space, cwd: &str) -> Reply {
+    worker_exec_in(
+        pool,
+        env,
+        s,
+        cwd,
+        s.init_start_time.expect("init start time"),
+    )
+    .await
+}
+
+/// [`worker_exec`], naming the space's init by its pid and `start` time.
+async fn worker_exec_in(
+    pool: &WorkerPool,
+    env: &TestEnv,
+    s: &Space,
+    cwd: &str,
+    start: u64,
+) -> Reply {
     let null = fs::File::open("/dev/null").expect("null");
     let state_root = env
         .rt()
@@ -243,6 +261,8 @@ async fn worker_exec(pool: &WorkerPool, env: &TestEnv, s: &Space, cwd: &str) -> 
         gid: s.user.gid,
         space_uid: s.user.uid,
         additional_gids: Vec::new(),
+        init_pid: s.init_pid.expect("init pid"),
+        init_start_time: start,
         tty: None,
     });
     let fd = null.as_raw_fd();
@@ -280,4 +300,31 @@ async fn a_bad_working_directory_keeps_its_kind_across_the_worker_boundary() {
         worker_exec(&pool, &env, &s, "/home/sandbox").await,
         Reply::Spawned { .. }
     ));
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn an_exec_naming_another_process_as_the_init_starts_nothing() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let s = env.space("reused").await;
+    let pool = WorkerPool::start(Path::new(env!("CARGO_BIN_EXE_clawdspace-runtime")), 1)
+        .await
+        .expect("worker");
+    // The pid with another start time: what a pid reused after the init
+    // died looks like. The worker must not join whatever has it now.
+    let before = env.out("reused", "ps -o pid= | wc -l").await;
+    let start = s.init_start_time.expect("start") + 1;
+    match worker_exec_in(&pool, &env, &s, "/home/sandbox", start).await {
+        Reply::Failed { error } => {
+            assert!(
+                matches!(&error, SandboxError::State(m) if m.contains("init is gone")),
+                "{error:?}"
+            );
+            assert_eq!(Error::from(error).kind(), ErrorKind::Conflict);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(env.out("reused", "ps -o pid= | wc -l").await, before);
 }

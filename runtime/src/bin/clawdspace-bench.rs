@@ -553,6 +553,8 @@ async fn worker_exec(
         gid: space.user.gid,
         additional_gids: space.user.additional_gids.clone(),
         space_uid: space.user.uid,
+        init_pid: space.init_pid.context("the space has no init")?,
+        init_start_time: space.init_start_time.context("the space has no init")?,
         tty: None,
     });
     let fds = [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];

@@ -70,6 +70,12 @@ pub struct ExecRequest {
     /// The uid of the space's init: the space's capability set follows it
     /// (see [`crate::spec::exec_capabilities`]).
     pub space_uid: u32,
+    /// The host pid of the space's init, whose namespaces and cgroups the
+    /// process joins.
+    pub init_pid: i32,
+    /// The init's start time (clock ticks after boot): the pid is used only
+    /// while it still names that process.
+    pub init_start_time: u64,
     /// Run on a new pseudo-terminal instead of the passed stdio.
     #[serde(default)]
     pub tty: Option<TtyRequest>,

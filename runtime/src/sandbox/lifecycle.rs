@@ -1,12 +1,9 @@
 //! Create, exec, pause, resume and destroy with libcontainer. Worker-only.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
@@ -246,126 +243,58 @@ fn executor(bundle: &Path) -> Res<SpaceExecutor> {
     Ok(SpaceExecutor { filter })
 }
 
-/// The OCI process of an exec ([`crate::spec::exec_process`], the same for
-/// piped and TTY execs) in a file of the container's state dir, for
-/// libcontainer's `with_process`; removed on drop.
-struct ProcessFile(PathBuf);
-
-impl ProcessFile {
-    fn write(req: &ExecRequest) -> Res<ProcessFile> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let process = crate::spec::exec_process(req).map_err(|e| e.to_string())?;
-        let json = serde_json::to_vec(&process).map_err(lc("exec process"))?;
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = req
-            .state_root
-            .join(&req.id)
-            .join(format!("exec-{}-{n}.json", std::process::id()));
-        let file = ProcessFile(path);
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&file.0)
-            .and_then(|mut f| f.write_all(&json))
-            .map_err(lc("write the exec process"))?;
-        Ok(file)
-    }
-}
-
-impl Drop for ProcessFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
-/// A builder for the space's container with its state root.
-fn builder(req: &ExecRequest) -> Res<ContainerBuilder> {
-    ContainerBuilder::new(req.id.clone(), SyscallType::default())
-        .with_root_path(&req.state_root)
-        .map_err(lc("state root"))
-}
-
 /// Starts a process on a new PTY in a running space; its master goes to
 /// the request's console socket. Returns the pid.
 pub fn exec_tty(req: &ExecRequest, tty: &TtyRequest) -> Res<i32> {
-    let process = ProcessFile::write(req)?;
-    let tenant = builder(req)?
-        .with_console_socket(Some(&tty.console_socket))
-        .with_executor(executor(&req.bundle)?)
-        .as_tenant()
-        .with_process(Some(&process.0))
-        .with_detach(true);
-    let pid = in_lean_ns(req, || tenant.build()).map_err(|e| exec_failed(req, e))?;
-    remove_old_sockets(&req.state_root.join(&req.id));
-    Ok(pid.as_raw())
+    let console = connect_console(&tty.console_socket)?;
+    start(req, super::join::Stdio::Tty(console))
 }
 
 /// Starts a process in a running space with the given stdio; returns its pid.
 pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> Res<i32> {
-    let mut t = crate::timing::Phases::new("worker exec");
-    let process = ProcessFile::write(req)?;
-    t.mark("process file");
-    let tenant = builder(req)?
-        .with_stdin(stdin)
-        .with_stdout(stdout)
-        .with_stderr(stderr)
-        .with_executor(executor(&req.bundle)?)
-        .as_tenant()
-        .with_process(Some(&process.0))
-        .with_detach(false);
-    t.mark("builder");
-    let pid = in_lean_ns(req, || tenant.build()).map_err(|e| exec_failed(req, e))?;
-    t.mark("build");
-    remove_old_sockets(&req.state_root.join(&req.id));
-    t.mark("sockets");
-    Ok(pid.as_raw())
+    start(req, super::join::Stdio::Piped([stdin, stdout, stderr]))
 }
 
-/// Runs an exec's libcontainer call in the worker's lean mount namespace
-/// ([`super::mountns`]): its cost no longer grows with the spaces' mounts.
-fn in_lean_ns<T>(req: &ExecRequest, f: impl FnOnce() -> T) -> T {
-    match req.bundle.parent() {
-        Some(spaces) => super::mountns::in_lean(spaces, &[], f),
-        None => f(),
-    }
+fn start(req: &ExecRequest, stdio: super::join::Stdio) -> Res<i32> {
+    let mut t = crate::timing::Phases::new("worker exec");
+    let process = crate::spec::exec_process(req).map_err(|e| e.to_string())?;
+    let filter = executor(&req.bundle)?.filter;
+    t.mark("process");
+    let pid = super::join::spawn(req, &process, filter, stdio).map_err(|e| exec_failed(req, e))?;
+    t.mark("spawn");
+    Ok(pid)
+}
+
+/// Connects to the daemon's console socket, through its directory's
+/// descriptor: a socket path may be longer than a unix address holds.
+fn connect_console(path: &Path) -> Res<OwnedFd> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(format!("bad console socket {}", path.display()).into());
+    };
+    let dir = File::open(dir).map_err(lc("open the console socket's directory"))?;
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    let sock = std::os::unix::net::UnixStream::connect(&short)
+        .map_err(lc("connect to the console socket"))?;
+    Ok(sock.into())
 }
 
 /// Why an exec failed: its working directory is not a directory inside the
-/// space (it may have gone since the daemon checked it), or libcontainer's
-/// own error.
-fn exec_failed(req: &ExecRequest, e: impl std::fmt::Display) -> SandboxError {
+/// space (it may have gone since the daemon checked it), or what went wrong.
+fn exec_failed(req: &ExecRequest, e: SandboxError) -> SandboxError {
+    let SandboxError::Runtime(msg) = e else {
+        return e;
+    };
     let root = match crate::inroot::Root::open(&req.bundle.join("rootfs")) {
         Ok(r) => r,
-        Err(re) => return format!("exec: {e} (the space's root: {re})").into(),
+        Err(re) => return format!("exec: {msg} (the space's root: {re})").into(),
     };
     match root.dir(Path::new(&req.cwd), crate::inroot::Resolve::InRoot) {
         Err(de) if matches!(de.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
             SandboxError::working_dir(&req.cwd, &de)
         }
-        _ => format!("exec: {e}").into(),
-    }
-}
-
-/// libcontainer leaves a socket per exec in the container's state dir; only
-/// ones old enough that no build can still be using them are removed.
-fn remove_old_sockets(dir: &Path) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    let cutoff = SystemTime::now() - Duration::from_secs(30);
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with("tenant-notify-") || name.starts_with("tenant-tty-")) {
-            continue;
-        }
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t < cutoff);
-        if old {
-            let _ = fs::remove_file(e.path());
-        }
+        _ => format!("exec: {msg}").into(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! (see [`crate::worker`]), never on a thread of the daemon.
 
 pub(crate) mod executor;
+pub(crate) mod join;
 pub(crate) mod lifecycle;
 pub(crate) mod mountns;
 pub mod proc;

@@ -2,7 +2,7 @@
 //!
 //! libcgroups 0.7 (v1 manager, used on legacy and hybrid hosts) reads the
 //! caller's `/proc/self/mountinfo` once per controller whenever libcontainer
-//! builds a cgroup manager, e.g. in the intermediate process of every exec.
+//! builds a cgroup manager, e.g. in the intermediate process of every create.
 //! Every space adds its rootfs overlay (and a networked one its netns) to the
 //! host's mount table, so that cost grew with the number of spaces. A worker
 //! therefore makes, once, a private copy of its mount namespace without the

@@ -93,6 +93,9 @@ impl Runtime {
     /// and environment unless `req` overrides them. The caller holds the
     /// space's op lock (shared or not) and made sure the space runs.
     pub(super) async fn spawn_in(&self, s: &Space, req: &ExecRequest) -> Result<ExecHandle> {
+        let (Some(init_pid), Some(init_start_time)) = (s.init_pid, s.init_start_time) else {
+            return Err(Error::NotRunning);
+        };
         let (uid, gid, gids) = if req.cwd.is_none() && req.user.is_none() {
             let u = &s.user;
             (u.uid, u.gid, u.additional_gids.clone())
@@ -127,6 +130,8 @@ impl Runtime {
             gid,
             additional_gids: gids,
             space_uid: s.user.uid,
+            init_pid,
+            init_start_time,
             tty: None,
         };
         match req.tty {

@@ -85,6 +85,12 @@ pub async fn recv_fd(sock: &tokio::net::UnixStream) -> Result<OwnedFd> {
     }
 }
 
+/// Sends descriptor `fd` on connected unix socket `sock` (the console
+/// socket protocol: the terminal's master, named `/dev/ptmx`).
+pub(crate) fn send_fd(sock: RawFd, fd: RawFd) -> nix::Result<()> {
+    fdpass::send(sock, b"/dev/ptmx", &[fd])
+}
+
 /// Logs `tracing` events matching `filter` (e.g. `warn`) to stderr; for the
 /// workers and the runtime's command-line tools.
 pub fn log_to_stderr(filter: &str) {
