@@ -332,3 +332,53 @@ async fn a_terminal_comes_from_devpts_whatever_the_space_put_in_dev() {
     assert!(seen.contains("/dev/pts/"), "{seen:?}");
     assert!(seen.contains("root 88"), "{seen:?}");
 }
+
+/// A cgroup2 group the test made, removed once empty.
+struct Cgroup2(std::path::PathBuf);
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn an_exec_is_born_in_the_inits_cgroup2_group() {
+    // On a pure v2 host every exec is born in its space's group; on a
+    // hybrid one the init shares the daemon's cgroup2 group, so the test
+    // moves the init to one of its own to take that path here too.
+    if clawdspace_runtime::CgroupMode::detect() != clawdspace_runtime::CgroupMode::Hybrid {
+        eprintln!("skipped: not a hybrid host (a v2 host takes this path in every exec test)");
+        return;
+    }
+    let group = Cgroup2(std::path::PathBuf::from(format!(
+        "/sys/fs/cgroup/unified/clawdspace-test-exec-{}",
+        std::process::id()
+    )));
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let s = env.space("cg2").await;
+    std::fs::create_dir(&group.0).expect("make a cgroup2 group");
+    let pid = s.init_pid.expect("init pid").to_string();
+    std::fs::write(group.0.join("cgroup.procs"), &pid).expect("move the init");
+    let exec_line = env.out("cg2", "grep '^0::' /proc/self/cgroup").await;
+    assert_eq!(
+        exec_line,
+        env.out("cg2", "grep '^0::' /proc/1/cgroup").await
+    );
+    // And from the host: the exec runs in the test's group.
+    let req =
+        clawdspace_runtime::ExecRequest::new(clawdspace_runtime::Command::Shell("sleep 5".into()));
+    let (h, _activity) = env.rt().exec_spawn("cg2", &req).await.expect("exec");
+    let host = std::fs::read_to_string(format!("/proc/{}/cgroup", h.pid)).expect("exec cgroup");
+    let want = format!("0::/clawdspace-test-exec-{}", std::process::id());
+    assert!(host.lines().any(|l| l == want), "{host}");
+    env.rt().destroy("cg2").await.expect("destroy");
+}
