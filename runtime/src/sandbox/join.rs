@@ -28,7 +28,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use libcontainer::capabilities::CapabilityExt;
 use libcontainer::oci_spec::runtime::{Capabilities, Process};
@@ -79,10 +79,11 @@ fn cgroups_to_join(theirs: &str, ours: &str) -> Result<Vec<(Hierarchy, String)>,
         if mine.get(ctrls) == Some(&path) {
             continue;
         }
-        let p = Path::new(path);
-        let plain = p.is_absolute()
-            && p.components()
-                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let plain = path == "/"
+            || path.strip_prefix('/').is_some_and(|rest| {
+                rest.split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..")
+            });
         if !plain {
             return Err(format!(
                 "the space's init is in cgroup {path:?}, outside this host's view"
