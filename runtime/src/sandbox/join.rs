@@ -28,13 +28,13 @@ use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use libcontainer::capabilities::CapabilityExt;
 use libcontainer::oci_spec::runtime::{Capabilities, Process};
 
 use super::proc;
-use crate::cgroups::CgroupMode;
+use crate::cgroups::{CgroupMode, CgroupPaths};
 use crate::proto::{ExecRequest, SandboxError};
 
 type Res<T> = Result<T, SandboxError>;
@@ -99,15 +99,13 @@ fn cgroups_to_join(theirs: &str, ours: &str) -> Result<Vec<(Hierarchy, String)>,
     Ok(out)
 }
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-
-/// Where v1 hierarchy `ctrls` is mounted: `/sys/fs/cgroup/<ctrls>` (named
-/// hierarchies without `name=`), or a directory of one of its controllers.
-fn v1_mount(ctrls: &str) -> Option<PathBuf> {
-    let name = ctrls.strip_prefix("name=").unwrap_or(ctrls);
-    std::iter::once(name)
+/// The directory of group `path` in v1 hierarchy `ctrls` (`cpu,cpuacct`,
+/// `name=systemd`): under the hierarchy's name, or one of its controllers'.
+fn v1_dir(ctrls: &str, path: &str) -> Option<PathBuf> {
+    let group = CgroupPaths::new(CgroupMode::detect(), path);
+    std::iter::once(ctrls)
         .chain(ctrls.split(','))
-        .map(|n| Path::new(CGROUP_ROOT).join(n.strip_prefix("name=").unwrap_or(n)))
+        .map(|n| group.dir(n.strip_prefix("name=").unwrap_or(n)))
         .find(|d| d.is_dir())
 }
 
@@ -128,14 +126,11 @@ fn cgroup_join(init_pid: i32) -> Res<CgroupJoin> {
         v2: None,
     };
     for (h, path) in cgroups_to_join(&theirs, &ours)? {
-        let rel = path.trim_start_matches('/');
         match h {
             Hierarchy::V2 => {
-                let root = match CgroupMode::detect() {
-                    CgroupMode::Unified => PathBuf::from(CGROUP_ROOT),
-                    _ => Path::new(CGROUP_ROOT).join("unified"),
-                };
-                let dir = root.join(rel);
+                // The cgroup2 hierarchy: /sys/fs/cgroup, or its `unified`
+                // directory on a hybrid host.
+                let dir = CgroupPaths::new(CgroupMode::detect(), &path).dir("unified");
                 let fd = OpenOptions::new()
                     .read(true)
                     .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
@@ -144,10 +139,9 @@ fn cgroup_join(init_pid: i32) -> Res<CgroupJoin> {
                 join.v2 = Some(fd.into());
             }
             Hierarchy::V1(ctrls) => {
-                let mount = v1_mount(&ctrls).ok_or_else(|| {
-                    format!("cgroup hierarchy {ctrls} is not under {CGROUP_ROOT}")
-                })?;
-                let file = mount.join(rel).join("tasks");
+                let file = v1_dir(&ctrls, &path)
+                    .ok_or_else(|| format!("no directory of cgroup {path} of hierarchy {ctrls}"))?
+                    .join("tasks");
                 let fd = OpenOptions::new()
                     .write(true)
                     .custom_flags(libc::O_CLOEXEC)
@@ -193,13 +187,17 @@ fn cstring(s: &str, what: &str) -> Res<CString> {
 
 fn plan(req: &ExecRequest, process: &Process, filter: Vec<u8>) -> Res<Plan> {
     let (pid, start) = (req.init_pid, req.init_start_time);
-    let init = proc::pidfd_open(pid)
-        .map_err(|_| SandboxError::State("the space's init is gone".into()))?;
+    let gone = || {
+        SandboxError::State(
+            "the space's init is gone (the space is stopping or restarting); try again".into(),
+        )
+    };
+    let init = proc::pidfd_open(pid).map_err(|_| gone())?;
     let cgroups = cgroup_join(pid)?;
     // The pidfd and what was read are the init's only if it still is the
     // process that started then (a pid can be reused).
     if !proc::is_same_process(pid, start) {
-        return Err(SandboxError::State("the space's init is gone".into()));
+        return Err(gone());
     }
     let env = process
         .env()
@@ -208,10 +206,13 @@ fn plan(req: &ExecRequest, process: &Process, filter: Vec<u8>) -> Res<Plan> {
         .map(|e| cstring(e, "the environment"))
         .collect::<Res<_>>()?;
     let caps = process.capabilities().as_ref();
-    let last_cap = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
+    static LAST_CAP: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let last_cap = *LAST_CAP.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(63)
+    });
     Ok(Plan {
         init,
         cgroups,

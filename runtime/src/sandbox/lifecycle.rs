@@ -197,7 +197,9 @@ fn start_init(req: &CreateRequest, t: &mut crate::timing::Phases) -> Res<(i32, u
         .with_stdin(devnull()?)
         .with_stdout(devnull()?)
         .with_stderr(devnull()?)
-        .with_executor(executor(&req.bundle)?)
+        .with_executor(SpaceExecutor {
+            filter: seccomp_filter(&req.bundle)?,
+        })
         .validate_id()
         .map_err(lc("container id"))?
         .as_init(&req.bundle)
@@ -235,12 +237,11 @@ fn netns_paths(bundle: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// The executor of a space's processes, with the seccomp filter from its
-/// bundle. A space without one runs nothing.
-fn executor(bundle: &Path) -> Res<SpaceExecutor> {
-    let filter = fs::read(bundle.join(crate::seccomp::FILTER_FILE))
-        .map_err(lc("read the space's seccomp filter"))?;
-    Ok(SpaceExecutor { filter })
+/// The space's seccomp filter from its bundle. A space without one runs
+/// nothing.
+fn seccomp_filter(bundle: &Path) -> Res<Vec<u8>> {
+    fs::read(bundle.join(crate::seccomp::FILTER_FILE))
+        .map_err(lc("read the space's seccomp filter"))
 }
 
 /// Starts a process on a new PTY in a running space; its master goes to
@@ -258,7 +259,7 @@ pub fn exec(req: &ExecRequest, stdin: OwnedFd, stdout: OwnedFd, stderr: OwnedFd)
 fn start(req: &ExecRequest, stdio: super::join::Stdio) -> Res<i32> {
     let mut t = crate::timing::Phases::new("worker exec");
     let process = crate::spec::exec_process(req).map_err(|e| e.to_string())?;
-    let filter = executor(&req.bundle)?.filter;
+    let filter = seccomp_filter(&req.bundle)?;
     t.mark("process");
     let pid = super::join::spawn(req, &process, filter, stdio).map_err(|e| exec_failed(req, e))?;
     t.mark("spawn");
