@@ -497,6 +497,51 @@ async fn destroyed_spaces_cgroups_go_once_creates_pause_or_at_a_clean_stop() {
 
 #[tokio::test]
 #[ignore = "needs root"]
+async fn a_destroyed_space_leaves_no_memory_charged_behind() {
+    let Some(env) = TestEnv::new().await else {
+        return;
+    };
+    let rt = env.rt();
+    let s = env.space("charged").await;
+    // 16 MiB of page cache charged to the space: a file in its workspace
+    // volume, which outlives the space.
+    let out = rt
+        .exec(
+            "charged",
+            ExecRequest::new(Command::Shell(
+                "dd if=/dev/zero of=/workspace/big bs=1M count=16 2>/dev/null && sync && cat /workspace/big >/dev/null".into(),
+            )),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let cg = rt.cgroup(&s);
+    let parent = cg.dir("memory").parent().expect("parent").to_path_buf();
+    let charged = || {
+        ["memory.usage_in_bytes", "memory.current"]
+            .iter()
+            .find_map(|f| fs::read_to_string(parent.join(f)).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let Some(before) = charged() else {
+        eprintln!("skipped: no memory controller at {}", parent.display());
+        return;
+    };
+    assert!(before >= 16 << 20, "the file is charged: {before}");
+    rt.destroy("charged").await.expect("destroy");
+    assert!(cgroup_goes(&cg).await, "the cgroup goes");
+    // Removed with the file's pages still charged, the memory cgroup would
+    // linger in the kernel (dying), those pages counted in its parent.
+    let after = charged().expect("parent usage");
+    assert!(
+        after < 8 << 20,
+        "{after} bytes still charged under {} (was {before})",
+        parent.display()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
 async fn failed_create_leaves_nothing_and_the_name_stays_free() {
     let Some(env) = TestEnv::new().await else {
         return;

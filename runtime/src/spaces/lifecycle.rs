@@ -320,8 +320,9 @@ async fn restore_if_torn(path: &Path, old: &[u8]) -> Result<()> {
 }
 
 /// Kills what is left in cgroup `path` (e.g. processes libcontainer cloned
-/// for a create whose worker died) and removes its directory in every
-/// hierarchy. Blocking.
+/// for a create whose worker died), uncharges its memory (so that the
+/// kernel frees the memory cgroup at once) and removes its directory in
+/// every hierarchy. Blocking.
 pub(super) fn remove_cgroup(path: &str) -> Result<()> {
     let dirs = crate::purge::parent_dirs(path);
     for _ in 0..100 {
@@ -329,9 +330,12 @@ pub(super) fn remove_cgroup(path: &str) -> Result<()> {
         for d in &dirs {
             crate::purge::thaw_and_kill(d);
         }
-        let gone = dirs.iter().all(|d| match fs::remove_dir(d) {
-            Ok(()) => true,
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        let gone = dirs.iter().all(|d| {
+            crate::purge::uncharge(d);
+            match fs::remove_dir(d) {
+                Ok(()) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            }
         });
         if gone {
             return Ok(());
