@@ -676,9 +676,24 @@ async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
     ]);
     assert!(set.contains(&format!("{} timeout 1m", world.ip)), "{set}");
 
-    // A daemon restart brings the answerer and the rules back.
+    // A daemon restart brings the answerer and the rules back, and keeps
+    // what the space resolved before: its programs reach those addresses
+    // again without a new lookup.
     env.close().await;
     env.rt = Some(env.open().await);
+    let set = run(&[
+        "nft",
+        "list",
+        "set",
+        "inet",
+        &format!("cs{}", dom.short_id()),
+        "allowed",
+    ]);
+    assert!(set.contains(&world.ip.to_string()), "kept: {set}");
+    assert_eq!(
+        reach(&env, "dom", &targets[0]).await,
+        Some(world.host_ip.to_string())
+    );
     allow_checks(&env, &dns, &world, other, &targets).await;
 
     destroy_all(&env, &[&dom, &plain], &before).await;

@@ -193,6 +193,29 @@ pub fn allow(b: &mut Batch, id: &str, addrs: &[Ipv4Addr], timeout_ms: u64) {
     b.refresh_elements(INET, &table(id), ALLOWED, &keys, timeout_ms);
 }
 
+/// The addresses in space `id`'s allowed set, each with the milliseconds it
+/// has left (empty without the set). Blocking.
+pub fn allowed_left(id: &str) -> crate::error::Result<Vec<(Ipv4Addr, u64)>> {
+    let elems = nfnl::read_set_elements(INET, &table(id), ALLOWED, MAX_ALLOWED as usize)?;
+    Ok(elems
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, left)| {
+            let octets: [u8; 4] = key.try_into().ok()?;
+            Some((Ipv4Addr::from(octets), left.filter(|ms| *ms > 0)?))
+        })
+        .collect())
+}
+
+/// Adds to `b` the addresses `kept` to space `id`'s allowed set, each for
+/// the time it had left (at least a second): what a rewrite of the table
+/// keeps of the old one.
+pub fn keep_allowed(b: &mut Batch, id: &str, kept: &[(Ipv4Addr, u64)]) {
+    for (addr, left) in kept {
+        allow(b, id, &[*addr], (*left).max(1000));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

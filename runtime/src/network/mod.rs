@@ -198,6 +198,21 @@ pub struct Network {
 /// The file, in the state dir, of the ids whose tables are still to go.
 const RETIRING_FILE: &str = "network-retiring";
 
+/// What the allowed set of space `id` (with network `net`) holds now, each
+/// address with the time it has left, for a rewrite of its table to keep:
+/// a daemon restart keeps what the space's DNS lookups allowed, so its
+/// programs reach the addresses they resolved before it. Empty without
+/// `allowDomains`, or when it cannot be read (logged).
+fn kept_allowed(id: &str, net: &SpaceNetwork) -> Vec<(Ipv4Addr, u64)> {
+    if net.egress.allow_domains.is_empty() {
+        return Vec::new();
+    }
+    egress::allowed_left(id).unwrap_or_else(|e| {
+        tracing::warn!(id = %id, "reading the addresses a space's DNS answers allowed: {e}");
+        Vec::new()
+    })
+}
+
 /// The file, in the state dir, of the ids of spares (namespaces made ahead
 /// of a create), written before each is made: those no space took are
 /// removed at the next start, or by purge.
@@ -651,6 +666,7 @@ impl Network {
         let mut all = nfnl::Batch::new();
         for (id, a, net) in live {
             egress::write(&mut all, &self.cfg, &self.resolvers.servers, id, *a, net);
+            egress::keep_allowed(&mut all, id, &kept_allowed(id, net));
         }
         let one_by_one = all.commit().is_err();
         for (id, a, net) in live {
@@ -671,10 +687,13 @@ impl Network {
         }
     }
 
-    /// Replaces the table of space `id` (address `addr`).
+    /// Replaces the table of space `id` (address `addr`), keeping the
+    /// addresses its DNS answers allowed until they expire.
     fn write_policy(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
+        let kept = kept_allowed(id, net);
         let mut b = nfnl::Batch::new();
         self.policy(&mut b, id, addr, net)?;
+        egress::keep_allowed(&mut b, id, &kept);
         b.commit()
     }
 

@@ -33,6 +33,7 @@ const NEWCHAIN: u16 = 3;
 const NEWRULE: u16 = 6;
 const NEWSET: u16 = 9;
 const NEWSETELEM: u16 = 12;
+const GETSETELEM: u16 = 13;
 const DELSETELEM: u16 = 14;
 const NEWOBJ: u16 = 18;
 const GETOBJ: u16 = 19;
@@ -823,6 +824,89 @@ pub fn read_counter(family: u8, t: &str, name: &str) -> Result<Option<(u64, u64)
     )
 }
 
+/// A set element read back: its key's bytes and, in a set with timeouts,
+/// the milliseconds it has left.
+pub type SetElement = (Vec<u8>, Option<u64>);
+
+/// The elements of set `set` in table `t` (at most `cap` of them), or None
+/// when the table or set does not exist. Blocking.
+pub fn read_set_elements(
+    family: u8,
+    t: &str,
+    set: &str,
+    cap: usize,
+) -> Result<Option<Vec<SetElement>>> {
+    let what = "reading a set";
+    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("netlink socket", e))?;
+    sock.bind_auto().map_err(|e| fail("netlink bind", e))?;
+    set_timeout(&sock)?;
+    let mut out = Vec::new();
+    let kind = (NFNL_SUBSYS_NFTABLES << 8) | GETSETELEM;
+    let start = header(&mut out, kind, libc::NLM_F_DUMP as u16, 1, (family, 0));
+    emit(&[string(1, t), string(2, set)], &mut out);
+    finish(&mut out, start);
+    sock.send(&out, 0).map_err(|e| fail(what, e))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut elems = Vec::new();
+    loop {
+        let n = sock.recv(&mut &mut buf[..], 0).map_err(|e| fail(what, e))?;
+        if n == 0 {
+            return Err(fail(what, "the kernel closed the socket"));
+        }
+        let mut at = 0;
+        while at + 16 <= n {
+            let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+            if len < 16 || at + len > n {
+                return Err(fail(what, "truncated answer"));
+            }
+            let msg = &buf[at..at + len];
+            if kind == libc::NLMSG_DONE as u16 {
+                return Ok(Some(elems));
+            }
+            if kind == libc::NLMSG_ERROR as u16 && len >= 20 {
+                let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
+                return match code {
+                    0 => Ok(Some(elems)),
+                    c if -c == libc::ENOENT => Ok(None),
+                    c => Err(fail(what, std::io::Error::from_raw_os_error(-c))),
+                };
+            }
+            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NEWSETELEM && len > 20 {
+                set_elements(&msg[20..], &mut elems, cap);
+            }
+            at += len.next_multiple_of(4);
+        }
+    }
+}
+
+/// Appends to `out` (up to `cap`) the elements of an `NFTA_SET_ELEM_LIST_*`
+/// attribute list; an element without a key is skipped.
+fn set_elements(msg: &[u8], out: &mut Vec<SetElement>, cap: usize) {
+    let lists = attrs(msg).filter(|(t, _)| *t == 3); // NFTA_SET_ELEM_LIST_ELEMENTS
+    for (_, list) in lists {
+        for (_, elem) in attrs(list).filter(|(t, _)| *t == LIST_ELEM) {
+            let (mut key, mut left) = (None, None);
+            for (t, d) in attrs(elem) {
+                match t {
+                    // NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
+                    1 => {
+                        key = attrs(d)
+                            .find(|(v, _)| *v == DATA_VALUE)
+                            .map(|(_, v)| v.to_vec())
+                    }
+                    // NFTA_SET_ELEM_EXPIRATION (ms, big-endian)
+                    5 => left = <[u8; 8]>::try_from(d).ok().map(u64::from_be_bytes),
+                    _ => {}
+                }
+            }
+            if let (Some(k), true) = (key, out.len() < cap) {
+                out.push((k, left));
+            }
+        }
+    }
+}
+
 /// Whether table `t` of `family` exists (a lookup: no transaction, so no
 /// wait for the kernel's RCU grace period as a deletion has).
 pub fn table_exists(family: u8, t: &str) -> Result<bool> {
@@ -1005,6 +1089,44 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([out[2], out[3]]), 4 | NLA_F_NESTED);
         assert_eq!(u16::from_ne_bytes([out[4], out[5]]), 7);
         assert_eq!(&out[8..11], b"ab\0");
+    }
+
+    #[test]
+    fn set_elements_are_read_with_their_time_left_and_capped() {
+        let elem = |key: &[u8], left: Option<u64>| {
+            let mut a = vec![Attr::Nest(1, vec![Attr::Bytes(DATA_VALUE, key.to_vec())])];
+            if let Some(ms) = left {
+                a.push(be64(5, ms));
+            }
+            Attr::Nest(LIST_ELEM, a)
+        };
+        let mut msg = Vec::new();
+        emit(
+            &[
+                string(1, "t"),
+                string(2, "allowed"),
+                Attr::Nest(
+                    3,
+                    vec![
+                        elem(&[10, 0, 0, 1], Some(59_000)),
+                        Attr::Nest(LIST_ELEM, vec![be64(5, 1)]), // no key
+                        elem(&[10, 0, 0, 2], None),
+                        elem(&[10, 0, 0, 3], Some(5)),
+                    ],
+                ),
+            ],
+            &mut msg,
+        );
+        let mut out = Vec::new();
+        set_elements(&msg, &mut out, 2);
+        assert_eq!(
+            out,
+            [(vec![10, 0, 0, 1], Some(59_000)), (vec![10, 0, 0, 2], None)]
+        );
+        // Garbage (a length past the end) reads as nothing.
+        let mut out = Vec::new();
+        set_elements(&[0xff, 0xff, 3, 0, 1, 2], &mut out, 10);
+        assert!(out.is_empty());
     }
 
     #[test]
