@@ -79,6 +79,37 @@ bench_io() {
     awk '/^some/ { sub("avg10=", "", $2); print $2 }' /proc/pressure/io 2>/dev/null || true
 }
 
+# Median ms of 5 writes of a fresh process's pid to `cgroup.procs` of a
+# cgroup made for it (and removed); empty when none can be made.
+bench_cgroup_move_ms() {
+    local base=/sys/fs/cgroup
+    [[ $(stat -fc %T $base) == cgroup2fs ]] || base=/sys/fs/cgroup/cpu
+    python3 - "$base/clawdspace-bench-move-$$" <<'PY' 2>/dev/null || true
+import os, statistics, sys, time
+d = sys.argv[1]
+os.mkdir(d)
+try:
+    times = []
+    for _ in range(5):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            t = time.perf_counter()
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+            os.write(w, str(time.perf_counter() - t).encode())
+            os._exit(0)
+        os.close(w)
+        times.append(float(os.read(r, 64)) * 1e3)
+        os.close(r)
+        os.waitpid(pid, 0)
+        time.sleep(0.05)
+    print("%.1f" % statistics.median(times))
+finally:
+    os.rmdir(d)
+PY
+}
+
 bench_machine_env() {
     local repo=${1:-.} cgmode virt=
     if [[ -d /sys/fs/cgroup/unified ]] && [[ $(stat -fc %T /sys/fs/cgroup) != cgroup2fs ]]; then
@@ -88,6 +119,12 @@ bench_machine_env() {
     else
         cgmode="cgroup v1 (legacy)"
     fi
+    # What moving a process into a cgroup costs here (both sides move one
+    # per create): 5-10 ms where the write waits for an RCU grace period,
+    # under 1 ms with cgroup2's favordynmods (docs/OPERATIONS.md).
+    local move
+    move=$(bench_cgroup_move_ms)
+    [[ -n $move ]] && cgmode="$cgmode; moving a process into a cgroup: $move ms (median of 5)"
     [[ -r /sys/class/dmi/id/product_name ]] && virt=$(cat /sys/class/dmi/id/product_name 2>/dev/null)
     grep -q '^flags.*hypervisor' /proc/cpuinfo && virt="${virt:+$virt, }virtual machine"
     BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
