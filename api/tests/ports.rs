@@ -35,6 +35,29 @@ exit 1
     assert_eq!(r["exitCode"], 0, "{r}");
 }
 
+/// Starts on port 8100 of `name` a server that answers every request on a
+/// connection (HTTP/1.1 keep-alive) with its shell's pid and the request's
+/// number on that connection, and closes it after the third.
+async fn serve_keep_alive(d: &Daemon, name: &str) {
+    let script = r#"
+cat > /tmp/ka.sh <<'X'
+n=0
+while read -r line; do
+  while read -r h; do h=$(printf %s "$h" | tr -d '\r'); [ -z "$h" ] && break; done
+  n=$((n+1))
+  body="conn=$$ req=$n"
+  printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s' ${#body} "$body"
+  [ $n -ge 3 ] && exit 0
+done
+X
+setsid nc -ll -p 8100 -e /bin/sh /tmp/ka.sh </dev/null >/dev/null 2>&1 &
+for i in $(seq 50); do cat /proc/net/tcp /proc/net/tcp6 2>/dev/null > /tmp/socks; grep -q ':1FA4 0.*:0000 0A' /tmp/socks && exit 0; sleep 0.1; done
+exit 1
+"#;
+    let r = d.exec(name, json!(script)).await;
+    assert_eq!(r["exitCode"], 0, "{r}");
+}
+
 async fn get_text(d: &Daemon, path: &str, key: bool) -> (StatusCode, String) {
     let mut rb = d.http.get(d.url(path));
     if key {
@@ -53,6 +76,52 @@ fn raw(d: &Daemon, head: &str) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn proxied_connections_are_kept_between_requests() {
+    // One connection per space at most: a kept one makes room for a new.
+    let Some(d) = Daemon::start(&[("CLAWDSPACE_PORT_CONNECTIONS", "1")]).await else {
+        return;
+    };
+    d.create("ka").await;
+    serve_keep_alive(&d, "ka").await;
+    let path = "/api/spaces/ka/ports/8100/x";
+    let (s, first) = get_text(&d, path, true).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert!(first.ends_with(" req=1"), "{first}");
+    let conn = first.split(' ').next().expect("conn").to_string();
+    // The next requests go over the same connection into the space.
+    for n in [2, 3] {
+        let (s, body) = get_text(&d, path, true).await;
+        assert_eq!((s, body), (StatusCode::OK, format!("{conn} req={n}")));
+    }
+    // The server closed it after its third answer: the next request is
+    // answered over a new one.
+    let (s, body) = get_text(&d, path, true).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        body.ends_with(" req=1") && !body.starts_with(&conn),
+        "{body}"
+    );
+    // A POST never goes over a kept connection (it could not be sent again
+    // if that one had closed): it gets a new one, the kept one closing to
+    // leave it the space's only slot.
+    let r = d
+        .http
+        .post(d.url(path))
+        .header("Authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.expect("body").ends_with(" req=1"));
+    // A kept connection closes after its idle time (4 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (s, body) = get_text(&d, path, true).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.ends_with(" req=1"), "{body}");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -41,7 +41,22 @@ pub struct PortLimits {
     per_space: usize,
     open: Mutex<HashMap<String, Arc<Semaphore>>>,
     bandwidth: Bandwidth,
+    /// Connections kept open after a response, by (space id, port).
+    idle: Mutex<HashMap<(String, u16), Vec<Idle>>>,
 }
+
+/// A proxied connection kept open between requests, with its slot.
+struct Idle {
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    permit: OwnedSemaphorePermit,
+    since: Instant,
+}
+
+/// Connections kept per port of a space at most.
+const IDLE_PER_PORT: usize = 4;
+/// How long a kept connection waits for its next request: under the 5 s
+/// after which Node's servers (most dev servers) close an idle one.
+const IDLE_FOR: Duration = Duration::from_secs(4);
 
 /// One proxied connection's place in its space's limits.
 struct Slot {
@@ -57,11 +72,68 @@ impl PortLimits {
             per_space: per_space.max(1),
             open: Mutex::default(),
             bandwidth: Bandwidth::new(rate),
+            idle: Mutex::default(),
         }
     }
 
-    fn take(&self, space: &str) -> ApiResult<Slot> {
-        let permit = self.permit(space)?;
+    /// A kept connection to `key` (space id, port) not yet closed or
+    /// expired, newest first.
+    fn checkout(&self, key: &(String, u16)) -> Option<Idle> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(key)?;
+        let found = std::iter::from_fn(|| list.pop())
+            .find(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    /// Keeps a connection whose response has ended for the next request to
+    /// `key` (at most [`IDLE_PER_PORT`]; others close).
+    fn keep(
+        &self,
+        key: (String, u16),
+        sender: hyper::client::conn::http1::SendRequest<Body>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(key).or_default();
+        list.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+        if list.len() < IDLE_PER_PORT {
+            list.push(Idle {
+                sender,
+                permit,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes the kept connections that waited [`IDLE_FOR`] (or whose
+    /// server closed them); the daemon calls it every second.
+    pub fn expire_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+            !list.is_empty()
+        });
+    }
+
+    /// A slot for a new connection to space `space` (id `id`); when all are
+    /// taken, its kept idle connections close to make room first.
+    fn take(&self, space: &str, id: &str) -> ApiResult<Slot> {
+        let permit = self.permit(space).or_else(|e| {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let before = idle.len();
+            idle.retain(|(of, _), _| of != id);
+            let freed = idle.len() < before;
+            drop(idle);
+            if freed {
+                self.permit(space)
+            } else {
+                Err(e)
+            }
+        })?;
         Ok(Slot {
             permit,
             caps: self.bandwidth.caps(space),
@@ -160,6 +232,11 @@ async fn awake(st: &AppState, name: &str) -> ApiResult<Space> {
 
 /// Forwards `req` to `port` of space `name` as `target`; `prefix` is the
 /// path the client sees the server under (`X-Forwarded-Prefix`).
+///
+/// A `GET`, `HEAD` or `OPTIONS` without a body goes over a connection kept
+/// from an earlier response when there is one (and again over a new one if
+/// that connection turns out closed); after a response that ends, the
+/// connection is kept ([`PortLimits::keep`]) unless the server closes it.
 pub(crate) async fn forward(
     st: &AppState,
     name: &str,
@@ -168,9 +245,42 @@ pub(crate) async fn forward(
     prefix: String,
     mut req: Request,
 ) -> ApiResult<Response> {
-    let slot = st.port_limits.take(name)?;
+    let space = awake(st, name).await?;
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let reuse = !upgrade && safe && http_body::Body::size_hint(req.body()).exact() == Some(0);
+    let key = (space.id.clone(), port);
+    let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let headers = proxied_headers(&parts.headers, upgrade, &prefix);
+    let build = |body: Body| {
+        let mut out = axum::http::Request::builder()
+            .method(parts.method.clone())
+            .uri(target.clone())
+            .body(body)
+            .map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))?;
+        *out.headers_mut() = headers.clone();
+        Ok::<_, ApiError>(out)
+    };
+    if reuse {
+        while let Some(mut kept) = st.port_limits.checkout(&key) {
+            let ready = tokio::time::timeout(Duration::from_millis(100), kept.sender.ready()).await;
+            if !matches!(ready, Ok(Ok(()))) {
+                continue;
+            }
+            match kept.sender.send_request(build(Body::empty())?).await {
+                Ok(resp) => {
+                    return Ok(respond(st, Some(key), resp, kept.sender, kept.permit));
+                }
+                Err(e) => tracing::debug!("a kept connection to port {port} of {name}: {e}"),
+            }
+        }
+    }
+    let slot = st.port_limits.take(name, &space.id)?;
     let permit = slot.permit;
-    awake(st, name).await?;
     let stream = Throttled::new(st.rt.connect_port(name, port).await?, slot.caps);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -180,40 +290,7 @@ pub(crate) async fn forward(
             tracing::debug!("proxied connection: {e}");
         }
     });
-    let upgrade = req.headers().contains_key(header::UPGRADE);
-    let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers.clone();
-    for h in DROP_REQUEST {
-        headers.remove(h);
-    }
-    if !upgrade {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
-    }
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("localhost"));
-    set(&mut headers, "x-forwarded-host", host);
-    set(
-        &mut headers,
-        "x-forwarded-proto",
-        HeaderValue::from_static("http"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&prefix) {
-        if !prefix.is_empty() {
-            set(&mut headers, "x-forwarded-prefix", v);
-        }
-    }
-    let mut out = axum::http::Request::builder()
-        .method(parts.method)
-        .uri(target)
-        .body(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid request: {e}")))?;
-    *out.headers_mut() = headers;
-    let mut resp = sender.send_request(out).await.map_err(|e| {
+    let mut resp = sender.send_request(build(body)?).await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_GATEWAY,
             format!("The server on port {port} in space '{name}' failed: {e}"),
@@ -242,23 +319,98 @@ pub(crate) async fn forward(
             .body(Body::empty())
             .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()));
     }
+    Ok(respond(st, (!upgrade).then_some(key), resp, sender, permit))
+}
+
+/// The request headers the space gets: without the key and hop-by-hop
+/// headers (those of an upgrade kept for one), with `X-Forwarded-*`.
+fn proxied_headers(from: &HeaderMap, upgrade: bool, prefix: &str) -> HeaderMap {
+    let mut headers = from.clone();
+    for h in DROP_REQUEST {
+        headers.remove(h);
+    }
+    if !upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+    let host = from
+        .get(header::HOST)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("localhost"));
+    set(&mut headers, "x-forwarded-host", host);
+    set(
+        &mut headers,
+        "x-forwarded-proto",
+        HeaderValue::from_static("http"),
+    );
+    if let Ok(v) = HeaderValue::from_str(prefix) {
+        if !prefix.is_empty() {
+            set(&mut headers, "x-forwarded-prefix", v);
+        }
+    }
+    headers
+}
+
+/// The response to hand back: its body holds the connection's slot while
+/// it streams, and once it has ended the connection is kept for `key`
+/// (None: not kept), unless the server said it closes it.
+fn respond(
+    st: &AppState,
+    key: Option<(String, u16)>,
+    resp: hyper::Response<hyper::body::Incoming>,
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    permit: OwnedSemaphorePermit,
+) -> Response {
     let (parts, incoming) = resp.into_parts();
-    // The permit lives as long as the response body streams.
+    let closes = parts
+        .headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+    let back = key
+        .filter(|_| !closes)
+        .map(|k| (st.port_limits.clone(), k, sender));
     let body = Body::new(Guarded {
         inner: incoming,
-        _permit: permit,
+        permit: Some(permit),
+        back,
+        ended: false,
     });
-    Ok(Response::from_parts(parts, body))
+    Response::from_parts(parts, body)
 }
 
 fn set(h: &mut HeaderMap, name: &'static str, v: HeaderValue) {
     h.insert(HeaderName::from_static(name), v);
 }
 
-/// A response body that holds its connection slot until it ends.
+/// The connection a response came over, to keep once the response ended.
+type Back = (
+    Arc<PortLimits>,
+    (String, u16),
+    hyper::client::conn::http1::SendRequest<Body>,
+);
+
+/// A response body that holds its connection slot while it streams; when
+/// it has ended, the connection is kept for the next request ([`Back`]).
 struct Guarded {
     inner: hyper::body::Incoming,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    back: Option<Back>,
+    ended: bool,
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // A response read to its end leaves the connection ready for the
+        // next; one dropped half-way closes with it.
+        if self.ended || http_body::Body::is_end_stream(&self.inner) {
+            if let (Some((limits, key, sender)), Some(permit)) =
+                (self.back.take(), self.permit.take())
+            {
+                limits.keep(key, sender, permit);
+            }
+        }
+    }
 }
 
 impl http_body::Body for Guarded {
@@ -269,7 +421,11 @@ impl http_body::Body for Guarded {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -541,8 +697,8 @@ pub async fn tunnel(
 ) -> ApiResult<Response> {
     let port = parse_port(&port)?;
     let ws = ws.map_err(|e| ApiError::bad_request(format!("WebSocket upgrade required: {e}")))?;
-    let slot = st.port_limits.take(&name)?;
-    awake(&st, &name).await?;
+    let space = awake(&st, &name).await?;
+    let slot = st.port_limits.take(&name, &space.id)?;
     let stream = Throttled::new(st.rt.connect_port(&name, port).await?, slot.caps);
     let permit = slot.permit;
     Ok(ws
