@@ -63,7 +63,6 @@ pub struct AppState {
 fn main() -> ExitCode {
     // Worker processes are this binary re-executed: serve and exit there.
     clawdspace_runtime::run_if_worker();
-    one_arena_per_core();
     let config = config::Config::parse();
     if config.openapi {
         match serde_json::to_string_pretty(&openapi::document()) {
@@ -99,23 +98,6 @@ fn main() -> ExitCode {
             tracing::error!("{e:#}");
             eprintln!("clawdspaced: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Caps glibc's malloc arenas at one per core (its default is eight per
-/// core): threads that allocate take arenas of their own, and what they
-/// free stays mapped in each. Measured through the API with 500 spaces:
-/// the daemon's RSS 33.6 -> 31.4 MiB. Before any thread starts.
-fn one_arena_per_core() {
-    #[cfg(target_env = "gnu")]
-    {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let cores = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-        // SAFETY: mallopt only sets an allocator parameter; no other thread
-        // exists yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, cores);
         }
     }
 }
