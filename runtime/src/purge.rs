@@ -54,22 +54,29 @@ pub(crate) fn thaw_and_kill(dir: &Path) {
     }
 }
 
-/// Reclaims what the emptied cgroup directory `dir` still has charged: the
-/// page cache of files its processes read or wrote (v1 `memory.force_empty`,
-/// v2 `memory.reclaim`). A memory cgroup removed with charges left lingers
-/// in the kernel as a dying cgroup until that memory is reclaimed, and every
-/// one of them makes later cgroup work (creates among it) slower; a server
-/// that creates and deletes spaces all day would pile them up. Best effort:
-/// a directory of another controller has neither file.
-pub(crate) fn uncharge(dir: &Path) {
-    if fs::write(dir.join("memory.force_empty"), "0").is_ok() {
-        return;
+/// Removes the emptied cgroup directory `dir`, its memory reclaimed first:
+/// the page cache of files its processes read or wrote (v1
+/// `memory.force_empty`, v2 `memory.reclaim`). A memory cgroup removed with
+/// charges left lingers in the kernel as a dying cgroup until that memory
+/// is reclaimed, and every one of them makes later cgroup work (creates
+/// among it) slower; a server that creates and deletes spaces all day would
+/// pile them up. A directory of another controller has neither file.
+pub(crate) fn remove_cgroup_dir(dir: &Path) -> std::io::Result<()> {
+    // Only files the kernel made: nothing is created in a cgroup directory.
+    let write = |name: &str, value: &str| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(name))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+    };
+    if write("memory.force_empty", "0").is_err() {
+        let current = fs::read_to_string(dir.join("memory.current")).unwrap_or_default();
+        if current.trim().parse::<u64>().is_ok_and(|b| b > 0) {
+            // EAGAIN when not all of it could go: what is left stays charged.
+            let _ = write("memory.reclaim", current.trim());
+        }
     }
-    let current = fs::read_to_string(dir.join("memory.current")).unwrap_or_default();
-    if current.trim().parse::<u64>().is_ok_and(|b| b > 0) {
-        // EAGAIN when not all of it could go: what is left stays charged.
-        let _ = fs::write(dir.join("memory.reclaim"), current.trim());
-    }
+    fs::remove_dir(dir)
 }
 
 /// Kills every process under cgroup `parent`, unmounts everything mounted
@@ -97,10 +104,7 @@ pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     }
     for d in &dirs {
         for _ in 0..50 {
-            let ok = subdirs(d).iter().all(|s| {
-                uncharge(s);
-                fs::remove_dir(s).is_ok()
-            });
+            let ok = subdirs(d).iter().all(|s| remove_cgroup_dir(s).is_ok());
             if ok && fs::remove_dir(d).is_ok() {
                 break;
             }

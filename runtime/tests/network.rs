@@ -589,6 +589,18 @@ async fn allow_checks(
     assert_eq!(reach(env, "plain", web_other).await, nat);
 }
 
+/// `nft list set` of the addresses space `s`'s DNS answers allowed.
+fn allowed_set(s: &Space) -> String {
+    run(&[
+        "nft",
+        "list",
+        "set",
+        "inet",
+        &format!("cs{}", s.short_id()),
+        "allowed",
+    ])
+}
+
 #[tokio::test]
 #[ignore = "needs root"]
 async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
@@ -666,14 +678,7 @@ async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
     assert_eq!(&a[2..4], &q[..2], "same id");
     assert_eq!(a[5] & 0xf, 3, "NXDOMAIN");
     assert_eq!(&a[14..], &q[12..], "the question, no records");
-    let set = run(&[
-        "nft",
-        "list",
-        "set",
-        "inet",
-        &format!("cs{}", dom.short_id()),
-        "allowed",
-    ]);
+    let set = allowed_set(&dom);
     assert!(set.contains(&format!("{} timeout 1m", world.ip)), "{set}");
 
     // A daemon restart brings the answerer and the rules back, and keeps
@@ -681,14 +686,7 @@ async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
     // again without a new lookup.
     env.close().await;
     env.rt = Some(env.open().await);
-    let set = run(&[
-        "nft",
-        "list",
-        "set",
-        "inet",
-        &format!("cs{}", dom.short_id()),
-        "allowed",
-    ]);
+    let set = allowed_set(&dom);
     assert!(set.contains(&world.ip.to_string()), "kept: {set}");
     assert_eq!(
         reach(&env, "dom", &targets[0]).await,

@@ -836,48 +836,18 @@ pub fn read_set_elements(
     set: &str,
     cap: usize,
 ) -> Result<Option<Vec<SetElement>>> {
-    let what = "reading a set";
-    let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("netlink socket", e))?;
-    sock.bind_auto().map_err(|e| fail("netlink bind", e))?;
-    set_timeout(&sock)?;
-    let mut out = Vec::new();
-    let kind = (NFNL_SUBSYS_NFTABLES << 8) | GETSETELEM;
-    let start = header(&mut out, kind, libc::NLM_F_DUMP as u16, 1, (family, 0));
-    emit(&[string(1, t), string(2, set)], &mut out);
-    finish(&mut out, start);
-    sock.send(&out, 0).map_err(|e| fail(what, e))?;
-    let mut buf = vec![0u8; 64 * 1024];
     let mut elems = Vec::new();
-    loop {
-        let n = sock.recv(&mut &mut buf[..], 0).map_err(|e| fail(what, e))?;
-        if n == 0 {
-            return Err(fail(what, "the kernel closed the socket"));
-        }
-        let mut at = 0;
-        while at + 16 <= n {
-            let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
-            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-            if len < 16 || at + len > n {
-                return Err(fail(what, "truncated answer"));
-            }
-            let msg = &buf[at..at + len];
-            if kind == libc::NLMSG_DONE as u16 {
-                return Ok(Some(elems));
-            }
-            if kind == libc::NLMSG_ERROR as u16 && len >= 20 {
-                let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
-                return match code {
-                    0 => Ok(Some(elems)),
-                    c if -c == libc::ENOENT => Ok(None),
-                    c => Err(fail(what, std::io::Error::from_raw_os_error(-c))),
-                };
-            }
-            if kind == (NFNL_SUBSYS_NFTABLES << 8) | NEWSETELEM && len > 20 {
-                set_elements(&msg[20..], &mut elems, cap);
-            }
-            at += len.next_multiple_of(4);
-        }
-    }
+    let attrs = [string(1, t), string(2, set)];
+    let flags = libc::NLM_F_DUMP as u16;
+    let exists = ask(
+        (GETSETELEM, NEWSETELEM),
+        flags,
+        family,
+        &attrs,
+        "reading a set",
+        |p| set_elements(p, &mut elems, cap),
+    )?;
+    Ok(exists.then_some(elems))
 }
 
 /// Appends to `out` (up to `cap`) the elements of an `NFTA_SET_ELEM_LIST_*`
@@ -930,19 +900,47 @@ fn get_one(
     attrs: &[Attr],
     what: &str,
 ) -> Result<Option<Vec<u8>>> {
+    let mut found = None;
+    let flags = libc::NLM_F_ACK as u16;
+    let exists = ask((get, answer), flags, family, attrs, what, |p| {
+        found = Some(p.to_vec())
+    })?;
+    Ok(found.filter(|_| exists))
+}
+
+/// Sends one request (`kinds.0` with `flags` and `attrs`) and hands the
+/// payload (after the nfgen header) of each answer of kind `kinds.1` to
+/// `each`, until the kernel acknowledges or ends the dump; false when what
+/// was asked for does not exist.
+fn ask(
+    (get, answer): (u16, u16),
+    flags: u16,
+    family: u8,
+    attrs: &[Attr],
+    what: &str,
+    mut each: impl FnMut(&[u8]),
+) -> Result<bool> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(|e| fail("netlink socket", e))?;
     sock.bind_auto().map_err(|e| fail("netlink bind", e))?;
     set_timeout(&sock)?;
     let mut out = Vec::new();
-    let kind = (NFNL_SUBSYS_NFTABLES << 8) | get;
-    let start = header(&mut out, kind, libc::NLM_F_ACK as u16, 1, (family, 0));
+    let start = header(
+        &mut out,
+        (NFNL_SUBSYS_NFTABLES << 8) | get,
+        flags,
+        1,
+        (family, 0),
+    );
     emit(attrs, &mut out);
     finish(&mut out, start);
     sock.send(&out, 0).map_err(|e| fail(what, e))?;
-    let mut buf = vec![0u8; 8192];
-    let mut found = None;
+    let answer = (NFNL_SUBSYS_NFTABLES << 8) | answer;
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = sock.recv(&mut &mut buf[..], 0).map_err(|e| fail(what, e))?;
+        if n == 0 {
+            return Err(fail(what, "the kernel closed the socket"));
+        }
         let mut at = 0;
         while at + 16 <= n {
             let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
@@ -951,16 +949,19 @@ fn get_one(
                 return Err(fail(what, "truncated answer"));
             }
             let msg = &buf[at..at + len];
+            if kind == libc::NLMSG_DONE as u16 {
+                return Ok(true);
+            }
             if kind == libc::NLMSG_ERROR as u16 && len >= 20 {
                 let code = i32::from_ne_bytes([msg[16], msg[17], msg[18], msg[19]]);
                 return match code {
-                    0 => Ok(found),
-                    c if -c == libc::ENOENT => Ok(None),
+                    0 => Ok(true),
+                    c if -c == libc::ENOENT => Ok(false),
                     c => Err(fail(what, std::io::Error::from_raw_os_error(-c))),
                 };
             }
-            if kind == (NFNL_SUBSYS_NFTABLES << 8) | answer && len > 20 {
-                found = Some(msg[20..].to_vec());
+            if kind == answer && len > 20 {
+                each(&msg[20..]);
             }
             at += len.next_multiple_of(4);
         }

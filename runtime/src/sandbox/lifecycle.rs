@@ -486,16 +486,16 @@ pub fn destroy(req: &DestroyRequest, reap: &mut dyn FnMut()) -> Res<()> {
     Ok(())
 }
 
-/// Kills whatever is left in the cgroup at absolute cgroup path `cg`,
-/// uncharges its memory ([`crate::purge::uncharge`]) and removes its
-/// directories: what a create cut off before libcontainer saved
-/// its state leaves behind (no state, so `delete` never saw it).
+/// Kills whatever is left in the cgroup at absolute cgroup path `cg` and
+/// removes its directories, memory uncharged first
+/// ([`crate::purge::remove_cgroup_dir`]): what a create cut off before
+/// libcontainer saved its state leaves behind (no state, so `delete` never
+/// saw it).
 fn remove_cgroup(cg: &Path) -> Res<()> {
     let end = std::time::Instant::now() + Duration::from_secs(5);
     for dir in cgroup_paths(cg).all_dirs() {
         loop {
-            crate::purge::uncharge(&dir);
-            match fs::remove_dir(&dir) {
+            match crate::purge::remove_cgroup_dir(&dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(e)

@@ -1,7 +1,6 @@
 //! Lifecycle operations on an existing space: destroy (teardown), pause,
 //! resume, start and restart.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -330,13 +329,12 @@ pub(super) fn remove_cgroup(path: &str) -> Result<()> {
         for d in &dirs {
             crate::purge::thaw_and_kill(d);
         }
-        let gone = dirs.iter().all(|d| {
-            crate::purge::uncharge(d);
-            match fs::remove_dir(d) {
+        let gone = dirs
+            .iter()
+            .all(|d| match crate::purge::remove_cgroup_dir(d) {
                 Ok(()) => true,
                 Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-            }
-        });
+            });
         if gone {
             return Ok(());
         }
