@@ -315,8 +315,10 @@ async fn an_exec_naming_another_process_as_the_init_starts_nothing() {
     // The pid with another start time: what a pid reused after the init
     // died looks like. The worker must not join whatever has it now.
     // Processes of the space but this shell's pipeline (which may or may
-    // not have started all its parts when `ps` looks).
-    let others = "ps -o comm= | grep -cv -e '^ps$' -e '^sh$' -e '^grep$' -e '^wc$'";
+    // not have started all its parts when `ps` looks; busybox's shell runs
+    // an applet through /proc/self/exe, so one may show as `exe`). A
+    // process the worker cloned is named after the worker's binary.
+    let others = "ps -o comm= | grep -cv -e '^ps$' -e '^sh$' -e '^grep$' -e '^wc$' -e '^exe$'";
     let before = env.out("reused", others).await;
     let start = s.init_start_time.expect("start") + 1;
     match worker_exec_in(&pool, &env, &s, "/home/sandbox", start).await {
