@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 
 use super::executor::SpaceExecutor;
@@ -72,9 +73,15 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
         true
     };
     t.mark("mount");
-    let exhausted = spec_cgroup(req).map(|(cg, _)| cg.memory_exhaustions());
+    // Read once: the cgroup, the namespaces to carry into the lean mount
+    // namespace. libcontainer reads it again itself.
+    let spec = Spec::load(req.bundle.join("config.json")).ok();
+    let exhausted = spec
+        .as_ref()
+        .and_then(spec_cgroup)
+        .map(|(cg, _)| cg.memory_exhaustions());
     t.mark("oom-count");
-    start_init(req, &mut t).map_err(|e| {
+    start_init(req, spec.as_ref(), &mut t).map_err(|e| {
         let e = match e {
             SandboxError::Runtime(_) => blocked_mount(req)
                 .or_else(|| out_of_memory(req, exhausted))
@@ -92,8 +99,7 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
 }
 
 /// The cgroup a create's spec puts the space in.
-fn spec_cgroup(req: &CreateRequest) -> Option<(CgroupPaths, Option<i64>)> {
-    let spec = libcontainer::oci_spec::runtime::Spec::load(req.bundle.join("config.json")).ok()?;
+fn spec_cgroup(spec: &Spec) -> Option<(CgroupPaths, Option<i64>)> {
     let linux = spec.linux().as_ref()?;
     let path = linux.cgroups_path().as_ref()?;
     let limit = linux
@@ -112,7 +118,8 @@ fn spec_cgroup(req: &CreateRequest) -> Option<(CgroupPaths, Option<i64>)> {
 /// why a create failed (a limit too small for the init to start), told as
 /// the request's problem.
 fn out_of_memory(req: &CreateRequest, before: Option<u64>) -> Option<SandboxError> {
-    let (cgroup, limit) = spec_cgroup(req)?;
+    let spec = Spec::load(req.bundle.join("config.json")).ok()?;
+    let (cgroup, limit) = spec_cgroup(&spec)?;
     if cgroup.memory_exhaustions() <= before? {
         return None;
     }
@@ -129,7 +136,7 @@ fn out_of_memory(req: &CreateRequest, before: Option<u64>) -> Option<SandboxErro
 /// regular file): why a create failed, told as the image's problem.
 fn blocked_mount(req: &CreateRequest) -> Option<SandboxError> {
     use crate::inroot::{Resolve, Root};
-    let spec = libcontainer::oci_spec::runtime::Spec::load(req.bundle.join("config.json")).ok()?;
+    let spec = Spec::load(req.bundle.join("config.json")).ok()?;
     let root = Root::open(&req.rootfs.target).ok()?;
     spec.mounts()
         .as_ref()?
@@ -187,7 +194,11 @@ fn dangling_destination(
     })
 }
 
-fn start_init(req: &CreateRequest, t: &mut crate::timing::Phases) -> Res<(i32, u64)> {
+fn start_init(
+    req: &CreateRequest,
+    spec: Option<&Spec>,
+    t: &mut crate::timing::Phases,
+) -> Res<(i32, u64)> {
     ensure_workdir(&req.rootfs.target, &req.workdir, req.uid, req.gid)?;
     fs::create_dir_all(&req.state_root).map_err(lc("create container state root"))?;
     t.mark("workdir");
@@ -208,7 +219,7 @@ fn start_init(req: &CreateRequest, t: &mut crate::timing::Phases) -> Res<(i32, u
     // In the worker's lean mount namespace, with this space's rootfs and
     // netns carried in: see [`super::mountns`].
     let mut carry = vec![req.rootfs.target.clone()];
-    carry.extend(netns_paths(&req.bundle));
+    carry.extend(spec.map(netns_paths).unwrap_or_default());
     let mut container = match req.bundle.parent() {
         Some(spaces) => super::mountns::in_lean(spaces, &carry, || init.build()),
         None => init.build(),
@@ -226,10 +237,7 @@ fn start_init(req: &CreateRequest, t: &mut crate::timing::Phases) -> Res<(i32, u
 }
 
 /// The namespace files (`/var/run/netns/…`) the bundle's spec joins.
-fn netns_paths(bundle: &Path) -> Vec<PathBuf> {
-    let Ok(spec) = libcontainer::oci_spec::runtime::Spec::load(bundle.join("config.json")) else {
-        return Vec::new();
-    };
+fn netns_paths(spec: &Spec) -> Vec<PathBuf> {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())

@@ -23,35 +23,43 @@ use super::{blocking, Runtime};
 
 impl Runtime {
     /// Writes the bundle, mounts the rootfs and starts the init of the space
-    /// in `entry`; records it as running. Caller holds the op lock.
-    pub(super) async fn start_init(&self, entry: &Arc<Entry>) -> Result<Space> {
+    /// in `entry`; records it as `status` (running, or still creating while
+    /// a create's steps inside the space are left). Caller holds the op
+    /// lock.
+    pub(super) async fn start_init(
+        &self,
+        entry: &Arc<Entry>,
+        status: SpaceStatus,
+    ) -> Result<Space> {
         let mut t = Phases::new("start_init");
         let space = entry.snapshot();
         let dir = self.inner.store.space_dir(&space.id);
-        // The bundle directory, its quota and the seccomp filter.
+        // The bundle directory (made by the create already), its quota and
+        // the seccomp filter, beside the network's policy and files.
         let volume = self.space_volume(&space);
-        {
+        let bundle = {
             let (dir, space, volume) = (dir.clone(), space.clone(), volume.clone());
             blocking("preparing the bundle", move || {
                 prepare_bundle(&dir, &space, volume.as_deref())
             })
-            .await?;
-        }
-        t.mark("bundle");
+        };
+        let net = async {
+            if !space.network.mode.is_networked() {
+                return Ok(None);
+            }
+            let (s, d) = (space.clone(), dir.clone());
+            self.net(move |n| n.prepare(&s.id, &s.name, &s.network, &d))
+                .await
+                .map(Some)
+        };
+        let (bundle, net) = tokio::join!(bundle, net);
+        bundle?;
+        let net = net?;
+        t.mark("bundle+net");
         let mut spec = build_spec(&space, &self.cgroups_path(&space.id), &self.inner.init_path)?;
         if let Some(v) = &volume {
             mount_volume(&mut spec, v)?;
         }
-        let net = if space.network.mode.is_networked() {
-            let (s, d) = (space.clone(), dir.clone());
-            Some(
-                self.net(move |n| n.prepare(&s.id, &s.name, &s.network, &d))
-                    .await?,
-            )
-        } else {
-            None
-        };
-        t.mark("net");
         // GPU devices (CDI specs take milliseconds to read), the network
         // mounts and `config.json`.
         let (rt, gpus, config) = (self.clone(), space.gpus.clone(), dir.join("config.json"));
@@ -89,7 +97,25 @@ impl Runtime {
             uid: space.user.uid,
             gid: space.user.gid,
         });
-        let (pid, start_time) = match self.inner.pool.call(&req, &[]).await?.0 {
+        // The record says `status` durably while the worker starts the
+        // init: its fsyncs overlap the create instead of following it. A
+        // crash in between leaves a running record without an init, which
+        // the next start brings up (as after a reboot), or a creating one,
+        // removed; a failed start is recorded over it (create: removed,
+        // restart: stopped).
+        let now = Utc::now();
+        let pending = {
+            let mut r = lock(&entry.rec).clone();
+            r.status = status;
+            r.init_pid = None;
+            r.init_start_time = None;
+            r.started = now;
+            r.last_activity = now;
+            r
+        };
+        let (reply, saved) =
+            tokio::join!(self.inner.pool.call(&req, &[]), self.save(pending, true));
+        let (pid, start_time) = match reply?.0 {
             Reply::Created { pid, start_time } => (pid, start_time),
             Reply::Failed { error } => return Err(error.into()),
             other => {
@@ -98,6 +124,7 @@ impl Runtime {
                 )))
             }
         };
+        saved?;
         t.mark("worker");
         if space.network.mode == NetworkMode::None {
             blocking("bringing up the space's loopback", move || {
@@ -105,10 +132,9 @@ impl Runtime {
             })
             .await?;
         }
-        let now = Utc::now();
         let snap = {
             let mut r = lock(&entry.rec);
-            r.status = SpaceStatus::Running;
+            r.status = status;
             r.init_pid = Some(pid);
             r.init_start_time = Some(start_time);
             r.started = now;
@@ -116,7 +142,9 @@ impl Runtime {
             r.clone()
         };
         t.mark("loopback");
-        self.save(snap.clone(), true).await?;
+        // Only the init's pid is new since the durable write above, and a
+        // pid outlives no reboot: no fsync for it.
+        self.save(snap.clone(), false).await?;
         t.mark("save");
         self.watch_init(&snap);
         Ok(snap)

@@ -268,15 +268,20 @@ impl Runtime {
                 lock(&entry.rec).network.address = Some(addr);
                 t.mark("address");
             }
-            let s = self.start_init(&entry).await?;
-            t.mark("init");
-            if !extras::wanted(&req) {
-                return Ok(s);
-            }
             // Until its file and clone are made the space is still being
             // created (not listed, and removed at startup if the daemon
             // stops meanwhile: a clone can outlast a shutdown's grace).
-            let s = self.set_status(&entry, SpaceStatus::Creating, true).await?;
+            let extras = extras::wanted(&req);
+            let status = if extras {
+                SpaceStatus::Creating
+            } else {
+                SpaceStatus::Running
+            };
+            let s = self.start_init(&entry, status).await?;
+            t.mark("init");
+            if !extras {
+                return Ok(s);
+            }
             if let Err(e) = self.apply_extras(&s, &req).await {
                 // Marked as being destroyed, so a crash during the rollback
                 // finishes it instead of bringing the space back.

@@ -280,7 +280,7 @@ impl Runtime {
     /// Starts the init of a space whose init is gone, on its kept files.
     pub(super) async fn restart_locked(&self, entry: &Arc<Entry>) -> Result<Space> {
         let s = entry.snapshot();
-        match self.start_init(entry).await {
+        match self.start_init(entry, SpaceStatus::Running).await {
             Ok(s) => {
                 tracing::info!(space = %s.name, "init started again");
                 Ok(s)
