@@ -98,6 +98,16 @@ impl Runtime {
             map.values().cloned().collect()
         };
         for e in entries {
+            if !e.dirty.load(Ordering::Acquire) {
+                continue;
+            }
+            // A lifecycle operation in flight writes the record itself; a
+            // write from here could land between two of its writes (a
+            // start's "stopped" over the "running" it has just made
+            // durable). Left dirty for the next tick.
+            let Ok(_op) = e.op.try_read() else {
+                continue;
+            };
             if e.dirty.swap(false, Ordering::AcqRel) {
                 let snap = e.snapshot();
                 if matches!(snap.status, SpaceStatus::Creating | SpaceStatus::Destroying) {
