@@ -180,18 +180,7 @@ async fn serve(config: config::Config) -> anyhow::Result<()> {
         usize::try_from(config.port_connections).unwrap_or(usize::MAX),
         config.port_bandwidth,
     ));
-    // Kept proxy connections close after their idle time even when no
-    // request comes.
-    tokio::spawn({
-        let limits = port_limits.clone();
-        async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                limits.expire_idle();
-            }
-        }
-    });
+    port_limits.spawn_sweeper();
     let preview_domain = config
         .preview_domain
         .as_deref()

@@ -52,6 +52,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Not yet expired, and its server has not closed it.
+    fn usable(&self) -> bool {
+        self.since.elapsed() < IDLE_FOR && !self.sender.is_closed()
+    }
+}
+
 /// Connections kept per port of a space at most.
 const IDLE_PER_PORT: usize = 4;
 /// How long a kept connection waits for its next request: under the 5 s
@@ -81,8 +88,7 @@ impl PortLimits {
     fn checkout(&self, key: &(String, u16)) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        let found = std::iter::from_fn(|| list.pop())
-            .find(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+        let found = std::iter::from_fn(|| list.pop()).find(Idle::usable);
         if list.is_empty() {
             idle.remove(key);
         }
@@ -99,7 +105,7 @@ impl PortLimits {
     ) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(key).or_default();
-        list.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+        list.retain(Idle::usable);
         if list.len() < IDLE_PER_PORT {
             list.push(Idle {
                 sender,
@@ -110,12 +116,25 @@ impl PortLimits {
     }
 
     /// Closes the kept connections that waited [`IDLE_FOR`] (or whose
-    /// server closed them); the daemon calls it every second.
-    pub fn expire_idle(&self) {
+    /// server closed them).
+    fn expire_idle(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.retain(|_, list| {
-            list.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+            list.retain(Idle::usable);
             !list.is_empty()
+        });
+    }
+
+    /// Closes expired kept connections every second, even when no request
+    /// comes; for as long as the daemon runs.
+    pub fn spawn_sweeper(self: &Arc<Self>) {
+        let limits = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                limits.expire_idle();
+            }
         });
     }
 

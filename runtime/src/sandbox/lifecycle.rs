@@ -74,7 +74,7 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
     };
     t.mark("mount");
     // Read once: the cgroup, the namespaces to carry into the lean mount
-    // namespace. libcontainer reads it again itself.
+    // namespace, what a failure is told as. libcontainer reads it itself.
     let spec = Spec::load(req.bundle.join("config.json")).ok();
     let exhausted = spec
         .as_ref()
@@ -83,8 +83,11 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
     t.mark("oom-count");
     start_init(req, spec.as_ref(), &mut t).map_err(|e| {
         let e = match e {
-            SandboxError::Runtime(_) => blocked_mount(req)
-                .or_else(|| out_of_memory(req, exhausted))
+            SandboxError::Runtime(_) => spec
+                .as_ref()
+                .and_then(|spec| {
+                    blocked_mount(req, spec).or_else(|| out_of_memory(spec, exhausted))
+                })
                 .unwrap_or(e),
             e => e,
         };
@@ -117,9 +120,8 @@ fn spec_cgroup(spec: &Spec) -> Option<(CgroupPaths, Option<i64>)> {
 /// [`CgroupPaths::memory_exhaustions`]) in the space's cgroup or above it:
 /// why a create failed (a limit too small for the init to start), told as
 /// the request's problem.
-fn out_of_memory(req: &CreateRequest, before: Option<u64>) -> Option<SandboxError> {
-    let spec = Spec::load(req.bundle.join("config.json")).ok()?;
-    let (cgroup, limit) = spec_cgroup(&spec)?;
+fn out_of_memory(spec: &Spec, before: Option<u64>) -> Option<SandboxError> {
+    let (cgroup, limit) = spec_cgroup(spec)?;
     if cgroup.memory_exhaustions() <= before? {
         return None;
     }
@@ -134,9 +136,8 @@ fn out_of_memory(req: &CreateRequest, before: Option<u64>) -> Option<SandboxErro
 
 /// A file of the image where the space mounts a file system (say `/dev` a
 /// regular file): why a create failed, told as the image's problem.
-fn blocked_mount(req: &CreateRequest) -> Option<SandboxError> {
+fn blocked_mount(req: &CreateRequest, spec: &Spec) -> Option<SandboxError> {
     use crate::inroot::{Resolve, Root};
-    let spec = Spec::load(req.bundle.join("config.json")).ok()?;
     let root = Root::open(&req.rootfs.target).ok()?;
     spec.mounts()
         .as_ref()?
