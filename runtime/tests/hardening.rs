@@ -9,7 +9,7 @@ mod common;
 
 use std::process::Command as HostCommand;
 
-use clawdspace_runtime::{CreateSpace, ExecOutput};
+use clawdspace_runtime::{Command, CreateSpace, ExecOutput, ExecRequest};
 use common::probe::import_probe_image;
 use common::TestEnv;
 
@@ -108,6 +108,24 @@ async fn sandbox_space_cannot_reach_the_kernel() {
         "CapEff:\t0000000000000000\nCapBnd:\t0000000000000000"
     );
     assert_no_kernel_reach(&env, "jail").await;
+    // Root by exec (no capabilities) owns nothing of the host either: the
+    // space's cgroup files are root's, so only a read-only mount keeps its
+    // limits out of reach (before, `echo … > memory.limit_in_bytes` worked).
+    let mut req = ExecRequest::new(Command::Shell(
+        "for f in /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max; do \
+         [ -e $f ] && break; done; cat $f; echo 99999999 > $f; cat $f"
+            .into(),
+    ));
+    req.user = Some("root".into());
+    let o = env.rt().exec("jail", req).await.expect("exec as root");
+    let seen = String::from_utf8_lossy(&o.stdout).to_string();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0] == lines[1] && !lines[0].is_empty(),
+        "the limit stays: {}",
+        text(&o)
+    );
+    assert!(!o.stderr.is_empty(), "the write is refused: {}", text(&o));
     assert_eq!(probe(&env, "jail", "chroot").await, EPERM);
     assert_eq!(probe(&env, "jail", "raw_socket").await, EPERM);
     // Normal work goes on.
@@ -150,6 +168,17 @@ async fn root_space_has_only_dockers_capabilities() {
     assert_eq!(probe(&env, "rooty", "chroot").await, "ok");
     // CAP_NET_RAW: ping's raw ICMP socket.
     assert_eq!(probe(&env, "rooty", "raw_socket").await, "ok");
+    // Root sees its own cgroup's limits but cannot lift them: the files
+    // are root's, so only a read-only mount keeps them out of its reach.
+    let limit = env
+        .out(
+            "rooty",
+            "ls /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max 2>/dev/null",
+        )
+        .await;
+    assert!(!limit.is_empty(), "the space sees its memory limit");
+    refused(&env, "rooty", &format!("echo 9999999999 > {limit}")).await;
+    refused(&env, "rooty", "mkdir /sys/fs/cgroup/escape").await;
 }
 
 /// Kills the host process on drop.

@@ -110,11 +110,11 @@ fn v1_dir(ctrls: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// How the new process gets into the space's cgroups.
-struct CgroupJoin {
+pub(super) struct CgroupJoin {
     /// v1 `tasks` files, each written `0` by the child.
-    tasks: Vec<(OwnedFd, String)>,
+    pub tasks: Vec<(OwnedFd, String)>,
     /// The cgroup2 directory the child is born in.
-    v2: Option<OwnedFd>,
+    pub v2: Option<OwnedFd>,
 }
 
 fn cgroup_join(init_pid: i32) -> Res<CgroupJoin> {
@@ -168,6 +168,12 @@ fn mask(set: &Option<Capabilities>) -> u64 {
 struct Plan {
     init: OwnedFd,
     cgroups: CgroupJoin,
+    process: ProcessPlan,
+}
+
+/// What a new process of a space becomes, from its OCI process: made
+/// before the `clone3`, applied by [`become_process`].
+pub(super) struct ProcessPlan {
     argv: Vec<String>,
     env: Vec<CString>,
     cwd: CString,
@@ -199,6 +205,16 @@ fn plan(req: &ExecRequest, process: &Process, filter: Vec<u8>) -> Res<Plan> {
     if !proc::is_same_process(pid, start) {
         return Err(gone());
     }
+    Ok(Plan {
+        init,
+        cgroups,
+        process: process_plan(process, filter)?,
+    })
+}
+
+/// The plan of `process` (its argv, environment, working directory, user,
+/// groups, capabilities, terminal size) under seccomp `filter`.
+pub(super) fn process_plan(process: &Process, filter: Vec<u8>) -> Res<ProcessPlan> {
     let env = process
         .env()
         .iter()
@@ -213,9 +229,7 @@ fn plan(req: &ExecRequest, process: &Process, filter: Vec<u8>) -> Res<Plan> {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(63)
     });
-    Ok(Plan {
-        init,
-        cgroups,
+    Ok(ProcessPlan {
         argv: process.args().clone().unwrap_or_default(),
         env,
         cwd: CString::new(process.cwd().as_os_str().as_bytes())
@@ -300,45 +314,60 @@ fn clone_in_space(plan: &Plan, child: impl FnOnce(()) -> Infallible) -> Res<i32>
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         setns(&plan.init, libc::CLONE_NEWPID)
             .map_err(|e| format!("enter the space's PID namespace: {e}"))?;
-        let mut args = CloneArgs {
-            exit_signal: libc::SIGCHLD as u64,
-            ..CloneArgs::default()
-        };
-        if let Some(cg) = &plan.cgroups.v2 {
-            args.flags |= CLONE_INTO_CGROUP;
-            args.cgroup = cg.as_raw_fd() as u64;
-        }
-        // SAFETY: clone3 without a stack or CLONE_VM is a fork; this worker
-        // has one thread, so the child may allocate.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        let err = std::io::Error::last_os_error();
-        if r == 0 {
-            match child(()) {}
-        }
+        let r = clone3(0, plan.cgroups.v2.as_ref(), child);
         if let Err(e) = setns(own, libc::CLONE_NEWPID) {
             // Later forks would start in the space: this worker must go.
             tracing::error!("worker cannot return to its PID namespace: {e}");
             std::process::exit(1);
         }
-        if r < 0 {
-            return Err(match err.raw_os_error() {
-                Some(libc::EAGAIN) => {
-                    SandboxError::State("the space has reached its process limit".into())
-                }
-                _ => format!("clone3: {err}").into(),
-            });
-        }
-        Ok(r as i32)
+        r.map_err(|err| match err.raw_os_error() {
+            Some(libc::EAGAIN) => {
+                SandboxError::State("the space has reached its process limit".into())
+            }
+            _ => format!("clone3: {err}").into(),
+        })
     })
 }
 
-fn setns(fd: &OwnedFd, flags: libc::c_int) -> std::io::Result<()> {
+/// Forks this (single-threaded) worker with `clone3` and `flags` (new
+/// namespaces), into the cgroup2 directory `cgroup` when given; the child
+/// runs `child`. Returns the child's pid.
+pub(super) fn clone3(
+    flags: u64,
+    cgroup: Option<&OwnedFd>,
+    child: impl FnOnce(()) -> Infallible,
+) -> std::io::Result<i32> {
+    let mut args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(cg) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cg.as_raw_fd() as u64;
+    }
+    // SAFETY: clone3 without a stack or CLONE_VM is a fork; this worker
+    // has one thread, so the child may allocate.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if r == 0 {
+        // The child: `child` never returns (rustc calls the uninhabited
+        // call itself unreachable).
+        #[allow(unreachable_code)]
+        match child(()) {}
+    }
+    Ok(r as i32)
+}
+
+pub(super) fn setns(fd: &OwnedFd, flags: libc::c_int) -> std::io::Result<()> {
     // SAFETY: setns on a descriptor we own.
     if unsafe { libc::setns(fd.as_raw_fd(), flags) } < 0 {
         return Err(std::io::Error::last_os_error());
@@ -349,20 +378,11 @@ fn setns(fd: &OwnedFd, flags: libc::c_int) -> std::io::Result<()> {
 /// Waits for the child to run its program (the close-on-exec error pipe
 /// closes without a word) or report why it could not; a child that hangs
 /// is killed.
-fn wait_started(pid: i32, err_r: OwnedFd) -> Res<i32> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::AsFd;
+pub(super) fn wait_started(pid: i32, err_r: OwnedFd) -> Res<i32> {
     let reap = || {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
     };
-    let mut fds = [PollFd::new(err_r.as_fd(), PollFlags::POLLIN)];
-    let ready = loop {
-        match poll(&mut fds, PollTimeout::from(START_TIMEOUT_MS)) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => break matches!(r, Ok(n) if n > 0),
-        }
-    };
-    if !ready {
+    if !readable(&err_r, START_TIMEOUT_MS) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         reap();
         return Err(format!(
@@ -388,12 +408,25 @@ fn wait_started(pid: i32, err_r: OwnedFd) -> Res<i32> {
     Err(String::from_utf8_lossy(&msg).into_owned().into())
 }
 
-fn errno(what: &str) -> String {
+/// Whether `fd` becomes readable (or closed) within `ms` milliseconds.
+pub(super) fn readable(fd: &OwnedFd, ms: u16) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    loop {
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return matches!(r, Ok(n) if n > 0),
+        }
+    }
+}
+
+pub(super) fn errno(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
 /// Checks a raw system call's result.
-fn ok(r: libc::c_long, what: &str) -> Result<(), String> {
+pub(super) fn ok(r: libc::c_long, what: &str) -> Result<(), String> {
     if r < 0 {
         return Err(errno(what));
     }
@@ -405,25 +438,22 @@ const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 /// The child, in the space's PID namespace: everything up to `execve`.
 /// Returns only with why it failed.
 fn child(plan: &Plan, stdio: &Stdio) -> Result<Infallible, String> {
-    // Nothing of the worker's may reach the program: every descriptor
-    // but stdio closes at exec (the error pipe then tells the worker).
-    // SAFETY: system calls with integer arguments.
-    let marked =
-        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    if marked < 0 {
-        mark_cloexec_by_listing()?;
-    }
-    for (fd, path) in &plan.cgroups.tasks {
-        // SAFETY: a write of a 1-byte buffer to a descriptor we own.
-        let r = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
-        ok(r as libc::c_long, &format!("join cgroup {path}"))?;
-    }
+    close_on_exec()?;
+    join_v1(&plan.cgroups)?;
     let nss = libc::CLONE_NEWNS
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
     setns(&plan.init, nss).map_err(|e| format!("enter the space's namespaces: {e}"))?;
+    become_process(&plan.process, stdio)
+}
+
+/// The rest of a new process of a space, in its namespaces and cgroups:
+/// its working directory, user, groups and capabilities, stdio, signals
+/// and environment, `no_new_privs` and the space's seccomp filter, then
+/// its program. Returns only with why it failed.
+pub(super) fn become_process(plan: &ProcessPlan, stdio: &Stdio) -> Result<Infallible, String> {
     // As root, before the user changes (as libcontainer and runc do).
     ok(
         // SAFETY: chdir with a valid C string.
@@ -507,6 +537,29 @@ fn default_signals() {
     }
 }
 
+/// Marks every descriptor but stdio close-on-exec: nothing of the
+/// worker's may reach the program (the error pipe then tells the worker
+/// the program runs).
+pub(super) fn close_on_exec() -> Result<(), String> {
+    // SAFETY: system calls with integer arguments.
+    let marked =
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if marked < 0 {
+        mark_cloexec_by_listing()?;
+    }
+    Ok(())
+}
+
+/// Moves the calling thread into the v1 groups of `cgroups` (`tasks`).
+pub(super) fn join_v1(cgroups: &CgroupJoin) -> Result<(), String> {
+    for (fd, path) in &cgroups.tasks {
+        // SAFETY: a write of a 1-byte buffer to a descriptor we own.
+        let r = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+        ok(r as libc::c_long, &format!("join cgroup {path}"))?;
+    }
+    Ok(())
+}
+
 /// `close_range`'s fallback (kernels before 5.11): every descriptor above
 /// 2 listed in `/proc/self/fd` gets close-on-exec.
 fn mark_cloexec_by_listing() -> Result<(), String> {
@@ -538,7 +591,7 @@ fn connect_stdio(fds: &[RawFd; 3]) -> Result<(), String> {
 /// The exec's user, groups and capabilities: the bounding set first
 /// (that needs CAP_SETPCAP), then the ids keeping the permitted set, then
 /// exactly the held set; nothing inheritable or ambient.
-fn drop_privileges(plan: &Plan) -> Result<(), String> {
+fn drop_privileges(plan: &ProcessPlan) -> Result<(), String> {
     for cap in 0..=plan.last_cap.min(63) {
         if plan.bounding & (1 << cap) == 0 {
             // SAFETY: prctl with integer arguments.

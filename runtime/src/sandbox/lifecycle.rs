@@ -1,16 +1,13 @@
 //! Create, exec, pause, resume and destroy with libcontainer. Worker-only.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::Spec;
-use libcontainer::syscall::syscall::SyscallType;
 
-use super::executor::SpaceExecutor;
 use super::proc;
 use super::rootfs;
 use crate::cgroups::{CgroupMode, CgroupPaths};
@@ -18,14 +15,6 @@ use crate::proto::SandboxError;
 use crate::proto::{CreateRequest, DestroyRequest, ExecRequest, TtyRequest};
 
 type Res<T> = Result<T, SandboxError>;
-
-fn devnull() -> Res<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(|e| format!("open /dev/null: {e}").into())
-}
 
 fn lc<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> SandboxError + '_ {
     move |e| SandboxError::Runtime(format!("{what}: {e}"))
@@ -73,8 +62,7 @@ pub fn create(req: &CreateRequest) -> Res<(i32, u64)> {
         true
     };
     t.mark("mount");
-    // Read once: the cgroup, the namespaces to carry into the lean mount
-    // namespace, what a failure is told as. libcontainer reads it itself.
+    // Read once: what the init is, its cgroup, what a failure is told as.
     let spec = Spec::load(req.bundle.join("config.json")).ok();
     let exhausted = spec
         .as_ref()
@@ -200,55 +188,56 @@ fn start_init(
     spec: Option<&Spec>,
     t: &mut crate::timing::Phases,
 ) -> Res<(i32, u64)> {
+    let spec = spec.ok_or("the space's spec (config.json) is unreadable")?;
     ensure_workdir(&req.rootfs.target, &req.workdir, req.uid, req.gid)?;
-    fs::create_dir_all(&req.state_root).map_err(lc("create container state root"))?;
     t.mark("workdir");
-    let init = ContainerBuilder::new(req.id.clone(), SyscallType::default())
-        .with_root_path(&req.state_root)
-        .map_err(lc("state root"))?
-        .with_stdin(devnull()?)
-        .with_stdout(devnull()?)
-        .with_stderr(devnull()?)
-        .with_executor(SpaceExecutor {
-            filter: seccomp_filter(&req.bundle)?,
-        })
-        .validate_id()
-        .map_err(lc("container id"))?
-        .as_init(&req.bundle)
-        .with_systemd(false)
-        .with_detach(true);
-    // In the worker's lean mount namespace, with this space's rootfs and
-    // netns carried in: see [`super::mountns`].
-    let mut carry = vec![req.rootfs.target.clone()];
-    carry.extend(spec.map(netns_paths).unwrap_or_default());
-    let mut container = match req.bundle.parent() {
-        Some(spaces) => super::mountns::in_lean(spaces, &carry, || init.build()),
-        None => init.build(),
+    let pid = super::boot::start(req, spec, seccomp_filter(&req.bundle)?, t)?;
+    let saved = proc::start_time(pid)
+        .ok_or_else(|| SandboxError::from("space init exited right after start"))
+        .and_then(|start| save_state(req, spec, pid).map(|()| start));
+    match saved {
+        Ok(start) => {
+            t.mark("state");
+            Ok((pid, start))
+        }
+        Err(e) => {
+            // The init is this worker's child: end it, and its cgroup.
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            if let Ok(path) = super::cgroup::spec_path(spec) {
+                let _ = remove_cgroup(Path::new(&path));
+            }
+            Err(e)
+        }
     }
-    .map_err(lc("create container"))?;
-    t.mark("build");
-    container.start().map_err(lc("start container"))?;
-    t.mark("start");
-    let pid = container
-        .pid()
-        .ok_or("container started without a pid")?
-        .as_raw();
-    let start = proc::start_time(pid).ok_or("space init exited right after start")?;
-    Ok((pid, start))
 }
 
-/// The namespace files (`/var/run/netns/…`) the bundle's spec joins.
-fn netns_paths(spec: &Spec) -> Vec<PathBuf> {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .map(|nss| nss.iter().filter_map(|n| n.path().clone()).collect())
-        .unwrap_or_default()
+/// Writes libcontainer's state files of a started space (its status,
+/// init pid and cgroup), which pause, resume and destroy load.
+fn save_state(req: &CreateRequest, spec: &Spec, pid: i32) -> Res<()> {
+    use libcontainer::config::YoukiConfig;
+    use libcontainer::container::{ContainerStatus, State};
+    let dir = req.state_root.join(&req.id);
+    fs::create_dir_all(&dir).map_err(lc("create container state"))?;
+    YoukiConfig::from_spec(spec, &req.id)
+        .map_err(lc("container config"))?
+        .save(&dir)
+        .map_err(lc("save container config"))?;
+    let mut state = State::new(
+        &req.id,
+        ContainerStatus::Running,
+        Some(pid),
+        req.bundle.clone(),
+    );
+    state.created = Some(chrono::Utc::now());
+    state.creator = Some(0);
+    state.save(&dir).map_err(lc("save container state"))
 }
 
 /// The space's seccomp filter from its bundle. A space without one runs
 /// nothing.
-fn seccomp_filter(bundle: &Path) -> Res<Vec<u8>> {
+pub(super) fn seccomp_filter(bundle: &Path) -> Res<Vec<u8>> {
     fs::read(bundle.join(crate::seccomp::FILTER_FILE))
         .map_err(lc("read the space's seccomp filter"))
 }
@@ -415,7 +404,7 @@ pub fn resume(state_root: &Path, id: &str) -> Res<()> {
 
 /// Thaws the cgroup at absolute cgroup path `cg` and SIGKILLs every process
 /// in it, directly through the cgroup files (v1 and v2).
-fn thaw_and_kill(cg: &Path) {
+pub(super) fn thaw_and_kill(cg: &Path) {
     let paths = cgroup_paths(cg);
     for ctrl in ["freezer", "pids"] {
         crate::purge::thaw_and_kill(&paths.dir(ctrl));
@@ -500,7 +489,7 @@ pub fn destroy(req: &DestroyRequest, reap: &mut dyn FnMut()) -> Res<()> {
 /// ([`crate::purge::remove_cgroup_dir`]): what a create cut off before
 /// libcontainer saved its state leaves behind (no state, so `delete` never
 /// saw it).
-fn remove_cgroup(cg: &Path) -> Res<()> {
+pub(super) fn remove_cgroup(cg: &Path) -> Res<()> {
     let end = std::time::Instant::now() + Duration::from_secs(5);
     for dir in cgroup_paths(cg).all_dirs() {
         loop {

@@ -181,51 +181,21 @@ fn leave(l: &Lean, attached: &[&Path]) {
 
 /// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`).
 fn clone_mount(path: &Path) -> Result<OwnedFd, String> {
-    use std::os::fd::FromRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: NUL in path", path.display()))?;
-    // SAFETY: `c` is NUL-terminated; integer flags only.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("clone the mount at {}: {e}", path.display()));
-    }
-    // SAFETY: the kernel returned a new descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let c = cpath(path)?;
+    super::mountapi::open_tree(None, &c, super::mountapi::OPEN_TREE_CLONE)
+        .map_err(|e| format!("clone the mount at {}: {e}", path.display()))
 }
 
 /// Attaches the detached mount `fd` at `path` (`move_mount`).
 fn attach(fd: &OwnedFd, path: &Path) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
+    super::mountapi::move_mount_to(fd, &cpath(path)?)
+        .map_err(|e| format!("attach a copy at {}: {e}", path.display()))
+}
+
+fn cpath(path: &Path) -> Result<std::ffi::CString, String> {
     use std::os::unix::ffi::OsStrExt;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: NUL in path", path.display()))?;
-    // SAFETY: both paths are NUL-terminated; integer flags only.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(format!("attach a copy at {}: {e}", path.display()));
-    }
-    Ok(())
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: NUL in path", path.display()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,170 @@
+//! The cgroup a new space's init is born in: made, and limited by
+//! libcgroups' controllers, before the init exists; the init then joins it
+//! without the global lock a `cgroup.procs` write takes (see
+//! [`super::join`]).
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{CgroupManager, ControllerOpt};
+use libcontainer::oci_spec::runtime::Spec;
+
+use super::join::CgroupJoin;
+use crate::cgroups::{CgroupMode, CgroupPaths, CGROUP_ROOT};
+use crate::proto::SandboxError;
+
+type Res<T> = Result<T, SandboxError>;
+
+/// The v1 controllers libcgroups puts a container in (every one mounted).
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// The absolute cgroup path of `spec`, checked: absolute, and no component
+/// that is empty, `.` or `..`.
+pub(super) fn spec_path(spec: &Spec) -> Res<String> {
+    let path = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .ok_or("the space's spec has no cgroup path")?
+        .to_string_lossy()
+        .into_owned();
+    let plain = path.strip_prefix('/').is_some_and(|rest| {
+        rest.split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+    });
+    if !plain {
+        return Err(format!("bad cgroup path {path:?} in the space's spec").into());
+    }
+    Ok(path)
+}
+
+fn io<'a>(what: &'a str, p: &'a Path) -> impl FnOnce(std::io::Error) -> SandboxError + 'a {
+    move |e| format!("{what} {}: {e}", p.display()).into()
+}
+
+/// Makes the cgroup at `path` with `spec`'s limits (memory, CPU, pids,
+/// devices: libcgroups' own controllers, as libcontainer applies them) and
+/// returns how the init joins it. Undo with [`super::lifecycle`]'s cgroup
+/// removal.
+pub(super) fn prepare(spec: &Spec, path: &str) -> Res<CgroupJoin> {
+    let mut t = crate::timing::Phases::new("worker cgroup");
+    let resources = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
+    let opt = ControllerOpt {
+        resources: &resources,
+        disable_oom_killer: false,
+        oom_score_adj: None,
+        freezer_state: None,
+    };
+    let paths = CgroupPaths::new(CgroupMode::detect(), path);
+    if CgroupMode::detect() == CgroupMode::Unified {
+        let dir = paths.dir("");
+        make_unified(Path::new(CGROUP_ROOT), path)?;
+        libcgroups::v2::manager::Manager::new(
+            CGROUP_ROOT.into(),
+            path.trim_start_matches('/').into(),
+        )
+        .map_err(|e| format!("cgroup {path}: {e}"))?
+        .apply(&opt)
+        .map_err(|e| format!("limit cgroup {path}: {e}"))?;
+        let fd = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(&dir)
+            .map_err(io("open cgroup", &dir))?;
+        return Ok(CgroupJoin {
+            tasks: Vec::new(),
+            v2: Some(fd.into()),
+        });
+    }
+    let mut tasks = Vec::new();
+    for ctrl in V1_CONTROLLERS {
+        if !Path::new(CGROUP_ROOT).join(ctrl).is_dir() {
+            continue;
+        }
+        let dir = paths.dir(ctrl);
+        fs::create_dir_all(&dir).map_err(io("create cgroup", &dir))?;
+        if *ctrl == "cpuset" {
+            inherit_cpuset(Path::new(CGROUP_ROOT).join(ctrl), path)?;
+        }
+        let file = dir.join("tasks");
+        let fd = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&file)
+            .map_err(io("open", &file))?;
+        tasks.push((fd.into(), file.display().to_string()));
+    }
+    t.mark("dirs");
+    let manager =
+        libcgroups::v1::Manager::new(Path::new(path)).map_err(|e| format!("cgroup {path}: {e}"))?;
+    t.mark("manager");
+    manager
+        .apply(&opt)
+        .map_err(|e| format!("limit cgroup {path}: {e}"))?;
+    t.mark("limits");
+    Ok(CgroupJoin { tasks, v2: None })
+}
+
+/// Creates the cgroup2 directories of `path` under `root`, each parent
+/// delegating every controller the root has (as libcgroups does).
+fn make_unified(root: &Path, path: &str) -> Res<()> {
+    let controllers = fs::read_to_string(root.join("cgroup.controllers"))
+        .map_err(io("read", &root.join("cgroup.controllers")))?;
+    let enable = |dir: &Path| {
+        for c in controllers.split_whitespace() {
+            // Best effort, one at a time: a controller that cannot be
+            // delegated here fails only a limit that needs it.
+            let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+        }
+    };
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    for c in parts {
+        enable(&dir);
+        dir.push(c);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("create cgroup", &dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset group has no CPUs and no memory nodes, and no task may
+/// join it until it has: each level of `path` below `mount` gets its
+/// parent's when empty (as libcgroups does before a `cgroup.procs` write).
+fn inherit_cpuset(mount: PathBuf, path: &str) -> Res<()> {
+    let mut parent = mount;
+    for c in path.split('/').filter(|c| !c.is_empty()) {
+        let dir = parent.join(c);
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let mine = fs::read_to_string(dir.join(f)).map_err(io("read", &dir.join(f)))?;
+            if mine.trim().is_empty() {
+                let theirs =
+                    fs::read_to_string(parent.join(f)).map_err(io("read", &parent.join(f)))?;
+                fs::write(dir.join(f), theirs.trim()).map_err(io("write", &dir.join(f)))?;
+            }
+        }
+        parent = dir;
+    }
+    Ok(())
+}
