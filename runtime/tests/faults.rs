@@ -40,13 +40,13 @@ async fn a_create_that_runs_out_of_memory_is_a_bad_request_and_leaves_nothing() 
         CgroupMode::Unified => "memory.max",
         _ => "memory.limit_in_bytes",
     });
-    fs::write(&limit, "262144").expect("set the parent's memory limit");
+    fs::write(&limit, "4096").expect("set the parent's memory limit");
 
     let err = env
         .rt()
         .create(request("tight"))
         .await
-        .expect_err("no init starts in 256 KiB");
+        .expect_err("no init starts in one page");
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     assert!(err.to_string().contains("out of memory"), "{err}");
     // All or nothing: no record, directory or cgroup is left.

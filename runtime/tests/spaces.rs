@@ -480,8 +480,10 @@ async fn destroyed_spaces_cgroups_go_once_creates_pause_or_at_a_clean_stop() {
         cgroup_goes(&cg_a).await,
         "a's cgroup goes when creates pause"
     );
+    // The list is rewritten right after the directories go.
+    let list = state.join("cgroups-retiring");
     assert!(
-        !state.join("cgroups-retiring").exists(),
+        wait_until(Duration::from_secs(2), || !list.exists()).await,
         "the list empties with it"
     );
     // Retired right before a clean stop: gone when it returns.
