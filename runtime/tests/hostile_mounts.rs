@@ -141,11 +141,22 @@ async fn mount_destinations_through_symlinks_stay_in_the_space() {
         replace_with_symlink(r, "proc", &rel.join("etc"));
     });
 
+    // /sys (sysfs and the cgroup mounts below it) and /workspace (the
+    // space's volume, a directory bind).
+    import(&env, "evil-sys:1", |r| {
+        replace_with_symlink(r, "sys", &d.join("sub"));
+    });
+    import(&env, "evil-volume:1", |r| {
+        replace_with_symlink(r, "workspace", &rel.join("sub/deeper"));
+    });
+
     // Each of these leads outside the image: refused, the host untouched.
     for (name, image) in [
         ("files", "evil-files:1"),
         ("etcdir", "evil-etc:1"),
         ("devdir", "evil-dev:1"),
+        ("sysdir", "evil-sys:1"),
+        ("volume", "evil-volume:1"),
     ] {
         assert!(
             !exercise(&env, &decoy, name, image).await,
