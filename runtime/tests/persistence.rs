@@ -123,6 +123,21 @@ async fn after_a_simulated_reboot_spaces_come_back_with_their_files() {
 #[tokio::test]
 #[ignore = "needs root"]
 async fn a_create_cut_short_after_its_record_comes_back_with_one_init() {
+    cut_short(false).await;
+}
+
+/// As above, cut before libcontainer's state file was written too: the
+/// init is found by its cgroup.
+#[tokio::test]
+#[ignore = "needs root"]
+async fn a_create_cut_short_before_its_container_state_comes_back_with_one_init() {
+    cut_short(true).await;
+}
+
+/// A live space whose record lost its init's pid (and, with `lose_state`,
+/// whose libcontainer state is gone): what a crash in the middle of a
+/// create leaves. The next runtime brings it up with exactly one init.
+async fn cut_short(lose_state: bool) {
     let Some(mut env) = TestEnv::new().await else {
         return;
     };
@@ -130,6 +145,10 @@ async fn a_create_cut_short_after_its_record_comes_back_with_one_init() {
     env.sh("cut", "echo kept > /home/sandbox/f").await;
     let record = env.rt().space_dir(&s).join("space.json");
     env.close().await;
+    if lose_state {
+        let state = env.dir.join("state/run").join(&s.id);
+        std::fs::remove_dir_all(&state).expect("remove the container state");
+    }
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&record).expect("record")).expect("json");
     let o = v.as_object_mut().expect("record object");
