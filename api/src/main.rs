@@ -63,6 +63,7 @@ pub struct AppState {
 fn main() -> ExitCode {
     // Worker processes are this binary re-executed: serve and exit there.
     clawdspace_runtime::run_if_worker();
+    clawdspace_runtime::host::limit_malloc_arenas();
     let config = config::Config::parse();
     if config.openapi {
         match serde_json::to_string_pretty(&openapi::document()) {

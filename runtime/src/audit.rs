@@ -21,7 +21,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -36,7 +36,9 @@ pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
 /// The smallest cap accepted.
 pub const MIN_MAX_BYTES: u64 = 4096;
 /// Events waiting for the writer at most; more are dropped (and counted).
-const QUEUE: usize = 16_384;
+/// Counted, not preallocated: a channel of that capacity would keep 2 MiB
+/// resident for nothing.
+const QUEUE: u64 = 16_384;
 /// Longest string kept in a meta value (characters); longer ones are cut
 /// and the event gets `"truncated": true` in its meta.
 pub const MAX_META_STRING: usize = 4096;
@@ -156,13 +158,15 @@ struct Counters {
     rotations: AtomicU64,
     /// When the last "dropped" warning was logged (ms since start).
     warned_ms: AtomicU64,
+    /// Events sent to the writer and not yet taken by it.
+    queued: AtomicU64,
 }
 
 /// The audit log of a daemon; share it behind an `Arc`.
 pub struct AuditLog {
     path: PathBuf,
     max_bytes: u64,
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     counters: std::sync::Arc<Counters>,
     started: Instant,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -178,7 +182,7 @@ impl AuditLog {
             fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
         }
         let writer = Writer::open(path.to_path_buf(), max_bytes)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::channel();
         let counters = std::sync::Arc::new(Counters::default());
         let c = counters.clone();
         let thread = std::thread::Builder::new()
@@ -250,22 +254,27 @@ impl AuditLog {
             kind: kind.to_string(),
             meta,
         };
-        match self.tx.try_send(Msg::Event(event, ack)) {
+        let queued = &self.counters.queued;
+        let sent = if queued.fetch_add(1, Ordering::Relaxed) >= QUEUE {
+            Err("queue full")
+        } else {
+            self.tx
+                .send(Msg::Event(event, ack))
+                .map_err(|_| "log closed")
+        };
+        match sent {
             Ok(()) => {
                 self.counters.recorded.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(e) => {
+            Err(why) => {
+                queued.fetch_sub(1, Ordering::Relaxed);
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 // One warning per second at most.
                 let now = self.started.elapsed().as_millis() as u64;
                 let last = self.counters.warned_ms.load(Ordering::Relaxed);
                 if now.saturating_sub(last) >= 1000 || last == 0 {
                     self.counters.warned_ms.store(now.max(1), Ordering::Relaxed);
-                    let why = match e {
-                        TrySendError::Full(_) => "queue full",
-                        TrySendError::Disconnected(_) => "log closed",
-                    };
                     tracing::warn!(kind, why, "audit event dropped");
                 }
                 false
@@ -278,18 +287,13 @@ impl AuditLog {
     /// skipped.
     pub async fn query(&self, space: Option<String>, limit: usize) -> Result<Vec<AuditEvent>> {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        let tx = self.tx.clone();
-        // `send` waits while the queue is full: off the async threads.
-        tokio::task::spawn_blocking(move || {
-            tx.send(Msg::Query {
+        self.tx
+            .send(Msg::Query {
                 space,
                 limit,
                 reply,
             })
-        })
-        .await
-        .map_err(|e| Error::State(format!("audit query task: {e}")))?
-        .map_err(|_| Error::State("the audit log is closed".into()))?;
+            .map_err(|_| Error::State("the audit log is closed".into()))?;
         rx.await
             .map_err(|_| Error::State("the audit log is closed".into()))?
     }
@@ -405,6 +409,7 @@ impl Writer {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(Msg::Event(e, ack)) => {
+                    counters.queued.fetch_sub(1, Ordering::Relaxed);
                     match self.append(&e, counters) {
                         Ok(()) => {
                             if let Some(ack) = ack {

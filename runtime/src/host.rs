@@ -1,7 +1,24 @@
-//! Figures about the host: CPUs, load, memory, disk, uptime.
+//! Figures about the host (CPUs, load, memory, disk, uptime), and the
+//! daemon process's allocator setting.
 
 use std::fs;
 use std::path::Path;
+
+/// Caps glibc's malloc at two arenas for this process (unless
+/// `MALLOC_ARENA_MAX` is set). By default glibc gives a thread that
+/// allocates while another holds an arena one of its own, up to eight per
+/// CPU: with the daemon's burst of blocking-pool threads around 500 creates
+/// that left ~5 MiB resident in arenas half empty (33.1 → 30.8 MiB with
+/// two, measured). Call first thing in `main`, before threads start.
+pub fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt with integer arguments, before other threads run.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
 
 /// Disk usage of one filesystem, in bytes (as `df` computes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
