@@ -125,6 +125,19 @@ fn check_supported(spec: &Spec) -> Res<()> {
             linux.is_some_and(|l| l.rootfs_propagation().is_some()),
             "a root propagation",
         ),
+        (linux.is_some_and(|l| l.intel_rdt().is_some()), "Intel RDT"),
+        (
+            linux.is_some_and(|l| l.personality().is_some()),
+            "a personality",
+        ),
+        (
+            linux.is_some_and(|l| l.time_offsets().is_some()),
+            "time offsets",
+        ),
+        (
+            process.is_some_and(|p| p.io_priority().is_some() || p.scheduler().is_some()),
+            "an I/O priority or scheduler",
+        ),
         (
             spec.hooks()
                 .as_ref()
@@ -343,4 +356,69 @@ fn child(
     drop(root);
     layout::finish(spec)?;
     join::become_process(plan, stdio)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: serde_json::Value) -> Spec {
+        let mut v = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": { "path": "rootfs" },
+            "process": { "cwd": "/", "user": { "uid": 0, "gid": 0 }, "args": ["/dev/init"] },
+            "linux": { "namespaces": [ { "type": "pid" }, { "type": "mount" } ] }
+        });
+        for (k, val) in extra.as_object().into_iter().flatten() {
+            let (section, field) = k.split_once('.').unwrap_or(("", k));
+            v[section][field] = val.clone();
+        }
+        serde_json::from_value(v).expect("spec")
+    }
+
+    #[test]
+    fn what_a_start_does_not_set_up_is_refused_by_name() {
+        assert!(check_supported(&spec(serde_json::json!({}))).is_ok());
+        for (extra, named) in [
+            (
+                serde_json::json!({ "process.rlimits": [ { "type": "RLIMIT_NOFILE", "hard": 1, "soft": 1 } ] }),
+                "rlimits",
+            ),
+            (
+                serde_json::json!({ "linux.sysctl": { "net.ipv4.ip_forward": "1" } }),
+                "sysctls",
+            ),
+            (serde_json::json!({ "process.terminal": true }), "terminal"),
+            (
+                serde_json::json!({ "linux.uidMappings": [] }),
+                "ID mappings",
+            ),
+            (
+                serde_json::json!({ "linux.personality": { "domain": "LINUX" } }),
+                "personality",
+            ),
+        ] {
+            let err = check_supported(&spec(extra.clone())).expect_err("refused");
+            assert!(err.to_string().contains(named), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_made_or_refused() {
+        let ns = namespaces(&spec(serde_json::json!({}))).expect("namespaces");
+        assert_eq!(
+            ns.clone_flags,
+            (libc::CLONE_NEWPID | libc::CLONE_NEWNS) as u64
+        );
+        let user = spec(serde_json::json!({
+            "linux.namespaces": [ { "type": "mount" }, { "type": "user" } ]
+        }));
+        assert!(namespaces(&user).is_err());
+        let no_mount = spec(serde_json::json!({ "linux.namespaces": [ { "type": "pid" } ] }));
+        assert!(namespaces(&no_mount).is_err());
+        let joined_pid = spec(serde_json::json!({
+            "linux.namespaces": [ { "type": "mount" }, { "type": "pid", "path": "/proc/1/ns/pid" } ]
+        }));
+        assert!(namespaces(&joined_pid).is_err());
+    }
 }

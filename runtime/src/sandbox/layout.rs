@@ -13,7 +13,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Component, Path};
 
 use libcontainer::oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
 use libcontainer::rootfs::utils::{default_devices, parse_mount};
@@ -306,10 +306,20 @@ fn mkdir_in(dir: BorrowedFd<'_>, name: &str) -> Res<OwnedFd> {
     .map_err(|e| format!("open {name}: {e}"))
 }
 
+/// Whether `path` names a node under `/dev` without `..` (a CDI spec, the
+/// host administrator's, names them).
+fn in_dev(path: &Path) -> bool {
+    path.starts_with("/dev/")
+        && path.components().count() > 2
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+}
+
 /// Makes the device node `d` (under the space's `/dev`).
 fn make_device(root: &Root, d: &LinuxDevice) -> Res<()> {
     let path = d.path();
-    if !path.starts_with("/dev/") {
+    if !in_dev(path) {
         return Err("a device node outside /dev".into());
     }
     if let Some(parent) = path.parent() {
@@ -450,6 +460,21 @@ pub(super) fn finish(spec: &Spec) -> Res<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_nodes_stay_under_dev() {
+        assert!(in_dev(Path::new("/dev/nvidia0")));
+        assert!(in_dev(Path::new("/dev/dri/card0")));
+        for bad in [
+            "/dev/../etc/passwd",
+            "/etc/x",
+            "dev/null",
+            "/dev",
+            "/devx/y",
+        ] {
+            assert!(!in_dev(Path::new(bad)), "{bad}");
+        }
+    }
 
     #[test]
     fn mount_flags_become_attributes() {
