@@ -8,8 +8,8 @@ use std::path::Path;
 /// `MALLOC_ARENA_MAX` is set). By default glibc gives a thread that
 /// allocates while another holds an arena one of its own, up to eight per
 /// CPU: with the daemon's burst of blocking-pool threads around 500 creates
-/// that left ~5 MiB resident in arenas half empty (33.1 → 30.8 MiB with
-/// two, measured). Call first thing in `main`, before threads start.
+/// that left ~2 MiB resident in arenas half empty (daemon RSS with 500
+/// spaces 33.1 → 30.8 MiB with two, measured). Call first thing in `main`, before threads start.
 pub fn limit_malloc_arenas() {
     #[cfg(target_env = "gnu")]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

@@ -80,14 +80,18 @@ fn namespaces(spec: &Spec) -> Res<Namespaces> {
         }
     }
     if ns.clone_flags & libc::CLONE_NEWNS as u64 == 0 {
-        return Err(unsupported("no mount namespace of its own"));
+        return Err(SandboxError::Runtime(
+            "the space's spec has no mount namespace of its own; a space needs one".into(),
+        ));
     }
     Ok(ns)
 }
 
+/// Spaces' own specs never ask for these; a CDI spec on the host can.
 fn unsupported(what: &str) -> SandboxError {
     SandboxError::Runtime(format!(
-        "the space's spec asks for {what}, which spaces do not use"
+        "the space's spec asks for {what}, which clawdspace does not set up for a space; \
+         if a CDI spec on this host adds it, remove it there"
     ))
 }
 
@@ -253,7 +257,8 @@ fn spawn(
     };
     // In the worker's lean mount namespace (see [`super::mountns`]): the
     // init's copy of it has no other space's mounts, and libcgroups' v1
-    // manager reads that short mount table, not the host's.
+    // manager (for limits spaces' specs do not have) reads that short
+    // mount table, not the host's.
     let pid = match req.bundle.parent() {
         Some(spaces) => super::mountns::in_lean(spaces, std::slice::from_ref(rootfs), launch),
         None => launch(),
@@ -264,9 +269,7 @@ fn spawn(
     if let (Some(h), Some((ours, theirs))) = (hooks, sync) {
         drop(theirs);
         if let Err(e) = runtime_hooks(h, &ours, &state(pid)) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            join::end_child(pid);
             return Err(e);
         }
     }

@@ -1,7 +1,7 @@
-//! The cgroup a new space's init is born in: made, and limited by
-//! libcgroups' controllers, before the init exists; the init then joins it
-//! without the global lock a `cgroup.procs` write takes (see
-//! [`super::join`]).
+//! The cgroup a new space's init is born in: made and limited before the
+//! init exists (v2 by libcgroups' controllers, v1 by writing the same
+//! files they write); the init then joins it without the global lock a
+//! `cgroup.procs` write takes (see [`super::join`]).
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -33,6 +33,18 @@ const V1_CONTROLLERS: &[&str] = &[
     "freezer",
 ];
 
+/// The v1 controllers mounted on this host (read once per worker).
+fn mounted_v1() -> &'static [&'static str] {
+    static MOUNTED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    MOUNTED.get_or_init(|| {
+        V1_CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| Path::new(CGROUP_ROOT).join(c).is_dir())
+            .collect()
+    })
+}
+
 /// The absolute cgroup path of `spec`, checked: absolute, and no component
 /// that is empty, `.` or `..`.
 pub(super) fn spec_path(spec: &Spec) -> Res<String> {
@@ -58,9 +70,8 @@ fn io<'a>(what: &'a str, p: &'a Path) -> impl FnOnce(std::io::Error) -> SandboxE
 }
 
 /// Makes the cgroup at `path` with `spec`'s limits (memory, CPU, pids,
-/// devices: libcgroups' own controllers, as libcontainer applies them) and
-/// returns how the init joins it. Undo with [`super::lifecycle`]'s cgroup
-/// removal.
+/// devices, with libcontainer's semantics) and returns how the init joins
+/// it. Undo with [`super::lifecycle`]'s cgroup removal.
 pub(super) fn prepare(spec: &Spec, path: &str) -> Res<CgroupJoin> {
     let mut t = crate::timing::Phases::new("worker cgroup");
     let resources = spec
@@ -96,10 +107,7 @@ pub(super) fn prepare(spec: &Spec, path: &str) -> Res<CgroupJoin> {
         });
     }
     let mut tasks = Vec::new();
-    for ctrl in V1_CONTROLLERS {
-        if !Path::new(CGROUP_ROOT).join(ctrl).is_dir() {
-            continue;
-        }
+    for ctrl in mounted_v1() {
         let dir = paths.dir(ctrl);
         if *ctrl == "cpuset" {
             inherit_cpuset(Path::new(CGROUP_ROOT).join(ctrl), path)?;
@@ -174,12 +182,8 @@ fn v1_limits(paths: &CgroupPaths, r: &LinuxResources) -> Option<Res<()>> {
         return None;
     }
     let write = |ctrl: &str, file: &str, value: String| -> Res<()> {
-        let f = paths.dir(ctrl).join(file);
-        OpenOptions::new()
-            .write(true)
-            .open(&f)
-            .and_then(|mut h| std::io::Write::write_all(&mut h, value.as_bytes()))
-            .map_err(|e| format!("write {value:?} to {}: {e}", f.display()).into())
+        libcgroups::common::write_cgroup_file_str(paths.dir(ctrl).join(file), &value)
+            .map_err(|e| SandboxError::Runtime(e.to_string()))
     };
     let mut rules: Vec<(bool, String)> = r
         .devices()
@@ -245,13 +249,17 @@ fn make_unified(root: &Path, path: &str) -> Res<()> {
     for c in parts {
         enable(&dir);
         dir.push(c);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("create cgroup", &dir)(e)),
-        }
+        make_dir(&dir)?;
     }
     Ok(())
+}
+
+/// Makes the cgroup directory `dir` unless it exists (its parent must).
+fn make_dir(dir: &Path) -> Res<()> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io("create cgroup", dir)(e)),
+        _ => Ok(()),
+    }
 }
 
 /// A new v1 cpuset group has no CPUs and no memory nodes, and no task may
@@ -267,11 +275,7 @@ fn inherit_cpuset(mount: PathBuf, path: &str) -> Res<()> {
     let mut parent = mount;
     for (i, c) in levels.iter().enumerate() {
         let dir = parent.join(c);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io("create cgroup", &dir)(e)),
-        }
+        make_dir(&dir)?;
         for f in ["cpuset.cpus", "cpuset.mems"] {
             let mine = fs::read_to_string(dir.join(f)).map_err(io("read", &dir.join(f)))?;
             if mine.trim().is_empty() {

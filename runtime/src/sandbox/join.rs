@@ -379,12 +379,8 @@ pub(super) fn setns(fd: &OwnedFd, flags: libc::c_int) -> std::io::Result<()> {
 /// closes without a word) or report why it could not; a child that hangs
 /// is killed.
 pub(super) fn wait_started(pid: i32, err_r: OwnedFd) -> Res<i32> {
-    let reap = || {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-    };
     if !readable(&err_r, START_TIMEOUT_MS) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        reap();
+        end_child(pid);
         return Err(format!(
             "the new process did not start within {} s",
             START_TIMEOUT_MS / 1000
@@ -404,8 +400,16 @@ pub(super) fn wait_started(pid: i32, err_r: OwnedFd) -> Res<i32> {
     if msg.is_empty() {
         return Ok(pid);
     }
-    reap();
+    // It exits after telling why; the kill is for one that would not.
+    end_child(pid);
     Err(String::from_utf8_lossy(&msg).into_owned().into())
+}
+
+/// Kills this worker's child `pid` and reaps it.
+pub(super) fn end_child(pid: i32) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
 }
 
 /// Whether `fd` becomes readable (or closed) within `ms` milliseconds.

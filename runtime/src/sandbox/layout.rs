@@ -12,7 +12,6 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use libcontainer::oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount, Spec};
@@ -21,20 +20,12 @@ use nix::fcntl::OFlag;
 use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 
-use super::mountapi::{self, AT_RECURSIVE, MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE};
+use super::join::errno;
+use super::mountapi::{self, attrs, cpath, AT_RECURSIVE, MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE};
 use crate::cgroups::CgroupMode;
 use crate::inroot::{Resolve, Root};
 
 type Res<T> = Result<T, String>;
-
-/// `mount_setattr` flags (linux/mount.h) besides read-only.
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const MOUNT_ATTR_ATIME: u64 = 0x70;
-const MOUNT_ATTR_NOATIME: u64 = 0x10;
-const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
-const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 
 /// Symlinks every space's `/dev` has (name, target).
 const DEV_LINKS: &[(&str, &str)] = &[
@@ -44,14 +35,6 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("stderr", "/proc/self/fd/2"),
     ("ptmx", "pts/ptmx"),
 ];
-
-fn errno(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
-fn cstr(p: &Path) -> Res<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
-}
 
 /// `/proc/self/fd/N` of `fd`: a path that is exactly that descriptor.
 fn fd_path(fd: BorrowedFd<'_>) -> CString {
@@ -104,18 +87,24 @@ pub(super) fn mount_all(spec: &Spec, rootfs: &Path) -> Res<Root> {
         .dir(Path::new("/dev"), Resolve::InRoot)
         .map_err(|e| format!("open /dev: {e}"))?;
     for (name, target) in DEV_LINKS {
-        let (n, t) = (
-            CString::new(*name).unwrap_or_default(),
-            CString::new(*target).unwrap_or_default(),
-        );
-        // SAFETY: NUL-terminated strings and a descriptor we own.
-        if unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) } < 0
-            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
-        {
-            return Err(errno(&format!("link /dev/{name}")));
-        }
+        link_in(dev.as_fd(), name, target)?;
     }
     Ok(root)
+}
+
+/// The symlink `name -> target` in `dir` (one already there is kept).
+fn link_in(dir: BorrowedFd<'_>, name: &str, target: &str) -> Res<()> {
+    let (n, t) = (
+        CString::new(name).map_err(|_| "NUL in a name".to_string())?,
+        CString::new(target).map_err(|_| "NUL in a link".to_string())?,
+    );
+    // SAFETY: NUL-terminated strings and a descriptor we own.
+    if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), n.as_ptr()) } < 0
+        && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+    {
+        return Err(errno(&format!("link {name}")));
+    }
+    Ok(())
 }
 
 /// An `O_PATH` descriptor of the mount destination `dest` inside `root`,
@@ -138,53 +127,15 @@ fn destination(root: &Root, dest: &Path, file: bool) -> Res<OwnedFd> {
         root.create_dir_all(parent, 0o755, None, Resolve::InRoot)
             .map_err(fail)?;
     }
-    let (dir, name) = root.parent_of(dest, Resolve::InRoot).map_err(fail)?;
-    // O_EXCL|O_NOFOLLOW: a dangling symlink there is not followed out.
-    // SAFETY: a descriptor we own and a NUL-terminated name.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_WRONLY | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(errno("create the mount destination"));
-    }
-    // SAFETY: closing the descriptor openat just returned.
-    unsafe { libc::close(fd) };
-    root.open_at(dest, OFlag::O_PATH, Mode::empty(), Resolve::InRoot)
-        .map_err(fail)
-}
-
-/// `MOUNT_ATTR_*` to set and to clear for mount flags `f`.
-fn attrs(f: MsFlags) -> (u64, u64) {
-    let mut set = 0;
-    let mut clr = 0;
-    for (flag, attr) in [
-        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
-        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
-        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
-        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
-        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
-    ] {
-        if f.contains(flag) {
-            set |= attr;
-        }
-    }
-    for (flag, attr) in [
-        (MsFlags::MS_NOATIME, MOUNT_ATTR_NOATIME),
-        (MsFlags::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME),
-        (MsFlags::MS_RELATIME, 0),
-    ] {
-        if f.contains(flag) {
-            set |= attr;
-            clr |= MOUNT_ATTR_ATIME;
-            break;
-        }
-    }
-    (set, clr)
+    // O_EXCL: a dangling symlink there is an error, not followed to make
+    // a file elsewhere.
+    root.open_at(
+        dest,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY,
+        Mode::from_bits_truncate(0o644),
+        Resolve::InRoot,
+    )
+    .map_err(fail)
 }
 
 /// Flags that say how to mount, not what the mount is.
@@ -219,7 +170,7 @@ fn mount_one(root: &Root, m: &Mount) -> Res<()> {
     let recursive = cfg.flags.contains(MsFlags::MS_REC);
     let tree = mountapi::open_tree(
         None,
-        &cstr(source)?,
+        &cpath(source)?,
         OPEN_TREE_CLONE | if recursive { AT_RECURSIVE } else { 0 },
     )
     .map_err(|e| format!("copy {}: {e}", source.display()))?;
@@ -271,12 +222,7 @@ fn mount_cgroups(root: &Root, dest: &Path, flags: MsFlags) -> Res<()> {
         // Comounted controllers (`cpu,cpuacct`) are reachable by each name.
         if ctrls.contains(',') {
             for part in ctrls.split(',') {
-                let (p, t) = (
-                    CString::new(part).unwrap_or_default(),
-                    CString::new(name).unwrap_or_default(),
-                );
-                // SAFETY: NUL-terminated strings and a descriptor we own.
-                unsafe { libc::symlinkat(t.as_ptr(), top.as_raw_fd(), p.as_ptr()) };
+                link_in(top.as_fd(), part, name)?;
             }
         }
     }
@@ -393,26 +339,21 @@ pub(super) fn finish(spec: &Spec) -> Res<()> {
     let open = |p: &Path| -> Res<Option<(OwnedFd, bool)>> {
         // After pivot_root, inside the space; these are under /proc and
         // /sys, fresh mounts the space has not touched.
-        let c = cstr(p)?;
-        // SAFETY: a NUL-terminated path.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+            .open(p)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("open {}: {e}", p.display())),
         };
-        if fd < 0 {
-            return match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::ENOENT) => Ok(None),
-                _ => Err(errno(&format!("open {}", p.display()))),
-            };
-        }
-        // SAFETY: the kernel returned a new descriptor that we now own.
-        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let dir = nix::sys::stat::fstat(fd.as_raw_fd())
-            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-            .map_err(|e| format!("stat {}: {e}", p.display()))?;
-        Ok(Some((fd, dir)))
+        let dir = f
+            .metadata()
+            .map_err(|e| format!("stat {}: {e}", p.display()))?
+            .is_dir();
+        Ok(Some((f.into(), dir)))
     };
     for p in linux
         .and_then(|l| l.masked_paths().as_ref())
@@ -474,18 +415,5 @@ mod tests {
         ] {
             assert!(!in_dev(Path::new(bad)), "{bad}");
         }
-    }
-
-    #[test]
-    fn mount_flags_become_attributes() {
-        let (set, clr) = attrs(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
-        assert_eq!(
-            (set, clr),
-            (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0)
-        );
-        let (set, clr) = attrs(MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
-        assert_eq!((set, clr), (MOUNT_ATTR_NOEXEC, MOUNT_ATTR_ATIME));
-        let (set, clr) = attrs(MsFlags::MS_STRICTATIME);
-        assert_eq!((set, clr), (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME));
     }
 }

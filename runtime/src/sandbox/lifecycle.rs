@@ -1,4 +1,6 @@
-//! Create, exec, pause, resume and destroy with libcontainer. Worker-only.
+//! Create, exec, pause, resume and destroy of a space (libcontainer's state
+//! files record it; the starts are [`super::boot`] and [`super::join`]).
+//! Worker-only.
 
 use std::fs::{self, File};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -202,9 +204,7 @@ fn start_init(
         }
         Err(e) => {
             // The init is this worker's child: end it, and its cgroup.
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            super::join::end_child(pid);
             if let Ok(path) = super::cgroup::spec_path(spec) {
                 let _ = remove_cgroup(Path::new(&path));
             }

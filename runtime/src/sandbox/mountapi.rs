@@ -2,9 +2,13 @@
 //! `mount_setattr`): a mount made or changed through a descriptor never
 //! resolves a path the tenant could have swapped underneath.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::mount::MsFlags;
 
 /// `open_tree`: a detached copy of the mount (not a reference to it).
 pub const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -14,6 +18,48 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 /// `mount_setattr` flags (linux/mount.h).
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_ATIME: u64 = 0x70;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+
+/// `path` for a system call.
+pub fn cpath(path: &Path) -> Result<CString, String> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: NUL in path", path.display()))
+}
+
+/// The `MOUNT_ATTR_*` flags to set and to clear for mount flags `f`.
+pub fn attrs(f: MsFlags) -> (u64, u64) {
+    let mut set = 0;
+    let mut clr = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ] {
+        if f.contains(flag) {
+            set |= attr;
+        }
+    }
+    for (flag, attr) in [
+        (MsFlags::MS_NOATIME, MOUNT_ATTR_NOATIME),
+        (MsFlags::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME),
+        (MsFlags::MS_RELATIME, 0),
+    ] {
+        if f.contains(flag) {
+            set |= attr;
+            clr |= MOUNT_ATTR_ATIME;
+            break;
+        }
+    }
+    (set, clr)
+}
 
 /// `struct mount_attr` (linux/mount.h).
 #[repr(C)]
@@ -114,4 +160,22 @@ pub fn set_attr(fd: BorrowedFd<'_>, set: u64, clr: u64, recursive: bool) -> io::
             std::mem::size_of::<MountAttr>(),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_flags_become_attributes() {
+        let (set, clr) = attrs(MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV);
+        assert_eq!(
+            (set, clr),
+            (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0)
+        );
+        let (set, clr) = attrs(MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
+        assert_eq!((set, clr), (MOUNT_ATTR_NOEXEC, MOUNT_ATTR_ATIME));
+        let (set, clr) = attrs(MsFlags::MS_STRICTATIME);
+        assert_eq!((set, clr), (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME));
+    }
 }

@@ -181,21 +181,15 @@ fn leave(l: &Lean, attached: &[&Path]) {
 
 /// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`).
 fn clone_mount(path: &Path) -> Result<OwnedFd, String> {
-    let c = cpath(path)?;
+    let c = super::mountapi::cpath(path)?;
     super::mountapi::open_tree(None, &c, super::mountapi::OPEN_TREE_CLONE)
         .map_err(|e| format!("clone the mount at {}: {e}", path.display()))
 }
 
 /// Attaches the detached mount `fd` at `path` (`move_mount`).
 fn attach(fd: &OwnedFd, path: &Path) -> Result<(), String> {
-    super::mountapi::move_mount_to(fd, &cpath(path)?)
+    super::mountapi::move_mount_to(fd, &super::mountapi::cpath(path)?)
         .map_err(|e| format!("attach a copy at {}: {e}", path.display()))
-}
-
-fn cpath(path: &Path) -> Result<std::ffi::CString, String> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: NUL in path", path.display()))
 }
 
 #[cfg(test)]
