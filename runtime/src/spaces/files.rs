@@ -430,7 +430,8 @@ fn disk_full_or(e: io::Error, what: &str) -> Error {
 }
 
 /// A lookup error: missing → [`Error::FileNotFound`], a non-directory on
-/// the way → 400, the rest as I/O errors.
+/// the way, a symlink loop or a name too long → 400, the rest as I/O
+/// errors.
 fn not_found_or(e: io::Error, rel: &Path, what: &str) -> Error {
     match e.raw_os_error() {
         Some(libc::ENOENT) => Error::FileNotFound(format!("{}: no such file", shown(rel))),
@@ -441,6 +442,10 @@ fn not_found_or(e: io::Error, rel: &Path, what: &str) -> Error {
         Some(libc::ELOOP) => Error::InvalidInput(format!(
             "{}: a symlink on the path cannot be followed (a loop, or it leads nowhere in the \
              space)",
+            shown(rel)
+        )),
+        Some(libc::ENAMETOOLONG) => Error::InvalidInput(format!(
+            "{}: a name on the path is longer than 255 bytes, or the path than 4096",
             shown(rel)
         )),
         _ if e.kind() == io::ErrorKind::InvalidInput => {
@@ -624,5 +629,16 @@ mod tests {
         assert_eq!(w("/x").ok().as_deref(), Some("/workspace/x"));
         assert_eq!(w("../../etc/x").ok().as_deref(), Some("/workspace/etc/x"));
         assert_eq!(w("/").ok().as_deref(), Some("/workspace"));
+    }
+
+    #[test]
+    fn a_name_too_long_is_the_requests_fault() {
+        let e = not_found_or(
+            io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+            Path::new("x"),
+            "open",
+        );
+        assert_eq!(e.kind(), crate::ErrorKind::Invalid, "{e}");
+        assert!(e.to_string().contains("longer than 255 bytes"), "{e}");
     }
 }
