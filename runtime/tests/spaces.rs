@@ -260,7 +260,9 @@ async fn destroys_and_pauses_racing_exec_starts_all_succeed_and_leave_nothing() 
             rt.destroy(&name).await.expect("destroy during exec starts");
             for e in execs {
                 match e.await.expect("task").expect("an exec hung") {
-                    Ok(o) => assert_eq!(o.exit_code, 0),
+                    // Finished first, or started and then killed with the
+                    // space (SIGKILL: 137; slow machines get there).
+                    Ok(o) => assert!(matches!(o.exit_code, 0 | 137), "{o:?}"),
                     Err(Error::SpaceNotFound | Error::NotRunning) => {}
                     Err(e) => panic!("exec beside a destroy: {e}"),
                 }
