@@ -23,7 +23,7 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -37,13 +37,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
                     .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             });
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
-            } else {
-                ApiError::bad_request("Invalid JSON body")
-            }
-        })?;
+        let bytes = read_body(req).await?;
         if !is_json || bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(T::default()));
         }
@@ -51,6 +45,44 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
             .map_err(|_| ApiError::bad_request("Invalid JSON body"))?;
         fields(value).map(JsonBody)
     }
+}
+
+/// How much of an oversized body is read, and dropped, before its 413 goes
+/// out. Answered while the client still writes, the 413 would be lost: the
+/// connection closes with unread bytes, the client's next write fails
+/// (reset) and it never reads the answer. A body declared larger than this
+/// is refused at once.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The request's body, at most [`BODY_LIMIT`] bytes.
+async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body().into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| ApiError::bad_request("Invalid JSON body"))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= BODY_LIMIT {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > BODY_LIMIT {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }
 
 /// `value`'s fields as a `T`; a JSON value that is not an object has none

@@ -216,8 +216,42 @@ async fn create_validates_input_in_the_contract_order() {
             json!({"error": "Request body too large"})
         )
     );
+    // A client still writing an oversized body gets its 413 (it is read
+    // and dropped first, not cut off by a reset), and a body declared far
+    // too large is refused before any of it is read.
+    let answer = raw_post(&d, 3 << 20, Some(vec![b' '; 3 << 20])).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = raw_post(&d, 1 << 30, None).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("Request body too large"), "{answer}");
     // Nothing was created by any of this.
     assert_eq!(d.get("/api/spaces").await.1, json!({"spaces": []}));
+}
+
+/// POSTs to /api/spaces over a raw connection a request declaring
+/// `length` bytes of body, then (a moment later, as a slow client would)
+/// `body`; returns what the daemon answered.
+async fn raw_post(d: &Daemon, length: usize, body: Option<Vec<u8>>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = format!("127.0.0.1:{}", d.port);
+    let mut c = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/spaces HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.expect("send the head");
+    if let Some(body) = body {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.write_all(&body).await.expect("send the body");
+    }
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read the answer");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
 }
 
 #[tokio::test]
