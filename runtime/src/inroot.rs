@@ -236,10 +236,24 @@ pub fn open_beneath(
         .flags(flags | OFlag::O_CLOEXEC)
         .mode(mode)
         .resolve(resolve.flags());
-    let fd = openat2(dir.as_raw_fd(), rel, how).map_err(io::Error::from)?;
+    // EAGAIN: a `..` was walked while something on the host renamed or
+    // mounted (any create does), so the kernel could not vouch that it
+    // stayed inside; nothing was opened or created, and it may be asked
+    // again (openat2(2)). Bounded: a steady stream of renames is not an
+    // endless loop.
+    let mut tries = 0;
+    let fd = loop {
+        match openat2(dir.as_raw_fd(), rel, how) {
+            Err(nix::errno::Errno::EAGAIN) if tries < OPENAT2_RETRIES => tries += 1,
+            r => break r.map_err(io::Error::from)?,
+        }
+    };
     // SAFETY: openat2 returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// How often [`open_beneath`] asks again after `EAGAIN`.
+const OPENAT2_RETRIES: u32 = 1000;
 
 /// `fchown` of an `O_PATH` descriptor (through `AT_EMPTY_PATH`).
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
@@ -305,6 +319,44 @@ fn too_big(cap: u64) -> io::Error {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    /// A `..` resolved while the host renames things (creates, writes of
+    /// state files: all the time on a busy server) still opens its file.
+    #[test]
+    fn dot_dot_resolves_while_the_host_renames() {
+        let t = tree();
+        symlink("../../../../etc/passwd", t.path().join("root/etc/rel")).expect("symlink");
+        let root = File::open(t.path().join("root")).expect("open root");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let renamer = {
+            let (stop, dir) = (stop.clone(), t.path().join("host"));
+            std::thread::spawn(move || {
+                let (a, b) = (dir.join("a"), dir.join("b"));
+                std::fs::write(&a, "x").expect("write");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::rename(&a, &b).expect("rename");
+                    std::fs::rename(&b, &a).expect("rename");
+                }
+            })
+        };
+        let mut failed = None;
+        for _ in 0..20_000 {
+            let r = open_beneath(
+                root.as_fd(),
+                Path::new("/etc/rel"),
+                OFlag::O_RDONLY,
+                Mode::empty(),
+                Resolve::InRoot,
+            );
+            if let Err(e) = r {
+                failed = Some(e);
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        renamer.join().expect("renamer");
+        assert!(failed.is_none(), "{failed:?}");
+    }
 
     fn tree() -> tempfile::TempDir {
         let t = tempfile::tempdir().expect("tempdir");
