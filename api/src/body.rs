@@ -48,13 +48,17 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for JsonBody<
 }
 
 /// How much of an oversized body is read, and dropped, before its 413 goes
-/// out. Answered while the client still writes, the 413 would be lost: the
-/// connection closes with unread bytes, the client's next write fails
-/// (reset) and it never reads the answer. A body declared larger than this
-/// is refused at once.
+/// out, and for how long at most. Answered while the client still writes,
+/// the 413 would be lost: the connection closes with unread bytes, the
+/// client's next write fails (reset) and it never reads the answer. A body
+/// declared larger than [`DRAIN_LIMIT`] is refused at once, and one that
+/// does not arrive within [`DRAIN_TIME`] is not waited for.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+/// How long the rest of an oversized body is waited for.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The request's body, at most [`BODY_LIMIT`] bytes.
+/// The request's body, at most [`BODY_LIMIT`] bytes (the only limit of
+/// request bodies read whole; uploads stream).
 async fn read_body(req: Request) -> Result<Bytes, ApiError> {
     use futures_util::StreamExt;
     let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
@@ -66,10 +70,22 @@ async fn read_body(req: Request) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return Err(too_large());
     }
+    let mut drain_until = declared
+        .is_some_and(|n| n > BODY_LIMIT as u64)
+        .then(|| tokio::time::Instant::now() + DRAIN_TIME);
     let mut body = req.into_body().into_data_stream();
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
-    while let Some(chunk) = body.next().await {
+    loop {
+        let next = match drain_until {
+            // Oversized: what is left is only waited for a while.
+            Some(t) => match tokio::time::timeout_at(t, body.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => body.next().await,
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|_| ApiError::bad_request("Invalid JSON body"))?;
         seen = seen.saturating_add(chunk.len());
         if seen > DRAIN_LIMIT {
@@ -77,9 +93,11 @@ async fn read_body(req: Request) -> Result<Bytes, ApiError> {
         }
         if seen <= BODY_LIMIT {
             buf.extend_from_slice(&chunk);
+        } else if drain_until.is_none() {
+            drain_until = Some(tokio::time::Instant::now() + DRAIN_TIME);
         }
     }
-    if seen > BODY_LIMIT {
+    if drain_until.is_some() {
         return Err(too_large());
     }
     Ok(buf.freeze())

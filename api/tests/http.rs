@@ -224,6 +224,9 @@ async fn create_validates_input_in_the_contract_order() {
     let answer = raw_post(&d, 1 << 30, None).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("Request body too large"), "{answer}");
+    // One declared oversized that never comes is not waited for.
+    let answer = raw_post(&d, 3 << 20, None).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // Nothing was created by any of this.
     assert_eq!(d.get("/api/spaces").await.1, json!({"spaces": []}));
 }

@@ -199,9 +199,6 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{*path}", get(dashboard::asset))
         .fallback(dashboard::fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            crate::body::BODY_LIMIT,
-        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::middleware,
