@@ -14,6 +14,9 @@
 #   bench_load, bench_io     the load average and the I/O pressure now
 #   bench_source_state REPO [BINARY]  the commit, noting uncommitted changes
 #                            and sources newer than BINARY
+#   bench_start_daemon BIN STATE CG IMAGE KEY BRIDGE LOGFILE [LOG [WORKER_LOG]]
+#                            starts BIN/clawdspaced on a free loopback port and
+#                            waits for it; sets BENCH_PORT, BENCH_DAEMON_PID
 #   bench_machine_env REPO   exports BENCH_DATE, BENCH_OS, BENCH_KERNEL,
 #                            BENCH_CPU, BENCH_CORES, BENCH_MEM, BENCH_CGMODE,
 #                            BENCH_VIRT, BENCH_COMMIT (unless set), BENCH_RUSTC
@@ -108,6 +111,34 @@ try:
 finally:
     os.rmdir(d)
 PY
+}
+
+# As scripts/clawdspace.service runs it (many files, no colours in the log),
+# with state dir STATE, cgroup parent CG, default image IMAGE, key KEY, a
+# bridge BRIDGE and a /16 of its own, Docker Hub names sent to a dead port
+# and the auto-sleep pushed out of the way (a paused space would skew
+# times); its output to LOGFILE. Returns 1 (the log on stderr) if it exits
+# or does not answer /api/health within 10 s.
+bench_start_daemon() {
+    local bin=$1 state=$2 cg=$3 image=$4 key=$5 bridge=$6 logf=$7 log=${8:-info} wlog=${9:-}
+    BENCH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    (
+        ulimit -n 1048576 2>/dev/null || true
+        exec env PORT="$BENCH_PORT" API_KEY="$key" CLAWDSPACE_STATE_DIR="$state" \
+            CLAWDSPACE_CGROUP_PARENT="$cg" CLAWDSPACE_IMAGE="$image" \
+            CLAWDSPACE_DOCKER_MIRROR=127.0.0.1:1 IDLE_TIMEOUT_MS=86400000 \
+            CLAWDSPACE_BRIDGE="$bridge" CLAWDSPACE_SUBNET="10.$((RANDOM % 100 + 100)).0.0/16" \
+            CLAWDSPACE_LOG="$log" ${wlog:+CLAWDSPACE_WORKER_LOG="$wlog"} \
+            NO_COLOR=1 "$bin/clawdspaced"
+    ) >"$logf" 2>&1 &
+    BENCH_DAEMON_PID=$!
+    for _ in $(seq 100); do
+        python3 -c "import http.client as h; c=h.HTTPConnection('127.0.0.1', $BENCH_PORT, timeout=1); c.request('GET', '/api/health'); assert c.getresponse().status == 200" 2>/dev/null && return 0
+        kill -0 "$BENCH_DAEMON_PID" 2>/dev/null || { cat "$logf" >&2; BENCH_DAEMON_PID=; return 1; }
+        sleep 0.1
+    done
+    cat "$logf" >&2
+    return 1
 }
 
 bench_machine_env() {
