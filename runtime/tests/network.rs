@@ -185,6 +185,17 @@ async fn back_to(tags: &[String], before: &[String]) {
     assert!(ok, "left behind: {:?}", snapshot(tags));
 }
 
+/// The table of the spaces' policies of `env`'s runtime.
+fn policy_table(env: &TestEnv) -> String {
+    format!("{}-spaces", env.network.bridge)
+}
+
+/// Whether the table of policies `pt` has anything of space `s` (its
+/// chains, set, counter, map elements).
+fn has_policy(pt: &str, s: &str) -> bool {
+    run(&["nft", "list", "table", "inet", pt]).contains(s)
+}
+
 fn tags(env: &TestEnv, spaces: &[&Space]) -> Vec<String> {
     let mut t = vec![env.network.bridge.clone()];
     t.extend(spaces.iter().map(|s| s.short_id().to_string()));
@@ -402,16 +413,18 @@ async fn lan_reaches_private_ranges_block_cidrs_block_and_none_has_loopback_only
         env.rt().get("lan").expect("lan").network.mode,
         NetworkMode::Lan
     );
-    let tables = run(&["nft", "list", "tables"]);
+    // Each networked space's chain, reached from the one table of
+    // policies through its address.
+    let policies = run(&["nft", "list", "table", "inet", &policy_table(&env)]);
     for s in [&inet, &lan, &blk, &lanblk] {
         assert!(
-            tables.contains(&format!("table inet cs{}", s.short_id())),
-            "{tables}"
+            policies.contains(&format!("{} : jump cs{}", addr(s), s.short_id())),
+            "{policies}"
         );
     }
     assert!(
-        !tables.contains(&format!("cs{}", none.short_id())),
-        "{tables}"
+        !policies.contains(&format!("cs{}", none.short_id())),
+        "{policies}"
     );
 
     let internet = Listener::start(Some(&world.ns), world.ip);
@@ -590,14 +603,14 @@ async fn allow_checks(
 }
 
 /// `nft list set` of the addresses space `s`'s DNS answers allowed.
-fn allowed_set(s: &Space) -> String {
+fn allowed_set(env: &TestEnv, s: &Space) -> String {
     run(&[
         "nft",
         "list",
         "set",
         "inet",
-        &format!("cs{}", s.short_id()),
-        "allowed",
+        &policy_table(env),
+        &format!("cs{}_allowed", s.short_id()),
     ])
 }
 
@@ -678,7 +691,7 @@ async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
     assert_eq!(&a[2..4], &q[..2], "same id");
     assert_eq!(a[5] & 0xf, 3, "NXDOMAIN");
     assert_eq!(&a[14..], &q[12..], "the question, no records");
-    let set = allowed_set(&dom);
+    let set = allowed_set(&env, &dom);
     assert!(set.contains(&format!("{} timeout 1m", world.ip)), "{set}");
 
     // A daemon restart brings the answerer and the rules back, and keeps
@@ -686,7 +699,7 @@ async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
     // again without a new lookup.
     env.close().await;
     env.rt = Some(env.open().await);
-    let set = allowed_set(&dom);
+    let set = allowed_set(&env, &dom);
     assert!(set.contains(&world.ip.to_string()), "kept: {set}");
     assert_eq!(
         reach(&env, "dom", &targets[0]).await,
@@ -827,15 +840,11 @@ async fn networking_survives_a_daemon_restart_and_comes_back_after_a_reboot() {
         ip(&format!("netns del cs-{id}"));
     }
     ip(&format!("link del {}", env.network.bridge));
-    let mut tables: Vec<(&str, String)> = vec![
+    let tables: Vec<(&str, String)> = vec![
         ("inet", env.network.bridge.clone()),
         ("bridge", env.network.bridge.clone()),
+        ("inet", policy_table(&env)),
     ];
-    tables.extend(
-        spaces
-            .iter()
-            .map(|s| ("inet", format!("cs{}", &s.id[..12]))),
-    );
     for (family, t) in &tables {
         let del = Proc::new("nft")
             .args(["delete", "table", family, t])
@@ -1105,6 +1114,7 @@ async fn the_bridge_lingers_after_the_last_space_then_goes() {
         format!("{br}:"),
         format!("table bridge {br}"),
         format!("table inet {br}"),
+        format!("table inet {br}-spaces"),
     ];
     // Ports of the spare namespaces kept ready while the bridge lingers
     // show as "master <bridge>" only.
@@ -1122,12 +1132,9 @@ async fn the_bridge_lingers_after_the_last_space_then_goes() {
     env.rt().destroy("a").await.expect("destroy");
     assert!(settled().await, "{:?}", snapshot(&t));
     // Its rules go at the next housekeeping, and with them its address.
-    let rules_a = format!("table inet cs{}", a.short_id());
-    let retired = || {
-        !run(&["nft", "list", "tables"])
-            .lines()
-            .any(|l| l == rules_a)
-    };
+    let rules_a = format!("cs{}", a.short_id());
+    let pt = policy_table(&env);
+    let retired = || !has_policy(&pt, &rules_a);
     assert!(wait_until(Duration::from_secs(3), retired).await);
     // A space created meanwhile uses them as they are (and the spare made
     // while a lived, with its address).
@@ -1161,7 +1168,9 @@ async fn a_destroyed_spaces_rules_go_before_its_address_is_reused_even_after_a_c
     let Some(mut env) = TestEnv::new().await else {
         return;
     };
-    let has = |t: &str| {
+    let pt = policy_table(&env);
+    let has = |t: &str| has_policy(&pt, t);
+    let legacy = |t: &str| {
         run(&["nft", "list", "tables"])
             .lines()
             .any(|l| l == format!("table inet {t}"))
@@ -1183,17 +1192,43 @@ async fn a_destroyed_spaces_rules_go_before_its_address_is_reused_even_after_a_c
         );
     }
     assert!(wait_until(Duration::from_secs(3), || !has(&table_a)).await);
-    // A crash with a table still to go (as the daemon notes it): the next
-    // start removes it.
+    // A crash with a policy still to go (as the daemon notes it), one it
+    // knew nothing of (it died before noting it), and a table of an
+    // earlier version, per space: the next start removes them all (no
+    // address stays bound to a chain of a space that is gone).
     let gone_id = "ab".repeat(32);
     let orphan = format!("cs{}", &gone_id[..12]);
-    run(&["nft", "add", "table", "inet", &orphan]);
-    assert!(has(&orphan));
+    let stray = "cs0123456789ab";
+    let free = env.network.subnet.nth(200);
+    let script = format!(
+        "add counter inet {pt} {orphan}_dropped\n\
+         add chain inet {pt} {orphan}\n\
+         add rule inet {pt} {orphan} counter name {orphan}_dropped drop\n\
+         add element inet {pt} spaces {{ {} : jump {orphan} }}\n\
+         add chain inet {pt} {stray}\n\
+         add element inet {pt} spaces {{ {free} : jump {stray} }}\n\
+         add table inet {orphan}\n",
+        env.network.subnet.nth(201)
+    );
+    let mut nft = Proc::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    nft.stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("write");
+    assert!(nft.wait().expect("nft").success());
+    assert!(has(&orphan) && has(stray) && legacy(&orphan));
     let note = env.dir.join("state").join("network-retiring");
     std::fs::write(&note, format!("{gone_id}\n")).expect("write note");
     env.close().await;
     env.rt = Some(env.open().await);
     assert!(!has(&orphan), "left after a restart");
+    assert!(!has(stray), "left after a restart");
+    assert!(!legacy(&orphan), "left after a restart");
     assert!(!note.exists());
     destroy_all(&env, &[&keep, &c], &before).await;
 }

@@ -82,6 +82,8 @@ impl Drop for Answerer {
 /// What every query of one space needs.
 struct Ctx {
     id: String,
+    /// Our table (the space's allowed set is in its table of policies).
+    table: String,
     egress: Egress,
     upstream: Vec<Ipv4Addr>,
     refused: Arc<AtomicU64>,
@@ -90,11 +92,16 @@ struct Ctx {
     permits: Arc<Semaphore>,
 }
 
-/// Starts the answerer of space `id` (policy `egress`) in the namespace
-/// at `netns`, forwarding to `upstream`. Call on a thread of (or entered
+/// Starts the answerer of space `id` (policy `egress`, allowed set in our
+/// table `table`) in the namespace at `netns`, forwarding to `upstream`. Call on a thread of (or entered
 /// into) a tokio runtime; blocking (a short-lived thread joins the
 /// namespace to make the sockets).
-pub fn start(id: &str, netns: &Path, egress: Egress, upstream: Vec<Ipv4Addr>) -> Result<Answerer> {
+pub fn start(
+    (id, table): (&str, &str),
+    netns: &Path,
+    egress: Egress,
+    upstream: Vec<Ipv4Addr>,
+) -> Result<Answerer> {
     let rt = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::Network("the DNS answerer needs the async runtime".into()))?;
     let (udp, tcp) = super::inside::in_netns(netns, || {
@@ -128,6 +135,7 @@ pub fn start(id: &str, netns: &Path, egress: Egress, upstream: Vec<Ipv4Addr>) ->
     let refused = Arc::new(AtomicU64::new(0));
     let ctx = Arc::new(Ctx {
         id: id.to_string(),
+        table: table.to_string(),
         egress,
         upstream,
         refused: refused.clone(),
@@ -336,12 +344,12 @@ impl Ctx {
                 held.insert(*a, now + longest);
             }
         }
-        let id = self.id.clone();
+        let (id, table) = (self.id.clone(), self.table.clone());
         let ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
         let list = due.clone();
         let r = tokio::task::spawn_blocking(move || {
             let mut b = Batch::new();
-            egress::allow(&mut b, &id, &list, ms);
+            egress::allow(&mut b, &table, &id, &list, ms);
             b.commit()
         })
         .await

@@ -203,11 +203,11 @@ const RETIRING_FILE: &str = "network-retiring";
 /// a daemon restart keeps what the space's DNS lookups allowed, so its
 /// programs reach the addresses they resolved before it. Empty without
 /// `allowDomains`, or when it cannot be read (logged).
-fn kept_allowed(id: &str, net: &SpaceNetwork) -> Vec<(Ipv4Addr, u64)> {
+fn kept_allowed(t: &str, id: &str, net: &SpaceNetwork) -> Vec<(Ipv4Addr, u64)> {
     if net.egress.allow_domains.is_empty() {
         return Vec::new();
     }
-    egress::allowed_left(id).unwrap_or_else(|e| {
+    egress::allowed_left(t, id).unwrap_or_else(|e| {
         tracing::warn!(id = %id, "reading the addresses a space's DNS answers allowed: {e}");
         Vec::new()
     })
@@ -270,14 +270,19 @@ impl Network {
             return Ok(());
         }
         let up = self.bridge_state().up;
-        let mut b = nfnl::Batch::new();
-        for (id, a) in &list {
-            egress::delete(&mut b, id);
-            if up && pool.is_lan(*a) {
-                nft::lan_member(&mut b, self.cfg.table(), *a, false);
+        let t = self.cfg.table();
+        let ids: Vec<&str> = list.iter().map(|(id, _)| id.as_str()).collect();
+        let committed = egress::Current::read(t, &ids).and_then(|cur| {
+            let mut b = nfnl::Batch::new();
+            for (id, a) in &list {
+                egress::forget(&mut b, t, id, &cur);
+                if up && pool.is_lan(*a) {
+                    nft::lan_member(&mut b, t, *a, false);
+                }
             }
-        }
-        if let Err(e) = b.commit() {
+            b.commit()
+        });
+        if let Err(e) = committed {
             self.retiring().extend(list);
             return Err(e);
         }
@@ -305,16 +310,17 @@ impl Network {
         let Some(ids) = read_ids(&path) else {
             return;
         };
-        let mut b = nfnl::Batch::new();
-        for id in &ids {
-            egress::delete(&mut b, id);
-        }
-        match b.commit() {
+        match self.forget(&ids) {
             Ok(()) => {
                 let _ = std::fs::remove_file(&path);
             }
-            Err(e) => tracing::warn!("removing the tables of destroyed spaces: {e}"),
+            Err(e) => tracing::warn!("removing the policies of destroyed spaces: {e}"),
         }
+    }
+
+    /// Removes the policies of spaces `ids` (one transaction). Blocking.
+    fn forget(&self, ids: &[String]) -> Result<()> {
+        forget(self.cfg.table(), ids)
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -654,21 +660,34 @@ impl Network {
             rtnl::Rtnl::open()?.flush_neighbours(&self.cfg.bridge)?;
         }
         drop(pool);
-        self.restore_policies(&live);
+        self.restore_policies(&ids, &live);
         Ok(())
     }
 
-    /// Writes the tables of the spaces whose namespaces survived (all in
-    /// one transaction; one by one if that fails) and starts their DNS
-    /// answerers. A space whose policy cannot be applied is cut off the
-    /// network rather than left with more access than it was given.
-    fn restore_policies(&self, live: &[(&str, Ipv4Addr, &SpaceNetwork)]) {
-        let mut all = nfnl::Batch::new();
-        for (id, a, net) in live {
-            egress::write(&mut all, &self.cfg, &self.resolvers.servers, id, *a, net);
-            egress::keep_allowed(&mut all, id, &kept_allowed(id, net));
-        }
-        let one_by_one = all.commit().is_err();
+    /// Writes the policies of the spaces whose namespaces survived (all in
+    /// one transaction, with the removal of those of spaces not among
+    /// `known`; one by one if that fails) and starts their DNS answerers.
+    /// A space whose policy cannot be applied is cut off the network
+    /// rather than left with more access than it was given.
+    fn restore_policies(&self, known: &[&str], live: &[(&str, Ipv4Addr, &SpaceNetwork)]) {
+        let t = self.cfg.table();
+        let ids: Vec<&str> = live.iter().map(|(id, _, _)| *id).collect();
+        let one_by_one = egress::Current::read(t, &ids)
+            .and_then(|cur| {
+                let mut all = nfnl::Batch::new();
+                egress::forget_orphans(&mut all, t, known, &cur);
+                for (id, a, net) in live {
+                    let kept = kept_allowed(t, id, net);
+                    let servers = &self.resolvers.servers;
+                    egress::write(&mut all, &self.cfg, servers, (id, *a), net, &cur);
+                    egress::keep_allowed(&mut all, t, id, &kept);
+                }
+                all.commit()
+            })
+            .inspect_err(|e| {
+                tracing::warn!("restoring the spaces' network policies: {e}; one by one")
+            })
+            .is_err();
         for (id, a, net) in live {
             if one_by_one {
                 if let Err(e) = self.write_policy(id, *a, net) {
@@ -690,10 +709,10 @@ impl Network {
     /// Replaces the table of space `id` (address `addr`), keeping the
     /// addresses its DNS answers allowed until they expire.
     fn write_policy(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
-        let kept = kept_allowed(id, net);
+        let kept = kept_allowed(self.cfg.table(), id, net);
         let mut b = nfnl::Batch::new();
         self.policy(&mut b, id, addr, net)?;
-        egress::keep_allowed(&mut b, id, &kept);
+        egress::keep_allowed(&mut b, self.cfg.table(), id, &kept);
         b.commit()
     }
 
@@ -707,10 +726,12 @@ impl Network {
         addr: Ipv4Addr,
         net: &SpaceNetwork,
     ) -> Result<()> {
-        if egress::exists(id)? {
-            egress::write(b, &self.cfg, &self.resolvers.servers, id, addr, net);
+        let (t, servers) = (self.cfg.table(), &self.resolvers.servers);
+        if egress::exists(t, id)? {
+            let cur = egress::Current::read(t, &[id])?;
+            egress::write(b, &self.cfg, servers, (id, addr), net, &cur);
         } else {
-            egress::add(b, &self.cfg, &self.resolvers.servers, id, addr, net);
+            egress::add(b, &self.cfg, servers, (id, addr), net);
         }
         if net.mode == NetworkMode::Lan {
             nft::lan_member(b, self.cfg.table(), addr, true);
@@ -737,7 +758,7 @@ impl Network {
         }
         self.stop_answerer(id);
         let a = answer::start(
-            id,
+            (id, self.cfg.table()),
             &netns::netns_path(id),
             net.egress.clone(),
             self.resolvers.servers.clone(),
@@ -772,7 +793,7 @@ impl Network {
     /// Packets and bytes dropped by the rules of space `id` (None when it
     /// has no table: mode `none`, or not set up yet). Blocking.
     pub fn drops(&self, id: &str) -> Result<Option<(u64, u64)>> {
-        egress::read_drops(id)
+        egress::read_drops(self.cfg.table(), id)
     }
 
     /// Takes an address for space `id` in `mode`, bringing the bridge up
@@ -860,9 +881,7 @@ impl Network {
     /// record, and so its address, cannot be read.
     pub fn cut(&self, id: &str) -> Result<()> {
         self.stop_answerer(id);
-        let mut b = nfnl::Batch::new();
-        egress::delete(&mut b, id);
-        b.commit()?;
+        self.forget(&[id.to_string()])?;
         netns::cut(id)
     }
 
@@ -893,10 +912,8 @@ impl Network {
         }
         let Some(addr) = pool.address_of(id) else {
             // Holds no address (a create that failed early, a leftover):
-            // its table, if any, goes now.
-            let mut b = nfnl::Batch::new();
-            egress::delete(&mut b, id);
-            return b.commit();
+            // its policy, if any, goes now.
+            return self.forget(&[id.to_string()]);
         };
         // Its policy goes before its address can be given to another
         // space: both at the next housekeeping, or now for the last
@@ -933,6 +950,18 @@ impl Drop for Network {
     }
 }
 
+/// Removes the policies of spaces `ids` from our table `t` (one
+/// transaction; nothing for those that have none). Blocking.
+fn forget(t: &str, ids: &[String]) -> Result<()> {
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let cur = egress::Current::read(t, &refs)?;
+    let mut b = nfnl::Batch::new();
+    for id in ids {
+        egress::forget(&mut b, t, id, &cur);
+    }
+    b.commit()
+}
+
 /// Brings up the loopback of the network namespace of process `pid` (a
 /// `network: none` space's init, right after it started: libcontainer
 /// makes the namespace with `lo` down, and "loopback only" must mean a
@@ -954,13 +983,12 @@ pub fn purge(dir: &Path) {
         .map(|e| e.path());
     for state in std::iter::once(dir.to_path_buf()).chain(subdirs) {
         let spaces = std::fs::read_dir(state.join("spaces"));
+        let mut ids = Vec::new();
         for e in spaces.into_iter().flatten().flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             if crate::space_id::is_space_id(&id) {
                 let _ = netns::remove(&id);
-                let mut b = nfnl::Batch::new();
-                egress::delete(&mut b, &id);
-                let _ = b.commit();
+                ids.push(id);
             }
         }
         // Spares no space took.
@@ -973,14 +1001,14 @@ pub fn purge(dir: &Path) {
         }
         // Destroyed spaces whose tables were still to go.
         let retiring = state.join(RETIRING_FILE);
-        if let Some(ids) = read_ids(&retiring) {
-            let mut b = nfnl::Batch::new();
-            for id in &ids {
-                egress::delete(&mut b, id);
-            }
-            let _ = b.commit();
+        if let Some(gone) = read_ids(&retiring) {
+            ids.extend(gone);
             let _ = std::fs::remove_file(&retiring);
         }
+        // (The bridge's removal takes the policies with their table; this
+        // takes those of a record lost, and tables of earlier versions.)
+        let table = bridge::read_record(&state).map(|r| r.table);
+        let _ = forget(table.as_deref().unwrap_or_default(), &ids);
         let _ = bridge::down(&state);
     }
 }

@@ -30,17 +30,28 @@ const NEWTABLE: u16 = 0;
 const GETTABLE: u16 = 1;
 const DELTABLE: u16 = 2;
 const NEWCHAIN: u16 = 3;
+const GETCHAIN: u16 = 4;
+const DELCHAIN: u16 = 5;
 const NEWRULE: u16 = 6;
+const DELRULE: u16 = 8;
 const NEWSET: u16 = 9;
+const DELSET: u16 = 11;
 const NEWSETELEM: u16 = 12;
 const GETSETELEM: u16 = 13;
 const DELSETELEM: u16 = 14;
 const NEWOBJ: u16 = 18;
 const GETOBJ: u16 = 19;
+const DELOBJ: u16 = 20;
 /// `NFT_OBJECT_COUNTER`.
 const OBJECT_COUNTER: u32 = 1;
 /// `NFT_SET_TIMEOUT`: elements expire.
 pub const SET_TIMEOUT: u32 = 0x10;
+/// `NFT_SET_MAP`: elements carry data (here: verdicts).
+const SET_MAP: u32 = 0x8;
+/// `NFT_DATA_VERDICT`: a map's data are verdicts.
+const DATA_TYPE_VERDICT: u32 = 0xffff_ff00;
+/// `NFT_JUMP`.
+const VERDICT_JUMP: i32 = -3;
 const NLA_F_NESTED: u16 = 0x8000;
 const LIST_ELEM: u16 = 1;
 const DATA_VALUE: u16 = 1;
@@ -151,6 +162,16 @@ fn lookup(set: &str, sreg: u32, invert: bool) -> Attr {
     expr(
         "lookup",
         vec![string(1, set), be32(2, sreg), be32(5, u32::from(invert))],
+    )
+}
+
+/// A lookup in verdict map `set` of the key in `sreg`: a hit's verdict
+/// (a jump) applies.
+fn lookup_verdict(set: &str, sreg: u32) -> Attr {
+    // NFTA_LOOKUP_SET, _SREG, _DREG
+    expr(
+        "lookup",
+        vec![string(1, set), be32(2, sreg), be32(3, REG_VERDICT)],
     )
 }
 
@@ -332,6 +353,20 @@ impl Rule {
                 cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
                 payload(NETWORK, offset, 4, REG_1),
                 lookup(set, REG_1, false),
+            ],
+        )
+    }
+
+    /// `ip saddr vmap @map`: jumps where verdict map `map` (of
+    /// `ipv4_addr`) says for the source address; nothing on a miss.
+    pub fn ip_saddr_vmap(self, map: &str) -> Rule {
+        self.with(
+            format!("ip saddr vmap @{map}"),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+                payload(NETWORK, 12, 4, REG_1),
+                lookup_verdict(map, REG_1),
             ],
         )
     }
@@ -660,36 +695,51 @@ impl Batch {
         keys: &[(Vec<u8>, String)],
         timeout_ms: Option<u64>,
     ) {
+        let elems = keys.iter().map(|(k, text)| {
+            let mut e = vec![value(1, k)]; // NFTA_SET_ELEM_KEY
+            if let Some(ms) = timeout_ms {
+                e.push(be64(4, ms)); // NFTA_SET_ELEM_TIMEOUT
+            }
+            (text.clone(), e)
+        });
+        let tail = timeout_ms.map_or(String::new(), |ms| format!(" timeout {ms}ms"));
+        self.element_msgs(add, family, t, set, elems.collect(), &tail);
+    }
+
+    /// The messages adding (`add`) or removing `elems` (their `nft` text
+    /// and attributes) of `set`, `tail` written after their names.
+    fn element_msgs(
+        &mut self,
+        add: bool,
+        family: u8,
+        t: &str,
+        set: &str,
+        elems: Vec<(String, Vec<Attr>)>,
+        tail: &str,
+    ) {
         // An attribute's length is 16 bits: at most this many elements
-        // (≤ 40 bytes each here) per message.
+        // (≤ 64 bytes each here) per message.
         const PER_MESSAGE: usize = 512;
         let verb = if add { "add" } else { "delete" };
-        for chunk in keys.chunks(PER_MESSAGE) {
-            let mut names: Vec<&str> = chunk.iter().take(3).map(|(_, n)| n.as_str()).collect();
+        for chunk in elems.chunks(PER_MESSAGE) {
+            let mut names: Vec<&str> = chunk.iter().take(3).map(|(n, _)| n.as_str()).collect();
             let more = format!("… ({} elements)", chunk.len());
             if chunk.len() > names.len() {
                 names.push(&more);
             }
-            let timeout = timeout_ms.map_or(String::new(), |ms| format!(" timeout {ms}ms"));
             let what = format!(
-                "{verb} element {} {t} {set} {{ {}{timeout} }}",
+                "{verb} element {} {t} {set} {{ {}{tail} }}",
                 family_name(family),
                 names.join(", ")
             );
-            let elems = chunk
+            let list = chunk
                 .iter()
-                .map(|(k, _)| {
-                    let mut e = vec![value(1, k)]; // NFTA_SET_ELEM_KEY
-                    if let Some(ms) = timeout_ms {
-                        e.push(be64(4, ms)); // NFTA_SET_ELEM_TIMEOUT
-                    }
-                    Attr::Nest(LIST_ELEM, e)
-                })
+                .map(|(_, e)| Attr::Nest(LIST_ELEM, e.clone()))
                 .collect();
             let attrs = vec![
-                string(1, t),         // NFTA_SET_ELEM_LIST_TABLE
-                string(2, set),       // NFTA_SET_ELEM_LIST_SET
-                Attr::Nest(3, elems), // NFTA_SET_ELEM_LIST_ELEMENTS
+                string(1, t),        // NFTA_SET_ELEM_LIST_TABLE
+                string(2, set),      // NFTA_SET_ELEM_LIST_SET
+                Attr::Nest(3, list), // NFTA_SET_ELEM_LIST_ELEMENTS
             ];
             let (kind, flags) = if add {
                 (NEWSETELEM, libc::NLM_F_CREATE as u16)
@@ -698,6 +748,97 @@ impl Batch {
             };
             self.push(kind, flags, family, attrs, what);
         }
+    }
+
+    /// `add map <family> <t> <name> { type …; : verdict }`: a verdict map
+    /// with keys of `key_len` bytes (nothing if it exists).
+    pub fn add_verdict_map(
+        &mut self,
+        family: u8,
+        t: &str,
+        name: &str,
+        (key_type, key_len): (u32, u32),
+    ) {
+        self.next_set_id += 1;
+        let what = format!(
+            "add map {} {t} {name} {{ type {key_type} ({key_len} bytes) : verdict; }}",
+            family_name(family)
+        );
+        let attrs = vec![
+            string(1, t),               // NFTA_SET_TABLE
+            string(2, name),            // NFTA_SET_NAME
+            be32(3, SET_MAP),           // NFTA_SET_FLAGS
+            be32(4, key_type),          // NFTA_SET_KEY_TYPE
+            be32(5, key_len),           // NFTA_SET_KEY_LEN
+            be32(6, DATA_TYPE_VERDICT), // NFTA_SET_DATA_TYPE
+            be32(10, self.next_set_id), // NFTA_SET_ID
+        ];
+        self.push(NEWSET, libc::NLM_F_CREATE as u16, family, attrs, what);
+    }
+
+    /// Adds to verdict map `map` each key (bytes, `nft` text) with a jump
+    /// to its chain; a key present with the same jump stays, one with
+    /// another jump fails the batch.
+    pub fn add_jumps(
+        &mut self,
+        family: u8,
+        t: &str,
+        map: &str,
+        jumps: &[(Vec<u8>, String, String)],
+    ) {
+        let elems = jumps.iter().map(|(k, text, chain)| {
+            // NFTA_SET_ELEM_DATA { NFTA_DATA_VERDICT { _CODE, _CHAIN } }
+            let verdict = Attr::Nest(
+                DATA_VERDICT,
+                vec![be32(1, VERDICT_JUMP as u32), string(2, chain)],
+            );
+            let e = vec![value(1, k), Attr::Nest(2, vec![verdict])];
+            (format!("{text} : jump {chain}"), e)
+        });
+        self.element_msgs(true, family, t, map, elems.collect(), "");
+    }
+
+    /// Removes `keys` from `set`; each must be there.
+    pub fn remove_elements(&mut self, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
+        self.elements(false, family, t, set, keys);
+    }
+
+    /// `add chain <family> <t> <name>`: a regular chain, reached by jumps
+    /// (nothing if it exists).
+    pub fn add_regular_chain(&mut self, family: u8, t: &str, name: &str) {
+        let what = format!("add chain {} {t} {name}", family_name(family));
+        let attrs = vec![string(1, t), string(3, name)]; // NFTA_CHAIN_TABLE, _NAME
+        self.push(NEWCHAIN, libc::NLM_F_CREATE as u16, family, attrs, what);
+    }
+
+    /// `delete chain <family> <t> <name>` with its rules: the chain must
+    /// exist and nothing may jump to it any more.
+    pub fn remove_chain(&mut self, family: u8, t: &str, name: &str) {
+        let what = format!("delete chain {} {t} {name}", family_name(family));
+        let attrs = vec![string(1, t), string(3, name)];
+        self.push(DELCHAIN, 0, family, attrs, what);
+    }
+
+    /// `flush chain <family> <t> <name>`: removes its rules.
+    pub fn flush_chain(&mut self, family: u8, t: &str, name: &str) {
+        let what = format!("flush chain {} {t} {name}", family_name(family));
+        let attrs = vec![string(1, t), string(2, name)]; // NFTA_RULE_TABLE, _CHAIN
+        self.push(DELRULE, 0, family, attrs, what);
+    }
+
+    /// `delete set <family> <t> <name>`: it must exist, and no rule may
+    /// use it any more.
+    pub fn remove_set(&mut self, family: u8, t: &str, name: &str) {
+        let what = format!("delete set {} {t} {name}", family_name(family));
+        self.push(DELSET, 0, family, vec![string(1, t), string(2, name)], what);
+    }
+
+    /// `delete counter <family> <t> <name>`: it must exist, and no rule
+    /// may use it any more.
+    pub fn remove_counter(&mut self, family: u8, t: &str, name: &str) {
+        let what = format!("delete counter {} {t} {name}", family_name(family));
+        let attrs = vec![string(1, t), string(2, name), be32(3, OBJECT_COUNTER)];
+        self.push(DELOBJ, 0, family, attrs, what);
     }
 
     /// Adds `keys` (bytes, and their `nft` text) to `set` (those present
@@ -824,9 +965,16 @@ pub fn read_counter(family: u8, t: &str, name: &str) -> Result<Option<(u64, u64)
     )
 }
 
-/// A set element read back: its key's bytes and, in a set with timeouts,
-/// the milliseconds it has left.
-pub type SetElement = (Vec<u8>, Option<u64>);
+/// A set element read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetElement {
+    /// Its key's bytes.
+    pub key: Vec<u8>,
+    /// In a set with timeouts, the milliseconds it has left.
+    pub left_ms: Option<u64>,
+    /// In a verdict map, the chain it jumps to.
+    pub jump: Option<String>,
+}
 
 /// The elements of set `set` in table `t` (at most `cap` of them), or None
 /// when the table or set does not exist. Blocking.
@@ -856,7 +1004,7 @@ fn set_elements(msg: &[u8], out: &mut Vec<SetElement>, cap: usize) {
     let lists = attrs(msg).filter(|(t, _)| *t == 3); // NFTA_SET_ELEM_LIST_ELEMENTS
     for (_, list) in lists {
         for (_, elem) in attrs(list).filter(|(t, _)| *t == LIST_ELEM) {
-            let (mut key, mut left) = (None, None);
+            let (mut key, mut left_ms, mut jump) = (None, None, None);
             for (t, d) in attrs(elem) {
                 match t {
                     // NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
@@ -865,16 +1013,33 @@ fn set_elements(msg: &[u8], out: &mut Vec<SetElement>, cap: usize) {
                             .find(|(v, _)| *v == DATA_VALUE)
                             .map(|(_, v)| v.to_vec())
                     }
+                    // NFTA_SET_ELEM_DATA { NFTA_DATA_VERDICT { _CHAIN } }
+                    2 => {
+                        jump = attrs(d)
+                            .filter(|(v, _)| *v == DATA_VERDICT)
+                            .flat_map(|(_, v)| attrs(v))
+                            .find(|(c, _)| *c == 2)
+                            .and_then(|(_, name)| {
+                                let name = name.strip_suffix(&[0]).unwrap_or(name);
+                                String::from_utf8(name.to_vec()).ok()
+                            })
+                    }
                     // NFTA_SET_ELEM_EXPIRATION (ms, big-endian)
-                    5 => left = <[u8; 8]>::try_from(d).ok().map(u64::from_be_bytes),
+                    5 => left_ms = <[u8; 8]>::try_from(d).ok().map(u64::from_be_bytes),
                     _ => {}
                 }
             }
-            if let (Some(k), true) = (key, out.len() < cap) {
-                out.push((k, left));
+            if let (Some(key), true) = (key, out.len() < cap) {
+                out.push(SetElement { key, left_ms, jump });
             }
         }
     }
+}
+
+/// Whether chain `name` of table `t` exists (a lookup, no transaction).
+pub fn chain_exists(family: u8, t: &str, name: &str) -> Result<bool> {
+    let attrs = [string(1, t), string(3, name)]; // NFTA_CHAIN_TABLE, _NAME
+    Ok(get_one(GETCHAIN, NEWCHAIN, family, &attrs, "looking up a chain")?.is_some())
 }
 
 /// Whether table `t` of `family` exists (a lookup: no transaction, so no
@@ -1093,11 +1258,19 @@ mod tests {
     }
 
     #[test]
-    fn set_elements_are_read_with_their_time_left_and_capped() {
+    fn set_elements_are_read_with_their_time_left_or_jump_and_capped() {
         let elem = |key: &[u8], left: Option<u64>| {
             let mut a = vec![Attr::Nest(1, vec![Attr::Bytes(DATA_VALUE, key.to_vec())])];
-            if let Some(ms) = left {
-                a.push(be64(5, ms));
+            match left {
+                Some(ms) => a.push(be64(5, ms)),
+                // A verdict map's element: its jump.
+                None => a.push(Attr::Nest(
+                    2,
+                    vec![Attr::Nest(
+                        DATA_VERDICT,
+                        vec![be32(1, VERDICT_JUMP as u32), string(2, "cs0123456789ab")],
+                    )],
+                )),
             }
             Attr::Nest(LIST_ELEM, a)
         };
@@ -1120,9 +1293,17 @@ mod tests {
         );
         let mut out = Vec::new();
         set_elements(&msg, &mut out, 2);
+        let el = |key: Vec<u8>, left_ms, jump: Option<&str>| SetElement {
+            key,
+            left_ms,
+            jump: jump.map(String::from),
+        };
         assert_eq!(
             out,
-            [(vec![10, 0, 0, 1], Some(59_000)), (vec![10, 0, 0, 2], None)]
+            [
+                el(vec![10, 0, 0, 1], Some(59_000), None),
+                el(vec![10, 0, 0, 2], None, Some("cs0123456789ab"))
+            ]
         );
         // Garbage (a length past the end) reads as nothing.
         let mut out = Vec::new();

@@ -1,12 +1,15 @@
 //! Our nftables tables, named after the bridge: `inet` (NAT for the subnet
 //! and the isolation rules) and `bridge` (each port bound to its space's
 //! MAC and address, see [`super::binding`]). Built as one nf_tables
-//! transaction that replaces both tables ([`super::nfnl`]).
+//! transaction that replaces both tables ([`super::nfnl`]) and makes sure
+//! the table of the spaces' policies is there ([`super::egress`]; kept with
+//! what it holds).
 
 use std::net::Ipv4Addr;
 
 use super::binding::{self, Port};
 use super::config::{Ipv4Net, NetworkConfig};
+use super::egress;
 use super::nfnl::{Batch, Hook, Rule, BRIDGE, INET, IP};
 use super::PublishedPort;
 
@@ -68,7 +71,8 @@ pub fn ruleset(
 ) -> Batch {
     let t = cfg.table();
     let br = cfg.bridge.as_str();
-    let mut b = delete(t);
+    let mut b = Batch::new();
+    delete_shared(&mut b, t);
     b.add_table(INET, t);
     b.add_set(INET, t, LAN, (7, 4), false); // ipv4_addr
     b.add_elements(INET, t, LAN, &lan_keys(lan));
@@ -121,6 +125,7 @@ pub fn ruleset(
     }
     binding::table(&mut b, t, ports);
     publish(&mut b, t, published);
+    egress::shared(&mut b, cfg);
     b
 }
 
@@ -179,14 +184,20 @@ pub fn lan_member(b: &mut Batch, t: &str, addr: Ipv4Addr, add: bool) {
     }
 }
 
-/// The transaction that removes our tables `t` (and succeeds when they
-/// are absent).
+/// The transaction that removes our tables `t`, the spaces' policies
+/// included (and succeeds when they are absent).
 pub fn delete(t: &str) -> Batch {
     let mut b = Batch::new();
+    delete_shared(&mut b, t);
+    b.delete_table(INET, &egress::table_of(t));
+    b
+}
+
+/// Adds to `b` the removal of our tables `t` but the spaces' policies.
+fn delete_shared(b: &mut Batch, t: &str) {
     b.delete_table(INET, t);
     b.delete_table(BRIDGE, t);
     b.delete_table(IP, t);
-    b
 }
 
 #[cfg(test)]
@@ -214,8 +225,13 @@ mod tests {
         let fwd = &r[r.find("forward").expect("forward")..];
         let allowed = "forward iifname \"clawdspace0\" ip daddr 192.168.1.0/24 accept";
         assert!(fwd.find(allowed).expect("allow") < fwd.find("10.0.0.0/8 drop").expect("blocked"));
-        // Both tables are replaced in the same transaction.
-        assert!(r.starts_with(&delete("clawdspace0").lines().join("\n")));
+        // Both tables are replaced in the same transaction; the spaces'
+        // policies are kept (and removed only with the bridge).
+        assert!(r.starts_with("add table inet clawdspace0\ndelete table inet clawdspace0\n"));
+        assert!(!r.contains("delete table inet clawdspace0-spaces"));
+        assert!(r.contains("add table inet clawdspace0-spaces"));
+        let d = delete("clawdspace0").lines().join("\n");
+        assert!(d.ends_with("delete table inet clawdspace0-spaces"), "{d}");
         assert!(r.contains("delete table bridge clawdspace0\n"));
         assert!(r.contains("add chain bridge clawdspace0 prerouting"));
     }
