@@ -355,11 +355,17 @@ pub fn allow(b: &mut Batch, t: &str, id: &str, addrs: &[Ipv4Addr], timeout_ms: u
     b.refresh_elements(INET, &table_of(t), &names(id).allowed, &keys, timeout_ms);
 }
 
-/// The addresses in space `id`'s allowed set (in our table `t`), each with
-/// the milliseconds it has left (empty without the set). Blocking.
+/// The addresses in space `id`'s allowed set (in our table `t`, or in the
+/// space's table of an earlier version), each with the milliseconds it has
+/// left (empty without the set). Blocking.
 pub fn allowed_left(t: &str, id: &str) -> crate::error::Result<Vec<(Ipv4Addr, u64)>> {
     let set = names(id).allowed;
-    let elems = nfnl::read_set_elements(INET, &table_of(t), &set, MAX_ALLOWED as usize)?;
+    let cap = MAX_ALLOWED as usize;
+    let mut elems = nfnl::read_set_elements(INET, &table_of(t), &set, cap)?;
+    if elems.is_none() {
+        // Kept in the space's own table by an earlier version.
+        elems = nfnl::read_set_elements(INET, &host_link(id), "allowed", cap)?;
+    }
     Ok(elems
         .unwrap_or_default()
         .into_iter()
@@ -499,8 +505,13 @@ mod tests {
                     allow_ports: vec![443, 8080],
                 },
             };
-            // A table of an earlier version, per space: it goes too.
+            // A table of an earlier version, per space: what its DNS
+            // answers allowed is kept, and the table goes.
             nft("add table inet cs0123456789ab");
+            nft("add set inet cs0123456789ab allowed { type ipv4_addr; flags timeout; }");
+            nft("add element inet cs0123456789ab allowed { 151.101.0.1 timeout 1h }");
+            let kept = allowed_left(t, ID).expect("left");
+            assert_eq!(kept.len(), 1, "{kept:?}");
             crate::network::nft::ruleset(&cfg, &[], &[(ID, a)], &[a], &[])
                 .commit()
                 .expect("shared tables");
@@ -510,8 +521,11 @@ mod tests {
                 let cur = Current::read(t, &[ID]).expect("read");
                 let mut b = Batch::new();
                 write(&mut b, &cfg, &[], (ID, a), &net, &cur);
+                keep_allowed(&mut b, t, ID, &kept);
                 b.commit().expect("space policy");
             }
+            let set = nft("list set inet clawdspace0-spaces cs0123456789ab_allowed");
+            assert!(set.contains("151.101.0.1 timeout 59m"), "{set}");
             assert!(exists(t, ID).expect("exists"));
             assert!(!nft("list tables").contains("inet cs0123456789ab"));
             let all = nft("list table inet clawdspace0-spaces");

@@ -688,6 +688,16 @@ impl Network {
                 tracing::warn!("restoring the spaces' network policies: {e}; one by one")
             })
             .is_err();
+        if one_by_one {
+            let swept = egress::Current::read(t, &[]).and_then(|cur| {
+                let mut b = nfnl::Batch::new();
+                egress::forget_orphans(&mut b, t, known, &cur);
+                b.commit()
+            });
+            if let Err(e) = swept {
+                tracing::warn!("removing the network policies of spaces that are gone: {e}");
+            }
+        }
         for (id, a, net) in live {
             if one_by_one {
                 if let Err(e) = self.write_policy(id, *a, net) {
