@@ -413,12 +413,12 @@ async fn lan_reaches_private_ranges_block_cidrs_block_and_none_has_loopback_only
         env.rt().get("lan").expect("lan").network.mode,
         NetworkMode::Lan
     );
-    // Each networked space's chain, reached from the one table of
-    // policies through its address.
+    // Each networked space's counter, named for its address in the one
+    // table of policies.
     let policies = run(&["nft", "list", "table", "inet", &policy_table(&env)]);
     for s in [&inet, &lan, &blk, &lanblk] {
         assert!(
-            policies.contains(&format!("{} : jump cs{}", addr(s), s.short_id())),
+            policies.contains(&format!("{} : \"cs{}_dropped\"", addr(s), s.short_id())),
             "{policies}"
         );
     }
@@ -602,16 +602,10 @@ async fn allow_checks(
     assert_eq!(reach(env, "plain", web_other).await, nat);
 }
 
-/// `nft list set` of the addresses space `s`'s DNS answers allowed.
-fn allowed_set(env: &TestEnv, s: &Space) -> String {
-    run(&[
-        "nft",
-        "list",
-        "set",
-        "inet",
-        &policy_table(env),
-        &format!("cs{}_allowed", s.short_id()),
-    ])
+/// `nft list set` of the addresses the spaces' DNS answers allowed
+/// (`space . address`).
+fn allowed_set(env: &TestEnv) -> String {
+    run(&["nft", "list", "set", "inet", &policy_table(env), "allowed"])
 }
 
 #[tokio::test]
@@ -691,16 +685,17 @@ async fn allow_domains_resolve_and_reach_only_the_allowed_names() {
     assert_eq!(&a[2..4], &q[..2], "same id");
     assert_eq!(a[5] & 0xf, 3, "NXDOMAIN");
     assert_eq!(&a[14..], &q[12..], "the question, no records");
-    let set = allowed_set(&env, &dom);
-    assert!(set.contains(&format!("{} timeout 1m", world.ip)), "{set}");
+    let set = allowed_set(&env);
+    let allowed = format!("{} . {}", addr(&dom), world.ip);
+    assert!(set.contains(&format!("{allowed} timeout 1m")), "{set}");
 
     // A daemon restart brings the answerer and the rules back, and keeps
     // what the space resolved before: its programs reach those addresses
     // again without a new lookup.
     env.close().await;
     env.rt = Some(env.open().await);
-    let set = allowed_set(&env, &dom);
-    assert!(set.contains(&world.ip.to_string()), "kept: {set}");
+    let set = allowed_set(&env);
+    assert!(set.contains(&allowed), "kept: {set}");
     assert_eq!(
         reach(&env, "dom", &targets[0]).await,
         Some(world.host_ip.to_string())
@@ -1195,20 +1190,20 @@ async fn a_destroyed_spaces_rules_go_before_its_address_is_reused_even_after_a_c
     // A crash with a policy still to go (as the daemon notes it), one it
     // knew nothing of (it died before noting it), and a table of an
     // earlier version, per space: the next start removes them all (no
-    // address stays bound to a chain of a space that is gone).
+    // address keeps a policy of a space that is gone).
     let gone_id = "ab".repeat(32);
     let orphan = format!("cs{}", &gone_id[..12]);
     let stray = "cs0123456789ab";
-    let free = env.network.subnet.nth(200);
+    let (at, free) = (env.network.subnet.nth(201), env.network.subnet.nth(200));
     let script = format!(
         "add counter inet {pt} {orphan}_dropped\n\
-         add chain inet {pt} {orphan}\n\
-         add rule inet {pt} {orphan} counter name {orphan}_dropped drop\n\
-         add element inet {pt} spaces {{ {} : jump {orphan} }}\n\
-         add chain inet {pt} {stray}\n\
-         add element inet {pt} spaces {{ {free} : jump {stray} }}\n\
-         add table inet {orphan}\n",
-        env.network.subnet.nth(201)
+         add element inet {pt} counters {{ {at} : \"{orphan}_dropped\" }}\n\
+         add element inet {pt} lan {{ {at} }}\n\
+         add element inet {pt} allowed {{ {at} . 192.0.2.1 timeout 1h }}\n\
+         add counter inet {pt} {stray}_dropped\n\
+         add element inet {pt} counters {{ {free} : \"{stray}_dropped\" }}\n\
+         add element inet {pt} blocks {{ {free} . 192.0.2.0/24 }}\n\
+         add table inet {orphan}\n"
     );
     let mut nft = Proc::new("nft")
         .args(["-f", "-"])
@@ -1228,6 +1223,9 @@ async fn a_destroyed_spaces_rules_go_before_its_address_is_reused_even_after_a_c
     env.rt = Some(env.open().await);
     assert!(!has(&orphan), "left after a restart");
     assert!(!has(stray), "left after a restart");
+    for gone in [at, free] {
+        assert!(!has(&gone.to_string()), "{gone} left after a restart");
+    }
     assert!(!legacy(&orphan), "left after a restart");
     assert!(!note.exists());
     destroy_all(&env, &[&keep, &c], &before).await;

@@ -82,8 +82,10 @@ impl Drop for Answerer {
 /// What every query of one space needs.
 struct Ctx {
     id: String,
-    /// Our table (the space's allowed set is in its table of policies).
+    /// Our table (what the space may reach is in its table of policies).
     table: String,
+    /// The space's address.
+    addr: Ipv4Addr,
     egress: Egress,
     upstream: Vec<Ipv4Addr>,
     refused: Arc<AtomicU64>,
@@ -92,12 +94,13 @@ struct Ctx {
     permits: Arc<Semaphore>,
 }
 
-/// Starts the answerer of space `id` (policy `egress`, allowed set in our
-/// table `table`) in the namespace at `netns`, forwarding to `upstream`. Call on a thread of (or entered
+/// Starts the answerer of space `id` (address `addr`, policy `egress`,
+/// what it may reach kept in our table `table`) in the namespace at
+/// `netns`, forwarding to `upstream`. Call on a thread of (or entered
 /// into) a tokio runtime; blocking (a short-lived thread joins the
 /// namespace to make the sockets).
 pub fn start(
-    (id, table): (&str, &str),
+    (id, table, addr): (&str, &str, Ipv4Addr),
     netns: &Path,
     egress: Egress,
     upstream: Vec<Ipv4Addr>,
@@ -136,6 +139,7 @@ pub fn start(
     let ctx = Arc::new(Ctx {
         id: id.to_string(),
         table: table.to_string(),
+        addr,
         egress,
         upstream,
         refused: refused.clone(),
@@ -326,7 +330,7 @@ impl Ctx {
         let mut longest = MIN_TTL;
         {
             let mut held = self.allowed.lock().unwrap_or_else(|p| p.into_inner());
-            if held.len() > MAX_ALLOWED as usize {
+            if held.len() + addrs.len() > MAX_ALLOWED as usize {
                 held.retain(|_, until| *until > now);
             }
             for (addr, ttl) in addrs {
@@ -340,16 +344,23 @@ impl Ctx {
             if due.is_empty() {
                 return Ok(());
             }
+            let new = due.iter().filter(|a| !held.contains_key(a)).count();
+            if held.len() + new > MAX_ALLOWED as usize {
+                return Err(Error::Network(format!(
+                    "space {}: {MAX_ALLOWED} addresses allowed by DNS answers already",
+                    self.id
+                )));
+            }
             for a in &due {
                 held.insert(*a, now + longest);
             }
         }
-        let (id, table) = (self.id.clone(), self.table.clone());
+        let (table, addr) = (self.table.clone(), self.addr);
         let ms = u64::try_from(longest.as_millis()).unwrap_or(u64::MAX);
         let list = due.clone();
         let r = tokio::task::spawn_blocking(move || {
             let mut b = Batch::new();
-            egress::allow(&mut b, &table, &id, &list, ms);
+            egress::allow(&mut b, &table, addr, &list, ms);
             b.commit()
         })
         .await

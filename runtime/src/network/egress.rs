@@ -1,50 +1,67 @@
 //! Each networked space's egress policy, enforced before the runtime's
-//! shared table and never instead of it. All spaces' policies live in one
-//! table, `inet <table>-spaces` ([`table_of`]), whose two base chains run
-//! at a priority before the shared table's and look only at IPv4 from the
-//! bridge: `forward` and `input` each hand a packet, by its source address
+//! shared table and never instead of it. All spaces' policies are data in
+//! one table, `inet <table>-spaces` ([`table_of`]): its two base chains run
+//! at a priority before the shared table's, look only at IPv4 from the
+//! bridge, and hold a fixed list of rules that look the source address
 //! (bound to its space's port by the bridge table, so a space cannot pose
-//! as another), through a verdict map to the sending space's own chain. So
-//! a packet costs one lookup however many spaces there are (one base chain
-//! per space made every forwarded packet walk all of them). The space's
-//! chain can only drop: an `accept` there ends this table's base chain,
-//! and the shared table still decides. The one thing the shared table lets
-//! through for a policy is a `lan` space's private ranges (its `lan` set
-//! of addresses).
+//! as another) up in sets: which mode its space has (`internet`, `lan`,
+//! `domains`, `domains_internet`), its `blockCidrs` (`blocks`, ranges of
+//! `source . destination`), its allowed ports (`ports`) and the addresses
+//! its DNS answers allowed (`allowed`, `source . destination`, each
+//! expiring with its answer). So a packet costs a few hash lookups however
+//! many spaces there are (one base chain per space made every forwarded
+//! packet walk all of them), and a space's policy is only set elements
+//! and a counter: adding one adds no rule, so the kernel has no rules to
+//! check again either. The rules can only drop: an `accept` ends this
+//! table's base chain, and the shared table still decides. The one thing
+//! the shared table lets through for a policy is a `lan` space's private
+//! ranges (its `lan` set of addresses).
 //!
-//! A space's pieces are named after its host link (`cs<12 hex of its
-//! id>`): chain `cs…` (map `spaces`), with `allowDomains` chain `cs…_in`
-//! (map `spaces_in`: everything the space sends to the host is dropped)
-//! and set `cs…_allowed` (addresses its DNS answerer handed out, each
-//! expiring with its answer); counter `cs…_dropped` counts every drop of
-//! its rules ([`read_drops`]).
-//!
-//! A space's pieces and its map elements are written in one transaction
-//! and removed in one, so nothing of a destroyed space's policy can apply
-//! to the next space given its address. Removal works from what the
-//! kernel holds ([`Current`]): the map elements jumping to the space's
-//! chains, whatever their keys.
+//! Every drop of a space's rules goes through its counter `cs<12 hex of
+//! its id>_dropped` (named after its host link; map `counters` names it for
+//! the address; [`read_drops`]). A space's elements and counter are added
+//! in one transaction and removed in one, so nothing of a destroyed space's
+//! policy can apply to the next space given its address. Removal works
+//! from what the kernel holds ([`Current`]): the space's address is the one
+//! `counters` maps to its counter, and every element keyed by it goes.
 
 use std::net::Ipv4Addr;
 
 use super::config::{Ipv4Net, NetworkConfig};
 use super::netns::host_link;
-use super::nfnl::{self, Batch, Hook, Rule, SetElement, INET};
+use super::nfnl::{self, Batch, Element, Hook, Rule, SetElement, SetSpec, INET};
 use super::nft::BLOCKED;
 use super::{NetworkMode, SpaceNetwork};
 
-/// Most addresses in a space's allowed set (a full set refuses further
-/// answers' addresses until some expire).
+/// Most addresses a space's DNS answers may have allowed at once (more
+/// are refused until some expire).
 pub const MAX_ALLOWED: u32 = 4096;
-/// The verdict map from a source address to its space's forward chain.
-const SPACES: &str = "spaces";
-/// The verdict map from a source address to its space's input chain
-/// (spaces with `allowDomains`).
-const SPACES_IN: &str = "spaces_in";
+/// The map from a space's address to its counter.
+const COUNTERS: &str = "counters";
+/// Addresses of spaces in mode `internet` without `allowDomains`.
+const INTERNET: &str = "internet";
+/// Addresses of spaces in mode `lan` without `allowDomains`.
+const LAN: &str = "lan";
+/// Addresses of spaces with `allowDomains`.
+const DOMAINS: &str = "domains";
+/// Addresses of spaces with `allowDomains` in mode `internet`.
+const DOMAINS_INTERNET: &str = "domains_internet";
+/// `source . destination` ranges dropped (`blockCidrs`).
+const BLOCKS: &str = "blocks";
+/// `source . TCP port` allowed (`allowPorts`).
+const PORTS: &str = "ports";
+/// `source . destination` allowed by DNS answers.
+const ALLOWED: &str = "allowed";
+/// The sets of spaces by mode.
+const MODES: [&str; 4] = [INTERNET, LAN, DOMAINS, DOMAINS_INTERNET];
 /// `ipv4_addr`, 4 bytes.
 const IPV4: (u32, u32) = (7, 4);
-/// Most map elements read back (one per networked space and hook).
-const MAX_SPACES: usize = 1 << 20;
+/// `ipv4_addr . ipv4_addr`.
+const IPV4_IPV4: (u32, u32) = ((7 << 6) | 7, 8);
+/// `ipv4_addr . inet_service` (the port padded to 4 bytes).
+const IPV4_PORT: (u32, u32) = ((7 << 6) | 13, 8);
+/// Most elements read back from one set.
+const MAX_READ: usize = 1 << 22;
 /// Ranges a `lan` space does not reach either (not routable from it).
 const LAN_BLOCKED: [(Ipv4Addr, u8); 4] = [
     (Ipv4Addr::new(0, 0, 0, 0), 8),
@@ -58,39 +75,88 @@ pub fn table_of(t: &str) -> String {
     format!("{t}-spaces")
 }
 
-/// The names of space `id`'s pieces.
-struct Names {
-    forward: String,
-    input: String,
-    dropped: String,
-    allowed: String,
+/// The name of the counter of the space whose host link is `link`.
+fn counter_of(link: &str) -> String {
+    format!("{link}_dropped")
 }
 
-fn names(id: &str) -> Names {
-    link_names(host_link(id))
-}
-
-fn link_names(h: String) -> Names {
-    Names {
-        input: format!("{h}_in"),
-        dropped: format!("{h}_dropped"),
-        allowed: format!("{h}_allowed"),
-        forward: h,
-    }
+/// The sets of the table, as made.
+fn sets() -> [(&'static str, SetSpec); 8] {
+    let plain = |key| SetSpec {
+        key,
+        ..SetSpec::default()
+    };
+    [
+        (
+            COUNTERS,
+            SetSpec {
+                key: IPV4,
+                counters: true,
+                ..SetSpec::default()
+            },
+        ),
+        (INTERNET, plain(IPV4)),
+        (LAN, plain(IPV4)),
+        (DOMAINS, plain(IPV4)),
+        (DOMAINS_INTERNET, plain(IPV4)),
+        (
+            BLOCKS,
+            SetSpec {
+                key: IPV4_IPV4,
+                flags: nfnl::SET_INTERVAL,
+                fields: vec![4, 4],
+                ..SetSpec::default()
+            },
+        ),
+        (PORTS, plain(IPV4_PORT)),
+        (
+            ALLOWED,
+            SetSpec {
+                key: IPV4_IPV4,
+                flags: nfnl::SET_TIMEOUT,
+                ..SetSpec::default()
+            },
+        ),
+    ]
 }
 
 /// Adds to `b` the table of policies of our table `cfg.table()`, made if
-/// absent and kept with the spaces' pieces if present: its maps and its
-/// base chains (their rules replaced). Part of the transaction that
-/// brings the bridge up.
-pub fn shared(b: &mut Batch, cfg: &NetworkConfig) {
+/// absent and kept with the spaces' elements if present, with its base
+/// chains' rules replaced (`resolvers` and `cfg.allow` are the shared
+/// table's exceptions, kept for mode `internet`). Part of the transaction
+/// that brings the bridge up.
+pub fn shared(b: &mut Batch, cfg: &NetworkConfig, resolvers: &[Ipv4Addr]) {
     let t = table_of(cfg.table());
     b.add_table(INET, &t);
-    for (chain, num, map) in [
-        ("forward", libc::NF_INET_FORWARD, SPACES),
-        ("input", libc::NF_INET_LOCAL_IN, SPACES_IN),
+    for (name, spec) in sets() {
+        b.add_set_spec(INET, &t, name, &spec);
+    }
+    let counted_drop = |r: Rule| r.counter_by_saddr(COUNTERS).drop();
+    let mut forward = vec![counted_drop(Rule::new().ip_saddr_daddr_in(BLOCKS))];
+    for r in exceptions(resolvers, &cfg.allow) {
+        forward.push(Rule::new().ip_saddr_in(INTERNET).then(r));
+    }
+    for (set, ranges) in [
+        (INTERNET, BLOCKED),
+        (LAN, &LAN_BLOCKED[..]),
+        (DOMAINS_INTERNET, BLOCKED),
     ] {
-        b.add_verdict_map(INET, &t, map, IPV4);
+        for n in ranges {
+            forward.push(counted_drop(Rule::new().ip_saddr_in(set).ip_daddr(*n)));
+        }
+    }
+    forward.push(
+        Rule::new()
+            .ip_saddr_tcp_dport_in(PORTS)
+            .ip_saddr_daddr_in(ALLOWED)
+            .accept(),
+    );
+    forward.push(counted_drop(Rule::new().ip_saddr_in(DOMAINS)));
+    let input = vec![counted_drop(Rule::new().ip_saddr_in(DOMAINS))];
+    for (chain, num, rules) in [
+        ("forward", libc::NF_INET_FORWARD, forward),
+        ("input", libc::NF_INET_LOCAL_IN, input),
+    ] {
         let hook = Hook {
             num: num as u32,
             priority: -10,
@@ -98,222 +164,14 @@ pub fn shared(b: &mut Batch, cfg: &NetworkConfig) {
         };
         b.add_chain(INET, &t, chain, hook);
         b.flush_chain(INET, &t, chain);
-        for r in [
+        let head = [
             Rule::new().iifname(&cfg.bridge, false).accept(),
             Rule::new().not_ipv4().accept(),
             Rule::new().established().accept(),
-            Rule::new().ip_saddr_vmap(map),
-        ] {
+        ];
+        for r in head.into_iter().chain(rules) {
             b.add_rule(INET, &t, chain, r);
         }
-    }
-}
-
-/// What the kernel holds of the spaces' policies of a table: read before
-/// a space's are replaced or removed.
-#[derive(Debug, Default)]
-pub struct Current {
-    /// Whether the table exists (it goes with the bridge).
-    exists: bool,
-    /// The elements of its maps, `(map, element)`.
-    jumps: Vec<(&'static str, SetElement)>,
-    /// Spaces' tables from before one table held all policies (`inet
-    /// cs…`, named like their host links) still there.
-    legacy: Vec<String>,
-}
-
-impl Current {
-    /// Reads it for our table `t` and spaces `ids`. Blocking.
-    pub fn read(t: &str, ids: &[&str]) -> crate::error::Result<Current> {
-        let pt = table_of(t);
-        let mut cur = Current::default();
-        for map in [SPACES, SPACES_IN] {
-            if let Some(elems) = nfnl::read_set_elements(INET, &pt, map, MAX_SPACES)? {
-                cur.exists = true;
-                cur.jumps.extend(elems.into_iter().map(|e| (map, e)));
-            }
-        }
-        for id in ids {
-            let link = host_link(id);
-            if nfnl::table_exists(INET, &link)? {
-                cur.legacy.push(link);
-            }
-        }
-        Ok(cur)
-    }
-
-    /// The host link names of spaces whose chains the maps jump to, but
-    /// which are not among `known` (left by a daemon that died before it
-    /// removed them).
-    fn orphans(&self, known: &[&str]) -> Vec<String> {
-        let known: std::collections::HashSet<String> =
-            known.iter().map(|id| host_link(id)).collect();
-        let mut out: Vec<String> = self
-            .jumps
-            .iter()
-            .filter_map(|(_, e)| e.jump.as_deref())
-            .map(|c| c.strip_suffix("_in").unwrap_or(c).to_string())
-            .filter(|l| !known.contains(l))
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    }
-}
-
-/// Adds to `b` the removal of every policy in our table `t` (`cur` read
-/// beforehand) that belongs to none of the spaces `known`.
-pub fn forget_orphans(b: &mut Batch, t: &str, known: &[&str], cur: &Current) {
-    for link in cur.orphans(known) {
-        forget_link(b, t, link, cur);
-    }
-}
-
-/// Whether space `id` has a policy in our table `t` now (a leftover, for
-/// a new space).
-pub fn exists(t: &str, id: &str) -> crate::error::Result<bool> {
-    nfnl::chain_exists(INET, &table_of(t), &names(id).forward)
-}
-
-/// Adds to `b` the transaction that replaces space `id`'s policy (`cur`
-/// read beforehand): that of `net` for its address `addr`. `resolvers` and
-/// `cfg.allow` are the shared table's exceptions (DNS, allowed networks),
-/// kept for modes without `allowDomains`.
-pub fn write(
-    b: &mut Batch,
-    cfg: &NetworkConfig,
-    resolvers: &[Ipv4Addr],
-    (id, addr): (&str, Ipv4Addr),
-    net: &SpaceNetwork,
-    cur: &Current,
-) {
-    forget(b, cfg.table(), id, cur);
-    add(b, cfg, resolvers, (id, addr), net);
-}
-
-/// Adds to `b` the removal of space `id`'s policy from our table `t`
-/// (`cur` read beforehand; nothing when it has none).
-pub fn forget(b: &mut Batch, t: &str, id: &str, cur: &Current) {
-    let link = host_link(id);
-    if cur.legacy.contains(&link) {
-        b.delete_table(INET, &link);
-    }
-    forget_link(b, t, link, cur);
-}
-
-/// [`forget`] by the space's host link name.
-fn forget_link(b: &mut Batch, t: &str, link: String, cur: &Current) {
-    if !cur.exists {
-        return;
-    }
-    let pt = table_of(t);
-    let n = link_names(link);
-    for map in [SPACES, SPACES_IN] {
-        let keys: Vec<(Vec<u8>, String)> = cur
-            .jumps
-            .iter()
-            .filter(|(m, e)| {
-                *m == map && matches!(&e.jump, Some(c) if *c == n.forward || *c == n.input)
-            })
-            .map(|(_, e)| (e.key.clone(), key_text(&e.key)))
-            .collect();
-        if !keys.is_empty() {
-            b.remove_elements(INET, &pt, map, &keys);
-        }
-    }
-    // Made first where absent, so that the removal holds either way.
-    for chain in [&n.forward, &n.input] {
-        b.add_regular_chain(INET, &pt, chain);
-        b.remove_chain(INET, &pt, chain);
-    }
-    allowed_set(b, &pt, &n.allowed);
-    b.remove_set(INET, &pt, &n.allowed);
-    b.add_counter(INET, &pt, &n.dropped);
-    b.remove_counter(INET, &pt, &n.dropped);
-}
-
-/// A map key (an address) as `nft` writes it.
-fn key_text(key: &[u8]) -> String {
-    <[u8; 4]>::try_from(key)
-        .map_or_else(|_| format!("{key:02x?}"), |o| Ipv4Addr::from(o).to_string())
-}
-
-fn allowed_set(b: &mut Batch, pt: &str, name: &str) {
-    b.add_set_with(
-        INET,
-        pt,
-        name,
-        IPV4,
-        false,
-        nfnl::SET_TIMEOUT,
-        Some(MAX_ALLOWED),
-    );
-}
-
-/// [`write`] for a space that has no policy yet: only additions, so the
-/// commit waits for nothing.
-pub fn add(
-    b: &mut Batch,
-    cfg: &NetworkConfig,
-    resolvers: &[Ipv4Addr],
-    (id, addr): (&str, Ipv4Addr),
-    net: &SpaceNetwork,
-) {
-    let pt = table_of(cfg.table());
-    let n = names(id);
-    b.add_counter(INET, &pt, &n.dropped);
-    let domains = !net.egress.allow_domains.is_empty();
-    if domains {
-        allowed_set(b, &pt, &n.allowed);
-    }
-    let drop = |net: (Ipv4Addr, u8)| Rule::new().ip_daddr(net).counter(&n.dropped).drop();
-    let mut forward: Vec<Rule> = net
-        .egress
-        .block_cidrs
-        .iter()
-        .map(|c| drop((c.addr, c.prefix)))
-        .collect();
-    match (domains, net.mode) {
-        (true, mode) => {
-            if mode != NetworkMode::Lan {
-                forward.extend(BLOCKED.iter().map(|c| drop(*c)));
-            }
-            for p in &net.egress.allow_ports {
-                forward.push(
-                    Rule::new()
-                        .dport(libc::IPPROTO_TCP as u8, *p)
-                        .ip_daddr_in(&n.allowed)
-                        .accept(),
-                );
-            }
-            forward.push(Rule::new().counter(&n.dropped).drop());
-        }
-        (false, NetworkMode::Lan) => forward.extend(LAN_BLOCKED.iter().map(|c| drop(*c))),
-        (false, _) => {
-            forward.extend(exceptions(resolvers, &cfg.allow));
-            forward.extend(BLOCKED.iter().map(|c| drop(*c)));
-        }
-    }
-    let mut chains = vec![(&n.forward, SPACES, forward)];
-    if domains {
-        chains.push((
-            &n.input,
-            SPACES_IN,
-            vec![Rule::new().counter(&n.dropped).drop()],
-        ));
-    }
-    let key = (addr.octets().to_vec(), addr.to_string());
-    for (chain, map, rules) in chains {
-        b.add_regular_chain(INET, &pt, chain);
-        for r in rules {
-            b.add_rule(INET, &pt, chain, r);
-        }
-        b.add_jumps(
-            INET,
-            &pt,
-            map,
-            &[(key.0.clone(), key.1.clone(), chain.clone())],
-        );
     }
 }
 
@@ -339,49 +197,277 @@ fn exceptions(resolvers: &[Ipv4Addr], allow: &[Ipv4Net]) -> Vec<Rule> {
     v
 }
 
+/// What the kernel holds of the spaces' policies of a table: read before
+/// a space's are replaced or removed.
+#[derive(Debug, Default)]
+pub struct Current {
+    /// Whether the table exists (it goes with the bridge).
+    exists: bool,
+    /// The elements of its sets keyed by a space's address, `(set,
+    /// element)`, and of `counters`.
+    elems: Vec<(&'static str, SetElement)>,
+    /// Spaces' tables from before one table held all policies (`inet
+    /// cs…`, named like their host links) still there.
+    legacy: Vec<String>,
+}
+
+impl Current {
+    /// Reads it for our table `t` and spaces `ids`. Blocking.
+    pub fn read(t: &str, ids: &[&str]) -> crate::error::Result<Current> {
+        let pt = table_of(t);
+        let mut cur = Current::default();
+        for set in [COUNTERS, BLOCKS, PORTS, ALLOWED] {
+            if let Some(elems) = nfnl::read_set_elements(INET, &pt, set, MAX_READ)? {
+                cur.exists = true;
+                cur.elems.extend(elems.into_iter().map(|e| (set, e)));
+            }
+        }
+        for id in ids {
+            let link = host_link(id);
+            if nfnl::table_exists(INET, &link)? {
+                cur.legacy.push(link);
+            }
+        }
+        Ok(cur)
+    }
+
+    /// The addresses `counters` maps to counter `counter`.
+    fn addresses_of(&self, counter: &str) -> Vec<Vec<u8>> {
+        self.elems
+            .iter()
+            .filter(|(set, e)| *set == COUNTERS && e.objref.as_deref() == Some(counter))
+            .map(|(_, e)| e.key.clone())
+            .collect()
+    }
+
+    /// The host link names of spaces whose counters `counters` names, but
+    /// which are not among `known` (left by a daemon that died before it
+    /// removed them).
+    fn orphans(&self, known: &[&str]) -> Vec<String> {
+        let known: std::collections::HashSet<String> =
+            known.iter().map(|id| counter_of(&host_link(id))).collect();
+        let mut out: Vec<String> = self
+            .elems
+            .iter()
+            .filter(|(set, _)| *set == COUNTERS)
+            .filter_map(|(_, e)| e.objref.clone())
+            .filter(|c| !known.contains(c))
+            .filter_map(|c| c.strip_suffix("_dropped").map(String::from))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Adds to `b` the removal of every policy in our table `t` (`cur` read
+/// beforehand) that belongs to none of the spaces `known`.
+pub fn forget_orphans(b: &mut Batch, t: &str, known: &[&str], cur: &Current) {
+    for link in cur.orphans(known) {
+        forget_link(b, t, &link, cur);
+    }
+}
+
+/// Whether space `id` has a policy in our table `t` now (a leftover, for
+/// a new space).
+pub fn exists(t: &str, id: &str) -> crate::error::Result<bool> {
+    Ok(read_drops(t, id)?.is_some())
+}
+
+/// Adds to `b` the transaction that replaces space `id`'s policy (`cur`
+/// read beforehand): that of `net` for its address `addr`.
+pub fn write(
+    b: &mut Batch,
+    t: &str,
+    (id, addr): (&str, Ipv4Addr),
+    net: &SpaceNetwork,
+    cur: &Current,
+) {
+    forget(b, t, id, cur);
+    add(b, t, (id, addr), net);
+}
+
+/// Adds to `b` the removal of space `id`'s policy from our table `t`
+/// (`cur` read beforehand; nothing when it has none).
+pub fn forget(b: &mut Batch, t: &str, id: &str, cur: &Current) {
+    let link = host_link(id);
+    if cur.legacy.contains(&link) {
+        b.delete_table(INET, &link);
+    }
+    forget_link(b, t, &link, cur);
+}
+
+/// [`forget`] by the space's host link name.
+fn forget_link(b: &mut Batch, t: &str, link: &str, cur: &Current) {
+    if !cur.exists {
+        return;
+    }
+    let pt = table_of(t);
+    let counter = counter_of(link);
+    for addr in cur.addresses_of(&counter) {
+        let key = Element {
+            text: key_text(&addr),
+            key: addr.clone(),
+            ..Element::default()
+        };
+        b.remove_element_list(INET, &pt, COUNTERS, std::slice::from_ref(&key));
+        // In whichever mode set it is: added first, so the removal holds.
+        for set in MODES {
+            b.add_element_list(INET, &pt, set, std::slice::from_ref(&key));
+            b.remove_element_list(INET, &pt, set, std::slice::from_ref(&key));
+        }
+        for set in [BLOCKS, PORTS, ALLOWED] {
+            let mine: Vec<Element> = cur
+                .elems
+                .iter()
+                .filter(|(s, e)| *s == set && e.key.starts_with(&addr))
+                .map(|(_, e)| Element {
+                    key: e.key.clone(),
+                    key_end: e.key_end.clone(),
+                    text: key_text(&e.key),
+                    ..Element::default()
+                })
+                .collect();
+            if !mine.is_empty() {
+                b.remove_element_list(INET, &pt, set, &mine);
+            }
+        }
+    }
+    // Made first where absent, so that the removal holds either way.
+    b.add_counter(INET, &pt, &counter);
+    b.remove_counter(INET, &pt, &counter);
+}
+
+/// A key (addresses, a port) as `nft` writes it.
+fn key_text(key: &[u8]) -> String {
+    let addr = |b: &[u8]| <[u8; 4]>::try_from(b).ok().map(Ipv4Addr::from);
+    match key.len() {
+        4 => addr(key).map_or_else(String::new, |a| a.to_string()),
+        8 => match (addr(&key[..4]), addr(&key[4..])) {
+            (Some(a), Some(b)) => format!("{a} . {b}"),
+            _ => format!("{key:02x?}"),
+        },
+        _ => format!("{key:02x?}"),
+    }
+}
+
+/// `source . x` as a key, `x` 4 bytes.
+fn pair(addr: Ipv4Addr, x: [u8; 4]) -> Vec<u8> {
+    let mut k = addr.octets().to_vec();
+    k.extend_from_slice(&x);
+    k
+}
+
+/// [`write`] for a space that has no policy yet: only additions, so the
+/// commit waits for nothing.
+pub fn add(b: &mut Batch, t: &str, (id, addr): (&str, Ipv4Addr), net: &SpaceNetwork) {
+    let pt = table_of(t);
+    let counter = counter_of(&host_link(id));
+    b.add_counter(INET, &pt, &counter);
+    let me = Element {
+        key: addr.octets().to_vec(),
+        text: addr.to_string(),
+        ..Element::default()
+    };
+    let named = Element {
+        objref: Some(counter),
+        ..me.clone()
+    };
+    b.add_element_list(INET, &pt, COUNTERS, &[named]);
+    let domains = !net.egress.allow_domains.is_empty();
+    let modes: &[&str] = match (domains, net.mode) {
+        (true, NetworkMode::Lan) => &[DOMAINS],
+        (true, _) => &[DOMAINS, DOMAINS_INTERNET],
+        (false, NetworkMode::Lan) => &[LAN],
+        (false, _) => &[INTERNET],
+    };
+    for set in modes {
+        b.add_element_list(INET, &pt, set, std::slice::from_ref(&me));
+    }
+    let blocks: Vec<Element> = net
+        .egress
+        .block_cidrs
+        .iter()
+        .map(|c| {
+            let first = u32::from(c.addr) & c.mask();
+            let last = first | !c.mask();
+            Element {
+                key: pair(addr, first.to_be_bytes()),
+                key_end: Some(pair(addr, last.to_be_bytes())),
+                text: format!("{addr} . {c}"),
+                ..Element::default()
+            }
+        })
+        .collect();
+    if !blocks.is_empty() {
+        b.add_element_list(INET, &pt, BLOCKS, &blocks);
+    }
+    if domains {
+        let ports: Vec<Element> = net
+            .egress
+            .allow_ports
+            .iter()
+            .map(|p| {
+                let b = p.to_be_bytes();
+                Element {
+                    key: pair(addr, [b[0], b[1], 0, 0]),
+                    text: format!("{addr} . {p}"),
+                    ..Element::default()
+                }
+            })
+            .collect();
+        if !ports.is_empty() {
+            b.add_element_list(INET, &pt, PORTS, &ports);
+        }
+    }
+}
+
 /// Packets and bytes the rules of space `id` dropped since its policy was
 /// written (None without one), in our table `t`. Blocking.
 pub fn read_drops(t: &str, id: &str) -> crate::error::Result<Option<(u64, u64)>> {
-    nfnl::read_counter(INET, &table_of(t), &names(id).dropped)
+    nfnl::read_counter(INET, &table_of(t), &counter_of(&host_link(id)))
 }
 
-/// Adds to `b` the addresses `addrs` to space `id`'s allowed set (in our
-/// table `t`), each expiring after `timeout_ms`.
-pub fn allow(b: &mut Batch, t: &str, id: &str, addrs: &[Ipv4Addr], timeout_ms: u64) {
+/// Adds to `b` the addresses `addrs` to those space `addr` may reach (its
+/// DNS answers', in our table `t`), each expiring after `timeout_ms`;
+/// those there get that timeout anew.
+pub fn allow(b: &mut Batch, t: &str, addr: Ipv4Addr, addrs: &[Ipv4Addr], timeout_ms: u64) {
     let keys: Vec<(Vec<u8>, String)> = addrs
         .iter()
-        .map(|a| (a.octets().to_vec(), a.to_string()))
+        .map(|a| (pair(addr, a.octets()), format!("{addr} . {a}")))
         .collect();
-    b.refresh_elements(INET, &table_of(t), &names(id).allowed, &keys, timeout_ms);
+    b.refresh_elements(INET, &table_of(t), ALLOWED, &keys, timeout_ms);
 }
 
-/// The addresses in space `id`'s allowed set (in our table `t`, or in the
-/// space's table of an earlier version), each with the milliseconds it has
-/// left (empty without the set). Blocking.
-pub fn allowed_left(t: &str, id: &str) -> crate::error::Result<Vec<(Ipv4Addr, u64)>> {
-    let set = names(id).allowed;
-    let cap = MAX_ALLOWED as usize;
-    let mut elems = nfnl::read_set_elements(INET, &table_of(t), &set, cap)?;
-    if elems.is_none() {
-        // Kept in the space's own table by an earlier version.
-        elems = nfnl::read_set_elements(INET, &host_link(id), "allowed", cap)?;
-    }
-    Ok(elems
+/// The addresses space `id` (address `addr`) may reach by its DNS answers
+/// (in our table `t`, or in the space's table of an earlier version), each
+/// with the milliseconds it has left. Blocking.
+pub fn allowed_left(
+    t: &str,
+    id: &str,
+    addr: Ipv4Addr,
+) -> crate::error::Result<Vec<(Ipv4Addr, u64)>> {
+    let dest = |k: &[u8]| <[u8; 4]>::try_from(k).ok().map(Ipv4Addr::from);
+    let mine = nfnl::read_set_elements(INET, &table_of(t), ALLOWED, MAX_READ)?
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|e| {
-            let octets: [u8; 4] = e.key.try_into().ok()?;
-            Some((Ipv4Addr::from(octets), e.left_ms.filter(|ms| *ms > 0)?))
-        })
-        .collect())
+        .filter(|e| e.key.len() == 8 && e.key.starts_with(&addr.octets()))
+        .filter_map(|e| Some((dest(&e.key[4..])?, e.left_ms?)));
+    // Kept in the space's own table by an earlier version.
+    let cap = MAX_ALLOWED as usize;
+    let legacy = nfnl::read_set_elements(INET, &host_link(id), "allowed", cap)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| Some((dest(&e.key)?, e.left_ms?)));
+    Ok(mine.chain(legacy).filter(|(_, ms)| *ms > 0).collect())
 }
 
-/// Adds to `b` the addresses `kept` to space `id`'s allowed set (in our
-/// table `t`), each for the time it had left (at least a second): what a
-/// rewrite of the policy keeps of the old one.
-pub fn keep_allowed(b: &mut Batch, t: &str, id: &str, kept: &[(Ipv4Addr, u64)]) {
-    for (addr, left) in kept {
-        allow(b, t, id, &[*addr], (*left).max(1000));
+/// Adds to `b` the addresses `kept` to those space `addr` may reach (in
+/// our table `t`), each for the time it had left (at least a second): what
+/// a rewrite of the policy keeps of the old one.
+pub fn keep_allowed(b: &mut Batch, t: &str, addr: Ipv4Addr, kept: &[(Ipv4Addr, u64)]) {
+    for (a, left) in kept {
+        allow(b, t, addr, &[*a], (*left).max(1000));
     }
 }
 
@@ -392,68 +478,77 @@ mod tests {
 
     const ID: &str = "0123456789abcdef0123";
 
-    fn rules(mode: NetworkMode, egress: Egress) -> String {
+    fn lines(mode: NetworkMode, egress: Egress) -> String {
+        let a = Ipv4Addr::new(10, 88, 0, 2);
         let net = SpaceNetwork {
             mode,
-            address: Some(Ipv4Addr::new(10, 88, 0, 2)),
+            address: Some(a),
             published: Vec::new(),
             egress,
         };
         let mut b = Batch::new();
-        let dns = [Ipv4Addr::new(10, 0, 0, 53)];
-        let a = Ipv4Addr::new(10, 88, 0, 2);
-        let cfg = NetworkConfig::default();
-        write(&mut b, &cfg, &dns, (ID, a), &net, &Current::default());
+        write(&mut b, "clawdspace0", (ID, a), &net, &Current::default());
         b.lines().join("\n")
     }
 
     #[test]
-    fn one_table_dispatches_to_each_spaces_chain() {
+    fn one_list_of_rules_looks_every_space_up() {
         let mut b = Batch::new();
-        shared(&mut b, &NetworkConfig::default());
+        let dns = [Ipv4Addr::new(10, 0, 0, 53)];
+        shared(&mut b, &NetworkConfig::default(), &dns);
         let r = b.lines().join("\n");
         assert!(r.starts_with("add table inet clawdspace0-spaces\n"), "{r}");
         let fwd = "add rule inet clawdspace0-spaces forward";
-        for want in [
+        let drop = "counter name ip saddr map @counters drop";
+        let want = [
             format!("{fwd} iifname != \"clawdspace0\" accept"),
             format!("{fwd} meta nfproto != ipv4 accept"),
             format!("{fwd} ct state established,related accept"),
-            format!("{fwd} ip saddr vmap @spaces"),
-            "add rule inet clawdspace0-spaces input ip saddr vmap @spaces_in".into(),
-        ] {
-            assert!(r.contains(&want), "{want} missing from:\n{r}");
+            format!("{fwd} ip saddr . ip daddr @blocks {drop}"),
+            format!(
+                "{fwd} ip saddr @internet ip daddr 10.0.0.53 meta l4proto udp th dport 53 accept"
+            ),
+            format!("{fwd} ip saddr @internet ip daddr 10.0.0.0/8 {drop}"),
+            format!("{fwd} ip saddr @lan ip daddr 224.0.0.0/4 {drop}"),
+            format!("{fwd} ip saddr @domains_internet ip daddr 169.254.0.0/16 {drop}"),
+            format!("{fwd} ip saddr . tcp dport @ports ip saddr . ip daddr @allowed accept"),
+            format!("{fwd} ip saddr @domains {drop}"),
+            format!("add rule inet clawdspace0-spaces input ip saddr @domains {drop}"),
+        ];
+        let mut at = 0;
+        for w in &want[..want.len() - 1] {
+            let found = r[at..].find(w.as_str());
+            assert!(found.is_some(), "{w} missing (or out of order) in:\n{r}");
+            at += found.unwrap_or(0);
         }
-        // Kept with the spaces' pieces: the table is never deleted here,
-        // the base chains' rules are replaced.
+        assert!(r.contains(&want[want.len() - 1]), "{r}");
+        // Kept with the spaces' elements: never deleted here, the base
+        // chains' rules replaced.
         assert!(!r.contains("delete"), "{r}");
         assert!(r.contains("flush chain inet clawdspace0-spaces forward"));
     }
 
     #[test]
-    fn each_mode_gets_its_rules() {
+    fn each_mode_is_a_few_elements() {
         let blocks = Egress {
             block_cidrs: vec!["198.18.0.0/15".parse().expect("net")],
             ..Default::default()
         };
-        let r = rules(NetworkMode::Internet, blocks.clone());
-        assert!(!r.contains("delete"), "nothing to remove: {r}");
-        assert!(r.contains("add counter inet clawdspace0-spaces cs0123456789ab_dropped"));
-        assert!(r.contains(
-            "add element inet clawdspace0-spaces spaces { 10.88.0.2 : jump cs0123456789ab }"
-        ));
-        let fwd = &r[r.find("add rule").expect("rules")..];
-        assert!(fwd.starts_with("add rule inet clawdspace0-spaces cs0123456789ab "));
-        let block = "ip daddr 198.18.0.0/15 counter name \"cs0123456789ab_dropped\" drop";
-        let dns = "ip daddr 10.0.0.53 meta l4proto udp th dport 53 accept";
-        let private = "ip daddr 10.0.0.0/8 counter name \"cs0123456789ab_dropped\" drop";
-        assert!(fwd.find(block) < fwd.find(dns) && fwd.find(dns) < fwd.find(private));
-        assert!(!r.contains("_in"), "{r}");
-        // lan: the private ranges are the shared table's business (its lan set).
-        let r = rules(NetworkMode::Lan, blocks);
-        assert!(r.contains("198.18.0.0/15 counter"));
-        assert!(!r.contains("10.0.0.0/8"), "{r}");
-        assert!(r.contains("224.0.0.0/4 counter"));
-        // allowDomains: only the set on the given ports, the rest dropped.
+        let r = lines(NetworkMode::Internet, blocks.clone());
+        assert!(!r.contains("delete") && !r.contains("rule"), "{r}");
+        for want in [
+            "add counter inet clawdspace0-spaces cs0123456789ab_dropped",
+            "add element inet clawdspace0-spaces counters { 10.88.0.2 : \"cs0123456789ab_dropped\" }",
+            "add element inet clawdspace0-spaces internet { 10.88.0.2 }",
+            "add element inet clawdspace0-spaces blocks { 10.88.0.2 . 198.18.0.0/15 }",
+        ] {
+            assert!(r.contains(want), "{want} missing from:\n{r}");
+        }
+        let r = lines(NetworkMode::Lan, blocks);
+        assert!(
+            r.contains("lan { 10.88.0.2 }") && !r.contains("internet"),
+            "{r}"
+        );
         let domains = Egress {
             allow_domains: vec!["pypi.org".into()],
             allow_ports: vec![443],
@@ -461,20 +556,11 @@ mod tests {
         }
         .normalize(NetworkMode::Internet)
         .expect("ok");
-        let r = rules(NetworkMode::Internet, domains);
-        assert!(r.contains("add set inet clawdspace0-spaces cs0123456789ab_allowed"));
-        assert!(r.contains(
-            "cs0123456789ab meta l4proto tcp th dport 443 ip daddr @cs0123456789ab_allowed accept"
-        ));
-        assert!(r.ends_with(
-            "add element inet clawdspace0-spaces spaces_in { 10.88.0.2 : jump cs0123456789ab_in }"
-        ));
-        assert!(r.contains("cs0123456789ab_in counter name \"cs0123456789ab_dropped\" drop"));
-        assert!(!r.contains("th dport 53"), "no DNS but the answerer's");
-        assert!(
-            r.contains("169.254.0.0/16 counter"),
-            "no rebinding to private addresses"
-        );
+        let r = lines(NetworkMode::Internet, domains);
+        assert!(r.contains("domains { 10.88.0.2 }"), "{r}");
+        assert!(r.contains("domains_internet { 10.88.0.2 }"), "{r}");
+        assert!(r.contains("ports { 10.88.0.2 . 443 }"), "{r}");
+        assert!(!r.contains(" internet {"), "{r}");
     }
 
     #[test]
@@ -500,7 +586,10 @@ mod tests {
                 address: Some(a),
                 published: Vec::new(),
                 egress: Egress {
-                    block_cidrs: vec!["192.168.7.0/24".parse().expect("net")],
+                    block_cidrs: vec![
+                        "192.168.7.0/24".parse().expect("net"),
+                        "203.0.113.9/32".parse().expect("net"),
+                    ],
                     allow_domains: vec!["pypi.org".into()],
                     allow_ports: vec![443, 8080],
                 },
@@ -510,7 +599,7 @@ mod tests {
             nft("add table inet cs0123456789ab");
             nft("add set inet cs0123456789ab allowed { type ipv4_addr; flags timeout; }");
             nft("add element inet cs0123456789ab allowed { 151.101.0.1 timeout 1h }");
-            let kept = allowed_left(t, ID).expect("left");
+            let kept = allowed_left(t, ID, a).expect("left");
             assert_eq!(kept.len(), 1, "{kept:?}");
             crate::network::nft::ruleset(&cfg, &[], &[(ID, a)], &[a], &[])
                 .commit()
@@ -520,64 +609,64 @@ mod tests {
             for _ in 0..2 {
                 let cur = Current::read(t, &[ID]).expect("read");
                 let mut b = Batch::new();
-                write(&mut b, &cfg, &[], (ID, a), &net, &cur);
-                keep_allowed(&mut b, t, ID, &kept);
+                write(&mut b, t, (ID, a), &net, &cur);
+                keep_allowed(&mut b, t, a, &kept);
                 b.commit().expect("space policy");
             }
-            let set = nft("list set inet clawdspace0-spaces cs0123456789ab_allowed");
-            assert!(set.contains("151.101.0.1 timeout 59m"), "{set}");
             assert!(exists(t, ID).expect("exists"));
             assert!(!nft("list tables").contains("inet cs0123456789ab"));
             let all = nft("list table inet clawdspace0-spaces");
             for want in [
                 "counter cs0123456789ab_dropped",
-                "set cs0123456789ab_allowed",
-                "type ipv4_addr",
-                "flags timeout",
-                "size 4096",
+                "10.88.0.2 : \"cs0123456789ab_dropped\"",
+                "10.88.0.2 . 192.168.7.0/24",
+                "10.88.0.2 . 203.0.113.9",
+                "10.88.0.2 . 8080",
+                "10.88.0.2 . 151.101.0.1 timeout",
                 "type filter hook forward priority filter - 10; policy accept;",
                 "type filter hook input priority filter - 10; policy accept;",
-                "ip saddr vmap @spaces",
-                "10.88.0.2 : jump cs0123456789ab ",
-                "10.88.0.2 : jump cs0123456789ab_in ",
-                "ip daddr 192.168.7.0/24 counter name \"cs0123456789ab_dropped\" drop",
-                "tcp dport 8080 ip daddr @cs0123456789ab_allowed accept",
+                "ip saddr . ip daddr @blocks counter name ip saddr map @counters drop",
             ] {
                 assert!(all.contains(want), "{want} missing from:\n{all}");
             }
-            assert_eq!(
-                all.matches("chain cs0123456789ab {").count(),
-                1,
-                "replaced, not doubled"
-            );
+            assert_eq!(all.matches("10.88.0.2 . 8080").count(), 1, "not doubled");
+            let domains = nft("list set inet clawdspace0-spaces domains");
+            assert!(domains.contains("10.88.0.2"), "{domains}");
             assert_eq!(read_drops(t, ID).expect("read"), Some((0, 0)));
             // Bringing the bridge up again keeps the policies.
             crate::network::nft::ruleset(&cfg, &[], &[(ID, a)], &[a], &[])
                 .commit()
                 .expect("again");
-            assert_eq!(nft("list table inet clawdspace0-spaces"), all);
-            // Allowed addresses expire; a second answer refreshes them.
+            let again = nft("list table inet clawdspace0-spaces");
+            assert!(again.contains("10.88.0.2 . 8080"), "{again}");
+            // What DNS answers allow expires; a second answer refreshes it.
             let addrs = [
                 Ipv4Addr::new(151, 101, 0, 223),
                 Ipv4Addr::new(151, 101, 64, 223),
             ];
             for ms in [60_000, 120_000] {
                 let mut b = Batch::new();
-                allow(&mut b, t, ID, &addrs, ms);
+                allow(&mut b, t, a, &addrs, ms);
                 b.commit().expect("allow");
             }
-            let set = nft("list set inet clawdspace0-spaces cs0123456789ab_allowed");
-            assert!(set.contains("151.101.0.223 timeout 2m"), "{set}");
-            assert!(set.contains("151.101.64.223 timeout 2m"), "{set}");
-            let left = allowed_left(t, ID).expect("left");
-            assert_eq!(left.len(), 2);
-            assert!(left.iter().all(|(_, ms)| *ms > 100_000), "{left:?}");
+            let set = nft("list set inet clawdspace0-spaces allowed");
+            assert!(
+                set.contains("10.88.0.2 . 151.101.0.223 timeout 2m"),
+                "{set}"
+            );
+            assert!(
+                set.contains("10.88.0.2 . 151.101.64.223 timeout 2m"),
+                "{set}"
+            );
+            let left = allowed_left(t, ID, a).expect("left");
+            assert_eq!(left.len(), 3, "{left:?}");
             // Another space, unknown to the runtime (a daemon died before
             // removing it): swept, and the known one stays.
             let other = "fedcba98765432100000";
             let b_addr = Ipv4Addr::new(10, 88, 0, 3);
             let mut b = Batch::new();
-            add(&mut b, &cfg, &[], (other, b_addr), &net);
+            add(&mut b, t, (other, b_addr), &net);
+            allow(&mut b, t, b_addr, &addrs, 60_000);
             b.commit().expect("other");
             let cur = Current::read(t, &[]).expect("read");
             let mut b = Batch::new();
@@ -585,7 +674,8 @@ mod tests {
             b.commit().expect("sweep");
             let all = nft("list table inet clawdspace0-spaces");
             assert!(!all.contains("fedcba987654"), "{all}");
-            assert!(all.contains("cs0123456789ab_in"), "{all}");
+            assert!(!all.contains("10.88.0.3"), "{all}");
+            assert!(all.contains("10.88.0.2 . 8080"), "{all}");
             // Removed whole, twice (the second finds nothing).
             for _ in 0..2 {
                 let cur = Current::read(t, &[ID]).expect("read");
@@ -599,7 +689,7 @@ mod tests {
             assert_eq!(read_drops(t, ID).expect("read"), None);
             // The address is free for another space's policy.
             let mut b = Batch::new();
-            add(&mut b, &cfg, &[], (other, a), &net);
+            add(&mut b, t, (other, a), &net);
             b.commit().expect("next holder");
             // The bridge's removal takes the table with what it holds.
             crate::network::nft::delete(t).commit().expect("delete");

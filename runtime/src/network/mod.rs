@@ -204,10 +204,10 @@ const RETIRING_FILE: &str = "network-retiring";
 /// programs reach the addresses they resolved before it. Empty without
 /// `allowDomains`, or when it cannot be read (logged).
 fn kept_allowed(t: &str, id: &str, net: &SpaceNetwork) -> Vec<(Ipv4Addr, u64)> {
-    if net.egress.allow_domains.is_empty() {
+    let (false, Some(addr)) = (net.egress.allow_domains.is_empty(), net.address) else {
         return Vec::new();
-    }
-    egress::allowed_left(t, id).unwrap_or_else(|e| {
+    };
+    egress::allowed_left(t, id, addr).unwrap_or_else(|e| {
         tracing::warn!(id = %id, "reading the addresses a space's DNS answers allowed: {e}");
         Vec::new()
     })
@@ -678,9 +678,8 @@ impl Network {
                 egress::forget_orphans(&mut all, t, known, &cur);
                 for (id, a, net) in live {
                     let kept = kept_allowed(t, id, net);
-                    let servers = &self.resolvers.servers;
-                    egress::write(&mut all, &self.cfg, servers, (id, *a), net, &cur);
-                    egress::keep_allowed(&mut all, t, id, &kept);
+                    egress::write(&mut all, t, (id, *a), net, &cur);
+                    egress::keep_allowed(&mut all, t, *a, &kept);
                 }
                 all.commit()
             })
@@ -722,7 +721,7 @@ impl Network {
         let kept = kept_allowed(self.cfg.table(), id, net);
         let mut b = nfnl::Batch::new();
         self.policy(&mut b, id, addr, net)?;
-        egress::keep_allowed(&mut b, self.cfg.table(), id, &kept);
+        egress::keep_allowed(&mut b, self.cfg.table(), addr, &kept);
         b.commit()
     }
 
@@ -736,12 +735,12 @@ impl Network {
         addr: Ipv4Addr,
         net: &SpaceNetwork,
     ) -> Result<()> {
-        let (t, servers) = (self.cfg.table(), &self.resolvers.servers);
+        let t = self.cfg.table();
         if egress::exists(t, id)? {
             let cur = egress::Current::read(t, &[id])?;
-            egress::write(b, &self.cfg, servers, (id, addr), net, &cur);
+            egress::write(b, t, (id, addr), net, &cur);
         } else {
-            egress::add(b, &self.cfg, servers, (id, addr), net);
+            egress::add(b, t, (id, addr), net);
         }
         if net.mode == NetworkMode::Lan {
             nft::lan_member(b, self.cfg.table(), addr, true);
@@ -766,9 +765,12 @@ impl Network {
         if !fresh && self.answerers().contains_key(id) {
             return Ok(());
         }
+        let addr = net
+            .address
+            .ok_or_else(|| Error::Network(format!("space {id} has no address")))?;
         self.stop_answerer(id);
         let a = answer::start(
-            (id, self.cfg.table()),
+            (id, self.cfg.table(), addr),
             &netns::netns_path(id),
             net.egress.clone(),
             self.resolvers.servers.clone(),

@@ -30,12 +30,9 @@ const NEWTABLE: u16 = 0;
 const GETTABLE: u16 = 1;
 const DELTABLE: u16 = 2;
 const NEWCHAIN: u16 = 3;
-const GETCHAIN: u16 = 4;
-const DELCHAIN: u16 = 5;
 const NEWRULE: u16 = 6;
 const DELRULE: u16 = 8;
 const NEWSET: u16 = 9;
-const DELSET: u16 = 11;
 const NEWSETELEM: u16 = 12;
 const GETSETELEM: u16 = 13;
 const DELSETELEM: u16 = 14;
@@ -46,12 +43,13 @@ const DELOBJ: u16 = 20;
 const OBJECT_COUNTER: u32 = 1;
 /// `NFT_SET_TIMEOUT`: elements expire.
 pub const SET_TIMEOUT: u32 = 0x10;
-/// `NFT_SET_MAP`: elements carry data (here: verdicts).
-const SET_MAP: u32 = 0x8;
-/// `NFT_DATA_VERDICT`: a map's data are verdicts.
-const DATA_TYPE_VERDICT: u32 = 0xffff_ff00;
-/// `NFT_JUMP`.
-const VERDICT_JUMP: i32 = -3;
+/// `NFT_SET_INTERVAL`: elements are ranges (with `NFT_SET_CONCAT`, of
+/// each field of a concatenation).
+pub const SET_INTERVAL: u32 = 0x4;
+/// `NFT_SET_OBJECT`: a map from keys to named objects (counters here).
+const SET_OBJECT: u32 = 0x40;
+/// `NFT_SET_CONCAT`: the key is a concatenation of fields.
+pub const SET_CONCAT: u32 = 0x80;
 const NLA_F_NESTED: u16 = 0x8000;
 const LIST_ELEM: u16 = 1;
 const DATA_VALUE: u16 = 1;
@@ -165,16 +163,6 @@ fn lookup(set: &str, sreg: u32, invert: bool) -> Attr {
     )
 }
 
-/// A lookup in verdict map `set` of the key in `sreg`: a hit's verdict
-/// (a jump) applies.
-fn lookup_verdict(set: &str, sreg: u32) -> Attr {
-    // NFTA_LOOKUP_SET, _SREG, _DREG
-    expr(
-        "lookup",
-        vec![string(1, set), be32(2, sreg), be32(3, REG_VERDICT)],
-    )
-}
-
 /// `name` as the kernel holds an interface name: padded to IFNAMSIZ.
 pub fn ifname_key(name: &str) -> Vec<u8> {
     let mut b = name.as_bytes().to_vec();
@@ -219,6 +207,13 @@ impl Rule {
     /// The rule in `nft` syntax.
     pub fn text(&self) -> String {
         self.text.join(" ")
+    }
+
+    /// This rule's matches followed by all of `next`.
+    pub fn then(mut self, next: Rule) -> Rule {
+        self.exprs.extend(next.exprs);
+        self.text.extend(next.text);
+        self
     }
 
     /// `iifname "name"` (`==`) or `iifname != "name"`.
@@ -357,20 +352,6 @@ impl Rule {
         )
     }
 
-    /// `ip saddr vmap @map`: jumps where verdict map `map` (of
-    /// `ipv4_addr`) says for the source address; nothing on a miss.
-    pub fn ip_saddr_vmap(self, map: &str) -> Rule {
-        self.with(
-            format!("ip saddr vmap @{map}"),
-            [
-                meta(META_NFPROTO, REG_1),
-                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
-                payload(NETWORK, 12, 4, REG_1),
-                lookup_verdict(map, REG_1),
-            ],
-        )
-    }
-
     /// `ip saddr @set` (a set of `ipv4_addr`).
     pub fn ip_saddr_in(self, set: &str) -> Rule {
         self.ip_addr_in("saddr", 12, set)
@@ -379,6 +360,52 @@ impl Rule {
     /// `ip daddr @set` (a set of `ipv4_addr`).
     pub fn ip_daddr_in(self, set: &str) -> Rule {
         self.ip_addr_in("daddr", 16, set)
+    }
+
+    /// `ip saddr . ip daddr @set` (a set of `ipv4_addr . ipv4_addr`).
+    pub fn ip_saddr_daddr_in(self, set: &str) -> Rule {
+        self.with(
+            format!("ip saddr . ip daddr @{set}"),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+                payload(NETWORK, 12, 4, REG32_00),
+                payload(NETWORK, 16, 4, REG32_00 + 1),
+                lookup(set, REG32_00, false),
+            ],
+        )
+    }
+
+    /// `ip saddr . tcp dport @set` (a set of `ipv4_addr . inet_service`).
+    pub fn ip_saddr_tcp_dport_in(self, set: &str) -> Rule {
+        self.with(
+            format!("ip saddr . tcp dport @{set}"),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+                meta(META_L4PROTO, REG_1),
+                cmp(true, REG_1, &[libc::IPPROTO_TCP as u8]),
+                payload(NETWORK, 12, 4, REG32_00),
+                payload(TRANSPORT, 2, 2, REG32_00 + 1),
+                lookup(set, REG32_00, false),
+            ],
+        )
+    }
+
+    /// `counter name ip saddr map @map`: counts into the named counter
+    /// that object map `map` (of `ipv4_addr`) names for the source address
+    /// (IPv4 only; the rule stops on a miss).
+    pub fn counter_by_saddr(self, map: &str) -> Rule {
+        // NFTA_OBJREF_SET_SREG, _SET_NAME
+        self.with(
+            format!("counter name ip saddr map @{map}"),
+            [
+                meta(META_NFPROTO, REG_1),
+                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+                payload(NETWORK, 12, 4, REG_1),
+                expr("objref", vec![be32(3, REG_1), string(4, map)]),
+            ],
+        )
     }
 
     /// `counter name "<name>"`: counts into the table's named counter.
@@ -649,17 +676,38 @@ impl Batch {
         family: u8,
         t: &str,
         name: &str,
-        (key_type, key_len): (u32, u32),
+        key: (u32, u32),
         host_order: bool,
         flags: u32,
         size: Option<u32>,
     ) {
+        let spec = SetSpec {
+            key,
+            host_order,
+            flags,
+            size,
+            ..SetSpec::default()
+        };
+        self.add_set_spec(family, t, name, &spec);
+    }
+
+    /// `add set` (or `map`) as `spec` says (nothing if it exists).
+    pub fn add_set_spec(&mut self, family: u8, t: &str, name: &str, spec: &SetSpec) {
         self.next_set_id += 1;
+        let (key_type, key_len) = spec.key;
         let what = format!(
-            "add set {} {t} {name} {{ type {key_type} ({key_len} bytes); flags {flags:#x}; size {}; }}",
+            "add set {} {t} {name} {{ type {key_type} ({key_len} bytes); flags {:#x}; size {}; }}",
             family_name(family),
-            size.unwrap_or(0)
+            spec.flags,
+            spec.size.unwrap_or(0)
         );
+        let mut flags = spec.flags;
+        if spec.counters {
+            flags |= SET_OBJECT;
+        }
+        if !spec.fields.is_empty() {
+            flags |= SET_CONCAT;
+        }
         let mut attrs = vec![
             string(1, t),               // NFTA_SET_TABLE
             string(2, name),            // NFTA_SET_NAME
@@ -668,11 +716,26 @@ impl Batch {
             be32(5, key_len),           // NFTA_SET_KEY_LEN
             be32(10, self.next_set_id), // NFTA_SET_ID
         ];
-        if let Some(n) = size {
-            // NFTA_SET_DESC { NFTA_SET_DESC_SIZE }
-            attrs.push(Attr::Nest(9, vec![be32(1, n)]));
+        // NFTA_SET_DESC { NFTA_SET_DESC_SIZE, _CONCAT { { NFTA_SET_FIELD_LEN } … } }
+        let mut desc = Vec::new();
+        if let Some(n) = spec.size {
+            desc.push(be32(1, n));
         }
-        if host_order {
+        if !spec.fields.is_empty() {
+            let fields = spec
+                .fields
+                .iter()
+                .map(|len| Attr::Nest(LIST_ELEM, vec![be32(1, *len)]))
+                .collect();
+            desc.push(Attr::Nest(2, fields));
+        }
+        if !desc.is_empty() {
+            attrs.push(Attr::Nest(9, desc));
+        }
+        if spec.counters {
+            attrs.push(be32(15, OBJECT_COUNTER)); // NFTA_SET_OBJ_TYPE
+        }
+        if spec.host_order {
             // NFTA_SET_USERDATA: libnftnl's NFTNL_UDATA_SET_KEYBYTEORDER
             // (type 0, length 4) = BYTEORDER_HOST_ENDIAN (1).
             let mut ud = vec![0, 4];
@@ -750,73 +813,35 @@ impl Batch {
         }
     }
 
-    /// `add map <family> <t> <name> { type …; : verdict }`: a verdict map
-    /// with keys of `key_len` bytes (nothing if it exists).
-    pub fn add_verdict_map(
-        &mut self,
-        family: u8,
-        t: &str,
-        name: &str,
-        (key_type, key_len): (u32, u32),
-    ) {
-        self.next_set_id += 1;
-        let what = format!(
-            "add map {} {t} {name} {{ type {key_type} ({key_len} bytes) : verdict; }}",
-            family_name(family)
-        );
-        let attrs = vec![
-            string(1, t),               // NFTA_SET_TABLE
-            string(2, name),            // NFTA_SET_NAME
-            be32(3, SET_MAP),           // NFTA_SET_FLAGS
-            be32(4, key_type),          // NFTA_SET_KEY_TYPE
-            be32(5, key_len),           // NFTA_SET_KEY_LEN
-            be32(6, DATA_TYPE_VERDICT), // NFTA_SET_DATA_TYPE
-            be32(10, self.next_set_id), // NFTA_SET_ID
-        ];
-        self.push(NEWSET, libc::NLM_F_CREATE as u16, family, attrs, what);
+    /// Adds `elems` to `set` (those present stay, if with the same data).
+    pub fn add_element_list(&mut self, family: u8, t: &str, set: &str, elems: &[Element]) {
+        self.element_list(true, family, t, set, elems);
     }
 
-    /// Adds to verdict map `map` each key (bytes, `nft` text) with a jump
-    /// to its chain; a key present with the same jump stays, one with
-    /// another jump fails the batch.
-    pub fn add_jumps(
-        &mut self,
-        family: u8,
-        t: &str,
-        map: &str,
-        jumps: &[(Vec<u8>, String, String)],
-    ) {
-        let elems = jumps.iter().map(|(k, text, chain)| {
-            // NFTA_SET_ELEM_DATA { NFTA_DATA_VERDICT { _CODE, _CHAIN } }
-            let verdict = Attr::Nest(
-                DATA_VERDICT,
-                vec![be32(1, VERDICT_JUMP as u32), string(2, chain)],
-            );
-            let e = vec![value(1, k), Attr::Nest(2, vec![verdict])];
-            (format!("{text} : jump {chain}"), e)
+    /// Removes `elems` (by key, and key end in an interval set) from
+    /// `set`; each must be there.
+    pub fn remove_element_list(&mut self, family: u8, t: &str, set: &str, elems: &[Element]) {
+        self.element_list(false, family, t, set, elems);
+    }
+
+    fn element_list(&mut self, add: bool, family: u8, t: &str, set: &str, elems: &[Element]) {
+        let list = elems.iter().map(|e| {
+            let mut a = vec![value(1, &e.key)]; // NFTA_SET_ELEM_KEY
+            let mut text = e.text.clone();
+            if let Some(end) = &e.key_end {
+                a.push(value(10, end)); // NFTA_SET_ELEM_KEY_END
+            }
+            if let (true, Some(ms)) = (add, e.timeout_ms) {
+                a.push(be64(4, ms)); // NFTA_SET_ELEM_TIMEOUT
+                text.push_str(&format!(" timeout {ms}ms"));
+            }
+            if let (true, Some(obj)) = (add, &e.objref) {
+                a.push(string(9, obj)); // NFTA_SET_ELEM_OBJREF
+                text.push_str(&format!(" : \"{obj}\""));
+            }
+            (text, a)
         });
-        self.element_msgs(true, family, t, map, elems.collect(), "");
-    }
-
-    /// Removes `keys` from `set`; each must be there.
-    pub fn remove_elements(&mut self, family: u8, t: &str, set: &str, keys: &[(Vec<u8>, String)]) {
-        self.elements(false, family, t, set, keys);
-    }
-
-    /// `add chain <family> <t> <name>`: a regular chain, reached by jumps
-    /// (nothing if it exists).
-    pub fn add_regular_chain(&mut self, family: u8, t: &str, name: &str) {
-        let what = format!("add chain {} {t} {name}", family_name(family));
-        let attrs = vec![string(1, t), string(3, name)]; // NFTA_CHAIN_TABLE, _NAME
-        self.push(NEWCHAIN, libc::NLM_F_CREATE as u16, family, attrs, what);
-    }
-
-    /// `delete chain <family> <t> <name>` with its rules: the chain must
-    /// exist and nothing may jump to it any more.
-    pub fn remove_chain(&mut self, family: u8, t: &str, name: &str) {
-        let what = format!("delete chain {} {t} {name}", family_name(family));
-        let attrs = vec![string(1, t), string(3, name)];
-        self.push(DELCHAIN, 0, family, attrs, what);
+        self.element_msgs(add, family, t, set, list.collect(), "");
     }
 
     /// `flush chain <family> <t> <name>`: removes its rules.
@@ -824,13 +849,6 @@ impl Batch {
         let what = format!("flush chain {} {t} {name}", family_name(family));
         let attrs = vec![string(1, t), string(2, name)]; // NFTA_RULE_TABLE, _CHAIN
         self.push(DELRULE, 0, family, attrs, what);
-    }
-
-    /// `delete set <family> <t> <name>`: it must exist, and no rule may
-    /// use it any more.
-    pub fn remove_set(&mut self, family: u8, t: &str, name: &str) {
-        let what = format!("delete set {} {t} {name}", family_name(family));
-        self.push(DELSET, 0, family, vec![string(1, t), string(2, name)], what);
     }
 
     /// `delete counter <family> <t> <name>`: it must exist, and no rule
@@ -966,14 +984,49 @@ pub fn read_counter(family: u8, t: &str, name: &str) -> Result<Option<(u64, u64)
 }
 
 /// A set element read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetElement {
     /// Its key's bytes.
     pub key: Vec<u8>,
+    /// In an interval set, the end of the range.
+    pub key_end: Option<Vec<u8>>,
     /// In a set with timeouts, the milliseconds it has left.
     pub left_ms: Option<u64>,
-    /// In a verdict map, the chain it jumps to.
-    pub jump: Option<String>,
+    /// In an object map, the object's name.
+    pub objref: Option<String>,
+}
+
+/// A set element to add or remove.
+#[derive(Debug, Clone, Default)]
+pub struct Element {
+    /// Its key's bytes.
+    pub key: Vec<u8>,
+    /// In an interval set, the end of the range (inclusive).
+    pub key_end: Option<Vec<u8>>,
+    /// In a set with timeouts, when it expires (adds only).
+    pub timeout_ms: Option<u64>,
+    /// In an object map, the object it names (adds only).
+    pub objref: Option<String>,
+    /// The key in `nft` syntax, for logs and errors.
+    pub text: String,
+}
+
+/// How a set is made ([`Batch::add_set_spec`]).
+#[derive(Debug, Clone, Default)]
+pub struct SetSpec {
+    /// Key type (as `nft` numbers it) and length in bytes.
+    pub key: (u32, u32),
+    /// Keys in host byte order (interface names), for `nft list`.
+    pub host_order: bool,
+    /// `NFT_SET_*` flags ([`SET_TIMEOUT`], [`SET_INTERVAL`]).
+    pub flags: u32,
+    /// Most elements.
+    pub size: Option<u32>,
+    /// The lengths of a concatenation's fields (an interval set of
+    /// concatenations needs them).
+    pub fields: Vec<u32>,
+    /// A map to named counters.
+    pub counters: bool,
 }
 
 /// The elements of set `set` in table `t` (at most `cap` of them), or None
@@ -1004,42 +1057,37 @@ fn set_elements(msg: &[u8], out: &mut Vec<SetElement>, cap: usize) {
     let lists = attrs(msg).filter(|(t, _)| *t == 3); // NFTA_SET_ELEM_LIST_ELEMENTS
     for (_, list) in lists {
         for (_, elem) in attrs(list).filter(|(t, _)| *t == LIST_ELEM) {
-            let (mut key, mut left_ms, mut jump) = (None, None, None);
+            let mut el = SetElement::default();
+            let mut has_key = false;
             for (t, d) in attrs(elem) {
                 match t {
                     // NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
-                    1 => {
-                        key = attrs(d)
+                    1 | 10 => {
+                        let v = attrs(d)
                             .find(|(v, _)| *v == DATA_VALUE)
-                            .map(|(_, v)| v.to_vec())
-                    }
-                    // NFTA_SET_ELEM_DATA { NFTA_DATA_VERDICT { _CHAIN } }
-                    2 => {
-                        jump = attrs(d)
-                            .filter(|(v, _)| *v == DATA_VERDICT)
-                            .flat_map(|(_, v)| attrs(v))
-                            .find(|(c, _)| *c == 2)
-                            .and_then(|(_, name)| {
-                                let name = name.strip_suffix(&[0]).unwrap_or(name);
-                                String::from_utf8(name.to_vec()).ok()
-                            })
+                            .map(|(_, v)| v.to_vec());
+                        if t == 1 {
+                            has_key = v.is_some();
+                            el.key = v.unwrap_or_default();
+                        } else {
+                            el.key_end = v;
+                        }
                     }
                     // NFTA_SET_ELEM_EXPIRATION (ms, big-endian)
-                    5 => left_ms = <[u8; 8]>::try_from(d).ok().map(u64::from_be_bytes),
+                    5 => el.left_ms = <[u8; 8]>::try_from(d).ok().map(u64::from_be_bytes),
+                    // NFTA_SET_ELEM_OBJREF
+                    9 => {
+                        let name = d.strip_suffix(&[0]).unwrap_or(d);
+                        el.objref = String::from_utf8(name.to_vec()).ok();
+                    }
                     _ => {}
                 }
             }
-            if let (Some(key), true) = (key, out.len() < cap) {
-                out.push(SetElement { key, left_ms, jump });
+            if has_key && out.len() < cap {
+                out.push(el);
             }
         }
     }
-}
-
-/// Whether chain `name` of table `t` exists (a lookup, no transaction).
-pub fn chain_exists(family: u8, t: &str, name: &str) -> Result<bool> {
-    let attrs = [string(1, t), string(3, name)]; // NFTA_CHAIN_TABLE, _NAME
-    Ok(get_one(GETCHAIN, NEWCHAIN, family, &attrs, "looking up a chain")?.is_some())
 }
 
 /// Whether table `t` of `family` exists (a lookup: no transaction, so no
@@ -1258,19 +1306,19 @@ mod tests {
     }
 
     #[test]
-    fn set_elements_are_read_with_their_time_left_or_jump_and_capped() {
+    fn set_elements_are_read_with_their_time_left_ends_objects_and_capped() {
         let elem = |key: &[u8], left: Option<u64>| {
             let mut a = vec![Attr::Nest(1, vec![Attr::Bytes(DATA_VALUE, key.to_vec())])];
             match left {
                 Some(ms) => a.push(be64(5, ms)),
-                // A verdict map's element: its jump.
-                None => a.push(Attr::Nest(
-                    2,
-                    vec![Attr::Nest(
-                        DATA_VERDICT,
-                        vec![be32(1, VERDICT_JUMP as u32), string(2, "cs0123456789ab")],
-                    )],
-                )),
+                // An object map's element, and a range's end.
+                None => {
+                    a.push(string(9, "cs0123456789ab_dropped"));
+                    a.push(Attr::Nest(
+                        10,
+                        vec![Attr::Bytes(DATA_VALUE, vec![10, 0, 0, 9])],
+                    ));
+                }
             }
             Attr::Nest(LIST_ELEM, a)
         };
@@ -1293,16 +1341,20 @@ mod tests {
         );
         let mut out = Vec::new();
         set_elements(&msg, &mut out, 2);
-        let el = |key: Vec<u8>, left_ms, jump: Option<&str>| SetElement {
-            key,
-            left_ms,
-            jump: jump.map(String::from),
-        };
         assert_eq!(
             out,
             [
-                el(vec![10, 0, 0, 1], Some(59_000), None),
-                el(vec![10, 0, 0, 2], None, Some("cs0123456789ab"))
+                SetElement {
+                    key: vec![10, 0, 0, 1],
+                    left_ms: Some(59_000),
+                    ..SetElement::default()
+                },
+                SetElement {
+                    key: vec![10, 0, 0, 2],
+                    key_end: Some(vec![10, 0, 0, 9]),
+                    objref: Some("cs0123456789ab_dropped".into()),
+                    ..SetElement::default()
+                }
             ]
         );
         // Garbage (a length past the end) reads as nothing.

@@ -125,7 +125,7 @@ pub fn ruleset(
     }
     binding::table(&mut b, t, ports);
     publish(&mut b, t, published);
-    egress::shared(&mut b, cfg);
+    egress::shared(&mut b, cfg, resolvers);
     b
 }
 
