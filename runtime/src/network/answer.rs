@@ -4,9 +4,10 @@
 //! and no packet of it crosses the host's rules; its space's resolv.conf
 //! names it. Queries for allowed names go to the runtime's upstream
 //! servers (those other spaces get) from the host; the A records of their
-//! answers are added to the space's `allowed` set ([`super::egress`]),
-//! each expiring with its answer's TTL (at least [`MIN_TTL`]), before the
-//! answer is handed back, so the connection that follows passes. Other
+//! answers are added to what the space may reach (set `allowed` of the
+//! table of policies, [`super::egress`]), each expiring with its answer's
+//! TTL (at least [`MIN_TTL`]), before the answer is handed back, so the
+//! connection that follows passes; at most [`MAX_ALLOWED`] at once. Other
 //! names are answered NXDOMAIN (and counted); other opcodes NOTIMP,
 //! malformed queries FORMERR.
 //!
@@ -82,7 +83,7 @@ impl Drop for Answerer {
 /// What every query of one space needs.
 struct Ctx {
     id: String,
-    /// Our table (what the space may reach is in its table of policies).
+    /// Our table (what the space may reach is in the table of policies).
     table: String,
     /// The space's address.
     addr: Ipv4Addr,

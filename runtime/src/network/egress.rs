@@ -231,6 +231,36 @@ impl Current {
         Ok(cur)
     }
 
+    /// [`allowed_left`] from what was read (the table of an earlier
+    /// version is read now, if there is one). Blocking.
+    pub fn allowed_left(
+        &self,
+        id: &str,
+        addr: Ipv4Addr,
+    ) -> crate::error::Result<Vec<(Ipv4Addr, u64)>> {
+        let dest = |k: &[u8]| <[u8; 4]>::try_from(k).ok().map(Ipv4Addr::from);
+        let mut out: Vec<(Ipv4Addr, u64)> = self
+            .elems
+            .iter()
+            .filter(|(set, e)| {
+                *set == ALLOWED && e.key.len() == 8 && e.key.starts_with(&addr.octets())
+            })
+            .filter_map(|(_, e)| Some((dest(&e.key[4..])?, e.left_ms?)))
+            .collect();
+        let link = host_link(id);
+        if self.legacy.contains(&link) {
+            // Kept in the space's own table by an earlier version.
+            let cap = MAX_ALLOWED as usize;
+            let old = nfnl::read_set_elements(INET, &link, "allowed", cap)?.unwrap_or_default();
+            out.extend(
+                old.into_iter()
+                    .filter_map(|e| Some((dest(&e.key)?, e.left_ms?))),
+            );
+        }
+        out.retain(|(_, ms)| *ms > 0);
+        Ok(out)
+    }
+
     /// The addresses `counters` maps to counter `counter`.
     fn addresses_of(&self, counter: &str) -> Vec<Vec<u8>> {
         self.elems
@@ -384,10 +414,8 @@ pub fn add(b: &mut Batch, t: &str, (id, addr): (&str, Ipv4Addr), net: &SpaceNetw
     for set in modes {
         b.add_element_list(INET, &pt, set, std::slice::from_ref(&me));
     }
-    let blocks: Vec<Element> = net
-        .egress
-        .block_cidrs
-        .iter()
+    let blocks: Vec<Element> = outermost(&net.egress.block_cidrs)
+        .into_iter()
         .map(|c| {
             let first = u32::from(c.addr) & c.mask();
             let last = first | !c.mask();
@@ -422,6 +450,21 @@ pub fn add(b: &mut Batch, t: &str, (id, addr): (&str, Ipv4Addr), net: &SpaceNetw
     }
 }
 
+/// The networks of `nets` that are in no other one of them (an interval
+/// set refuses overlapping ranges; two networks either nest or are apart).
+fn outermost(nets: &[Ipv4Net]) -> Vec<Ipv4Net> {
+    let inside = |a: &Ipv4Net, b: &Ipv4Net| b.prefix <= a.prefix && b.contains(a.addr);
+    let mut out: Vec<Ipv4Net> = Vec::new();
+    for n in nets {
+        if out.iter().any(|o| inside(n, o)) {
+            continue;
+        }
+        out.retain(|o| !inside(o, n));
+        out.push(*n);
+    }
+    out
+}
+
 /// Packets and bytes the rules of space `id` dropped since its policy was
 /// written (None without one), in our table `t`. Blocking.
 pub fn read_drops(t: &str, id: &str) -> crate::error::Result<Option<(u64, u64)>> {
@@ -447,19 +490,7 @@ pub fn allowed_left(
     id: &str,
     addr: Ipv4Addr,
 ) -> crate::error::Result<Vec<(Ipv4Addr, u64)>> {
-    let dest = |k: &[u8]| <[u8; 4]>::try_from(k).ok().map(Ipv4Addr::from);
-    let mine = nfnl::read_set_elements(INET, &table_of(t), ALLOWED, MAX_READ)?
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| e.key.len() == 8 && e.key.starts_with(&addr.octets()))
-        .filter_map(|e| Some((dest(&e.key[4..])?, e.left_ms?)));
-    // Kept in the space's own table by an earlier version.
-    let cap = MAX_ALLOWED as usize;
-    let legacy = nfnl::read_set_elements(INET, &host_link(id), "allowed", cap)?
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| Some((dest(&e.key)?, e.left_ms?)));
-    Ok(mine.chain(legacy).filter(|(_, ms)| *ms > 0).collect())
+    Current::read(t, &[id])?.allowed_left(id, addr)
 }
 
 /// Adds to `b` the addresses `kept` to those space `addr` may reach (in
@@ -529,6 +560,22 @@ mod tests {
     }
 
     #[test]
+    fn nested_networks_are_blocked_once_by_the_outermost() {
+        let nets: Vec<Ipv4Net> = [
+            "10.1.0.0/16",
+            "10.0.0.0/8",
+            "10.1.2.3/32",
+            "192.0.2.0/24",
+            "10.0.0.0/8",
+        ]
+        .iter()
+        .map(|n| n.parse().expect("net"))
+        .collect();
+        let out: Vec<String> = outermost(&nets).iter().map(|n| n.to_string()).collect();
+        assert_eq!(out, ["10.0.0.0/8", "192.0.2.0/24"]);
+    }
+
+    #[test]
     fn each_mode_is_a_few_elements() {
         let blocks = Egress {
             block_cidrs: vec!["198.18.0.0/15".parse().expect("net")],
@@ -586,10 +633,11 @@ mod tests {
                 address: Some(a),
                 published: Vec::new(),
                 egress: Egress {
-                    block_cidrs: vec![
-                        "192.168.7.0/24".parse().expect("net"),
-                        "203.0.113.9/32".parse().expect("net"),
-                    ],
+                    // Nested ranges too (an interval set refuses overlaps).
+                    block_cidrs: ["192.168.7.0/24", "203.0.113.9/32", "192.168.7.128/25"]
+                        .iter()
+                        .map(|n| n.parse().expect("net"))
+                        .collect(),
                     allow_domains: vec!["pypi.org".into()],
                     allow_ports: vec![443, 8080],
                 },

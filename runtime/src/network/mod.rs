@@ -677,7 +677,11 @@ impl Network {
                 let mut all = nfnl::Batch::new();
                 egress::forget_orphans(&mut all, t, known, &cur);
                 for (id, a, net) in live {
-                    let kept = kept_allowed(t, id, net);
+                    let kept = if net.egress.allow_domains.is_empty() {
+                        Vec::new()
+                    } else {
+                        cur.allowed_left(id, *a)?
+                    };
                     egress::write(&mut all, t, (id, *a), net, &cur);
                     egress::keep_allowed(&mut all, t, *a, &kept);
                 }
