@@ -403,7 +403,13 @@ async fn lan_reaches_private_ranges_block_cidrs_block_and_none_has_loopback_only
     let inet = env.space_net("inet", NetworkMode::Internet).await;
     let lan = env.space_net("lan", NetworkMode::Lan).await;
     let blk = space_with(&env, "blk", NetworkMode::Internet, blocking(&[world.ip])).await;
-    let lanblk = space_with(&env, "lanblk", NetworkMode::Lan, blocking(&[world.lan_ip])).await;
+    // Nested ranges, as a user may send them: blocked once, by the wider.
+    let mut nested = blocking(&[world.lan_ip]);
+    let link = Ipv4Addr::from(u32::from(world.lan_ip) & !3);
+    nested
+        .block_cidrs
+        .push(format!("{link}/30").parse().expect("net"));
+    let lanblk = space_with(&env, "lanblk", NetworkMode::Lan, nested).await;
     let none = env.space_net("none", NetworkMode::None).await;
     assert_eq!(
         blk.network.egress.block_cidrs[0].to_string(),
