@@ -341,7 +341,12 @@ try {
     await dlg.waitFor();
     await dlg.getByLabel('Space').fill(name);
     await dlg.getByRole('button', { name: 'Show' }).click();
-    await dlg.locator('tr[data-type="space.start"]').first().waitFor();
+    // The list opened unfiltered: wait for the filtered one to replace it.
+    await page.waitForFunction((space) => {
+      const trs = [...document.querySelectorAll('#audit-body tr')];
+      return trs.some((tr) => tr.dataset.type === 'space.start')
+        && trs.every((tr) => tr.children[1]?.textContent === space);
+    }, name);
     const rows = dlg.locator('#audit-body tr');
     // Shell history lines (the details step wrote some) come in on their
     // own schedule: left out here.
