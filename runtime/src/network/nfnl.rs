@@ -665,27 +665,9 @@ impl Batch {
     /// bytes; `host_order` keys (interface names) are marked so for `nft
     /// list`, which otherwise shows them byte-swapped.
     pub fn add_set(&mut self, family: u8, t: &str, name: &str, key: (u32, u32), host_order: bool) {
-        self.add_set_with(family, t, name, key, host_order, 0, None);
-    }
-
-    /// [`Batch::add_set`] with set `flags` (e.g. [`SET_TIMEOUT`]) and at
-    /// most `size` elements (further adds fail).
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_set_with(
-        &mut self,
-        family: u8,
-        t: &str,
-        name: &str,
-        key: (u32, u32),
-        host_order: bool,
-        flags: u32,
-        size: Option<u32>,
-    ) {
         let spec = SetSpec {
             key,
             host_order,
-            flags,
-            size,
             ..SetSpec::default()
         };
         self.add_set_spec(family, t, name, &spec);
