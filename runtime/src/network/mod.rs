@@ -185,21 +185,20 @@ pub struct Network {
     published: Mutex<BTreeMap<String, (Ipv4Addr, Vec<PublishedPort>)>>,
     /// The DNS answerers of spaces with `allowDomains`, by space id.
     answerers: Mutex<std::collections::HashMap<String, answer::Answerer>>,
-    /// Destroyed spaces (id, address) whose tables [`Network::tidy`]
-    /// removes, all in one transaction, off the destroy path: a deletion
-    /// makes the kernel wait for an RCU grace period (~10 ms). Their
+    /// Destroyed spaces (id, address) whose policies [`Network::tidy`]
+    /// removes, all in one transaction, off the destroy path. Their
     /// addresses stay held until then, so no new space gets an address a
     /// dead space's rules still name. Changed only with `pool` held; kept
     /// in [`RETIRING_FILE`] too, so a daemon killed meanwhile removes the
-    /// tables at its next start.
+    /// policies at its next start.
     retiring: Mutex<Vec<(String, Ipv4Addr)>>,
 }
 
-/// The file, in the state dir, of the ids whose tables are still to go.
+/// The file, in the state dir, of the ids whose policies are still to go.
 const RETIRING_FILE: &str = "network-retiring";
 
 /// What the allowed set of space `id` (with network `net`) holds now, each
-/// address with the time it has left, for a rewrite of its table to keep:
+/// address with the time it has left, for a rewrite of its policy to keep:
 /// a daemon restart keeps what the space's DNS lookups allowed, so its
 /// programs reach the addresses they resolved before it. Empty without
 /// `allowDomains`, or when it cannot be read (logged).
@@ -260,7 +259,7 @@ impl Network {
         write_ids(&self.state_dir.join(RETIRING_FILE), &ids)
     }
 
-    /// Removes the tables of the destroyed spaces waiting for it (one
+    /// Removes the policies of the destroyed spaces waiting for it (one
     /// transaction), then frees their addresses; takes the bridge down
     /// after the last networked space when nothing lingers. `pool` is
     /// this network's, held.
@@ -303,7 +302,7 @@ impl Network {
         Ok(())
     }
 
-    /// At startup: removes the tables of spaces destroyed while a previous
+    /// At startup: removes the policies of spaces destroyed while a previous
     /// run still had them to remove (ids from [`RETIRING_FILE`]).
     fn restore_retiring(&self) {
         let path = self.state_dir.join(RETIRING_FILE);
@@ -719,7 +718,7 @@ impl Network {
         }
     }
 
-    /// Replaces the table of space `id` (address `addr`), keeping the
+    /// Replaces the policy of space `id` (address `addr`), keeping the
     /// addresses its DNS answers allowed until they expire.
     fn write_policy(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
         let kept = kept_allowed(self.cfg.table(), id, net);
@@ -729,9 +728,9 @@ impl Network {
         b.commit()
     }
 
-    /// Adds to `b` the table of space `id` (address `addr`), replacing one
-    /// left there (a deletion makes the kernel wait for an RCU grace
-    /// period: only when there is one), and its `lan` membership.
+    /// Adds to `b` the policy of space `id` (address `addr`), replacing one
+    /// left there (read back first: only when there is one), and its `lan`
+    /// membership.
     fn policy(
         &self,
         b: &mut nfnl::Batch,
@@ -901,7 +900,7 @@ impl Network {
         netns::cut(id)
     }
 
-    /// Binds the port of space `id` to `addr` and writes its table (one
+    /// Binds the port of space `id` to `addr` and writes its policy (one
     /// transaction), then makes its namespace and veth.
     fn create_bound(&self, id: &str, addr: Ipv4Addr, net: &SpaceNetwork) -> Result<()> {
         let mut b = binding::update(self.cfg.table(), &[], &[(id, addr)]);
@@ -955,7 +954,7 @@ impl Drop for Network {
     fn drop(&mut self) {
         let mut pool = self.pool();
         if let Err(e) = self.retire(&mut pool) {
-            tracing::warn!("removing the tables of destroyed spaces: {e}");
+            tracing::warn!("removing the policies of destroyed spaces: {e}");
         }
         self.drop_spares(&mut pool);
         if pool.is_empty() && self.bridge_state().up {

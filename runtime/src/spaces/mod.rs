@@ -329,7 +329,7 @@ impl Runtime {
 
     /// Packets and bytes a space's egress rules dropped (its blocked
     /// networks, and with `allowDomains` everything not allowed; counted
-    /// since its table was last written, i.e. its start or the daemon's).
+    /// since its policy was last written, i.e. its start or the daemon's).
     /// None for mode `none`. Blocking (a netlink round trip).
     pub fn egress_drops(&self, name: &str) -> Result<Option<(u64, u64)>> {
         let s = self.get(name)?;
