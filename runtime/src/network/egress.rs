@@ -212,15 +212,43 @@ pub struct Current {
 }
 
 impl Current {
-    /// Reads it for our table `t` and spaces `ids`. Blocking.
-    pub fn read(t: &str, ids: &[&str]) -> crate::error::Result<Current> {
+    /// Reads it for our table `t`, for replacing or removing the policies
+    /// of spaces `ids` and, with `sweep` (every space the runtime knows),
+    /// those of spaces it does not know. Of what DNS answers allowed, only
+    /// these spaces' elements are read (all spaces' may be millions).
+    /// Blocking.
+    pub fn read(t: &str, ids: &[&str], sweep: Option<&[&str]>) -> crate::error::Result<Current> {
         let pt = table_of(t);
         let mut cur = Current::default();
-        for set in [COUNTERS, BLOCKS, PORTS, ALLOWED] {
+        for set in [COUNTERS, BLOCKS, PORTS] {
             if let Some(elems) = nfnl::read_set_elements(INET, &pt, set, MAX_READ)? {
                 cur.exists = true;
                 cur.elems.extend(elems.into_iter().map(|e| (set, e)));
             }
+        }
+        let counters = |ids: &[&str]| -> std::collections::HashSet<String> {
+            ids.iter().map(|id| counter_of(&host_link(id))).collect()
+        };
+        let (mine, known) = (counters(ids), sweep.map(counters));
+        let wanted: Vec<Vec<u8>> = cur
+            .elems
+            .iter()
+            .filter(|(set, _)| *set == COUNTERS)
+            .filter(|(_, e)| {
+                e.objref.as_ref().is_some_and(|c| {
+                    mine.contains(c) || known.as_ref().is_some_and(|k| !k.contains(c))
+                })
+            })
+            .map(|(_, e)| e.key.clone())
+            .collect();
+        if cur.exists && !wanted.is_empty() {
+            let theirs = |e: &SetElement| wanted.iter().any(|a| e.key.starts_with(a));
+            let allowed = nfnl::read_set_elements_where(INET, &pt, ALLOWED, MAX_READ, theirs)?;
+            let allowed = allowed
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (ALLOWED, e));
+            cur.elems.extend(allowed);
         }
         for id in ids {
             let link = host_link(id);
@@ -490,7 +518,7 @@ pub fn allowed_left(
     id: &str,
     addr: Ipv4Addr,
 ) -> crate::error::Result<Vec<(Ipv4Addr, u64)>> {
-    Current::read(t, &[id])?.allowed_left(id, addr)
+    Current::read(t, &[id], None)?.allowed_left(id, addr)
 }
 
 /// Adds to `b` the addresses `kept` to those space `addr` may reach (in
@@ -655,7 +683,7 @@ mod tests {
             assert_eq!(read_drops(t, ID).expect("read"), None, "no policy yet");
             assert!(!exists(t, ID).expect("exists"));
             for _ in 0..2 {
-                let cur = Current::read(t, &[ID]).expect("read");
+                let cur = Current::read(t, &[ID], None).expect("read");
                 let mut b = Batch::new();
                 write(&mut b, t, (ID, a), &net, &cur);
                 keep_allowed(&mut b, t, a, &kept);
@@ -716,7 +744,7 @@ mod tests {
             add(&mut b, t, (other, b_addr), &net);
             allow(&mut b, t, b_addr, &addrs, 60_000);
             b.commit().expect("other");
-            let cur = Current::read(t, &[]).expect("read");
+            let cur = Current::read(t, &[], Some(&[ID])).expect("read");
             let mut b = Batch::new();
             forget_orphans(&mut b, t, &[ID], &cur);
             b.commit().expect("sweep");
@@ -724,9 +752,10 @@ mod tests {
             assert!(!all.contains("fedcba987654"), "{all}");
             assert!(!all.contains("10.88.0.3"), "{all}");
             assert!(all.contains("10.88.0.2 . 8080"), "{all}");
+            assert!(all.contains("10.88.0.2 . 151.101.0.223"), "{all}");
             // Removed whole, twice (the second finds nothing).
             for _ in 0..2 {
-                let cur = Current::read(t, &[ID]).expect("read");
+                let cur = Current::read(t, &[ID], None).expect("read");
                 let mut b = Batch::new();
                 forget(&mut b, t, ID, &cur);
                 b.commit().expect("forget");
@@ -742,7 +771,7 @@ mod tests {
             // The bridge's removal takes the table with what it holds.
             crate::network::nft::delete(t).commit().expect("delete");
             assert_eq!(nft("list ruleset").trim(), "");
-            let cur = Current::read(t, &[ID]).expect("read");
+            let cur = Current::read(t, &[ID], None).expect("read");
             let mut b = Batch::new();
             forget(&mut b, t, ID, &cur);
             assert!(b.is_empty(), "nothing to remove without the table");

@@ -271,7 +271,7 @@ impl Network {
         let up = self.bridge_state().up;
         let t = self.cfg.table();
         let ids: Vec<&str> = list.iter().map(|(id, _)| id.as_str()).collect();
-        let committed = egress::Current::read(t, &ids).and_then(|cur| {
+        let committed = egress::Current::read(t, &ids, None).and_then(|cur| {
             let mut b = nfnl::Batch::new();
             for (id, a) in &list {
                 egress::forget(&mut b, t, id, &cur);
@@ -671,7 +671,7 @@ impl Network {
     fn restore_policies(&self, known: &[&str], live: &[(&str, Ipv4Addr, &SpaceNetwork)]) {
         let t = self.cfg.table();
         let ids: Vec<&str> = live.iter().map(|(id, _, _)| *id).collect();
-        let one_by_one = egress::Current::read(t, &ids)
+        let one_by_one = egress::Current::read(t, &ids, Some(known))
             .and_then(|cur| {
                 let mut all = nfnl::Batch::new();
                 egress::forget_orphans(&mut all, t, known, &cur);
@@ -691,7 +691,7 @@ impl Network {
             })
             .is_err();
         if one_by_one {
-            let swept = egress::Current::read(t, &[]).and_then(|cur| {
+            let swept = egress::Current::read(t, &[], Some(known)).and_then(|cur| {
                 let mut b = nfnl::Batch::new();
                 egress::forget_orphans(&mut b, t, known, &cur);
                 b.commit()
@@ -740,7 +740,7 @@ impl Network {
     ) -> Result<()> {
         let t = self.cfg.table();
         if egress::exists(t, id)? {
-            let cur = egress::Current::read(t, &[id])?;
+            let cur = egress::Current::read(t, &[id], None)?;
             egress::write(b, t, (id, addr), net, &cur);
         } else {
             egress::add(b, t, (id, addr), net);
@@ -969,7 +969,7 @@ impl Drop for Network {
 /// transaction; nothing for those that have none). Blocking.
 fn forget(t: &str, ids: &[String]) -> Result<()> {
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let cur = egress::Current::read(t, &refs)?;
+    let cur = egress::Current::read(t, &refs, None)?;
     let mut b = nfnl::Batch::new();
     for id in ids {
         egress::forget(&mut b, t, id, &cur);

@@ -1019,6 +1019,18 @@ pub fn read_set_elements(
     set: &str,
     cap: usize,
 ) -> Result<Option<Vec<SetElement>>> {
+    read_set_elements_where(family, t, set, cap, |_| true)
+}
+
+/// [`read_set_elements`], keeping only the elements `keep` wants (the
+/// others are not held, nor counted in `cap`).
+pub fn read_set_elements_where(
+    family: u8,
+    t: &str,
+    set: &str,
+    cap: usize,
+    keep: impl Fn(&SetElement) -> bool,
+) -> Result<Option<Vec<SetElement>>> {
     let mut elems = Vec::new();
     let attrs = [string(1, t), string(2, set)];
     let flags = libc::NLM_F_DUMP as u16;
@@ -1028,14 +1040,19 @@ pub fn read_set_elements(
         family,
         &attrs,
         "reading a set",
-        |p| set_elements(p, &mut elems, cap),
+        |p| set_elements(p, &mut elems, cap, &keep),
     )?;
     Ok(exists.then_some(elems))
 }
 
 /// Appends to `out` (up to `cap`) the elements of an `NFTA_SET_ELEM_LIST_*`
-/// attribute list; an element without a key is skipped.
-fn set_elements(msg: &[u8], out: &mut Vec<SetElement>, cap: usize) {
+/// attribute list that `keep` wants; an element without a key is skipped.
+fn set_elements(
+    msg: &[u8],
+    out: &mut Vec<SetElement>,
+    cap: usize,
+    keep: &impl Fn(&SetElement) -> bool,
+) {
     let lists = attrs(msg).filter(|(t, _)| *t == 3); // NFTA_SET_ELEM_LIST_ELEMENTS
     for (_, list) in lists {
         for (_, elem) in attrs(list).filter(|(t, _)| *t == LIST_ELEM) {
@@ -1065,7 +1082,7 @@ fn set_elements(msg: &[u8], out: &mut Vec<SetElement>, cap: usize) {
                     _ => {}
                 }
             }
-            if has_key && out.len() < cap {
+            if has_key && out.len() < cap && keep(&el) {
                 out.push(el);
             }
         }
@@ -1322,7 +1339,7 @@ mod tests {
             &mut msg,
         );
         let mut out = Vec::new();
-        set_elements(&msg, &mut out, 2);
+        set_elements(&msg, &mut out, 2, &|_| true);
         assert_eq!(
             out,
             [
@@ -1341,8 +1358,12 @@ mod tests {
         );
         // Garbage (a length past the end) reads as nothing.
         let mut out = Vec::new();
-        set_elements(&[0xff, 0xff, 3, 0, 1, 2], &mut out, 10);
+        set_elements(&[0xff, 0xff, 3, 0, 1, 2], &mut out, 10, &|_| true);
         assert!(out.is_empty());
+        // Only what is wanted is kept (and counted).
+        set_elements(&msg, &mut out, 1, &|e| e.key[3] == 3);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].left_ms, Some(5));
     }
 
     #[test]
