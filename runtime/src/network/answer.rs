@@ -348,7 +348,8 @@ impl Ctx {
             let new = due.iter().filter(|a| !held.contains_key(a)).count();
             if held.len() + new > MAX_ALLOWED as usize {
                 return Err(Error::Network(format!(
-                    "space {}: {MAX_ALLOWED} addresses allowed by DNS answers already",
+                    "space {}: {MAX_ALLOWED} addresses allowed by DNS answers already; \
+                     more are answered SERVFAIL until some expire (at most 24 h)",
                     self.id
                 )));
             }

@@ -141,6 +141,15 @@ fn cmp(equal: bool, sreg: u32, data: &[u8]) -> Attr {
     )
 }
 
+/// `meta nfproto ipv4`: the expressions that stop a rule on anything but
+/// IPv4 (an `inet` table sees both).
+fn ipv4_only() -> [Attr; 2] {
+    [
+        meta(META_NFPROTO, REG_1),
+        cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+    ]
+}
+
 fn bitwise(reg: u32, mask: &[u8]) -> Attr {
     // NFTA_BITWISE_SREG, _DREG, _LEN, _MASK, _XOR
     expr(
@@ -331,24 +340,20 @@ impl Rule {
     pub fn ip_saddr_not(self, addr: std::net::Ipv4Addr) -> Rule {
         self.with(
             format!("ip saddr != {addr}"),
-            [
-                meta(META_NFPROTO, REG_1),
-                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+            ipv4_only().into_iter().chain([
                 payload(NETWORK, 12, 4, REG_1),
                 cmp(false, REG_1, &addr.octets()),
-            ],
+            ]),
         )
     }
 
     fn ip_addr_in(self, field: &str, offset: u32, set: &str) -> Rule {
         self.with(
             format!("ip {field} @{set}"),
-            [
-                meta(META_NFPROTO, REG_1),
-                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+            ipv4_only().into_iter().chain([
                 payload(NETWORK, offset, 4, REG_1),
                 lookup(set, REG_1, false),
-            ],
+            ]),
         )
     }
 
@@ -366,13 +371,11 @@ impl Rule {
     pub fn ip_saddr_daddr_in(self, set: &str) -> Rule {
         self.with(
             format!("ip saddr . ip daddr @{set}"),
-            [
-                meta(META_NFPROTO, REG_1),
-                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+            ipv4_only().into_iter().chain([
                 payload(NETWORK, 12, 4, REG32_00),
                 payload(NETWORK, 16, 4, REG32_00 + 1),
                 lookup(set, REG32_00, false),
-            ],
+            ]),
         )
     }
 
@@ -380,15 +383,13 @@ impl Rule {
     pub fn ip_saddr_tcp_dport_in(self, set: &str) -> Rule {
         self.with(
             format!("ip saddr . tcp dport @{set}"),
-            [
-                meta(META_NFPROTO, REG_1),
-                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+            ipv4_only().into_iter().chain([
                 meta(META_L4PROTO, REG_1),
                 cmp(true, REG_1, &[libc::IPPROTO_TCP as u8]),
                 payload(NETWORK, 12, 4, REG32_00),
                 payload(TRANSPORT, 2, 2, REG32_00 + 1),
                 lookup(set, REG32_00, false),
-            ],
+            ]),
         )
     }
 
@@ -399,12 +400,10 @@ impl Rule {
         // NFTA_OBJREF_SET_SREG, _SET_NAME
         self.with(
             format!("counter name ip saddr map @{map}"),
-            [
-                meta(META_NFPROTO, REG_1),
-                cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
+            ipv4_only().into_iter().chain([
                 payload(NETWORK, 12, 4, REG_1),
                 expr("objref", vec![be32(3, REG_1), string(4, map)]),
-            ],
+            ]),
         )
     }
 
@@ -433,11 +432,8 @@ impl Rule {
 
     fn ip_addr(self, field: &str, offset: u32, net: Net) -> Rule {
         let (addr, prefix) = net;
-        let mut e = vec![
-            meta(META_NFPROTO, REG_1),
-            cmp(true, REG_1, &[libc::NFPROTO_IPV4 as u8]),
-            payload(NETWORK, offset, 4, REG_1),
-        ];
+        let mut e = ipv4_only().to_vec();
+        e.push(payload(NETWORK, offset, 4, REG_1));
         let text = if prefix >= 32 {
             format!("ip {field} {addr}")
         } else {
@@ -740,59 +736,16 @@ impl Batch {
         keys: &[(Vec<u8>, String)],
         timeout_ms: Option<u64>,
     ) {
-        let elems = keys.iter().map(|(k, text)| {
-            let mut e = vec![value(1, k)]; // NFTA_SET_ELEM_KEY
-            if let Some(ms) = timeout_ms {
-                e.push(be64(4, ms)); // NFTA_SET_ELEM_TIMEOUT
-            }
-            (text.clone(), e)
-        });
-        let tail = timeout_ms.map_or(String::new(), |ms| format!(" timeout {ms}ms"));
-        self.element_msgs(add, family, t, set, elems.collect(), &tail);
-    }
-
-    /// The messages adding (`add`) or removing `elems` (their `nft` text
-    /// and attributes) of `set`, `tail` written after their names.
-    fn element_msgs(
-        &mut self,
-        add: bool,
-        family: u8,
-        t: &str,
-        set: &str,
-        elems: Vec<(String, Vec<Attr>)>,
-        tail: &str,
-    ) {
-        // An attribute's length is 16 bits: at most this many elements
-        // (≤ 64 bytes each here) per message.
-        const PER_MESSAGE: usize = 512;
-        let verb = if add { "add" } else { "delete" };
-        for chunk in elems.chunks(PER_MESSAGE) {
-            let mut names: Vec<&str> = chunk.iter().take(3).map(|(n, _)| n.as_str()).collect();
-            let more = format!("… ({} elements)", chunk.len());
-            if chunk.len() > names.len() {
-                names.push(&more);
-            }
-            let what = format!(
-                "{verb} element {} {t} {set} {{ {}{tail} }}",
-                family_name(family),
-                names.join(", ")
-            );
-            let list = chunk
-                .iter()
-                .map(|(_, e)| Attr::Nest(LIST_ELEM, e.clone()))
-                .collect();
-            let attrs = vec![
-                string(1, t),        // NFTA_SET_ELEM_LIST_TABLE
-                string(2, set),      // NFTA_SET_ELEM_LIST_SET
-                Attr::Nest(3, list), // NFTA_SET_ELEM_LIST_ELEMENTS
-            ];
-            let (kind, flags) = if add {
-                (NEWSETELEM, libc::NLM_F_CREATE as u16)
-            } else {
-                (DELSETELEM, 0)
-            };
-            self.push(kind, flags, family, attrs, what);
-        }
+        let elems: Vec<Element> = keys
+            .iter()
+            .map(|(key, text)| Element {
+                key: key.clone(),
+                timeout_ms,
+                text: text.clone(),
+                ..Element::default()
+            })
+            .collect();
+        self.element_list(add, family, t, set, &elems);
     }
 
     /// Adds `elems` to `set` (those present stay, if with the same data).
@@ -806,24 +759,54 @@ impl Batch {
         self.element_list(false, family, t, set, elems);
     }
 
+    /// The messages adding (`add`) or removing `elems` of `set`.
     fn element_list(&mut self, add: bool, family: u8, t: &str, set: &str, elems: &[Element]) {
-        let list = elems.iter().map(|e| {
-            let mut a = vec![value(1, &e.key)]; // NFTA_SET_ELEM_KEY
-            let mut text = e.text.clone();
-            if let Some(end) = &e.key_end {
-                a.push(value(10, end)); // NFTA_SET_ELEM_KEY_END
+        // An attribute's length is 16 bits: at most this many elements
+        // (≤ 64 bytes each here) per message.
+        const PER_MESSAGE: usize = 512;
+        let verb = if add { "add" } else { "delete" };
+        for chunk in elems.chunks(PER_MESSAGE) {
+            let mut names = Vec::new();
+            let mut list = Vec::new();
+            for e in chunk {
+                let mut a = vec![value(1, &e.key)]; // NFTA_SET_ELEM_KEY
+                let mut text = e.text.clone();
+                if let Some(end) = &e.key_end {
+                    a.push(value(10, end)); // NFTA_SET_ELEM_KEY_END
+                }
+                if let (true, Some(ms)) = (add, e.timeout_ms) {
+                    a.push(be64(4, ms)); // NFTA_SET_ELEM_TIMEOUT
+                    text.push_str(&format!(" timeout {ms}ms"));
+                }
+                if let (true, Some(obj)) = (add, &e.objref) {
+                    a.push(string(9, obj)); // NFTA_SET_ELEM_OBJREF
+                    text.push_str(&format!(" : \"{obj}\""));
+                }
+                if names.len() < 3 {
+                    names.push(text);
+                }
+                list.push(Attr::Nest(LIST_ELEM, a));
             }
-            if let (true, Some(ms)) = (add, e.timeout_ms) {
-                a.push(be64(4, ms)); // NFTA_SET_ELEM_TIMEOUT
-                text.push_str(&format!(" timeout {ms}ms"));
+            if chunk.len() > names.len() {
+                names.push(format!("… ({} elements)", chunk.len()));
             }
-            if let (true, Some(obj)) = (add, &e.objref) {
-                a.push(string(9, obj)); // NFTA_SET_ELEM_OBJREF
-                text.push_str(&format!(" : \"{obj}\""));
-            }
-            (text, a)
-        });
-        self.element_msgs(add, family, t, set, list.collect(), "");
+            let what = format!(
+                "{verb} element {} {t} {set} {{ {} }}",
+                family_name(family),
+                names.join(", ")
+            );
+            let attrs = vec![
+                string(1, t),        // NFTA_SET_ELEM_LIST_TABLE
+                string(2, set),      // NFTA_SET_ELEM_LIST_SET
+                Attr::Nest(3, list), // NFTA_SET_ELEM_LIST_ELEMENTS
+            ];
+            let (kind, flags) = if add {
+                (NEWSETELEM, libc::NLM_F_CREATE as u16)
+            } else {
+                (DELSETELEM, 0)
+            };
+            self.push(kind, flags, family, attrs, what);
+        }
     }
 
     /// `flush chain <family> <t> <name>`: removes its rules.
