@@ -31,6 +31,7 @@ use libcontainer::oci_spec::runtime::{Hook, Hooks, LinuxNamespaceType, Spec};
 use super::join::{self, CgroupJoin, ProcessPlan, Stdio};
 use super::{cgroup, layout};
 use crate::proto::{CreateRequest, SandboxError};
+use crate::timing::ChildSteps;
 
 type Res<T> = Result<T, SandboxError>;
 
@@ -241,12 +242,17 @@ fn spawn(
     // `/proc/<pid>/exe` through the init before it runs its program.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let steps = std::cell::OnceCell::new();
     let mut launch = || -> Res<i32> {
         let cgroups = cgroup::prepare(spec, cgroup_path)?;
         t.mark("cgroup");
+        let steps = steps.get_or_init(ChildSteps::begin);
         join::clone3(ns.clone_flags, cgroups.v2.as_ref(), |_| {
+            steps.forked();
             let theirs = sync.as_ref().map(|(_, c)| c);
-            let Err(e) = child(spec, rootfs, plan, ns, &cgroups, &stdio, theirs, &state);
+            let Err(e) = child(
+                spec, rootfs, plan, ns, &cgroups, &stdio, theirs, &state, steps,
+            );
             // SAFETY: a write of a valid buffer, then the end of this child.
             unsafe {
                 libc::write(err_w.as_raw_fd(), e.as_ptr().cast(), e.len());
@@ -274,6 +280,14 @@ fn spawn(
         }
     }
     let pid = join::wait_started(pid, err_r)?;
+    if let Some(steps) = steps.get() {
+        let names: Vec<&str> = INIT_STEPS
+            .iter()
+            .chain(&join::BECOME_STEPS)
+            .copied()
+            .collect();
+        steps.report(t, &names);
+    }
     t.mark("exec");
     if let Some(h) = spec.hooks().as_ref().filter(|h| has(h.poststart())) {
         let mut s = state(pid);
@@ -324,9 +338,12 @@ fn child(
     stdio: &Stdio,
     sync: Option<&OwnedFd>,
     state: &dyn Fn(i32) -> State,
+    steps: &ChildSteps,
 ) -> Result<Infallible, String> {
     join::close_on_exec()?;
+    steps.mark();
     join::join_v1(cgroups)?;
+    steps.mark();
     for (fd, flag) in &ns.join {
         join::setns(fd, *flag).map_err(|e| format!("join the space's network: {e}"))?;
     }
@@ -334,7 +351,9 @@ fn child(
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("unshare the cgroup namespace: {e}"))?;
     }
+    steps.mark();
     let root = layout::mount_all(spec, rootfs)?;
+    steps.mark();
     if let Some(sock) = sync {
         nix::unistd::write(sock, b"h").map_err(|e| format!("ask for hooks: {e}"))?;
         let mut raw = [0u8; 4];
@@ -355,11 +374,26 @@ fn child(
         )
         .map_err(|e| format!("createContainer hooks: {e}"))?;
     }
+    steps.mark();
     layout::pivot(&root)?;
     drop(root);
+    steps.mark();
     layout::finish(spec)?;
-    join::become_process(plan, stdio)
+    steps.mark();
+    join::become_process(plan, stdio, steps)
 }
+
+/// The steps of an init's child that [`ChildSteps`] times, in order,
+/// before those of [`join::become_process`].
+const INIT_STEPS: [&str; 7] = [
+    "cloexec",
+    "cgroups",
+    "namespaces",
+    "mounts",
+    "hooks",
+    "pivot",
+    "finish",
+];
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,7 @@ use libcontainer::oci_spec::runtime::{Capabilities, Process};
 use super::proc;
 use crate::cgroups::{CgroupMode, CgroupPaths};
 use crate::proto::{ExecRequest, SandboxError};
+use crate::timing::{ChildSteps, Phases};
 
 type Res<T> = Result<T, SandboxError>;
 
@@ -283,12 +284,16 @@ pub(crate) fn spawn(
     process: &Process,
     filter: Vec<u8>,
     stdio: Stdio,
+    t: &mut Phases,
 ) -> Res<i32> {
     let plan = plan(req, process, filter)?;
     let (err_r, err_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    t.mark("plan");
+    let steps = ChildSteps::begin();
     let pid = clone_in_space(&plan, |_| {
-        let Err(e) = child(&plan, &stdio);
+        steps.forked();
+        let Err(e) = child(&plan, &stdio, &steps);
         // SAFETY: a write of a valid buffer, then the end of this child.
         unsafe {
             libc::write(err_w.as_raw_fd(), e.as_ptr().cast(), e.len());
@@ -298,8 +303,18 @@ pub(crate) fn spawn(
     drop(err_w);
     drop(stdio);
     drop(plan);
-    wait_started(pid, err_r)
+    t.mark("clone");
+    let pid = wait_started(pid, err_r)?;
+    let names: Vec<&str> = EXEC_STEPS.iter().chain(&BECOME_STEPS).copied().collect();
+    steps.report(t, &names);
+    Ok(pid)
 }
+
+/// The steps of an exec's child that [`ChildSteps`] times, in order.
+const EXEC_STEPS: [&str; 3] = ["cloexec", "cgroups", "setns"];
+
+/// The steps of [`become_process`] that [`ChildSteps`] times, in order.
+pub(super) const BECOME_STEPS: [&str; 5] = ["chdir", "privs", "stdio", "env", "seccomp"];
 
 /// Clones this (single-threaded) worker into the space's PID namespace
 /// and, on cgroup v2, into its cgroup; the child runs `child`.
@@ -441,30 +456,40 @@ const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// The child, in the space's PID namespace: everything up to `execve`.
 /// Returns only with why it failed.
-fn child(plan: &Plan, stdio: &Stdio) -> Result<Infallible, String> {
+fn child(plan: &Plan, stdio: &Stdio, steps: &ChildSteps) -> Result<Infallible, String> {
     close_on_exec()?;
+    steps.mark();
     join_v1(&plan.cgroups)?;
+    steps.mark();
     let nss = libc::CLONE_NEWNS
         | libc::CLONE_NEWNET
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP;
     setns(&plan.init, nss).map_err(|e| format!("enter the space's namespaces: {e}"))?;
-    become_process(&plan.process, stdio)
+    steps.mark();
+    become_process(&plan.process, stdio, steps)
 }
 
 /// The rest of a new process of a space, in its namespaces and cgroups:
 /// its working directory, user, groups and capabilities, stdio, signals
 /// and environment, `no_new_privs` and the space's seccomp filter, then
 /// its program. Returns only with why it failed.
-pub(super) fn become_process(plan: &ProcessPlan, stdio: &Stdio) -> Result<Infallible, String> {
+/// Its steps are marked in `steps` ([`BECOME_STEPS`]).
+pub(super) fn become_process(
+    plan: &ProcessPlan,
+    stdio: &Stdio,
+    steps: &ChildSteps,
+) -> Result<Infallible, String> {
     // As root, before the user changes (as libcontainer and runc do).
     ok(
         // SAFETY: chdir with a valid C string.
         unsafe { libc::chdir(plan.cwd.as_ptr()) } as libc::c_long,
         "chdir",
     )?;
+    steps.mark();
     drop_privileges(plan)?;
+    steps.mark();
     match stdio {
         Stdio::Piped(fds) => {
             // SAFETY: setsid has no arguments; a new session makes the
@@ -484,6 +509,7 @@ pub(super) fn become_process(plan: &ProcessPlan, stdio: &Stdio) -> Result<Infall
             connect_stdio(&[slave; 3])?;
         }
     }
+    steps.mark();
     // SAFETY: umask and sigprocmask/signal with valid arguments.
     unsafe {
         libc::umask(0o022);
@@ -503,7 +529,9 @@ pub(super) fn become_process(plan: &ProcessPlan, stdio: &Stdio) -> Result<Infall
             "no_new_privs",
         )?;
     }
+    steps.mark();
     crate::seccomp::load(&plan.filter).map_err(|e| format!("seccomp filter: {e}"))?;
+    steps.mark();
     super::executor::run(&plan.argv)
 }
 

@@ -259,9 +259,7 @@ fn start(req: &ExecRequest, stdio: super::join::Stdio) -> Res<i32> {
     let process = crate::spec::exec_process(req).map_err(|e| e.to_string())?;
     let filter = seccomp_filter(&req.bundle)?;
     t.mark("process");
-    let pid = super::join::spawn(req, &process, filter, stdio).map_err(|e| exec_failed(req, e))?;
-    t.mark("spawn");
-    Ok(pid)
+    super::join::spawn(req, &process, filter, stdio, &mut t).map_err(|e| exec_failed(req, e))
 }
 
 /// Connects to the daemon's console socket, through its directory's
