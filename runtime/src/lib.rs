@@ -18,6 +18,7 @@ pub mod host;
 pub mod image;
 mod inroot;
 pub mod network;
+mod overlay_view;
 pub mod previews;
 mod process;
 mod proto;

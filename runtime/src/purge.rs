@@ -80,7 +80,7 @@ pub(crate) fn remove_cgroup_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Kills every process under cgroup `parent`, unmounts everything mounted
-/// below `state_dir`, removes the cgroups, then deletes `remove` (usually
+/// below `state_dir` and its overlay view, removes the cgroups, then deletes `remove` (usually
 /// the state dir or its parent) if given. Best effort; never panics.
 pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     let dirs = parent_dirs(cgroup_parent);
@@ -102,6 +102,7 @@ pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     for m in mounts {
         let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
+    crate::overlay_view::remove(state_dir);
     for d in &dirs {
         for _ in 0..50 {
             let ok = subdirs(d).iter().all(|s| remove_cgroup_dir(s).is_ok());

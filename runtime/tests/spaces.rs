@@ -710,3 +710,93 @@ async fn a_tty_exec_gets_a_terminal_that_resizes() {
         .expect("code");
     assert_eq!(code, 0);
 }
+
+/// The overlay options of the mount at `target` (the super options of its
+/// `/proc/self/mountinfo` line) as name → value.
+fn overlay_options(target: &std::path::Path) -> std::collections::HashMap<String, String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == target.to_str())
+        .unwrap_or_else(|| panic!("{} is not mounted", target.display()));
+    let supers = line.split(" - ").nth(1).and_then(|r| r.split(' ').nth(2));
+    supers
+        .expect("super options")
+        .split(',')
+        .filter_map(|o| o.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Mount points in this process's mount table below `dir`.
+fn mounts_below(dir: &std::path::Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| std::path::Path::new(p).starts_with(dir) && std::path::Path::new(p) != dir)
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs root"]
+async fn overlays_name_their_layers_through_a_view_with_nothing_mounted_in_it() {
+    let Some(mut env) = TestEnv::new().await else {
+        return;
+    };
+    let a = env.space("view-a").await;
+    env.space("view-b").await;
+    let opts = overlay_options(&env.rt().rootfs_dir(&a));
+    let upper = std::path::PathBuf::from(&opts["upperdir"]);
+    let view: std::path::PathBuf = upper.components().take(4).collect();
+    assert!(
+        view.to_string_lossy()
+            .starts_with("/run/clawdspace/overlay-view-"),
+        "{opts:?}"
+    );
+    assert!(std::path::Path::new(&opts["workdir"]).starts_with(&view));
+    assert!(opts["lowerdir"]
+        .split(':')
+        .all(|l| std::path::Path::new(l).starts_with(&view)));
+    // Two spaces are mounted below the state dir; none below the view.
+    assert_eq!(mounts_below(&view), Vec::<String>::new());
+    // What the space writes is in its upper dir, by either name.
+    env.sh("view-a", "echo written > /tmp/marker").await;
+    let real = env.rt().upper_dir(&a).join("tmp/marker");
+    assert_eq!(fs::read_to_string(&real).expect("real"), "written\n");
+    assert_eq!(
+        fs::read_to_string(upper.join("tmp/marker")).expect("through the view"),
+        "written\n"
+    );
+    // The space's own mount table has no view and no state dir.
+    let inside = env.out("view-a", "cat /proc/self/mountinfo").await;
+    assert!(
+        !inside
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|p| p.starts_with("/run/clawdspace")),
+        "{inside}"
+    );
+    // A restart finds the view: the spaces keep running, no second view.
+    env.close().await;
+    env.rt = Some(env.open().await);
+    env.space("view-c").await;
+    let c = env.rt().get("view-c").expect("view-c");
+    assert_eq!(
+        overlay_options(&env.rt().rootfs_dir(&c))["upperdir"],
+        view.join("spaces")
+            .join(&c.id)
+            .join("upper")
+            .to_string_lossy()
+    );
+    assert_eq!(env.out("view-a", "cat /tmp/marker").await, "written");
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let at_view = info
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == view.to_str())
+        .count();
+    assert_eq!(at_view, 1);
+    // The test's purge (on drop) takes the view away.
+    drop(env);
+    assert!(!view.exists(), "{} left", view.display());
+}

@@ -68,7 +68,7 @@ fn make(spaces_dir: &Path) -> Result<Lean, String> {
 }
 
 /// A mount point of a `/proc/self/mountinfo` line, unescaped (`\040`…).
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

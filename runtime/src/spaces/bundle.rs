@@ -10,7 +10,7 @@ use chrono::Utc;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
 use crate::network::NetworkMode;
-use crate::proto::{CreateRequest, Reply, Request, RootfsPlan};
+use crate::proto::{CreateRequest, Reply, Request};
 use crate::quota;
 use crate::seccomp;
 use crate::spec::{build_spec, capabilities_for};
@@ -87,12 +87,7 @@ impl Runtime {
             id: space.id.clone(),
             state_root: self.inner.state_root.clone(),
             bundle: dir.clone(),
-            rootfs: RootfsPlan {
-                lowers: space.layers.clone(),
-                upper: dir.join("upper"),
-                work: dir.join("work"),
-                target: dir.join("rootfs"),
-            },
+            rootfs: self.rootfs_plan(&space),
             workdir: space.user.workdir.clone(),
             uid: space.user.uid,
             gid: space.user.gid,

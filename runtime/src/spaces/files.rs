@@ -26,7 +26,6 @@ use nix::sys::stat::{fstat, fstatat, FileStat, Mode};
 
 use crate::error::{Error, Result};
 use crate::inroot::{open_beneath, Resolve, Root};
-use crate::proto::RootfsPlan;
 use crate::store::SpaceStatus;
 
 use super::volumes::WORKSPACE;
@@ -245,13 +244,7 @@ impl Runtime {
         if self.is_rootfs_mounted(&space) {
             return Ok(());
         }
-        let dir = self.space_dir(&space);
-        let plan = RootfsPlan {
-            lowers: space.layers.clone(),
-            upper: dir.join("upper"),
-            work: dir.join("work"),
-            target: dir.join("rootfs"),
-        };
+        let plan = self.rootfs_plan(&space);
         tokio::task::spawn_blocking(move || crate::sandbox::rootfs::mount_overlay(&plan))
             .await
             .map_err(|e| Error::Container(format!("mount task: {e}")))?

@@ -25,6 +25,8 @@ use crate::fsutil::write_atomic;
 use crate::gpu::Passthrough;
 use crate::image::{ImageStore, Puller};
 use crate::network::Network;
+use crate::overlay_view::OverlayView;
+use crate::proto::RootfsPlan;
 use crate::quota;
 use crate::seccomp;
 use crate::spec::capabilities_for;
@@ -101,6 +103,8 @@ pub(super) struct Inner {
     shrunk: std::sync::atomic::AtomicBool,
     /// Destroyed spaces' cgroups, removed off the request path.
     retired: retired::Retired,
+    /// The state dir's second path that overlays name their layers by.
+    view: OverlayView,
     /// Exclusive lock on the state dir: one runtime per state dir.
     _lock: nix::fcntl::Flock<fs::File>,
 }
@@ -169,6 +173,7 @@ impl Runtime {
             images,
             store,
             net,
+            view,
         } = prepared;
         let state = config.state_dir.clone();
         let rt = Runtime {
@@ -192,6 +197,7 @@ impl Runtime {
                 shrunk: Default::default(),
                 retired: retired::Retired::new(&state),
                 config,
+                view,
                 _lock: lock,
             }),
         };
@@ -327,6 +333,20 @@ impl Runtime {
         self.inner.store.space_dir(&space.id).join("rootfs")
     }
 
+    /// The overlay of a space: its image's layers and its own upper and
+    /// work dirs, named through the state dir's view, mounted at its
+    /// rootfs dir.
+    fn rootfs_plan(&self, space: &Space) -> RootfsPlan {
+        let dir = self.space_dir(space);
+        let view = &self.inner.view;
+        RootfsPlan {
+            lowers: space.layers.iter().map(|l| view.path(l)).collect(),
+            upper: view.path(&dir.join("upper")),
+            work: view.path(&dir.join("work")),
+            target: dir.join("rootfs"),
+        }
+    }
+
     /// Packets and bytes a space's egress rules dropped (its blocked
     /// networks, and with `allowDomains` everything not allowed; counted
     /// since its policy was last written, i.e. its start or the daemon's).
@@ -379,6 +399,7 @@ struct Prepared {
     images: ImageStore,
     store: Store,
     net: Network,
+    view: OverlayView,
 }
 
 /// Makes the state directory ready (root only, init binary, lock) and opens
@@ -413,6 +434,7 @@ fn prepare_state(config: &mut RuntimeConfig) -> Result<Prepared> {
     volumes::clean_trash(&state.join("volumes"));
     config.default_disk = quota::usable_default(config.default_disk, store.dir());
     let net = Network::new(config.network.clone(), state)?;
+    let view = OverlayView::open(state);
     Ok(Prepared {
         init_path,
         lock,
@@ -420,6 +442,7 @@ fn prepare_state(config: &mut RuntimeConfig) -> Result<Prepared> {
         images,
         store,
         net,
+        view,
     })
 }
 
