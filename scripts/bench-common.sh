@@ -10,7 +10,8 @@
 #   bench_kill_cgroups CG..  thaws and SIGKILLs every process in these cgroups
 #                            (absolute paths below the root, every hierarchy)
 #   bench_remove_cgroups CG.. removes them (and their children)
-#   bench_unmount_under DIR  lazily unmounts everything mounted below DIR
+#   bench_unmount_under DIR  lazily unmounts everything mounted below DIR, and
+#                            the overlay views of state dirs there
 #   bench_load, bench_io     the load average and the I/O pressure now
 #   bench_source_state REPO [BINARY]  the commit, noting uncommitted changes
 #                            and sources newer than BINARY
@@ -66,11 +67,21 @@ bench_remove_cgroups() {
 }
 
 bench_unmount_under() {
-    local m
+    local m v d
     awk -v p="$1/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
         while read -r m; do
             umount -l "$m" 2>/dev/null && echo "cleanup: unmounted $m" >&2
         done
+    # The overlay views of state dirs below $1 (the same directory as one).
+    for v in /run/clawdspace/overlay-view-*; do
+        [[ -d $v ]] || continue
+        while read -r d; do
+            if [[ $v -ef $d ]]; then
+                umount -l "$v" 2>/dev/null && rmdir "$v" && echo "cleanup: unmounted $v" >&2
+                break
+            fi
+        done < <(find "$1" -maxdepth 3 -type d 2>/dev/null)
+    done
     return 0
 }
 

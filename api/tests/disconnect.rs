@@ -54,11 +54,15 @@ fn dir_names(d: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Space ids per cgroup hierarchy holding the daemon's parent cgroup.
+/// Space ids per cgroup hierarchy holding the daemon's parent cgroup (but
+/// v1 `cpuset`: spaces that pin no CPUs share their parent's group there).
 fn cgroup_ids(parent: &str) -> Vec<(String, BTreeSet<String>)> {
     let rel = parent.trim_start_matches('/');
     let mut out = Vec::new();
     for ctrl in dir_names(Path::new("/sys/fs/cgroup")) {
+        if ctrl == "cpuset" {
+            continue;
+        }
         let dir = Path::new("/sys/fs/cgroup").join(&ctrl).join(rel);
         if dir.is_dir() {
             out.push((ctrl, short_ids(dir_names(&dir))));

@@ -28,6 +28,26 @@ async fn limits_are_written_to_the_cgroup_and_visible_inside() {
         .out("limits", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max")
         .await;
     assert_eq!(inside, (64u64 << 20).to_string());
+    // v1: a space that pins no CPUs shares its parent's cpuset group (no
+    // group of its own), with every CPU its parent has.
+    let init = s.init_pid.expect("init");
+    let groups = fs::read_to_string(format!("/proc/{init}/cgroup")).expect("cgroup");
+    if let Some(line) = groups
+        .lines()
+        .find(|l| l.split(':').nth(1) == Some("cpuset"))
+    {
+        assert_eq!(
+            line.rsplit(':').next(),
+            Some(env.cgroup_parent.as_str()),
+            "{groups}"
+        );
+        let parent = format!("/sys/fs/cgroup/cpuset{}", env.cgroup_parent);
+        assert_eq!(
+            fs::read_to_string(format!("{parent}/cpuset.cpus")).expect("cpus"),
+            fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").expect("root cpus")
+        );
+        assert!(!std::path::Path::new(&format!("{parent}/{}", s.id)).exists());
+    }
     assert_eq!(env.out("limits", "hostname").await, "limits");
     assert_eq!(
         env.out("limits", "id -u; pwd; echo $HOME").await,
@@ -593,11 +613,7 @@ async fn failed_create_leaves_nothing_and_the_name_stays_free() {
         0,
         "no leftovers"
     );
-    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    assert!(
-        !mounts.contains(env.dir.to_str().expect("utf8")),
-        "no mounts"
-    );
+    assert_eq!(mounts_below(&env.dir), Vec::<String>::new(), "no mounts");
     rt.create(req(IMAGE))
         .await
         .expect("retry with a good image");

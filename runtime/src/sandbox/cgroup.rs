@@ -108,9 +108,22 @@ pub(super) fn prepare(spec: &Spec, path: &str) -> Res<CgroupJoin> {
     }
     let mut tasks = Vec::new();
     for ctrl in mounted_v1() {
-        let dir = paths.dir(ctrl);
+        let mut dir = paths.dir(ctrl);
         if *ctrl == "cpuset" {
-            inherit_cpuset(Path::new(CGROUP_ROOT).join(ctrl), path)?;
+            let mount = Path::new(CGROUP_ROOT).join(ctrl);
+            match shared_cpuset(path, &resources) {
+                // Unpinned: the parent's group, which every such space
+                // shares (a group of its own would have the same CPUs).
+                Some(parent) => {
+                    inherit_cpuset(mount, parent)?;
+                    dir = paths
+                        .dir(ctrl)
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or(dir);
+                }
+                None => inherit_cpuset(mount, path)?,
+            }
         } else {
             fs::create_dir_all(&dir).map_err(io("create cgroup", &dir))?;
         }
@@ -262,6 +275,20 @@ fn make_dir(dir: &Path) -> Res<()> {
     }
 }
 
+/// The v1 cpuset group a space at cgroup `path` shares when its
+/// `resources` pin no CPUs or memory nodes: its parent (`None`: it gets a
+/// group of its own). A group of its own would hold the parent's CPUs and
+/// nodes anyway, and making one makes the kernel look at every sibling
+/// group (`cpuset_css_online`: 0.2 ms of a create with 500 spaces, `perf`).
+fn shared_cpuset<'a>(path: &'a str, resources: &LinuxResources) -> Option<&'a str> {
+    let pinned = resources
+        .cpu()
+        .as_ref()
+        .is_some_and(|c| c.cpus().is_some() || c.mems().is_some());
+    let parent = path.rsplit_once('/')?.0;
+    (!pinned && !parent.is_empty()).then_some(parent)
+}
+
 /// A new v1 cpuset group has no CPUs and no memory nodes, and no task may
 /// join it until it has: each level of `path` below `mount` is made with
 /// its parent's (as libcgroups copies them before a `cgroup.procs` write).
@@ -296,4 +323,38 @@ fn inherit_cpuset(mount: PathBuf, path: &str) -> Res<()> {
         parent = dir;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libcontainer::oci_spec::runtime::{LinuxCpuBuilder, LinuxResourcesBuilder};
+
+    #[test]
+    fn unpinned_spaces_share_their_parents_cpuset() {
+        let quota = LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(100_000i64)
+                    .build()
+                    .expect("cpu"),
+            )
+            .build()
+            .expect("resources");
+        assert_eq!(
+            shared_cpuset("/clawdspace/abc", &quota),
+            Some("/clawdspace")
+        );
+        assert_eq!(
+            shared_cpuset("/a/b/abc", &LinuxResources::default()),
+            Some("/a/b")
+        );
+        // At the top level there is no parent group to share.
+        assert_eq!(shared_cpuset("/abc", &quota), None);
+        let pinned = LinuxResourcesBuilder::default()
+            .cpu(LinuxCpuBuilder::default().cpus("0").build().expect("cpu"))
+            .build()
+            .expect("resources");
+        assert_eq!(shared_cpuset("/clawdspace/abc", &pinned), None);
+    }
 }
