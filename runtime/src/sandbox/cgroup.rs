@@ -218,7 +218,15 @@ fn v1_limits(paths: &CgroupPaths, r: &LinuxResources) -> Option<Res<()>> {
             write("memory", "memory.oom_control", "0".into())?;
         }
         if let Some(c) = r.cpu() {
-            if let Some(period) = c.period().filter(|p| *p != 0) {
+            // Each write walks every task group of the host to check the
+            // bandwidth (`tg_set_cfs_bandwidth`): none when the period is
+            // already what it must be (a new group's default, 100 ms).
+            let period_file = paths.dir("cpu").join("cpu.cfs_period_us");
+            let current = fs::read_to_string(&period_file).ok();
+            if let Some(period) = c
+                .period()
+                .filter(|p| *p != 0 && current.as_deref().map(str::trim) != Some(&p.to_string()))
+            {
                 write("cpu", "cpu.cfs_period_us", period.to_string())?;
             }
             if let Some(quota) = c.quota().filter(|q| *q != 0) {
