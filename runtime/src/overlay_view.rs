@@ -287,14 +287,20 @@ mod tests {
         assert!(view_dir(Path::new("/a")).starts_with(VIEWS_DIR));
     }
 
-    /// Unmounts what a test mounted, even when it fails.
+    /// Unmounts what a test mounted (last first, views included), even
+    /// when it fails.
     struct Unmount(Vec<PathBuf>, PathBuf);
 
     impl Drop for Unmount {
         fn drop(&mut self) {
             remove(&self.1);
             for p in self.0.iter().rev() {
-                let _ = umount2(p, MntFlags::MNT_DETACH);
+                if crate::sandbox::rootfs::is_mounted(p) {
+                    let _ = umount2(p, MntFlags::MNT_DETACH);
+                }
+                if p.starts_with(VIEWS_DIR) {
+                    let _ = fs::remove_dir(p);
+                }
             }
         }
     }
@@ -326,11 +332,12 @@ mod tests {
         fs::create_dir_all(state.join("images/layers")).expect("dirs");
         fs::write(state.join("images/layers/file"), "layer").expect("file");
         let (spaces, late) = (state.join("spaces"), state.join("images/late"));
-        let _guard = Unmount(vec![spaces.clone(), late.clone()], tmp.path().to_path_buf());
+        let mut guard = Unmount(vec![spaces.clone(), late.clone()], tmp.path().to_path_buf());
         // `spaces` on a file system of its own: not named through the view.
         tmpfs(&spaces);
         let v = OverlayView::open(&state);
         let (dir, parts) = v.view.clone().expect("a view");
+        guard.0.push(dir.clone());
         assert_eq!(parts, vec!["images"]);
         let layer = v.path(&state.join("images/layers/file"));
         assert!(layer.starts_with(&dir), "{}", layer.display());
@@ -356,5 +363,25 @@ mod tests {
         remove(tmp.path());
         assert_eq!(mounted_at(&dir), 0);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_purge_removes_the_view_of_a_state_dir_that_is_a_mount() {
+        let tmp = tempfile::tempdir_in("/var/tmp").expect("tmp");
+        let state = tmp.path().join("state");
+        let mut guard = Unmount(vec![state.clone()], tmp.path().to_path_buf());
+        tmpfs(&state);
+        fs::create_dir_all(state.join("spaces")).expect("spaces");
+        let v = OverlayView::open(&state);
+        let (dir, parts) = v.view.expect("a view");
+        guard.0.push(dir.clone());
+        assert_eq!(parts, vec!["spaces"]);
+        // The purge unmounts the state dir's own mount too: the view must
+        // go first, while it can still be told whose it is.
+        crate::purge::purge(tmp.path(), "/clawdspace-test-no-such-parent", None);
+        assert_eq!(mounted_at(&dir), 0);
+        assert!(!dir.exists());
+        assert!(!crate::sandbox::rootfs::is_mounted(&state));
     }
 }

@@ -91,6 +91,9 @@ pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     }
     std::thread::sleep(Duration::from_millis(100));
     crate::network::purge(state_dir);
+    // The views first: one of a state dir that is a mount of its own is
+    // found through that mount.
+    crate::overlay_view::remove(state_dir);
     let prefix = state_dir.to_string_lossy().to_string();
     let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -102,7 +105,6 @@ pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     for m in mounts {
         let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
-    crate::overlay_view::remove(state_dir);
     for d in &dirs {
         for _ in 0..50 {
             let ok = subdirs(d).iter().all(|s| remove_cgroup_dir(s).is_ok());
