@@ -55,23 +55,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Mount points strictly below `dir` in this process's mount table.
-fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(crate::sandbox::mountns::unescape(p)))
-        .filter(|p| p.starts_with(dir) && p != dir)
-        .collect()
+/// Whether something is mounted strictly below `dir`.
+fn mounts_below(dir: &Path) -> bool {
+    crate::sandbox::mountns::mount_points_under(dir)
+        .iter()
+        .any(|p| p != dir)
 }
 
 /// Makes (or finds) the view of `state` (canonical) at `dir`.
 fn make(state: &Path, dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
     let usable = |dir: &Path| {
-        crate::sandbox::rootfs::is_mounted(dir)
-            && same_file(dir, state)
-            && mounts_below(dir).is_empty()
+        crate::sandbox::rootfs::is_mounted(dir) && same_file(dir, state) && !mounts_below(dir)
     };
     if crate::sandbox::rootfs::is_mounted(dir) {
         if usable(dir) {
@@ -154,11 +149,15 @@ impl OverlayView {
             let Ok(rel) = path.strip_prefix(state) else {
                 continue;
             };
+            // Plain names only: a `..` would lead out of the view.
+            let plain = rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
             let shown = rel
                 .components()
                 .next()
                 .is_some_and(|c| parts.iter().any(|p| c.as_os_str() == *p));
-            if shown {
+            if plain && shown {
                 return dir.join(rel);
             }
         }
@@ -230,6 +229,8 @@ mod tests {
                 "/run/v/images/layers/sha256/ab",
             ),
             ("/s/spacesx/a", "/s/spacesx/a"),
+            ("/s/images/../../etc", "/s/images/../../etc"),
+            ("/s/spaces/./a", "/run/v/spaces/a"),
             ("/s/bin/init", "/s/bin/init"),
             ("/other/layers/x", "/other/layers/x"),
             ("/s", "/s"),
@@ -347,14 +348,14 @@ mod tests {
         );
         let upper = state.join("spaces/a/upper");
         assert_eq!(v.path(&upper), upper);
-        assert!(mounts_below(&dir).is_empty());
+        assert!(!mounts_below(&dir));
         // A mount made below the state dir afterwards is not in the view.
         tmpfs(&late);
         assert!(crate::sandbox::rootfs::is_mounted(&late));
         assert!(!crate::sandbox::rootfs::is_mounted(
             &dir.join("images/late")
         ));
-        assert!(mounts_below(&dir).is_empty());
+        assert!(!mounts_below(&dir));
         // Opened again (a restart): the same view, no second mount.
         let again = OverlayView::open(&state);
         assert_eq!(again.view.map(|(d, _)| d), Some(dir.clone()));

@@ -80,8 +80,9 @@ pub(crate) fn remove_cgroup_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Kills every process under cgroup `parent`, unmounts everything mounted
-/// below `state_dir` and its overlay view, removes the cgroups, then deletes `remove` (usually
-/// the state dir or its parent) if given. Best effort; never panics.
+/// at or below `state_dir` and its overlay view, removes the cgroups, then
+/// deletes `remove` (usually the state dir or its parent) if given. Best
+/// effort; never panics.
 pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     let dirs = parent_dirs(cgroup_parent);
     for d in &dirs {
@@ -94,16 +95,8 @@ pub fn purge(state_dir: &Path, cgroup_parent: &str, remove: Option<&Path>) {
     // The views first: one of a state dir that is a mount of its own is
     // found through that mount.
     crate::overlay_view::remove(state_dir);
-    let prefix = state_dir.to_string_lossy().to_string();
-    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(String::from))
-        .filter(|m| m.starts_with(&prefix))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in mounts {
-        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    for m in crate::sandbox::mountns::mount_points_under(state_dir) {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
     }
     for d in &dirs {
         for _ in 0..50 {

@@ -151,20 +151,23 @@ impl ChildSteps {
     /// part of `t` named `c_<name>`, after `c_fork` (up to the child's first
     /// instruction) and before `c_exec` (from the last step until now).
     /// Nothing when a step was not reached.
-    pub(crate) fn report(&self, t: &mut Phases, names: &[&str]) {
-        if self.page.is_null() || names.len() >= CHILD_SLOTS {
+    pub(crate) fn report<'a>(&self, t: &mut Phases, names: impl IntoIterator<Item = &'a str>) {
+        if self.page.is_null() {
             return;
         }
         let end = now_ns();
         let mut last = self.forked;
-        let mut parts = Vec::with_capacity(names.len() + 2);
-        for (slot, name) in std::iter::once(&"fork").chain(names).enumerate() {
+        let mut parts = Vec::with_capacity(CHILD_SLOTS);
+        for (slot, name) in std::iter::once("fork").chain(names).enumerate() {
+            if slot >= CHILD_SLOTS {
+                return;
+            }
             // SAFETY: within the shared page; the child has finished.
             let at = unsafe { self.page.add(slot).read_volatile() };
             if at < last {
                 return;
             }
-            parts.push((*name, at - last));
+            parts.push((name, at - last));
             last = at;
         }
         parts.push(("exec", end.saturating_sub(last)));
@@ -223,7 +226,7 @@ mod tests {
             let mut t = Phases::new("test");
             let steps = ChildSteps::begin();
             child_steps(&steps, 2, 5);
-            steps.report(&mut t, &["first", "second"]);
+            steps.report(&mut t, ["first", "second"]);
             for name in ["c_fork", "c_first", "c_second", "c_exec"] {
                 assert!(part(&t, name).is_some(), "{name} in {:?}", t.parts);
             }
@@ -233,7 +236,7 @@ mod tests {
             let mut t = Phases::new("test");
             let steps = ChildSteps::begin();
             child_steps(&steps, 1, 0);
-            steps.report(&mut t, &["first", "second"]);
+            steps.report(&mut t, ["first", "second"]);
             assert!(t.parts.is_empty(), "{:?}", t.parts);
         });
     }
@@ -243,7 +246,7 @@ mod tests {
         let steps = ChildSteps::begin();
         assert!(steps.page.is_null());
         let mut t = Phases::new("test");
-        steps.report(&mut t, &["first"]);
+        steps.report(&mut t, ["first"]);
         assert!(t.parts.is_empty());
     }
 }

@@ -730,11 +730,7 @@ async fn a_tty_exec_gets_a_terminal_that_resizes() {
 /// The overlay options of the mount at `target` (the super options of its
 /// `/proc/self/mountinfo` line) as name → value.
 fn overlay_options(target: &std::path::Path) -> std::collections::HashMap<String, String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let line = info
-        .lines()
-        .find(|l| l.split(' ').nth(4) == target.to_str())
-        .unwrap_or_else(|| panic!("{} is not mounted", target.display()));
+    let line = common::mountinfo_line(target);
     let supers = line.split(" - ").nth(1).and_then(|r| r.split(' ').nth(2));
     supers
         .expect("super options")

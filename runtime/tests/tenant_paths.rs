@@ -297,14 +297,10 @@ fn id_as_nobody(path: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// The per-mount options of the mount at `target`.
 fn mount_options(target: &Path) -> String {
-    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let t = target.to_string_lossy();
-    info.lines()
-        .find(|l| l.split(' ').nth(4) == Some(&t))
-        .and_then(|l| l.split(' ').nth(5))
-        .unwrap_or_else(|| panic!("{t} is not mounted"))
-        .to_string()
+    let line = common::mountinfo_line(target);
+    line.split(' ').nth(5).unwrap_or_default().to_string()
 }
 
 #[tokio::test]

@@ -281,12 +281,7 @@ fn spawn(
     }
     let pid = join::wait_started(pid, err_r)?;
     if let Some(steps) = steps.get() {
-        let names: Vec<&str> = INIT_STEPS
-            .iter()
-            .chain(&join::BECOME_STEPS)
-            .copied()
-            .collect();
-        steps.report(t, &names);
+        steps.report(t, INIT_STEPS.into_iter().chain(join::BECOME_STEPS));
     }
     t.mark("exec");
     if let Some(h) = spec.hooks().as_ref().filter(|h| has(h.poststart())) {

@@ -110,20 +110,10 @@ pub(super) fn prepare(spec: &Spec, path: &str) -> Res<CgroupJoin> {
     for ctrl in mounted_v1() {
         let mut dir = paths.dir(ctrl);
         if *ctrl == "cpuset" {
-            let mount = Path::new(CGROUP_ROOT).join(ctrl);
-            match shared_cpuset(path, &resources) {
-                // Unpinned: the parent's group, which every such space
-                // shares (a group of its own would have the same CPUs).
-                Some(parent) => {
-                    inherit_cpuset(mount, parent)?;
-                    dir = paths
-                        .dir(ctrl)
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or(dir);
-                }
-                None => inherit_cpuset(mount, path)?,
-            }
+            // Unpinned: the parent's group, which every such space shares.
+            let group = shared_cpuset(path, &resources).unwrap_or(path);
+            inherit_cpuset(Path::new(CGROUP_ROOT).join(ctrl), group)?;
+            dir = CgroupPaths::new(CgroupMode::detect(), group).dir(ctrl);
         } else {
             fs::create_dir_all(&dir).map_err(io("create cgroup", &dir))?;
         }

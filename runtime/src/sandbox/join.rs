@@ -305,8 +305,7 @@ pub(crate) fn spawn(
     drop(plan);
     t.mark("clone");
     let pid = wait_started(pid, err_r)?;
-    let names: Vec<&str> = EXEC_STEPS.iter().chain(&BECOME_STEPS).copied().collect();
-    steps.report(t, &names);
+    steps.report(t, EXEC_STEPS.into_iter().chain(BECOME_STEPS));
     Ok(pid)
 }
 

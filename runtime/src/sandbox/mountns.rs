@@ -90,6 +90,20 @@ pub(crate) fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The mount points in this process's mount table at or below `dir`
+/// (whole components: `/s` is not below `/s2`), deepest first.
+pub(crate) fn mount_points_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points
+}
+
 /// Mounts in `mountinfo` to detach: everything strictly below `spaces_dir`
 /// (rootfs overlays) and every `nsfs` mount (network namespaces), deepest
 /// first.

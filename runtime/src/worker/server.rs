@@ -4,7 +4,7 @@
 //! ends when the runtime's end of the socket closes (daemon exit or crash);
 //! spaces live on.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -57,16 +57,16 @@ extern "C" fn on_sigchld(_: libc::c_int) {
     }
 }
 
-/// The processes this worker started and still watches (pid → whether
-/// its exit is reported), and how the loop learns that children ended: a
-/// `SIGCHLD` handler writes to a pipe in the loop's epoll set. No
-/// descriptor per child: each one would be copied into every process the
-/// worker forks and closed again at its `execve` (0.25 ms of a create or
-/// an exec with 125 spaces per worker, `perf`).
+/// The exec'd processes whose exits this worker reports, and how the loop
+/// learns that children ended: a `SIGCHLD` handler writes to a pipe in the
+/// loop's epoll set. Every child (space inits too) is reaped; none is held
+/// by a descriptor: each would be copied into every process the worker
+/// forks and closed again at its `execve` (0.25 ms of a create or an exec
+/// with 125 spaces per worker, `perf`).
 struct Watched {
     epoll: Epoll,
     chld: OwnedFd,
-    children: HashMap<i32, bool>,
+    reported: HashSet<i32>,
 }
 
 impl Watched {
@@ -92,7 +92,7 @@ impl Watched {
         Ok(Watched {
             epoll,
             chld: r,
-            children: HashMap::new(),
+            reported: HashSet::new(),
         })
     }
 
@@ -110,7 +110,7 @@ impl Watched {
                     _ => continue,
                 },
             };
-            if self.children.remove(&pid) == Some(true) {
+            if self.reported.remove(&pid) {
                 send(sock, &Message::Exited { pid, code });
             }
         }
@@ -182,20 +182,12 @@ fn die_if_asked(fault: Option<&std::path::Path>) {
     }
 }
 
-/// Watches `pid`, a child of this worker; `report`: its exit is sent.
-fn watch(w: &mut Watched, pid: i32, report: bool) {
-    w.children.insert(pid, report);
-}
-
 fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut Watched, sock: RawFd) -> Reply {
     let failed = |error: SandboxError| Reply::Failed { error };
     match req {
         Request::Create(r) => match lifecycle::create(&r) {
-            Ok((pid, start_time)) => {
-                // We are the init's parent: reap it when it dies.
-                watch(children, pid, false);
-                Reply::Created { pid, start_time }
-            }
+            // We are the init's parent: reaped with the others when it dies.
+            Ok((pid, start_time)) => Reply::Created { pid, start_time },
             Err(e) => failed(e),
         },
         Request::Exec(r) if r.tty.is_some() => {
@@ -205,7 +197,7 @@ fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut Watched, sock: RawFd) 
                 .map_or(Err("no tty".into()), |t| lifecycle::exec_tty(&r, t));
             match result {
                 Ok(pid) => {
-                    watch(children, pid, true);
+                    children.reported.insert(pid);
                     Reply::Spawned { pid }
                 }
                 Err(e) => failed(e),
@@ -218,7 +210,7 @@ fn handle(req: Request, fds: Vec<OwnedFd>, children: &mut Watched, sock: RawFd) 
             };
             match lifecycle::exec(&r, i, o, e) {
                 Ok(pid) => {
-                    watch(children, pid, true);
+                    children.reported.insert(pid);
                     Reply::Spawned { pid }
                 }
                 Err(e) => failed(e),

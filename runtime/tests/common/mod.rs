@@ -202,6 +202,17 @@ impl Drop for TestEnv {
     }
 }
 
+/// The `/proc/self/mountinfo` line of the mount at `target` (panics when
+/// nothing is mounted there).
+pub fn mountinfo_line(target: &Path) -> String {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let t = target.to_string_lossy();
+    info.lines()
+        .find(|l| l.split(' ').nth(4) == Some(&t))
+        .unwrap_or_else(|| panic!("{t} is not mounted"))
+        .to_string()
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = std::time::Instant::now() + timeout;
