@@ -241,9 +241,7 @@ impl Runtime {
             return; // the running task sees it
         }
         // Tracked: closing waits for it (and so frees the state dir).
-        let (rt, guard) = (self.clone(), self.inner.background.track());
-        tokio::task::spawn_blocking(move || loop {
-            let _guard = &guard;
+        let started = self.in_background("emptying the trash", |rt| loop {
             let seen = rt.inner.discarded.load(Ordering::Acquire);
             rt.inner.store.empty_trash();
             let done =
@@ -254,6 +252,10 @@ impl Runtime {
                 return;
             }
         });
+        if started.is_none() {
+            // The next destroy tries again.
+            self.inner.discarded.store(0, Ordering::Release);
+        }
     }
 
     /// Hands the heap's free memory back to the system once spaces were
@@ -277,11 +279,10 @@ impl Runtime {
     }
 
     /// Makes spare network namespaces in the background, off the request
-    /// that took one (see [`Network::fill_spares`]).
+    /// that took one (see [`Network::fill_spares`]); the housekeeping
+    /// retries if it cannot start.
     fn refill_spares(&self) {
-        let (rt, guard) = (self.clone(), self.inner.background.track());
-        tokio::task::spawn_blocking(move || {
-            let _guard = guard;
+        self.in_background("a spare network namespace", |rt| {
             if let Err(e) = rt.inner.net.fill_spares() {
                 tracing::warn!("making a spare network namespace: {e}");
             }

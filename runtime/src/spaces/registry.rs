@@ -132,15 +132,18 @@ impl Runtime {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 let rt = Runtime { inner };
-                let _ = tokio::task::spawn_blocking(move || {
+                let done = rt.in_background("the housekeeping", |rt| {
                     rt.flush();
                     if let Err(e) = rt.inner.net.tidy() {
                         tracing::warn!("network housekeeping: {e}");
                     }
                     rt.give_back_memory();
                     rt.remove_retired_cgroups(false);
-                })
-                .await;
+                });
+                drop(rt);
+                if let Some(done) = done {
+                    let _ = done.await;
+                }
             }
         });
     }
