@@ -1,6 +1,6 @@
 //! Process helpers that depend on nothing else in the crate: killing a
-//! process group and sizing a terminal (used by exec, the worker pool and
-//! the sandbox).
+//! process group, sizing a terminal (used by exec, the worker pool and
+//! the sandbox) and threads' CPU priority.
 
 /// `TIOCSWINSZ` on a PTY master (or, in an exec'd process, its terminal).
 pub fn set_winsize(fd: impl std::os::fd::AsFd, cols: u16, rows: u16) {
@@ -13,6 +13,22 @@ pub fn set_winsize(fd: impl std::os::fd::AsFd, cols: u16, rows: u16) {
     };
     // SAFETY: TIOCSWINSZ reads one `winsize` from a valid pointer.
     unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+/// The id of the calling thread.
+pub fn thread_id() -> libc::pid_t {
+    // SAFETY: gettid has no arguments.
+    unsafe { libc::gettid() }
+}
+
+/// Sets the nice value of thread `tid` (Linux keeps one per thread; threads
+/// it starts later inherit it). Raising a priority needs CAP_SYS_NICE.
+pub fn set_thread_nice(tid: libc::pid_t, nice: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: setpriority with integer arguments.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// SIGKILLs the process group led by `pid`, and `pid` itself.

@@ -30,7 +30,9 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use serde::{Deserialize, Serialize};
@@ -192,7 +194,20 @@ pub struct Network {
     /// in [`RETIRING_FILE`] too, so a daemon killed meanwhile removes the
     /// policies at its next start.
     retiring: Mutex<Vec<(String, Ipv4Addr)>>,
+    /// Threads making a spare now (their ids): a create that waits for
+    /// one brings them back to the usual priority. Changed with `pool`
+    /// held.
+    makers: Mutex<Vec<libc::pid_t>>,
+    /// Notified, with `pool` held, when a spare's making ends.
+    spare_made: Condvar,
+    /// Creates waiting for a spare being made; changed with `pool` held.
+    spare_waiters: AtomicUsize,
 }
+
+/// The longest a networked create waits for a spare being made (see
+/// [`Network::take_spare`]) before it makes its own namespace: the rest of
+/// the maker's work takes a few milliseconds; this is for one held up.
+const SPARE_WAIT: Duration = Duration::from_millis(250);
 
 /// The file, in the state dir, of the ids whose policies are still to go.
 const RETIRING_FILE: &str = "network-retiring";
@@ -244,6 +259,9 @@ impl Network {
             published: Mutex::default(),
             answerers: Mutex::new(Default::default()),
             retiring: Mutex::default(),
+            makers: Mutex::default(),
+            spare_made: Condvar::new(),
+            spare_waiters: AtomicUsize::new(0),
             cfg,
             state_dir: state_dir.to_path_buf(),
         })
@@ -344,6 +362,10 @@ impl Network {
         let spares = pool.spare_ids();
         held.retain(|_, id| !spares.contains(id));
         held
+    }
+
+    fn makers(&self) -> std::sync::MutexGuard<'_, Vec<libc::pid_t>> {
+        self.makers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn bridge_state(&self) -> std::sync::MutexGuard<'_, BridgeState> {
@@ -524,6 +546,7 @@ impl Network {
     /// ([`Network::take_spare`]) only adds its policy. Blocking; runs
     /// after a create took one and at the housekeeping.
     pub fn fill_spares(&self) -> Result<()> {
+        let tid = crate::process::thread_id();
         loop {
             let (id, addr) = {
                 let mut pool = self.pool();
@@ -542,6 +565,7 @@ impl Network {
                     pool.release(&id);
                     return Err(e);
                 }
+                self.makers().push(tid);
                 (id, addr)
             };
             // Made without the pool's lock: creates and destroys go on.
@@ -551,6 +575,8 @@ impl Network {
                 .and_then(|()| netns::create(&id, &self.cfg, addr));
             t.mark("made");
             let mut pool = self.pool();
+            self.makers().retain(|m| *m != tid);
+            self.spare_made.notify_all();
             if made.is_ok() && pool.ready(&id) {
                 continue;
             }
@@ -574,8 +600,34 @@ impl Network {
 
     /// Hands a spare (its id and address, its namespace ready) to a new
     /// networked space, which takes its id; None when there is none.
+    /// Spares are made at a lower priority (in the background). When none
+    /// is ready but one is being made that no other create waits for, its
+    /// maker is brought back to the usual priority and waited for (at most
+    /// [`SPARE_WAIT`]): what is left of its work is less than a namespace
+    /// of the create's own, made beside it, which back-to-back creates
+    /// would otherwise pay for. Blocking.
     pub fn take_spare(&self) -> Option<(String, Ipv4Addr)> {
-        self.pool().take_spare()
+        let mut pool = self.pool();
+        let awaited = pool.pending_spares().to_vec();
+        let waiters = self.spare_waiters.load(Ordering::Acquire);
+        if !pool.spares().is_empty() || awaited.len() <= waiters {
+            return pool.take_spare();
+        }
+        self.spare_waiters.fetch_add(1, Ordering::AcqRel);
+        for &tid in self.makers().iter() {
+            if let Err(e) = crate::process::set_thread_nice(tid, 0) {
+                tracing::debug!("raising a spare maker's priority: {e}");
+            }
+        }
+        let making = |p: &mut Pool| {
+            p.spares().is_empty() && awaited.iter().any(|id| p.pending_spares().contains(id))
+        };
+        pool = match self.spare_made.wait_timeout_while(pool, SPARE_WAIT, making) {
+            Ok((p, _)) => p,
+            Err(p) => p.into_inner().0,
+        };
+        self.spare_waiters.fetch_sub(1, Ordering::AcqRel);
+        pool.take_spare()
     }
 
     /// Housekeeping (the runtime calls this every second): takes the
@@ -1031,6 +1083,73 @@ pub fn purge(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A network whose pool has spare "s1" being made by this thread.
+    fn making_one(dir: &Path) -> Network {
+        let net = Network::new(NetworkConfig::default(), dir).expect("network");
+        let mut pool = net.pool();
+        pool.add_spare("s1").expect("address");
+        net.makers().push(crate::process::thread_id());
+        drop(pool);
+        net
+    }
+
+    /// Marks spare `id` made after `ms`, as its maker does.
+    fn made_after(net: &Network, id: &str, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+        let mut pool = net.pool();
+        net.makers().clear();
+        net.spare_made.notify_all();
+        assert!(pool.ready(id));
+    }
+
+    #[test]
+    fn a_create_waits_for_the_spare_being_made_and_a_second_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = making_one(dir.path());
+        std::thread::scope(|s| {
+            s.spawn(|| made_after(&net, "s1", 150));
+            let first = s.spawn(|| net.take_spare());
+            // The second create finds one spare being made, one create
+            // waiting for it: it makes its own at once.
+            let end = std::time::Instant::now() + Duration::from_secs(2);
+            while net.spare_waiters.load(Ordering::Acquire) == 0 {
+                assert!(std::time::Instant::now() < end, "the first never waited");
+                std::thread::yield_now();
+            }
+            assert_eq!(net.take_spare(), None);
+            let (id, addr) = first.join().expect("first").expect("waited for the spare");
+            assert_eq!(id, "s1");
+            assert!(net.cfg.subnet.contains(addr));
+        });
+        assert_eq!(net.spare_waiters.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_create_waits_at_most_spare_wait_for_a_spare() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = making_one(dir.path());
+        let t = std::time::Instant::now();
+        assert_eq!(net.take_spare(), None, "never made");
+        let waited = t.elapsed();
+        assert!(
+            waited >= SPARE_WAIT && waited < SPARE_WAIT * 4,
+            "{waited:?}"
+        );
+        // A spare whose making failed (released) ends the wait at once.
+        let net = making_one(dir.path());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(30));
+                let mut pool = net.pool();
+                pool.release("s1");
+                net.spare_made.notify_all();
+            });
+            let t = std::time::Instant::now();
+            assert_eq!(net.take_spare(), None);
+            assert!(t.elapsed() < SPARE_WAIT, "{:?}", t.elapsed());
+        });
+    }
 
     #[test]
     fn id_files_round_trip_and_ignore_what_is_no_space_id() {

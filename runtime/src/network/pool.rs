@@ -92,6 +92,11 @@ impl Pool {
         &self.spares
     }
 
+    /// Ids of the spares whose namespace is being made.
+    pub fn pending_spares(&self) -> &[String] {
+        &self.pending
+    }
+
     /// Ids of every spare, ready or being made.
     pub fn spare_ids(&self) -> Vec<String> {
         self.spares.iter().chain(&self.pending).cloned().collect()

@@ -67,20 +67,9 @@ impl Tracker {
 /// Sets this thread's nice value to [`BACKGROUND_NICE`] (a failure is
 /// logged: the work still runs, at the usual priority).
 fn lower_priority() {
-    // SAFETY: gettid has no arguments; setpriority of this thread (Linux
-    // keeps a nice value per thread) with integer arguments.
-    let r = unsafe {
-        libc::setpriority(
-            libc::PRIO_PROCESS,
-            libc::gettid() as libc::id_t,
-            BACKGROUND_NICE,
-        )
-    };
-    if r < 0 {
-        tracing::debug!(
-            "lowering a background thread's priority: {}",
-            std::io::Error::last_os_error()
-        );
+    let tid = crate::process::thread_id();
+    if let Err(e) = crate::process::set_thread_nice(tid, BACKGROUND_NICE) {
+        tracing::debug!("lowering a background thread's priority: {e}");
     }
 }
 
@@ -193,8 +182,9 @@ mod tests {
     use super::*;
 
     fn own_nice() -> libc::c_int {
-        // SAFETY: gettid has no arguments; getpriority of this thread.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+        let tid = crate::process::thread_id();
+        // SAFETY: getpriority of this thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t) }
     }
 
     #[test]
