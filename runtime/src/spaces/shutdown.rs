@@ -112,14 +112,14 @@ impl Runtime {
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let (rt, tracked) = (self.clone(), self.inner.background.track());
         // The runtime may be dropped there: with tokio's context, as on
-        // its blocking pool.
-        let handle = tokio::runtime::Handle::current();
+        // its blocking pool (every caller runs in it).
+        let handle = tokio::runtime::Handle::try_current().ok();
         let (done, ended) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("clawdspace-bg".into())
             .spawn(move || {
                 let _tracked = tracked;
-                let _tokio = handle.enter();
+                let _tokio = handle.as_ref().map(|h| h.enter());
                 lower_priority();
                 work(&rt);
                 drop(rt);
