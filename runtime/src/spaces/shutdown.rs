@@ -1,8 +1,9 @@
 //! Background work and the end of a runtime. Work done for later (spare
 //! network namespaces, the trash, the housekeeping) runs on threads of its
 //! own at a lower CPU priority ([`Runtime::in_background`]). Ending a
-//! runtime: its background tasks (init watchers, the activity flusher) stop, its operations finish, activity is saved and its workers
-//! exit, so that the state directory is free for the next runtime as soon as
+//! runtime: its background tasks (init watchers, the activity flusher)
+//! stop, its operations finish, activity is saved and its workers exit, so
+//! that the state directory is free for the next runtime as soon as
 //! [`Runtime::close`] returns. Background tasks never keep the runtime alive
 //! while they wait: they hold it weakly, and strongly only while they work.
 
