@@ -636,6 +636,7 @@ impl WorkerPool {
     /// should close its own copies. Dropping the returned future never
     /// loses the worker: its slot is freed when the reply arrives.
     pub async fn call(&self, req: &Request, fds: &[RawFd]) -> Result<Answer> {
+        let mut t = crate::timing::Phases::new("worker call");
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let data = serde_json::to_vec(&Call {
             id,
@@ -648,6 +649,7 @@ impl WorkerPool {
             .await
             .map_err(|_| Error::Container("worker pool closed".into()))?
             .forget();
+        t.mark("slot");
         let Some(idx) = lock(&self.slots.idle).pop() else {
             self.slots.free.add_permits(1);
             return Err(Error::Container("no idle worker".into()));
@@ -667,10 +669,14 @@ impl WorkerPool {
         if !conn.is_alive() {
             return Err(died());
         }
+        t.mark("conn");
         conn.send(&data, fds).await?;
+        t.mark("send");
         lease.sent = true;
         drop(lease);
-        rx.await.map_err(|_| died())
+        let answer = rx.await.map_err(|_| died());
+        t.mark("answer");
+        answer
     }
 }
 

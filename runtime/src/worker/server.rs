@@ -149,9 +149,12 @@ pub fn serve(sock: OwnedFd) {
             Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
             Err(_) => return,
         };
+        let mut t = crate::timing::Phases::new("worker request");
         let (id, reply) = match serde_json::from_slice::<Call>(&buf[..n]) {
             Ok(call) => {
+                t.mark("parse");
                 let reply = handle(call.request, fds, &mut watched, fd);
+                t.mark("handle");
                 if matches!(reply, Reply::Spawned { .. }) {
                     die_if_asked(fault.as_deref());
                 }
@@ -167,6 +170,7 @@ pub fn serve(sock: OwnedFd) {
             ),
         };
         send(fd, &Message::Reply { id, reply });
+        t.mark("reply");
     }
 }
 
