@@ -56,8 +56,8 @@ pub async fn run(rt: Runtime, audit: Arc<AuditLog>, every: Duration) {
     let mut seen: HashMap<String, Seen> = HashMap::new();
     loop {
         tokio::time::sleep(every).await;
-        let r = rt.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || readings(&r)).await else {
+        // Work for later: at the background's lower priority.
+        let Some(now) = rt.later("egress drop readings", readings).await else {
             continue;
         };
         for (name, figures) in &now {

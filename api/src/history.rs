@@ -91,8 +91,9 @@ pub async fn run(rt: Runtime, audit: Arc<AuditLog>, every: Duration) {
     };
     loop {
         tokio::time::sleep(every).await;
-        let (r, before) = (rt.clone(), marks.clone());
-        let Ok((after, new)) = tokio::task::spawn_blocking(move || look(&r, before)).await else {
+        // Work for later: at the background's lower priority.
+        let before = marks.clone();
+        let Some((after, new)) = rt.later("shell history", move |r| look(r, before)).await else {
             continue;
         };
         for (name, lines) in new {

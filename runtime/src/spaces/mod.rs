@@ -252,7 +252,7 @@ impl Runtime {
                 return;
             }
         });
-        if started.is_none() {
+        if !started {
             // The next destroy tries again.
             self.inner.discarded.store(0, Ordering::Release);
         }

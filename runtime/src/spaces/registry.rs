@@ -132,18 +132,15 @@ impl Runtime {
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 let rt = Runtime { inner };
-                let done = rt.in_background("the housekeeping", |rt| {
+                rt.later("the housekeeping", |rt| {
                     rt.flush();
                     if let Err(e) = rt.inner.net.tidy() {
                         tracing::warn!("network housekeeping: {e}");
                     }
                     rt.give_back_memory();
                     rt.remove_retired_cgroups(false);
-                });
-                drop(rt);
-                if let Some(done) = done {
-                    let _ = done.await;
-                }
+                })
+                .await;
             }
         });
     }

@@ -101,21 +101,19 @@ impl Runtime {
     /// Runs blocking `work` on a thread of its own at nice
     /// [`BACKGROUND_NICE`] (inherited by the threads it starts), counted
     /// until it ends ([`close`] waits for it): work for later must not take
-    /// the CPU from the requests being served. The receiver resolves when
-    /// it ended. None when no thread could be started (logged; `work` is
-    /// dropped: its callers retry later).
+    /// the CPU from the requests being served. False when no thread could
+    /// be started (logged; `work` is dropped: its callers retry later).
     ///
     /// [`close`]: Runtime::close
     pub(super) fn in_background(
         &self,
         what: &str,
         work: impl FnOnce(&Runtime) + Send + 'static,
-    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    ) -> bool {
         let (rt, tracked) = (self.clone(), self.inner.background.track());
         // The runtime may be dropped there: with tokio's context, as on
         // its blocking pool (every caller runs in it).
         let handle = tokio::runtime::Handle::try_current().ok();
-        let (done, ended) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("clawdspace-bg".into())
             .spawn(move || {
@@ -123,16 +121,28 @@ impl Runtime {
                 let _tokio = handle.as_ref().map(|h| h.enter());
                 lower_priority();
                 work(&rt);
-                drop(rt);
-                let _ = done.send(());
             });
-        match spawned {
-            Ok(_) => Some(ended),
-            Err(e) => {
-                tracing::warn!("cannot start a thread for {what}: {e}");
-                None
-            }
+        if let Err(e) = &spawned {
+            tracing::warn!("cannot start a thread for {what}: {e}");
         }
+        spawned.is_ok()
+    }
+
+    /// Runs blocking `work` done for later (housekeeping, periodic
+    /// readings of every space) as [`Runtime::in_background`] does, and
+    /// returns what it returned; None when it could not start.
+    pub async fn later<T: Send + 'static>(
+        &self,
+        what: &str,
+        work: impl FnOnce(&Runtime) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        if !self.in_background(what, move |rt| {
+            let _ = done.send(work(rt));
+        }) {
+            return None;
+        }
+        result.await.ok()
     }
 
     /// Runs `task` in the background, counted until it ends ([`close`]
