@@ -194,10 +194,6 @@ pub struct Network {
     /// in [`RETIRING_FILE`] too, so a daemon killed meanwhile removes the
     /// policies at its next start.
     retiring: Mutex<Vec<(String, Ipv4Addr)>>,
-    /// Threads making a spare now (their ids): a create that waits for
-    /// one brings them back to the usual priority. Changed with `pool`
-    /// held.
-    makers: Mutex<Vec<libc::pid_t>>,
     /// Notified, with `pool` held, when a spare's making ends.
     spare_made: Condvar,
     /// Creates waiting for a spare being made; changed with `pool` held.
@@ -259,7 +255,6 @@ impl Network {
             published: Mutex::default(),
             answerers: Mutex::new(Default::default()),
             retiring: Mutex::default(),
-            makers: Mutex::default(),
             spare_made: Condvar::new(),
             spare_waiters: AtomicUsize::new(0),
             cfg,
@@ -362,10 +357,6 @@ impl Network {
         let spares = pool.spare_ids();
         held.retain(|_, id| !spares.contains(id));
         held
-    }
-
-    fn makers(&self) -> std::sync::MutexGuard<'_, Vec<libc::pid_t>> {
-        self.makers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn bridge_state(&self) -> std::sync::MutexGuard<'_, BridgeState> {
@@ -554,7 +545,7 @@ impl Network {
                     return Ok(());
                 }
                 let id = crate::space_id::new_space_id();
-                let Some(addr) = pool.add_spare(&id) else {
+                let Some(addr) = pool.add_spare(&id, tid) else {
                     // Full: the addresses are for spaces.
                     pool.release(&id);
                     return Ok(());
@@ -565,7 +556,6 @@ impl Network {
                     pool.release(&id);
                     return Err(e);
                 }
-                self.makers().push(tid);
                 (id, addr)
             };
             // Made without the pool's lock: creates and destroys go on.
@@ -575,7 +565,6 @@ impl Network {
                 .and_then(|()| netns::create(&id, &self.cfg, addr));
             t.mark("made");
             let mut pool = self.pool();
-            self.makers().retain(|m| *m != tid);
             self.spare_made.notify_all();
             if made.is_ok() && pool.ready(&id) {
                 continue;
@@ -608,20 +597,21 @@ impl Network {
     /// would otherwise pay for. Blocking.
     pub fn take_spare(&self) -> Option<(String, Ipv4Addr)> {
         let mut pool = self.pool();
-        let awaited = pool.pending_spares().to_vec();
-        let waiters = self.spare_waiters.load(Ordering::Acquire);
-        if !pool.spares().is_empty() || awaited.len() <= waiters {
+        if !pool.spares().is_empty() {
             return pool.take_spare();
         }
+        let awaited = pool.pending_spares().to_vec();
+        if awaited.len() <= self.spare_waiters.load(Ordering::Acquire) {
+            return None;
+        }
         self.spare_waiters.fetch_add(1, Ordering::AcqRel);
-        for &tid in self.makers().iter() {
-            if let Err(e) = crate::process::set_thread_nice(tid, 0) {
+        for (_, maker) in &awaited {
+            if let Err(e) = crate::process::set_thread_nice(*maker, 0) {
                 tracing::debug!("raising a spare maker's priority: {e}");
             }
         }
-        let making = |p: &mut Pool| {
-            p.spares().is_empty() && awaited.iter().any(|id| p.pending_spares().contains(id))
-        };
+        let making =
+            |p: &mut Pool| p.spares().is_empty() && awaited.iter().any(|(id, _)| p.is_pending(id));
         pool = match self.spare_made.wait_timeout_while(pool, SPARE_WAIT, making) {
             Ok((p, _)) => p,
             Err(p) => p.into_inner().0,
@@ -1087,10 +1077,9 @@ mod tests {
     /// A network whose pool has spare "s1" being made by this thread.
     fn making_one(dir: &Path) -> Network {
         let net = Network::new(NetworkConfig::default(), dir).expect("network");
-        let mut pool = net.pool();
-        pool.add_spare("s1").expect("address");
-        net.makers().push(crate::process::thread_id());
-        drop(pool);
+        net.pool()
+            .add_spare("s1", crate::process::thread_id())
+            .expect("address");
         net
     }
 
@@ -1098,7 +1087,6 @@ mod tests {
     fn made_after(net: &Network, id: &str, ms: u64) {
         std::thread::sleep(Duration::from_millis(ms));
         let mut pool = net.pool();
-        net.makers().clear();
         net.spare_made.notify_all();
         assert!(pool.ready(id));
     }

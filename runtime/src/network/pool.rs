@@ -17,8 +17,9 @@ pub struct Pool {
     /// Ids holding an address for a namespace made ahead of a create
     /// (see [`super::Network::fill_spares`]), ready, oldest first.
     spares: Vec<String>,
-    /// Spare ids whose namespace is being made.
-    pending: Vec<String>,
+    /// Spare ids whose namespace is being made, each with the id of the
+    /// thread making it (a create that waits for one raises its priority).
+    pending: Vec<(String, i32)>,
 }
 
 impl Pool {
@@ -58,18 +59,19 @@ impl Pool {
         self.held.iter().find(|(_, i)| *i == id).map(|(a, _)| *a)
     }
 
-    /// Takes the lowest free address for spare `id`, whose namespace is
-    /// then made ([`Pool::ready`] once it is); None when the subnet is full.
-    pub fn add_spare(&mut self, id: &str) -> Option<Ipv4Addr> {
+    /// Takes the lowest free address for spare `id`, whose namespace
+    /// thread `maker` then makes ([`Pool::ready`] once it is); None when
+    /// the subnet is full.
+    pub fn add_spare(&mut self, id: &str, maker: i32) -> Option<Ipv4Addr> {
         let a = self.allocate(id)?;
-        self.pending.push(id.to_string());
+        self.pending.push((id.to_string(), maker));
         Some(a)
     }
 
     /// Spare `id` is made: it can be taken. False when it no longer holds
     /// its address (released meanwhile).
     pub fn ready(&mut self, id: &str) -> bool {
-        let Some(i) = self.pending.iter().position(|p| p == id) else {
+        let Some(i) = self.pending.iter().position(|(p, _)| p == id) else {
             return false;
         };
         self.pending.remove(i);
@@ -92,14 +94,20 @@ impl Pool {
         &self.spares
     }
 
-    /// Ids of the spares whose namespace is being made.
-    pub fn pending_spares(&self) -> &[String] {
+    /// The spares whose namespace is being made: ids and maker threads.
+    pub fn pending_spares(&self) -> &[(String, i32)] {
         &self.pending
+    }
+
+    /// Whether spare `id`'s namespace is being made.
+    pub fn is_pending(&self, id: &str) -> bool {
+        self.pending.iter().any(|(p, _)| p == id)
     }
 
     /// Ids of every spare, ready or being made.
     pub fn spare_ids(&self) -> Vec<String> {
-        self.spares.iter().chain(&self.pending).cloned().collect()
+        let pending = self.pending.iter().map(|(id, _)| id);
+        self.spares.iter().chain(pending).cloned().collect()
     }
 
     /// How many spaces (spares left out) hold an address.
@@ -112,7 +120,7 @@ impl Pool {
     /// Frees whatever `id` holds; returns whether it held something.
     pub fn release(&mut self, id: &str) -> bool {
         self.spares.retain(|s| s != id);
-        self.pending.retain(|s| s != id);
+        self.pending.retain(|(s, _)| s != id);
         let before = self.held.len();
         let lan = &mut self.lan;
         self.held.retain(|a, i| {
@@ -185,12 +193,12 @@ mod tests {
     #[test]
     fn spares_hold_addresses_but_not_the_network_up() {
         let mut p = Pool::new("10.9.0.0/29".parse().expect("net"));
-        assert_eq!(p.add_spare("s1"), Some(Ipv4Addr::new(10, 9, 0, 2)));
+        assert_eq!(p.add_spare("s1", 7), Some(Ipv4Addr::new(10, 9, 0, 2)));
         assert!(p.is_empty(), "a spare is not a space");
         assert_eq!(p.take_spare(), None, "not made yet");
         assert!(p.ready("s1"));
         assert_eq!(p.allocate("a"), Some(Ipv4Addr::new(10, 9, 0, 3)));
-        assert_eq!(p.add_spare("s2"), Some(Ipv4Addr::new(10, 9, 0, 4)));
+        assert_eq!(p.add_spare("s2", 7), Some(Ipv4Addr::new(10, 9, 0, 4)));
         assert_eq!(p.spare_ids(), ["s1", "s2"]);
         assert!(p.ready("s2"));
         assert_eq!((p.spaces(), p.spares().len()), (1, 2));
@@ -203,14 +211,14 @@ mod tests {
         assert_eq!((p.spaces(), p.spares().len()), (2, 1));
         assert!(p.release("s2"));
         assert_eq!(p.take_spare(), None);
-        p.add_spare("s4").expect("free");
+        p.add_spare("s4", 7).expect("free");
         assert!(p.release("s4"));
         assert!(!p.ready("s4"), "released while being made");
         assert!(p.spare_ids().is_empty());
         for id in ["b", "c", "d"] {
             p.allocate(id).expect("free");
         }
-        assert_eq!(p.add_spare("s3"), None, "full");
+        assert_eq!(p.add_spare("s3", 7), None, "full");
         assert!(p.spares().is_empty(), "a spare that got no address is none");
     }
 }
